@@ -1,0 +1,45 @@
+//! Agent errors with the class that tells a workflow whether to retry, fail or go on.
+
+use crate::bindings::corral::agent::types as wit;
+
+pub use wit::ErrorClass;
+
+/// An error the agent reports itself. Its class decides what a workflow does:
+/// transient errors are retried, permanent ones fail the step (or go to a
+/// fallback), degradable ones let the workflow continue without this result.
+#[derive(Debug, Clone)]
+pub struct AgentError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl AgentError {
+    /// Worth retrying: a timeout, a rate limit, a resource briefly unavailable.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { class: ErrorClass::Transient, message: message.into() }
+    }
+
+    /// Retrying will not help: invalid input, a missing resource, a bug.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { class: ErrorClass::Permanent, message: message.into() }
+    }
+
+    /// The result is optional: the workflow may go on without it.
+    pub fn degradable(message: impl Into<String>) -> Self {
+        Self { class: ErrorClass::Degradable, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.class, self.message)
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+impl From<AgentError> for wit::AgentError {
+    fn from(e: AgentError) -> Self {
+        wit::AgentError { class: e.class, message: e.message }
+    }
+}

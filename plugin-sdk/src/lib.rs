@@ -1,0 +1,103 @@
+//! The Rust SDK for corral agents: implement [`Agent`], call [`export_agent!`], build for `wasm32-wasip2`.
+//!
+//! An agent is a struct with typed input and output. The SDK derives the
+//! agent's JSON Schemas from those types (with `schemars`), parses the handoff
+//! packet the host sends, and wraps the result in the output packet. Authors
+//! never see the WIT bindings.
+//!
+//! ```
+//! use corral_sdk::{Agent, AgentError, Context, JsonSchema};
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// Counts the words of a text.
+//! #[derive(Default)]
+//! pub struct WordCount;
+//!
+//! #[derive(Deserialize, JsonSchema)]
+//! pub struct Input {
+//!     /// The text to count.
+//!     pub text: String,
+//! }
+//!
+//! #[derive(Serialize, JsonSchema)]
+//! pub struct Output {
+//!     pub words: usize,
+//! }
+//!
+//! impl Agent for WordCount {
+//!     type Input = Input;
+//!     type Output = Output;
+//!
+//!     fn run(&self, ctx: &mut Context, input: Input) -> Result<Output, AgentError> {
+//!         if input.text.is_empty() {
+//!             return Err(AgentError::permanent("nothing to count: `text` is empty"));
+//!         }
+//!         ctx.progress(100, "counted");
+//!         Ok(Output { words: input.text.split_whitespace().count() })
+//!     }
+//! }
+//!
+//! corral_sdk::export_agent!(WordCount);
+//! # fn main() {}
+//! ```
+//!
+//! The agent's name, version and description come from its `Cargo.toml`
+//! (`name`, `version`, `description`).
+
+mod agent;
+mod context;
+mod error;
+mod packet;
+
+pub use agent::Agent;
+pub use context::{Context, Level};
+pub use error::{AgentError, ErrorClass};
+pub use schemars::JsonSchema;
+
+/// The capabilities an agent may request in [`Agent::capabilities`].
+pub use bindings::corral::agent::types::{Capability, DirRequest};
+
+/// The generated WIT bindings. Not part of the public API.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit/since_v0.1.0",
+        world: "agent",
+        pub_export_macro: true,
+        export_macro_name: "__export_agent_bindings",
+        default_bindings_module: "corral_sdk::bindings",
+    });
+}
+
+/// Glue used by [`export_agent!`]. Not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::agent::{describe, run};
+    pub use crate::bindings::exports::corral::agent::guest::{AgentError, AgentInfo, Guest};
+}
+
+/// Registers `$agent` (a type implementing [`Agent`] and [`Default`]) as the
+/// component's export. Use it once per crate.
+#[macro_export]
+macro_rules! export_agent {
+    ($agent:ty) => {
+        #[doc(hidden)]
+        struct __CorralExport;
+
+        impl $crate::__private::Guest for __CorralExport {
+            fn describe() -> $crate::__private::AgentInfo {
+                $crate::__private::describe::<$agent>(
+                    env!("CARGO_PKG_NAME"),
+                    env!("CARGO_PKG_VERSION"),
+                    env!("CARGO_PKG_DESCRIPTION"),
+                )
+            }
+
+            fn run(packet: String) -> Result<String, $crate::__private::AgentError> {
+                $crate::__private::run::<$agent>(packet)
+            }
+        }
+
+        $crate::bindings::__export_agent_bindings!(__CorralExport with_types_in $crate::bindings);
+    };
+}
