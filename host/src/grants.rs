@@ -1,0 +1,102 @@
+//! Capability grants: deny-by-default access to directories and environment variables.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::agent::AgentInfo;
+use crate::error::Denial;
+
+/// What an agent may touch. Empty by default: no files, no environment, no
+/// network. Nothing else is ever granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    pub dirs: Vec<DirGrant>,
+    pub env: Vec<EnvGrant>,
+}
+
+/// A host directory opened inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirGrant {
+    pub host: PathBuf,
+    pub guest: String,
+    pub writable: bool,
+}
+
+/// An environment variable the agent sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvGrant {
+    pub name: String,
+    pub value: String,
+}
+
+impl DirGrant {
+    /// Parses `host[:guest][:ro]`, the form of `--allow-dir`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let (spec, writable) = match spec.strip_suffix(":ro") {
+            Some(rest) => (rest, false),
+            None => (spec.strip_suffix(":rw").unwrap_or(spec), true),
+        };
+        let (host, guest) = match spec.split_once(':') {
+            Some((h, g)) => (h, g.to_owned()),
+            None => (spec, spec.to_owned()),
+        };
+        if host.is_empty() || guest.is_empty() {
+            return Err(format!("`{spec}` is not of the form host[:guest][:ro]"));
+        }
+        Ok(Self { host: host.into(), guest, writable })
+    }
+}
+
+impl EnvGrant {
+    /// Parses `NAME` (value taken from corral's own environment) or `NAME=VALUE`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let (name, value) = match spec.split_once('=') {
+            Some((n, v)) => (n.to_owned(), v.to_owned()),
+            None => {
+                let value = std::env::var(spec).map_err(|_| {
+                    format!("`{spec}` is not set in corral's environment; pass `{spec}=VALUE`")
+                })?;
+                (spec.to_owned(), value)
+            }
+        };
+        if name.is_empty() {
+            return Err(format!("`{spec}` has no variable name"));
+        }
+        Ok(Self { name, value })
+    }
+}
+
+impl Grants {
+    /// Every capability `info` requests that these grants do not cover.
+    pub fn denials(&self, info: &AgentInfo) -> Vec<Denial> {
+        info.capabilities
+            .iter()
+            .filter(|cap| match cap {
+                crate::agent::Capability::Env { name } => !self.env.iter().any(|e| &e.name == name),
+                crate::agent::Capability::Dir { guest_path, writable } => !self
+                    .dirs
+                    .iter()
+                    .any(|d| &d.guest == guest_path && (d.writable || !writable)),
+            })
+            .map(|cap| Denial { capability: cap.clone() })
+            .collect()
+    }
+
+    /// The WASI context these grants allow, with stdio wired by the caller.
+    pub(crate) fn wasi_builder(&self) -> anyhow::Result<WasiCtxBuilder> {
+        let mut b = WasiCtxBuilder::new();
+        for e in &self.env {
+            b.env(&e.name, &e.value);
+        }
+        for d in &self.dirs {
+            let perms = if d.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            b.preopened_dir(&d.host, &d.guest, perms).map_err(anyhow::Error::from).with_context(|| {
+                format!("cannot open granted directory {} (guest path {})", d.host.display(), d.guest)
+            })?;
+        }
+        Ok(b)
+    }
+}

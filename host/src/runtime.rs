@@ -1,0 +1,317 @@
+//! The runtime: loads agents (compile cache, link, describe) and runs calls with handoff checks on both sides.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use crate::agent::{Agent, AgentInfo};
+use crate::cache::{CacheStats, CompileCache};
+use crate::capture::LogRecord;
+use crate::error::{CallError, LoadError, PacketProblem};
+use crate::packet::{HandoffPacket, PACKET_VERSION, PacketLimits, check_depth};
+use crate::receipt::Receipt;
+use crate::sandbox::{Export, HostState, Returned, Sandbox, Usage};
+use crate::schema::PayloadSchema;
+use crate::wit::latest as wit;
+use crate::{Budget, EngineConfig, Grants};
+
+/// Settings of a [`Runtime`].
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    pub engine: EngineConfig,
+    /// Where precompiled components are kept; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+    pub packet_limits: PacketLimits,
+    /// The budget `describe` runs under when an agent is loaded.
+    pub describe_budget: Budget,
+}
+
+impl RuntimeConfig {
+    /// Defaults, with the disk cache in [`default_cache_dir`](crate::default_cache_dir).
+    pub fn with_default_cache() -> Self {
+        Self { cache_dir: crate::cache::default_cache_dir(), ..Self::default() }
+    }
+}
+
+/// The result of one call: the output packet or a typed error, and always a receipt.
+#[derive(Debug)]
+pub struct CallOutcome {
+    pub result: Result<HandoffPacket, CallError>,
+    pub receipt: Receipt,
+    /// Log records and output lines the agent produced, up to the log cap.
+    pub logs: Vec<LogRecord>,
+}
+
+/// Loads and calls agents. One per process is enough: it shares one engine,
+/// one linker, the compile cache and every loaded agent.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: CompileCache,
+    agents: Mutex<HashMap<String, Arc<Agent>>>,
+    config: RuntimeConfig,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let engine = crate::engine::build(&config.engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wit::Agent::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        let cache = CompileCache::new(config.cache_dir.as_deref(), &engine);
+        Ok(Self { engine, linker, cache, agents: Mutex::new(HashMap::new()), config })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// How many components were compiled, read from disk, or already loaded.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Loads the component at `path` as an agent.
+    pub async fn load(&self, path: impl AsRef<Path>) -> Result<Arc<Agent>, LoadError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+        self.load_bytes(path, &bytes).await
+    }
+
+    /// Loads `bytes` as an agent; `path` names it in errors.
+    pub async fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Arc<Agent>, LoadError> {
+        let path_buf = path.to_owned();
+        check_header(path, bytes)?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        if let Some(agent) = self.agents.lock().unwrap().get(&digest) {
+            self.cache.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(agent.clone());
+        }
+        let component = self
+            .cache
+            .component(&self.engine, bytes, &digest)
+            .map_err(|e| LoadError::Invalid { path: path_buf.clone(), source: e.into() })?;
+        check_world(&self.engine, path, &component)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::UnsupportedImports { path: path_buf.clone(), source: e.into() })?;
+        let pre = wit::AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+            path: path_buf.clone(),
+            expected: format!("{} (with matching signatures: {e:#})", wit::GUEST_EXPORT),
+            found: export_names(&self.engine, &component),
+        })?;
+
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let (result, _usage) = self
+            .sandbox()
+            .invoke(&name, &pre, Export::Describe, &self.config.describe_budget, &Grants::default())
+            .await;
+        let info = match result {
+            Ok(Returned::Info(info)) => info,
+            Ok(Returned::Run(_)) => unreachable!("describe returns agent info"),
+            Err(e) => return Err(LoadError::Describe { path: path_buf, source: Box::new(e) }),
+        };
+        let info = convert_info(path, info)?;
+        let agent = Arc::new(Agent { path: path_buf, digest: digest.clone(), component, pre, info });
+        self.agents.lock().unwrap().insert(digest, agent.clone());
+        Ok(agent)
+    }
+
+    fn sandbox(&self) -> Sandbox<'_> {
+        Sandbox {
+            engine: &self.engine,
+            epoch_tick: self.config.engine.epoch_tick,
+            max_stack: self.config.engine.max_wasm_stack,
+        }
+    }
+
+    /// Calls `agent` with `packet` under `budget` and `grants`.
+    ///
+    /// The payload is checked against the agent's input schema before the
+    /// call and the output against its output schema after; no unchecked
+    /// data leaves this function.
+    pub async fn call(
+        &self,
+        agent: &Agent,
+        packet: &HandoffPacket,
+        budget: &Budget,
+        grants: &Grants,
+    ) -> CallOutcome {
+        let name = agent.name();
+        let mut receipt = Receipt {
+            agent: name.to_owned(),
+            fuel_limit: budget.fuel,
+            memory_limit_bytes: budget.memory_bytes,
+            timeout_ms: budget.timeout.as_millis() as u64,
+            ..Receipt::default()
+        };
+        let fail = |receipt: Receipt, e: CallError| CallOutcome { result: Err(e), receipt, logs: Vec::new() };
+
+        let denied = grants.denials(&agent.info);
+        if !denied.is_empty() {
+            return fail(receipt, CallError::PolicyDenied { agent: name.into(), denied });
+        }
+        if budget.memory_bytes > self.config.engine.max_memory_bytes {
+            let message = format!(
+                "the memory budget of {} bytes exceeds the engine's maximum of {} bytes",
+                budget.memory_bytes, self.config.engine.max_memory_bytes
+            );
+            return fail(receipt, CallError::Host { agent: name.into(), message });
+        }
+        let text = match self.check_input(agent, packet) {
+            Ok(text) => text,
+            Err(problem) => {
+                if let PacketProblem::TooLarge { actual, .. } = problem {
+                    receipt.bytes_in = actual;
+                }
+                return fail(receipt, CallError::InvalidInput { agent: name.into(), problem });
+            }
+        };
+        receipt.bytes_in = text.len() as u64;
+
+        let (result, usage) =
+            self.sandbox().invoke(name, &agent.pre, Export::Run(text), budget, grants).await;
+        let Usage { fuel_used, peak_memory, wall, capture, progress } = usage;
+        receipt.fuel_used = fuel_used;
+        receipt.peak_memory_bytes = peak_memory;
+        receipt.wall_time_us = wall.as_micros() as u64;
+        receipt.log_bytes = capture.kept;
+        receipt.log_bytes_dropped = capture.dropped;
+        receipt.progress = progress;
+        let logs = capture.records;
+
+        let result = match result {
+            Err(e) => Err(e),
+            Ok(Returned::Info(_)) => unreachable!("run returns a packet"),
+            Ok(Returned::Run(Err(e))) => Err(CallError::Agent {
+                agent: name.into(),
+                class: e.class.into(),
+                message: e.message,
+            }),
+            Ok(Returned::Run(Ok(out))) => {
+                receipt.bytes_out = out.len() as u64;
+                self.check_output(agent, packet, &out, budget)
+            }
+        };
+        CallOutcome { result, receipt, logs }
+    }
+
+    /// Validates the input packet and returns its JSON text.
+    fn check_input(&self, agent: &Agent, packet: &HandoffPacket) -> Result<String, PacketProblem> {
+        let limits = self.config.packet_limits;
+        check_envelope(packet)?;
+        check_depth(&packet.payload, limits.max_depth)?;
+        agent.info.input_schema.check(&packet.payload)?;
+        let text = serde_json::to_string(packet).expect("packets always serialize");
+        if text.len() as u64 > limits.max_bytes {
+            return Err(PacketProblem::TooLarge { limit: limits.max_bytes, actual: text.len() as u64 });
+        }
+        Ok(text)
+    }
+
+    /// Validates what the agent returned against the envelope and its output schema.
+    fn check_output(
+        &self,
+        agent: &Agent,
+        input: &HandoffPacket,
+        out: &str,
+        budget: &Budget,
+    ) -> Result<HandoffPacket, CallError> {
+        let name = agent.name();
+        if out.len() as u64 > budget.max_output_bytes {
+            return Err(CallError::OutputTooLarge {
+                agent: name.into(),
+                limit: budget.max_output_bytes,
+                actual: out.len() as u64,
+            });
+        }
+        let invalid = |problem| CallError::InvalidOutput { agent: name.into(), problem };
+        let packet: HandoffPacket = serde_json::from_str(out).map_err(|e| {
+            invalid(match e.classify() {
+                serde_json::error::Category::Data => {
+                    PacketProblem::Envelope { message: e.to_string() }
+                }
+                _ => PacketProblem::Json { message: e.to_string() },
+            })
+        })?;
+        check_envelope(&packet).map_err(invalid)?;
+        if packet.run_id != input.run_id || packet.step_id != input.step_id {
+            return Err(invalid(PacketProblem::Envelope {
+                message: format!(
+                    "the output packet is for run `{}` step `{}`, but the input was for run `{}` step `{}`",
+                    packet.run_id, packet.step_id, input.run_id, input.step_id
+                ),
+            }));
+        }
+        check_depth(&packet.payload, self.config.packet_limits.max_depth).map_err(invalid)?;
+        agent.info.output_schema.check(&packet.payload).map_err(invalid)?;
+        Ok(packet)
+    }
+}
+
+fn check_envelope(packet: &HandoffPacket) -> Result<(), PacketProblem> {
+    if packet.version != PACKET_VERSION {
+        return Err(PacketProblem::Envelope {
+            message: format!("packet version {} is not supported (expected {PACKET_VERSION})", packet.version),
+        });
+    }
+    Ok(())
+}
+
+/// Rejects files that are not wasm, or are core modules, before Cranelift sees them.
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm { path: path.to_owned() });
+    }
+    // Bytes 4..8: version 1 and layer 0 for a core module; a component
+    // has layer 1.
+    if bytes[6..8] == [0, 0] {
+        return Err(LoadError::NotAComponent { path: path.to_owned() });
+    }
+    Ok(())
+}
+
+fn export_names(engine: &Engine, component: &Component) -> Vec<String> {
+    component.component_type().exports(engine).map(|(name, _)| name.to_owned()).collect()
+}
+
+fn check_world(engine: &Engine, path: &Path, component: &Component) -> Result<(), LoadError> {
+    let found = export_names(engine, component);
+    if found.iter().any(|n| n == wit::GUEST_EXPORT) {
+        return Ok(());
+    }
+    Err(LoadError::WrongWorld { path: path.to_owned(), expected: wit::GUEST_EXPORT.into(), found })
+}
+
+fn convert_info(path: &Path, info: wit::corral::agent::types::AgentInfo) -> Result<AgentInfo, LoadError> {
+    let schema = |which: &'static str, text: &str| -> Result<Arc<PayloadSchema>, LoadError> {
+        let bad = |message: String| LoadError::BadSchema {
+            path: path.to_owned(),
+            agent: info.name.clone(),
+            which,
+            message,
+        };
+        let value: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        PayloadSchema::compile(value).map(Arc::new).map_err(bad)
+    };
+    Ok(AgentInfo {
+        input_schema: schema("input", &info.input_schema)?,
+        output_schema: schema("output", &info.output_schema)?,
+        name: info.name.clone(),
+        version: info.version,
+        description: info.description,
+        capabilities: info.capabilities.into_iter().map(Into::into).collect(),
+    })
+}
