@@ -102,6 +102,11 @@ fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
+/// The JSON Schema of [`HandoffPacket`], as checked into `schemas/handoff-packet.json`.
+pub fn packet_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(HandoffPacket)).expect("schemas serialize")
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -88,7 +88,7 @@ impl Guest for Hostile {
             "recurse" => json!({ "ok": recurse(black_box(1)) > 0 }),
             "panic" => panic!("the hostile agent panicked on purpose"),
             "bad_json" => return Ok("this is { not json".into()),
-            "violate_schema" => json!({ "ok": "yes", "extra": 1 }),
+            "violate_schema" => json!({ "ok": "yes" }),
             "huge_output" => {
                 let n = input["bytes"].as_u64().unwrap_or(4 << 20) as usize;
                 json!({ "ok": true, "filler": "x".repeat(n) })
@@ -159,10 +159,18 @@ impl Guest for Hostile {
     }
 }
 
+static DEPTH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Recurses without taking addresses, so the frames live on the wasm stack
+/// (not the shadow stack in linear memory) and the engine's stack limit is
+/// what stops it. The subtraction after the call keeps LLVM from turning
+/// the recursion into a loop.
 #[inline(never)]
 fn recurse(n: u64) -> u64 {
-    let buf = black_box([n; 64]);
-    if black_box(true) { recurse(n + 1) + buf[3] } else { buf[0] }
+    if DEPTH.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == u64::MAX {
+        return n;
+    }
+    recurse(n + 1).wrapping_sub(n)
 }
 
 export!(Hostile);

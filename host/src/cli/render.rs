@@ -1,0 +1,73 @@
+//! Human and JSON rendering of receipts and errors, with whole cause chains.
+
+use bytesize::ByteSize;
+use corral::{CallError, LoadError, Receipt};
+use serde_json::{Value, json};
+
+use super::Exit;
+
+/// Prints an error and every cause under it.
+pub fn error(e: &dyn std::error::Error) {
+    eprintln!("error: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        eprintln!("  caused by: {s}");
+        source = s.source();
+    }
+}
+
+pub fn error_json(e: &CallError) -> Value {
+    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert("message".into(), Value::String(e.to_string()));
+    }
+    v
+}
+
+pub fn load_error(e: &LoadError, json: bool) -> Exit {
+    let exit = match e {
+        LoadError::Read { .. } => Exit::Usage,
+        LoadError::Describe { source, .. } => match source.kind() {
+            corral::FailureKind::Host => Exit::Host,
+            _ => Exit::NotAnAgent,
+        },
+        LoadError::Cache(_) => Exit::Host,
+        _ => Exit::NotAnAgent,
+    };
+    if json {
+        let mut chain = Vec::new();
+        let mut source: Option<&dyn std::error::Error> = Some(e);
+        while let Some(s) = source {
+            chain.push(s.to_string());
+            source = s.source();
+        }
+        let doc = json!({
+            "status": "error",
+            "exit_code": exit as u8,
+            "error": { "kind": "load", "message": e.to_string(), "causes": chain },
+        });
+        println!("{doc}");
+    } else {
+        error(e);
+    }
+    exit
+}
+
+pub fn receipt(r: &Receipt) {
+    let pct = |used: u64, limit: u64| if limit == 0 { 0.0 } else { used as f64 * 100.0 / limit as f64 };
+    eprintln!("receipt for `{}`", r.agent);
+    eprintln!(
+        "  fuel     {} of {} instructions ({:.2}%)",
+        r.fuel_used,
+        r.fuel_limit,
+        pct(r.fuel_used, r.fuel_limit)
+    );
+    eprintln!(
+        "  memory   {} peak of {}",
+        ByteSize(r.peak_memory_bytes),
+        ByteSize(r.memory_limit_bytes)
+    );
+    eprintln!("  time     {:.3?} of {} ms", r.wall_time(), r.timeout_ms);
+    eprintln!("  packets  {} in, {} out", ByteSize(r.bytes_in), ByteSize(r.bytes_out));
+    eprintln!("  logs     {} kept, {} dropped", ByteSize(r.log_bytes), ByteSize(r.log_bytes_dropped));
+}
