@@ -31,7 +31,11 @@ async fn keywords_counts_and_ranks() {
 
 #[tokio::test]
 async fn classify_routes_by_rules() {
-    let out = run(agents::CLASSIFY, json!({"text": "The app crashes with an error when I save"})).await;
+    let out = run(
+        agents::CLASSIFY,
+        json!({"text": "The app crashes with an error when I save"}),
+    )
+    .await;
     assert_eq!(out["label"], "bug");
     assert_eq!(out["matched"], json!(["crashes", "error"]));
 
@@ -39,21 +43,40 @@ async fn classify_routes_by_rules() {
         {"label": "billing", "any_of": ["invoice", "refund"]},
         {"label": "shipping", "any_of": ["parcel", "delivery"], "weight": 2.0}
     ]);
-    let out = run(agents::CLASSIFY, json!({"text": "Where is my parcel? I want a refund", "rules": rules})).await;
+    let out = run(
+        agents::CLASSIFY,
+        json!({"text": "Where is my parcel? I want a refund", "rules": rules}),
+    )
+    .await;
     assert_eq!(out["label"], "shipping");
     assert_eq!(out["scores"], json!({"billing": 1.0, "shipping": 2.0}));
     assert_eq!(out["confidence"], 0.667);
 
-    let out = run(agents::CLASSIFY, json!({"text": "lovely weather", "default_label": "chat"})).await;
-    assert_eq!((out["label"].as_str(), out["confidence"].as_f64()), (Some("chat"), Some(0.0)));
+    let out = run(
+        agents::CLASSIFY,
+        json!({"text": "lovely weather", "default_label": "chat"}),
+    )
+    .await;
+    assert_eq!(
+        (out["label"].as_str(), out["confidence"].as_f64()),
+        (Some("chat"), Some(0.0))
+    );
 }
 
 #[tokio::test]
 async fn summarize_keeps_the_richest_sentences_in_order() {
     let out = run(agents::SUMMARIZE, json!({"text": TEXT, "max_sentences": 2})).await;
-    let kept: Vec<u64> = out["sentences"].as_array().unwrap().iter().map(|s| s["index"].as_u64().unwrap()).collect();
+    let kept: Vec<u64> = out["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(kept.len(), 2);
-    assert!(kept[0] < kept[1], "kept sentences stay in text order: {kept:?}");
+    assert!(
+        kept[0] < kept[1],
+        "kept sentences stay in text order: {kept:?}"
+    );
     assert_eq!(out["compression"], 0.5);
     let summary = out["summary"].as_str().unwrap();
     for s in out["sentences"].as_array().unwrap() {
@@ -68,11 +91,19 @@ async fn critic_scores_against_rules() {
     let out = run(agents::CRITIC, json!({"draft": TEXT, "rules": rules})).await;
     // 6 checks: min, max, sentence length, two required terms, one forbidden; `receipt` is missing.
     assert_eq!(out["checks"], 6);
-    assert_eq!(out["issues"], json!([{"rule": "required_terms", "message": "missing `receipt`"}]));
+    assert_eq!(
+        out["issues"],
+        json!([{"rule": "required_terms", "message": "missing `receipt`"}])
+    );
     assert_eq!(out["score"], 0.833);
     assert_eq!(out["passed"], true);
 
-    let out = call(agents::CRITIC, json!({"draft": "x", "rules": {"min_words": 9, "max_words": 3}}), &budget()).await;
+    let out = call(
+        agents::CRITIC,
+        json!({"draft": "x", "rules": {"min_words": 9, "max_words": 3}}),
+        &budget(),
+    )
+    .await;
     match out.result {
         Err(corral::CallError::Agent { class, message, .. }) => {
             assert_eq!(class, corral::ErrorClass::Permanent);

@@ -28,7 +28,10 @@ fn json_call(agent: &str, input: &str, extra: &[&str]) -> (i32, Value) {
     args.extend_from_slice(extra);
     let out = corral(&args);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not one JSON object ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     });
     (out.status.code().unwrap(), doc)
 }
@@ -42,12 +45,20 @@ fn success_prints_the_packet_and_receipt() {
     assert_eq!(doc["receipt"]["agent"], "keywords");
     assert!(doc["receipt"]["fuel_used"].as_u64().unwrap() > 0);
 
-    let out = corral(&["call", agents::KEYWORDS, "--input", r#"{"text": "alpha beta alpha"}"#]);
+    let out = corral(&[
+        "call",
+        agents::KEYWORDS,
+        "--input",
+        r#"{"text": "alpha beta alpha"}"#,
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let packet: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(packet["payload"]["word_count"], 3);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("receipt for `keywords`") && stderr.contains("fuel"), "{stderr}");
+    assert!(
+        stderr.contains("receipt for `keywords`") && stderr.contains("fuel"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -66,26 +77,48 @@ fn each_failure_kind_has_its_exit_code() {
     assert_eq!((code, doc["error"]["kind"].as_str()), (1, Some("agent")));
 
     let (code, doc) = json_call(agents::HOSTILE, r#"{"action": "loop"}"#, &["--fuel", "2M"]);
-    assert_eq!((code, doc["error"]["kind"].as_str()), (3, Some("fuel_exhausted")));
+    assert_eq!(
+        (code, doc["error"]["kind"].as_str()),
+        (3, Some("fuel_exhausted"))
+    );
     assert_eq!(doc["error"]["limit"], 2_000_000);
     assert_eq!(doc["receipt"]["fuel_used"], 2_000_000);
     assert!(doc["error"]["message"].as_str().unwrap().contains("--fuel"));
 
-    let (code, doc) = json_call(agents::HOSTILE, r#"{"action": "alloc"}"#, &["--memory", "16MiB"]);
-    assert_eq!((code, doc["error"]["kind"].as_str()), (3, Some("memory_limit")));
+    let (code, doc) = json_call(
+        agents::HOSTILE,
+        r#"{"action": "alloc"}"#,
+        &["--memory", "16MiB"],
+    );
+    assert_eq!(
+        (code, doc["error"]["kind"].as_str()),
+        (3, Some("memory_limit"))
+    );
 
     let (code, doc) = json_call(agents::KEYWORDS, r#"{"text": 1}"#, &[]);
-    assert_eq!((code, doc["error"]["kind"].as_str()), (4, Some("invalid_input")));
+    assert_eq!(
+        (code, doc["error"]["kind"].as_str()),
+        (4, Some("invalid_input"))
+    );
     assert_eq!(doc["error"]["problem"]["pointer"], "/text");
 
     let (code, doc) = json_call(agents::KEYWORDS, r#"{"text": "#, &[]);
-    assert_eq!((code, doc["error"]["problem"]["problem"].as_str()), (4, Some("json")));
+    assert_eq!(
+        (code, doc["error"]["problem"]["problem"].as_str()),
+        (4, Some("json"))
+    );
 
     let (code, doc) = json_call(agents::ENV_READER, r#"{"file": "x"}"#, &[]);
-    assert_eq!((code, doc["error"]["kind"].as_str()), (5, Some("policy_denied")));
+    assert_eq!(
+        (code, doc["error"]["kind"].as_str()),
+        (5, Some("policy_denied"))
+    );
 
     let (code, doc) = json_call(agents::HOSTILE, r#"{"action": "panic"}"#, &[]);
-    assert_eq!((code, doc["error"]["kind"].as_str()), (6, Some("guest_trap")));
+    assert_eq!(
+        (code, doc["error"]["kind"].as_str()),
+        (6, Some("guest_trap"))
+    );
 
     let (code, doc) = json_call(agents::NOT_AN_AGENT, "{}", &[]);
     assert_eq!((code, doc["error"]["kind"].as_str()), (7, Some("load")));
@@ -109,7 +142,10 @@ fn grants_on_the_command_line_open_capabilities() {
         &["--allow-env", "GREETING=hi", "--allow-dir", &allow],
     );
     assert_eq!(code, 0, "{doc}");
-    assert_eq!(doc["output"]["payload"], serde_json::json!({"greeting": "hi", "contents": "note"}));
+    assert_eq!(
+        doc["output"]["payload"],
+        serde_json::json!({"greeting": "hi", "contents": "note"})
+    );
 }
 
 #[test]
@@ -117,14 +153,19 @@ fn errors_are_readable_with_their_cause() {
     let out = corral(&["call", agents::NOT_AN_AGENT, "--input", "{}"]);
     assert_eq!(out.status.code(), Some(7));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("does not implement the `corral:agent/agent@0.1.0` world"), "{stderr}");
+    assert!(
+        stderr.contains("does not implement the `corral:agent/agent@0.1.0` world"),
+        "{stderr}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("bogus.wasm");
     std::fs::write(&bogus, b"\0asm\x01\0\0\0").unwrap();
     let out = corral(&["inspect", bogus.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(7));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("core WebAssembly module, not a component"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("core WebAssembly module, not a component")
+    );
 }
 
 #[test]
@@ -135,22 +176,43 @@ fn inspect_shows_world_schemas_capabilities_and_imports() {
     assert_eq!(doc["world"], "corral:agent/agent");
     assert_eq!(doc["world_version"], "0.1.0");
     assert_eq!(doc["name"], "env-reader");
-    assert_eq!(doc["capabilities"][0], serde_json::json!({"kind": "env", "name": "GREETING"}));
-    let imports: Vec<&str> = doc["imports"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(imports.iter().any(|i| i.starts_with("corral:agent/")), "{imports:?}");
-    assert!(imports.iter().any(|i| i.starts_with("wasi:filesystem/")), "{imports:?}");
+    assert_eq!(
+        doc["capabilities"][0],
+        serde_json::json!({"kind": "env", "name": "GREETING"})
+    );
+    let imports: Vec<&str> = doc["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        imports.iter().any(|i| i.starts_with("corral:agent/")),
+        "{imports:?}"
+    );
+    assert!(
+        imports.iter().any(|i| i.starts_with("wasi:filesystem/")),
+        "{imports:?}"
+    );
     assert_eq!(doc["input_schema"]["required"], serde_json::json!(["file"]));
 
     let out = corral(&["inspect", agents::KEYWORDS]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("corral:agent/agent@0.1.0") && text.contains("input schema"), "{text}");
+    assert!(
+        text.contains("corral:agent/agent@0.1.0") && text.contains("input schema"),
+        "{text}"
+    );
 }
 
 #[test]
 fn help_documents_the_exit_codes() {
     let out = corral(&["call", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for line in ["3  a budget was breached", "5  a requested capability", "--allow-dir"] {
+    for line in [
+        "3  a budget was breached",
+        "5  a requested capability",
+        "--allow-dir",
+    ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
 }

@@ -24,9 +24,14 @@ fn output_problem(result: Result<HandoffPacket, CallError>) -> PacketProblem {
 #[tokio::test]
 async fn input_schema_violations_name_the_pointer_and_keyword() {
     let out = call(agents::KEYWORDS, json!({"text": 5}), &budget()).await;
-    assert_eq!(out.receipt.fuel_used, 0, "invalid input never reaches the agent");
+    assert_eq!(
+        out.receipt.fuel_used, 0,
+        "invalid input never reaches the agent"
+    );
     match input_problem(out.result) {
-        PacketProblem::Schema { pointer, keyword, .. } => {
+        PacketProblem::Schema {
+            pointer, keyword, ..
+        } => {
             assert_eq!((pointer.as_str(), keyword.as_str()), ("/text", "type"));
         }
         other => panic!("{other:?}"),
@@ -35,15 +40,28 @@ async fn input_schema_violations_name_the_pointer_and_keyword() {
     let out = call(agents::KEYWORDS, json!({"txt": "typo"}), &budget()).await;
     match input_problem(out.result) {
         PacketProblem::Schema { keyword, .. } => {
-            assert!(keyword == "required" || keyword == "additionalProperties", "{keyword}")
+            assert!(
+                keyword == "required" || keyword == "additionalProperties",
+                "{keyword}"
+            )
         }
         other => panic!("{other:?}"),
     }
 
-    let out = call(agents::SUMMARIZE, json!({"text": "A. B.", "max_sentences": 0}), &budget()).await;
+    let out = call(
+        agents::SUMMARIZE,
+        json!({"text": "A. B.", "max_sentences": 0}),
+        &budget(),
+    )
+    .await;
     match input_problem(out.result) {
-        PacketProblem::Schema { pointer, keyword, .. } => {
-            assert_eq!((pointer.as_str(), keyword.as_str()), ("/max_sentences", "minimum"));
+        PacketProblem::Schema {
+            pointer, keyword, ..
+        } => {
+            assert_eq!(
+                (pointer.as_str(), keyword.as_str()),
+                ("/max_sentences", "minimum")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -89,14 +107,21 @@ async fn an_unsupported_envelope_version_is_refused() {
     let agent = load(agents::ECHO).await;
     let mut p = packet(json!({"text": "x"}));
     p.version = 2;
-    let out = runtime().call(&agent, &p, &budget(), &Grants::default()).await;
-    assert!(matches!(input_problem(out.result), PacketProblem::Envelope { .. }));
+    let out = runtime()
+        .call(&agent, &p, &budget(), &Grants::default())
+        .await;
+    assert!(matches!(
+        input_problem(out.result),
+        PacketProblem::Envelope { .. }
+    ));
 }
 
 #[tokio::test]
 async fn output_is_checked_against_the_agents_own_schema() {
     match output_problem(hostile("violate_schema", &budget()).await.result) {
-        PacketProblem::Schema { pointer, keyword, .. } => {
+        PacketProblem::Schema {
+            pointer, keyword, ..
+        } => {
             assert_eq!((pointer.as_str(), keyword.as_str()), ("/ok", "type"));
         }
         other => panic!("{other:?}"),
@@ -122,7 +147,10 @@ async fn output_is_checked_against_the_agents_own_schema() {
 async fn sdk_agents_declare_schemas_derived_from_their_types() {
     let agent = load(agents::KEYWORDS).await;
     let info = agent.info();
-    assert_eq!((info.name.as_str(), info.version.as_str()), ("keywords", "0.1.0"));
+    assert_eq!(
+        (info.name.as_str(), info.version.as_str()),
+        ("keywords", "0.1.0")
+    );
     assert!(info.description.contains("keywords"));
     let input: &Value = info.input_schema.source();
     assert_eq!(input["properties"]["text"]["type"], "string");

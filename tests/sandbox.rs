@@ -11,7 +11,10 @@ use support::*;
 
 #[tokio::test]
 async fn fuel_exhaustion_is_typed_and_fully_charged() {
-    let budget = Budget { fuel: 5_000_000, ..budget() };
+    let budget = Budget {
+        fuel: 5_000_000,
+        ..budget()
+    };
     let out = hostile("loop", &budget).await;
     match out.result {
         Err(CallError::FuelExhausted { agent, used, limit }) => {
@@ -27,22 +30,37 @@ async fn fuel_exhaustion_is_typed_and_fully_charged() {
 
 #[tokio::test]
 async fn memory_bomb_is_a_memory_limit_not_unreachable() {
-    let budget = Budget { memory_bytes: 32 << 20, ..budget() };
+    let budget = Budget {
+        memory_bytes: 32 << 20,
+        ..budget()
+    };
     let out = hostile("alloc", &budget).await;
     match out.result {
-        Err(CallError::MemoryLimit { limit, requested, .. }) => {
+        Err(CallError::MemoryLimit {
+            limit, requested, ..
+        }) => {
             assert_eq!(limit, 32 << 20);
-            assert!(requested > limit, "requested {requested} must exceed {limit}");
+            assert!(
+                requested > limit,
+                "requested {requested} must exceed {limit}"
+            );
         }
         other => panic!("expected MemoryLimit, got {other:?}"),
     }
     assert!(out.receipt.peak_memory_bytes <= 32 << 20);
-    assert!(out.receipt.peak_memory_bytes > 16 << 20, "the bomb grew before it was stopped");
+    assert!(
+        out.receipt.peak_memory_bytes > 16 << 20,
+        "the bomb grew before it was stopped"
+    );
 }
 
 #[tokio::test]
 async fn a_busy_loop_hits_the_epoch_deadline() {
-    let budget = Budget { fuel: u64::MAX / 2, timeout: Duration::from_millis(200), ..budget() };
+    let budget = Budget {
+        fuel: u64::MAX / 2,
+        timeout: Duration::from_millis(200),
+        ..budget()
+    };
     let out = hostile("loop", &budget).await;
     match out.result {
         Err(CallError::DeadlineExceeded { limit, .. }) => {
@@ -55,7 +73,10 @@ async fn a_busy_loop_hits_the_epoch_deadline() {
 
 #[tokio::test]
 async fn a_guest_blocked_in_a_host_call_hits_the_deadline() {
-    let budget = Budget { timeout: Duration::from_millis(200), ..budget() };
+    let budget = Budget {
+        timeout: Duration::from_millis(200),
+        ..budget()
+    };
     let out = hostile("sleep", &budget).await;
     assert!(
         matches!(out.result, Err(CallError::DeadlineExceeded { .. })),
@@ -78,8 +99,15 @@ async fn deep_recursion_is_a_stack_overflow() {
 async fn a_panic_is_a_guest_trap_with_its_message() {
     let out = hostile("panic", &budget()).await;
     match out.result {
-        Err(CallError::GuestTrap { message: Some(m), trap, .. }) => {
-            assert!(m.contains("the hostile agent panicked on purpose"), "message: {m}");
+        Err(CallError::GuestTrap {
+            message: Some(m),
+            trap,
+            ..
+        }) => {
+            assert!(
+                m.contains("the hostile agent panicked on purpose"),
+                "message: {m}"
+            );
             assert!(trap.contains("unreachable"), "trap: {trap}");
         }
         other => panic!("expected GuestTrap with a message, got {other:?}"),
@@ -93,7 +121,12 @@ async fn agent_errors_keep_their_class() {
         ("permanent", ErrorClass::Permanent),
         ("degradable", ErrorClass::Degradable),
     ] {
-        let out = call(agents::HOSTILE, json!({"action": "error", "class": class}), &budget()).await;
+        let out = call(
+            agents::HOSTILE,
+            json!({"action": "error", "class": class}),
+            &budget(),
+        )
+        .await;
         match out.result {
             Err(CallError::Agent { class, message, .. }) => {
                 assert_eq!(class, expected);
@@ -106,7 +139,10 @@ async fn agent_errors_keep_their_class() {
 
 #[tokio::test]
 async fn huge_output_is_a_budget_breach() {
-    let budget = Budget { max_output_bytes: 64 << 10, ..budget() };
+    let budget = Budget {
+        max_output_bytes: 64 << 10,
+        ..budget()
+    };
     let out = hostile("huge_output", &budget).await;
     match out.result {
         Err(CallError::OutputTooLarge { limit, actual, .. }) => {
@@ -121,14 +157,21 @@ async fn huge_output_is_a_budget_breach() {
 #[tokio::test]
 async fn log_and_stdout_floods_are_capped_and_counted() {
     for action in ["log_flood", "stdout_flood"] {
-        let budget = Budget { max_log_bytes: 8 << 10, ..budget() };
+        let budget = Budget {
+            max_log_bytes: 8 << 10,
+            ..budget()
+        };
         let out = hostile(action, &budget).await;
         assert!(out.result.is_ok(), "{action}: {:?}", out.result);
         let r = &out.receipt;
         assert!(r.log_bytes <= 8 << 10, "{action}: kept {}", r.log_bytes);
         assert!(r.log_bytes > 4 << 10, "{action}: kept {}", r.log_bytes);
         // 10,000 lines of about 1 KiB were written.
-        assert!(r.log_bytes_dropped > 9_000_000, "{action}: dropped {}", r.log_bytes_dropped);
+        assert!(
+            r.log_bytes_dropped > 9_000_000,
+            "{action}: dropped {}",
+            r.log_bytes_dropped
+        );
         let kept: usize = out.logs.iter().map(|l| l.message.len()).sum();
         assert!(kept <= 8 << 10);
     }
@@ -138,13 +181,22 @@ async fn log_and_stdout_floods_are_capped_and_counted() {
 async fn ungranted_files_and_environment_are_invisible() {
     unsafe { std::env::set_var("CORRAL_TEST_SECRET", "hunter2") };
     let out = hostile("read_file", &budget()).await;
-    let observed = out.result.unwrap().payload["observed"].as_str().unwrap().to_owned();
+    let observed = out.result.unwrap().payload["observed"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(!observed.contains("read "), "a file was read: {observed}");
     assert!(observed.contains("/etc/passwd:"), "{observed}");
 
     let out = hostile("read_env", &budget()).await;
-    let observed = out.result.unwrap().payload["observed"].as_str().unwrap().to_owned();
-    assert_eq!(observed, "", "the agent saw environment variables: {observed}");
+    let observed = out.result.unwrap().payload["observed"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        observed, "",
+        "the agent saw environment variables: {observed}"
+    );
 }
 
 #[tokio::test]
@@ -157,29 +209,59 @@ async fn the_host_serves_the_next_call_after_every_hostile_one() {
         max_log_bytes: 4 << 10,
     };
     for action in [
-        "loop", "alloc", "recurse", "panic", "bad_json", "violate_schema", "huge_output",
-        "deep_output", "log_flood", "stdout_flood", "read_file", "read_env", "sleep", "error",
+        "loop",
+        "alloc",
+        "recurse",
+        "panic",
+        "bad_json",
+        "violate_schema",
+        "huge_output",
+        "deep_output",
+        "log_flood",
+        "stdout_flood",
+        "read_file",
+        "read_env",
+        "sleep",
+        "error",
         "wrong_step",
     ] {
         let _ = hostile(action, &budget).await;
-        let next = call(agents::ECHO, json!({"text": "still here"}), &support::budget()).await;
-        let out = next.result.unwrap_or_else(|e| panic!("after {action}: {e}"));
+        let next = call(
+            agents::ECHO,
+            json!({"text": "still here"}),
+            &support::budget(),
+        )
+        .await;
+        let out = next
+            .result
+            .unwrap_or_else(|e| panic!("after {action}: {e}"));
         assert_eq!(out.payload["text"], "still here", "after {action}");
     }
 }
 
 #[tokio::test]
 async fn a_successful_call_has_a_full_receipt() {
-    let out = call(agents::ECHO, json!({"text": "hi", "tags": ["a"]}), &budget()).await;
+    let out = call(
+        agents::ECHO,
+        json!({"text": "hi", "tags": ["a"]}),
+        &budget(),
+    )
+    .await;
     let packet = out.result.unwrap();
     assert_eq!(packet.payload, json!({"text": "hi", "tags": ["a"]}));
-    assert_eq!((packet.run_id.as_str(), packet.step_id.as_str()), ("run-test", "step-test"));
+    assert_eq!(
+        (packet.run_id.as_str(), packet.step_id.as_str()),
+        ("run-test", "step-test")
+    );
     let r = out.receipt;
     assert_eq!(r.agent, "echo");
     assert!(r.fuel_used > 0 && r.fuel_used < r.fuel_limit);
     assert!(r.peak_memory_bytes > 0 && r.peak_memory_bytes <= r.memory_limit_bytes);
     assert!(r.wall_time_us > 0);
-    assert_eq!(r.bytes_in, serde_json::to_string(&packet_for_echo()).unwrap().len() as u64);
+    assert_eq!(
+        r.bytes_in,
+        serde_json::to_string(&packet_for_echo()).unwrap().len() as u64
+    );
     assert!(r.bytes_out > 0);
 }
 
@@ -193,12 +275,19 @@ async fn requested_capabilities_must_be_granted_before_the_call() {
     assert_eq!(
         agent.info().capabilities,
         vec![
-            Capability::Env { name: "GREETING".into() },
-            Capability::Dir { guest_path: "/data".into(), writable: false },
+            Capability::Env {
+                name: "GREETING".into()
+            },
+            Capability::Dir {
+                guest_path: "/data".into(),
+                writable: false
+            },
         ]
     );
     let input = packet(json!({"file": "note.txt"}));
-    let out = runtime().call(&agent, &input, &budget(), &Grants::default()).await;
+    let out = runtime()
+        .call(&agent, &input, &budget(), &Grants::default())
+        .await;
     match &out.result {
         Err(e @ CallError::PolicyDenied { denied, .. }) => {
             assert_eq!(denied.len(), 2);
@@ -214,25 +303,44 @@ async fn requested_capabilities_must_be_granted_before_the_call() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("note.txt"), "granted contents").unwrap();
     let wrong = Grants {
-        env: vec![EnvGrant { name: "GREETING".into(), value: "hello".into() }],
-        dirs: vec![DirGrant { host: dir.path().into(), guest: "/elsewhere".into(), writable: false }],
+        env: vec![EnvGrant {
+            name: "GREETING".into(),
+            value: "hello".into(),
+        }],
+        dirs: vec![DirGrant {
+            host: dir.path().into(),
+            guest: "/elsewhere".into(),
+            writable: false,
+        }],
     };
     let out = runtime().call(&agent, &input, &budget(), &wrong).await;
-    assert!(matches!(&out.result, Err(CallError::PolicyDenied { denied, .. }) if denied.len() == 1));
+    assert!(
+        matches!(&out.result, Err(CallError::PolicyDenied { denied, .. }) if denied.len() == 1)
+    );
 
     let granted = Grants {
-        dirs: vec![DirGrant { host: dir.path().into(), guest: "/data".into(), writable: false }],
+        dirs: vec![DirGrant {
+            host: dir.path().into(),
+            guest: "/data".into(),
+            writable: false,
+        }],
         ..wrong
     };
     let out = runtime().call(&agent, &input, &budget(), &granted).await;
     let payload = out.result.unwrap().payload;
-    assert_eq!(payload, json!({"greeting": "hello", "contents": "granted contents"}));
+    assert_eq!(
+        payload,
+        json!({"greeting": "hello", "contents": "granted contents"})
+    );
 }
 
 #[tokio::test]
 async fn the_compile_cache_compiles_once_per_digest() {
     let dir = tempfile::tempdir().unwrap();
-    let config = || corral::RuntimeConfig { cache_dir: Some(dir.path().to_owned()), ..Default::default() };
+    let config = || corral::RuntimeConfig {
+        cache_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    };
 
     let first = corral::Runtime::new(config()).unwrap();
     first.load(agents::CRITIC).await.unwrap();
@@ -258,7 +366,14 @@ async fn the_compile_cache_compiles_once_per_digest() {
     let third = corral::Runtime::new(config()).unwrap();
     let agent = third.load(agents::CRITIC).await.unwrap();
     assert_eq!(third.cache_stats().compiled, 1);
-    let out = third.call(&agent, &packet(json!({"draft": "A short draft."})), &budget(), &Grants::default()).await;
+    let out = third
+        .call(
+            &agent,
+            &packet(json!({"draft": "A short draft."})),
+            &budget(),
+            &Grants::default(),
+        )
+        .await;
     assert!(out.result.is_ok());
 }
 
@@ -288,18 +403,29 @@ async fn malformed_and_foreign_wasm_is_rejected_clearly() {
     assert!(err.to_string().contains("wasm32-wasip2"));
 
     let echo = std::fs::read(agents::ECHO).unwrap();
-    let err = rt.load_bytes(path, &echo[..echo.len() / 2]).await.unwrap_err();
+    let err = rt
+        .load_bytes(path, &echo[..echo.len() / 2])
+        .await
+        .unwrap_err();
     assert!(matches!(err, LoadError::Invalid { .. }), "{err:?}");
 
     let err = rt.load(agents::NOT_AN_AGENT).await.unwrap_err();
     match &err {
-        LoadError::WrongWorld { found, expected, .. } => {
+        LoadError::WrongWorld {
+            found, expected, ..
+        } => {
             assert_eq!(expected, "corral:agent/guest@0.1.0");
-            assert!(found.iter().any(|e| e.starts_with("wasi:cli/run")), "{found:?}");
+            assert!(
+                found.iter().any(|e| e.starts_with("wasi:cli/run")),
+                "{found:?}"
+            );
         }
         other => panic!("expected WrongWorld, got {other:?}"),
     }
-    assert!(err.to_string().contains("does not implement the `corral:agent/agent@0.1.0` world"));
+    assert!(
+        err.to_string()
+            .contains("does not implement the `corral:agent/agent@0.1.0` world")
+    );
 
     let err = rt.load("no/such/agent.wasm").await.unwrap_err();
     assert!(matches!(err, LoadError::Read { .. }));

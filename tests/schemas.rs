@@ -3,14 +3,20 @@
 use std::path::PathBuf;
 
 fn check(file: &str, generated: serde_json::Value) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas").join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../schemas")
+        .join(file);
     let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
     if std::env::var_os("BLESS").is_some() {
         std::fs::write(&path, &text).unwrap();
         return;
     }
-    let on_disk = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}; run with BLESS=1 to create it", path.display()));
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; run with BLESS=1 to create it",
+            path.display()
+        )
+    });
     assert!(
         on_disk == text,
         "{} is out of date with the Rust types; run `BLESS=1 cargo test --test schemas` and commit it",

@@ -41,7 +41,10 @@ impl Agent {
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent").field("name", &self.info.name).field("digest", &self.digest).finish()
+        f.debug_struct("Agent")
+            .field("name", &self.info.name)
+            .field("digest", &self.digest)
+            .finish()
     }
 }
 
@@ -68,7 +71,10 @@ impl From<wit::corral::agent::types::Capability> for Capability {
         use wit::corral::agent::types::Capability as W;
         match c {
             W::Env(name) => Capability::Env { name },
-            W::Dir(d) => Capability::Dir { guest_path: d.guest_path, writable: d.writable },
+            W::Dir(d) => Capability::Dir {
+                guest_path: d.guest_path,
+                writable: d.writable,
+            },
         }
     }
 }

@@ -33,7 +33,11 @@ impl CompileCache {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let dir = base.map(|b| {
-            b.join(format!("wasmtime-{}-{:016x}", wasmtime_version(), h.finish()))
+            b.join(format!(
+                "wasmtime-{}-{:016x}",
+                wasmtime_version(),
+                h.finish()
+            ))
         });
         Self {
             dir,
@@ -60,7 +64,10 @@ impl CompileCache {
         bytes: &[u8],
         digest: &str,
     ) -> Result<Component, wasmtime::Error> {
-        let artifact = self.dir.as_ref().map(|d| d.join(format!("{}.cwasm", digest.replace(':', "-"))));
+        let artifact = self
+            .dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.cwasm", digest.replace(':', "-"))));
         if let Some(path) = &artifact {
             if path.exists() {
                 // SAFETY: the artifact was written by `Component::serialize`

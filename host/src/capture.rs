@@ -48,14 +48,21 @@ pub(crate) struct Capture {
 
 impl Capture {
     pub fn new(agent: &str, cap: u64) -> Self {
-        Self { agent: agent.to_owned(), cap, ..Default::default() }
+        Self {
+            agent: agent.to_owned(),
+            cap,
+            ..Default::default()
+        }
     }
 
     /// Keeps the record if it fits under the cap, else counts it as dropped.
     fn admit(&mut self, record: LogRecord) {
         let size = (record.message.len()
-            + record.fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
-            as u64;
+            + record
+                .fields
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()) as u64;
         if self.kept + size > self.cap {
             self.dropped += size;
             return;
@@ -73,7 +80,12 @@ impl Capture {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        self.admit(LogRecord { source: Source::Log, level: level.into(), message, fields });
+        self.admit(LogRecord {
+            source: Source::Log,
+            level: level.into(),
+            message,
+            fields,
+        });
     }
 
     fn write(&mut self, source: Source, bytes: &[u8]) {
@@ -104,9 +116,18 @@ impl Capture {
     }
 
     fn line(&mut self, source: Source, line: &[u8]) {
-        let level = if source == Source::Stderr { "warn" } else { "info" };
+        let level = if source == Source::Stderr {
+            "warn"
+        } else {
+            "info"
+        };
         let message = String::from_utf8_lossy(line).into_owned();
-        self.admit(LogRecord { source, level: level.into(), message, fields: Vec::new() });
+        self.admit(LogRecord {
+            source,
+            level: level.into(),
+            message,
+            fields: Vec::new(),
+        });
     }
 
     /// Flushes unterminated lines at the end of the call.
@@ -144,13 +165,27 @@ impl Capture {
 }
 
 fn emit(agent: &str, r: &LogRecord) {
-    let fields = if r.fields.is_empty() { String::new() } else { format!(" {:?}", r.fields) };
+    let fields = if r.fields.is_empty() {
+        String::new()
+    } else {
+        format!(" {:?}", r.fields)
+    };
     match r.level.as_str() {
-        "trace" => tracing::trace!(target: "corral::agent", agent, source = ?r.source, "{}{fields}", r.message),
-        "debug" => tracing::debug!(target: "corral::agent", agent, source = ?r.source, "{}{fields}", r.message),
-        "info" => tracing::info!(target: "corral::agent", agent, source = ?r.source, "{}{fields}", r.message),
-        "warn" => tracing::warn!(target: "corral::agent", agent, source = ?r.source, "{}{fields}", r.message),
-        _ => tracing::error!(target: "corral::agent", agent, source = ?r.source, "{}{fields}", r.message),
+        "trace" => {
+            tracing::trace!(target: "corral::agent", agent, source = ?r.source, "{}{fields}", r.message)
+        }
+        "debug" => {
+            tracing::debug!(target: "corral::agent", agent, source = ?r.source, "{}{fields}", r.message)
+        }
+        "info" => {
+            tracing::info!(target: "corral::agent", agent, source = ?r.source, "{}{fields}", r.message)
+        }
+        "warn" => {
+            tracing::warn!(target: "corral::agent", agent, source = ?r.source, "{}{fields}", r.message)
+        }
+        _ => {
+            tracing::error!(target: "corral::agent", agent, source = ?r.source, "{}{fields}", r.message)
+        }
     }
 }
 
@@ -209,7 +244,11 @@ impl OutputStream for CaptureStream {
 }
 
 impl tokio::io::AsyncWrite for CaptureStream {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.take(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -240,9 +279,15 @@ mod tests {
     fn finds_the_panic_message() {
         let mut c = Capture::new("t", 0);
         c.write(Source::Stderr, b"noise\npanicked at src/lib.rs:3:5: boom\n");
-        assert_eq!(c.panic_message().unwrap(), "panicked at src/lib.rs:3:5: boom");
+        assert_eq!(
+            c.panic_message().unwrap(),
+            "panicked at src/lib.rs:3:5: boom"
+        );
         let mut c = Capture::new("t", 0);
         c.write(Source::Stderr, b"thread '<unnamed>' panicked at src/lib.rs:3:5:\nboom\nnote: run with RUST_BACKTRACE\n");
-        assert_eq!(c.panic_message().unwrap(), "panicked at src/lib.rs:3:5: boom");
+        assert_eq!(
+            c.panic_message().unwrap(),
+            "panicked at src/lib.rs:3:5: boom"
+        );
     }
 }

@@ -42,7 +42,12 @@ struct Cli {
     max_stack: u64,
 
     /// Log filter (tracing's EnvFilter syntax); agents log under `corral::agent`.
-    #[arg(long, global = true, env = "CORRAL_LOG", default_value = "warn,corral::agent=info")]
+    #[arg(
+        long,
+        global = true,
+        env = "CORRAL_LOG",
+        default_value = "warn,corral::agent=info"
+    )]
     log: String,
 }
 
@@ -87,13 +92,23 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     let exit = runtime.block_on(async {
         let config = RuntimeConfig {
-            engine: EngineConfig { max_wasm_stack: cli.max_stack as usize, ..EngineConfig::default() },
-            cache_dir: if cli.no_cache { None } else { cli.cache_dir.clone().or_else(corral::default_cache_dir) },
+            engine: EngineConfig {
+                max_wasm_stack: cli.max_stack as usize,
+                ..EngineConfig::default()
+            },
+            cache_dir: if cli.no_cache {
+                None
+            } else {
+                cli.cache_dir.clone().or_else(corral::default_cache_dir)
+            },
             ..RuntimeConfig::default()
         };
         let rt = match Runtime::new(config) {

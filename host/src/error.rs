@@ -13,7 +13,12 @@ use crate::agent::{Capability, ErrorClass};
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum PacketProblem {
     #[error("payload at `{pointer}` violates the schema (keyword `{keyword}`): {message}")]
-    Schema { pointer: String, keyword: String, schema_path: String, message: String },
+    Schema {
+        pointer: String,
+        keyword: String,
+        schema_path: String,
+        message: String,
+    },
     #[error("not valid JSON: {message}")]
     Json { message: String },
     #[error("{actual} bytes exceed the packet limit of {limit} bytes")]
@@ -49,11 +54,17 @@ impl std::fmt::Display for Denial {
                 f,
                 "environment variable `{name}` (grant it with `--allow-env {name}`)"
             ),
-            Capability::Dir { guest_path, writable: true } => write!(
+            Capability::Dir {
+                guest_path,
+                writable: true,
+            } => write!(
                 f,
                 "writable directory `{guest_path}` (grant it with `--allow-dir <host-dir>:{guest_path}`)"
             ),
-            Capability::Dir { guest_path, writable: false } => write!(
+            Capability::Dir {
+                guest_path,
+                writable: false,
+            } => write!(
                 f,
                 "directory `{guest_path}` (grant it with `--allow-dir <host-dir>:{guest_path}:ro`)"
             ),
@@ -62,7 +73,11 @@ impl std::fmt::Display for Denial {
 }
 
 fn list(denied: &[Denial]) -> String {
-    denied.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")
+    denied
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Why an agent call did not return a valid output packet.
@@ -75,13 +90,21 @@ pub enum CallError {
     #[error(
         "agent `{agent}` ran out of fuel: used {used} of {limit} instructions; raise the limit with `--fuel` (budget.fuel)"
     )]
-    FuelExhausted { agent: String, used: u64, limit: u64 },
+    FuelExhausted {
+        agent: String,
+        used: u64,
+        limit: u64,
+    },
 
     #[error(
         "agent `{agent}` hit its memory limit of {}: it asked for {} in all; raise the limit with `--memory` (budget.memory)",
         ByteSize(*limit), ByteSize(*requested)
     )]
-    MemoryLimit { agent: String, limit: u64, requested: u64 },
+    MemoryLimit {
+        agent: String,
+        limit: u64,
+        requested: u64,
+    },
 
     #[error(
         "agent `{agent}` exceeded its deadline of {}; raise it with `--timeout` (budget.timeout)",
@@ -100,22 +123,42 @@ pub enum CallError {
     StackOverflow { agent: String, max_stack: usize },
 
     #[error("agent `{agent}` trapped ({trap}){}", panic_suffix(.message))]
-    GuestTrap { agent: String, trap: String, message: Option<String> },
+    GuestTrap {
+        agent: String,
+        trap: String,
+        message: Option<String>,
+    },
 
-    #[error("agent `{agent}` produced {actual} bytes of output, over its limit of {limit}; raise it with `--max-output` (budget.max_output)")]
-    OutputTooLarge { agent: String, limit: u64, actual: u64 },
+    #[error(
+        "agent `{agent}` produced {actual} bytes of output, over its limit of {limit}; raise it with `--max-output` (budget.max_output)"
+    )]
+    OutputTooLarge {
+        agent: String,
+        limit: u64,
+        actual: u64,
+    },
 
     #[error("input for agent `{agent}` is invalid: {problem}")]
-    InvalidInput { agent: String, problem: PacketProblem },
+    InvalidInput {
+        agent: String,
+        problem: PacketProblem,
+    },
 
     #[error("agent `{agent}` returned invalid output: {problem}")]
-    InvalidOutput { agent: String, problem: PacketProblem },
+    InvalidOutput {
+        agent: String,
+        problem: PacketProblem,
+    },
 
     #[error("agent `{agent}` requests capabilities that are not granted: {}", list(.denied))]
     PolicyDenied { agent: String, denied: Vec<Denial> },
 
     #[error("agent `{agent}` failed ({class}): {message}")]
-    Agent { agent: String, class: ErrorClass, message: String },
+    Agent {
+        agent: String,
+        class: ErrorClass,
+        message: String,
+    },
 
     #[error("the host failed while calling agent `{agent}`: {message}")]
     Host { agent: String, message: String },
@@ -211,7 +254,11 @@ pub enum LoadError {
         "{} does not implement the `corral:agent/agent@0.1.0` world: it does not export `{expected}` (it exports: {}); build it with the corral SDK",
         path.display(), if found.is_empty() { "nothing".to_owned() } else { found.join(", ") }
     )]
-    WrongWorld { path: PathBuf, expected: String, found: Vec<String> },
+    WrongWorld {
+        path: PathBuf,
+        expected: String,
+        found: Vec<String>,
+    },
     #[error("{} imports what corral does not provide", path.display())]
     UnsupportedImports {
         path: PathBuf,
@@ -225,7 +272,12 @@ pub enum LoadError {
         source: Box<CallError>,
     },
     #[error("agent `{agent}` ({}) declares an invalid {which} schema: {message}", path.display())]
-    BadSchema { path: PathBuf, agent: String, which: &'static str, message: String },
+    BadSchema {
+        path: PathBuf,
+        agent: String,
+        which: &'static str,
+        message: String,
+    },
     #[error("the compile cache failed")]
     Cache(#[source] anyhow::Error),
 }

@@ -46,7 +46,11 @@ impl DirGrant {
         if host.is_empty() || guest.is_empty() {
             return Err(format!("`{spec}` is not of the form host[:guest][:ro]"));
         }
-        Ok(Self { host: host.into(), guest, writable })
+        Ok(Self {
+            host: host.into(),
+            guest,
+            writable,
+        })
     }
 }
 
@@ -76,12 +80,17 @@ impl Grants {
             .iter()
             .filter(|cap| match cap {
                 crate::agent::Capability::Env { name } => !self.env.iter().any(|e| &e.name == name),
-                crate::agent::Capability::Dir { guest_path, writable } => !self
+                crate::agent::Capability::Dir {
+                    guest_path,
+                    writable,
+                } => !self
                     .dirs
                     .iter()
                     .any(|d| &d.guest == guest_path && (d.writable || !writable)),
             })
-            .map(|cap| Denial { capability: cap.clone() })
+            .map(|cap| Denial {
+                capability: cap.clone(),
+            })
             .collect()
     }
 
@@ -92,10 +101,20 @@ impl Grants {
             b.env(&e.name, &e.value);
         }
         for d in &self.dirs {
-            let perms = if d.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
-            b.preopened_dir(&d.host, &d.guest, perms).map_err(anyhow::Error::from).with_context(|| {
-                format!("cannot open granted directory {} (guest path {})", d.host.display(), d.guest)
-            })?;
+            let perms = if d.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            b.preopened_dir(&d.host, &d.guest, perms)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!(
+                        "cannot open granted directory {} (guest path {})",
+                        d.host.display(),
+                        d.guest
+                    )
+                })?;
         }
         Ok(b)
     }

@@ -71,7 +71,10 @@ pub struct PacketLimits {
 
 impl Default for PacketLimits {
     fn default() -> Self {
-        Self { max_bytes: 1 << 20, max_depth: 64 }
+        Self {
+            max_bytes: 1 << 20,
+            max_depth: 64,
+        }
     }
 }
 
@@ -86,7 +89,10 @@ pub fn check_depth(value: &Value, max_depth: usize) -> Result<(), PacketProblem>
             _ => continue,
         };
         if depth + 1 > max_depth {
-            return Err(PacketProblem::TooDeep { limit: max_depth, pointer });
+            return Err(PacketProblem::TooDeep {
+                limit: max_depth,
+                pointer,
+            });
         }
         for (key, child) in children {
             if matches!(child, Value::Array(_) | Value::Object(_)) {

@@ -35,7 +35,10 @@ pub struct RuntimeConfig {
 impl RuntimeConfig {
     /// Defaults, with the disk cache in [`default_cache_dir`](crate::default_cache_dir).
     pub fn with_default_cache() -> Self {
-        Self { cache_dir: crate::cache::default_cache_dir(), ..Self::default() }
+        Self {
+            cache_dir: crate::cache::default_cache_dir(),
+            ..Self::default()
+        }
     }
 }
 
@@ -65,7 +68,13 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wit::Agent::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
         let cache = CompileCache::new(config.cache_dir.as_deref(), &engine);
-        Ok(Self { engine, linker, cache, agents: Mutex::new(HashMap::new()), config })
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            agents: Mutex::new(HashMap::new()),
+            config,
+        })
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -84,8 +93,10 @@ impl Runtime {
     /// Loads the component at `path` as an agent.
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<Arc<Agent>, LoadError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         self.load_bytes(path, &bytes).await
     }
 
@@ -101,30 +112,56 @@ impl Runtime {
         let component = self
             .cache
             .component(&self.engine, bytes, &digest)
-            .map_err(|e| LoadError::Invalid { path: path_buf.clone(), source: e.into() })?;
+            .map_err(|e| LoadError::Invalid {
+                path: path_buf.clone(),
+                source: e.into(),
+            })?;
         check_world(&self.engine, path, &component)?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::UnsupportedImports { path: path_buf.clone(), source: e.into() })?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::UnsupportedImports {
+                    path: path_buf.clone(),
+                    source: e.into(),
+                })?;
         let pre = wit::AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
             path: path_buf.clone(),
             expected: format!("{} (with matching signatures: {e:#})", wit::GUEST_EXPORT),
             found: export_names(&self.engine, &component),
         })?;
 
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let (result, _usage) = self
             .sandbox()
-            .invoke(&name, &pre, Export::Describe, &self.config.describe_budget, &Grants::default())
+            .invoke(
+                &name,
+                &pre,
+                Export::Describe,
+                &self.config.describe_budget,
+                &Grants::default(),
+            )
             .await;
         let info = match result {
             Ok(Returned::Info(info)) => info,
             Ok(Returned::Run(_)) => unreachable!("describe returns agent info"),
-            Err(e) => return Err(LoadError::Describe { path: path_buf, source: Box::new(e) }),
+            Err(e) => {
+                return Err(LoadError::Describe {
+                    path: path_buf,
+                    source: Box::new(e),
+                });
+            }
         };
         let info = convert_info(path, info)?;
-        let agent = Arc::new(Agent { path: path_buf, digest: digest.clone(), component, pre, info });
+        let agent = Arc::new(Agent {
+            path: path_buf,
+            digest: digest.clone(),
+            component,
+            pre,
+            info,
+        });
         self.agents.lock().unwrap().insert(digest, agent.clone());
         Ok(agent)
     }
@@ -157,18 +194,34 @@ impl Runtime {
             timeout_ms: budget.timeout.as_millis() as u64,
             ..Receipt::default()
         };
-        let fail = |receipt: Receipt, e: CallError| CallOutcome { result: Err(e), receipt, logs: Vec::new() };
+        let fail = |receipt: Receipt, e: CallError| CallOutcome {
+            result: Err(e),
+            receipt,
+            logs: Vec::new(),
+        };
 
         let denied = grants.denials(&agent.info);
         if !denied.is_empty() {
-            return fail(receipt, CallError::PolicyDenied { agent: name.into(), denied });
+            return fail(
+                receipt,
+                CallError::PolicyDenied {
+                    agent: name.into(),
+                    denied,
+                },
+            );
         }
         if budget.memory_bytes > self.config.engine.max_memory_bytes {
             let message = format!(
                 "the memory budget of {} bytes exceeds the engine's maximum of {} bytes",
                 budget.memory_bytes, self.config.engine.max_memory_bytes
             );
-            return fail(receipt, CallError::Host { agent: name.into(), message });
+            return fail(
+                receipt,
+                CallError::Host {
+                    agent: name.into(),
+                    message,
+                },
+            );
         }
         let text = match self.check_input(agent, packet) {
             Ok(text) => text,
@@ -176,14 +229,28 @@ impl Runtime {
                 if let PacketProblem::TooLarge { actual, .. } = problem {
                     receipt.bytes_in = actual;
                 }
-                return fail(receipt, CallError::InvalidInput { agent: name.into(), problem });
+                return fail(
+                    receipt,
+                    CallError::InvalidInput {
+                        agent: name.into(),
+                        problem,
+                    },
+                );
             }
         };
         receipt.bytes_in = text.len() as u64;
 
-        let (result, usage) =
-            self.sandbox().invoke(name, &agent.pre, Export::Run(text), budget, grants).await;
-        let Usage { fuel_used, peak_memory, wall, capture, progress } = usage;
+        let (result, usage) = self
+            .sandbox()
+            .invoke(name, &agent.pre, Export::Run(text), budget, grants)
+            .await;
+        let Usage {
+            fuel_used,
+            peak_memory,
+            wall,
+            capture,
+            progress,
+        } = usage;
         receipt.fuel_used = fuel_used;
         receipt.peak_memory_bytes = peak_memory;
         receipt.wall_time_us = wall.as_micros() as u64;
@@ -205,7 +272,11 @@ impl Runtime {
                 self.check_output(agent, packet, &out, budget)
             }
         };
-        CallOutcome { result, receipt, logs }
+        CallOutcome {
+            result,
+            receipt,
+            logs,
+        }
     }
 
     /// Validates the input packet and returns its JSON text.
@@ -216,7 +287,10 @@ impl Runtime {
         agent.info.input_schema.check(&packet.payload)?;
         let text = serde_json::to_string(packet).expect("packets always serialize");
         if text.len() as u64 > limits.max_bytes {
-            return Err(PacketProblem::TooLarge { limit: limits.max_bytes, actual: text.len() as u64 });
+            return Err(PacketProblem::TooLarge {
+                limit: limits.max_bytes,
+                actual: text.len() as u64,
+            });
         }
         Ok(text)
     }
@@ -237,13 +311,18 @@ impl Runtime {
                 actual: out.len() as u64,
             });
         }
-        let invalid = |problem| CallError::InvalidOutput { agent: name.into(), problem };
+        let invalid = |problem| CallError::InvalidOutput {
+            agent: name.into(),
+            problem,
+        };
         let packet: HandoffPacket = serde_json::from_str(out).map_err(|e| {
             invalid(match e.classify() {
-                serde_json::error::Category::Data => {
-                    PacketProblem::Envelope { message: e.to_string() }
-                }
-                _ => PacketProblem::Json { message: e.to_string() },
+                serde_json::error::Category::Data => PacketProblem::Envelope {
+                    message: e.to_string(),
+                },
+                _ => PacketProblem::Json {
+                    message: e.to_string(),
+                },
             })
         })?;
         check_envelope(&packet).map_err(invalid)?;
@@ -256,7 +335,11 @@ impl Runtime {
             }));
         }
         check_depth(&packet.payload, self.config.packet_limits.max_depth).map_err(invalid)?;
-        agent.info.output_schema.check(&packet.payload).map_err(invalid)?;
+        agent
+            .info
+            .output_schema
+            .check(&packet.payload)
+            .map_err(invalid)?;
         Ok(packet)
     }
 }
@@ -264,7 +347,10 @@ impl Runtime {
 fn check_envelope(packet: &HandoffPacket) -> Result<(), PacketProblem> {
     if packet.version != PACKET_VERSION {
         return Err(PacketProblem::Envelope {
-            message: format!("packet version {} is not supported (expected {PACKET_VERSION})", packet.version),
+            message: format!(
+                "packet version {} is not supported (expected {PACKET_VERSION})",
+                packet.version
+            ),
         });
     }
     Ok(())
@@ -273,18 +359,26 @@ fn check_envelope(packet: &HandoffPacket) -> Result<(), PacketProblem> {
 /// Rejects files that are not wasm, or are core modules, before Cranelift sees them.
 fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(LoadError::NotWasm { path: path.to_owned() });
+        return Err(LoadError::NotWasm {
+            path: path.to_owned(),
+        });
     }
     // Bytes 4..8: version 1 and layer 0 for a core module; a component
     // has layer 1.
     if bytes[6..8] == [0, 0] {
-        return Err(LoadError::NotAComponent { path: path.to_owned() });
+        return Err(LoadError::NotAComponent {
+            path: path.to_owned(),
+        });
     }
     Ok(())
 }
 
 fn export_names(engine: &Engine, component: &Component) -> Vec<String> {
-    component.component_type().exports(engine).map(|(name, _)| name.to_owned()).collect()
+    component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect()
 }
 
 fn check_world(engine: &Engine, path: &Path, component: &Component) -> Result<(), LoadError> {
@@ -292,10 +386,17 @@ fn check_world(engine: &Engine, path: &Path, component: &Component) -> Result<()
     if found.iter().any(|n| n == wit::GUEST_EXPORT) {
         return Ok(());
     }
-    Err(LoadError::WrongWorld { path: path.to_owned(), expected: wit::GUEST_EXPORT.into(), found })
+    Err(LoadError::WrongWorld {
+        path: path.to_owned(),
+        expected: wit::GUEST_EXPORT.into(),
+        found,
+    })
 }
 
-fn convert_info(path: &Path, info: wit::corral::agent::types::AgentInfo) -> Result<AgentInfo, LoadError> {
+fn convert_info(
+    path: &Path,
+    info: wit::corral::agent::types::AgentInfo,
+) -> Result<AgentInfo, LoadError> {
     let schema = |which: &'static str, text: &str| -> Result<Arc<PayloadSchema>, LoadError> {
         let bad = |message: String| LoadError::BadSchema {
             path: path.to_owned(),

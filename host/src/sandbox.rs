@@ -23,7 +23,10 @@ pub(crate) struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -88,7 +91,10 @@ impl ResourceLimiter for MemoryMeter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(self.grow(current as u64 * TABLE_ELEMENT_BYTES, desired as u64 * TABLE_ELEMENT_BYTES))
+        Ok(self.grow(
+            current as u64 * TABLE_ELEMENT_BYTES,
+            desired as u64 * TABLE_ELEMENT_BYTES,
+        ))
     }
 }
 
@@ -141,7 +147,10 @@ impl Sandbox<'_> {
         let mut wasi = match grants.wasi_builder() {
             Ok(b) => b,
             Err(e) => {
-                let err = CallError::Host { agent: agent.into(), message: format!("{e:#}") };
+                let err = CallError::Host {
+                    agent: agent.into(),
+                    message: format!("{e:#}"),
+                };
                 return (Err(err), empty_usage(Capture::new(agent, 0)));
             }
         };
@@ -150,14 +159,24 @@ impl Sandbox<'_> {
         let state = HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            meter: MemoryMeter { limit: budget.memory_bytes, in_use: 0, peak: 0, refused: None },
+            meter: MemoryMeter {
+                limit: budget.memory_bytes,
+                in_use: 0,
+                peak: 0,
+                refused: None,
+            },
             capture: capture.clone(),
             progress: None,
         };
         let mut store = Store::new(self.engine, state);
         store.limiter(|s| &mut s.meter);
-        store.set_fuel(budget.fuel).expect("fuel is enabled on the engine");
-        store.set_epoch_deadline(crate::engine::deadline_ticks(budget.timeout, self.epoch_tick));
+        store
+            .set_fuel(budget.fuel)
+            .expect("fuel is enabled on the engine");
+        store.set_epoch_deadline(crate::engine::deadline_ticks(
+            budget.timeout,
+            self.epoch_tick,
+        ));
         store.epoch_deadline_trap();
 
         let start = Instant::now();
@@ -177,15 +196,18 @@ impl Sandbox<'_> {
 
         let fuel_used = budget.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         // Drop the WASI context and table first: they hold the stdio streams.
-        let HostState { meter, progress, .. } = store.into_data();
+        let HostState {
+            meter, progress, ..
+        } = store.into_data();
         let mut capture = Arc::try_unwrap(capture)
             .map(|m| m.into_inner().unwrap())
             .unwrap_or_else(|shared| std::mem::take(&mut *shared.lock().unwrap()));
         capture.finish();
         let result = match result {
-            Err(_elapsed) => {
-                Err(CallError::DeadlineExceeded { agent: agent.into(), limit: budget.timeout })
-            }
+            Err(_elapsed) => Err(CallError::DeadlineExceeded {
+                agent: agent.into(),
+                limit: budget.timeout,
+            }),
             Ok(Ok(returned)) => Ok(returned),
             Ok(Err(e)) => Err(self.classify(agent, e, budget, fuel_used, &meter, &capture)),
         };
@@ -212,25 +234,43 @@ impl Sandbox<'_> {
         let agent = agent.to_owned();
         match err.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => {
-                return CallError::FuelExhausted { agent, used: fuel_used, limit: budget.fuel };
+                return CallError::FuelExhausted {
+                    agent,
+                    used: fuel_used,
+                    limit: budget.fuel,
+                };
             }
             Some(Trap::Interrupt) => {
-                return CallError::DeadlineExceeded { agent, limit: budget.timeout };
+                return CallError::DeadlineExceeded {
+                    agent,
+                    limit: budget.timeout,
+                };
             }
             Some(Trap::StackOverflow) => {
-                return CallError::StackOverflow { agent, max_stack: self.max_stack };
+                return CallError::StackOverflow {
+                    agent,
+                    max_stack: self.max_stack,
+                };
             }
             _ => {}
         }
         // A refused growth followed by a trap is the guest giving up on
         // memory, whatever instruction it trapped on.
         if let Some(requested) = meter.refused {
-            return CallError::MemoryLimit { agent, limit: budget.memory_bytes, requested };
+            return CallError::MemoryLimit {
+                agent,
+                limit: budget.memory_bytes,
+                requested,
+            };
         }
         let trap = match err.downcast_ref::<Trap>() {
             Some(t) => t.to_string(),
             None => format!("{err:#}"),
         };
-        CallError::GuestTrap { agent, trap, message: capture.panic_message() }
+        CallError::GuestTrap {
+            agent,
+            trap,
+            message: capture.panic_message(),
+        }
     }
 }

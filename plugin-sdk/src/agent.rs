@@ -55,7 +55,9 @@ pub fn run<A: Agent>(
         // The host validated the payload against our own schema, so this means
         // the schema and the Rust type disagree (a `#[serde]` attribute that
         // schemars does not see, for example).
-        AgentError::permanent(format!("the input packet does not fit the agent's input type: {e}"))
+        AgentError::permanent(format!(
+            "the input packet does not fit the agent's input type: {e}"
+        ))
     })?;
     let mut ctx = Context::new(&packet.run_id, &packet.step_id);
     let output = A::default().run(&mut ctx, packet.payload)?;

@@ -12,7 +12,10 @@ pub struct Context {
 
 impl Context {
     pub(crate) fn new(run_id: &str, step_id: &str) -> Self {
-        Self { run_id: run_id.to_owned(), step_id: step_id.to_owned() }
+        Self {
+            run_id: run_id.to_owned(),
+            step_id: step_id.to_owned(),
+        }
     }
 
     /// The workflow run this call belongs to.
@@ -28,8 +31,10 @@ impl Context {
     /// Log a message with structured fields. The host caps log bytes per
     /// call; records beyond the cap are dropped and counted in the receipt.
     pub fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]) {
-        let fields: Vec<(String, String)> =
-            fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         host::log(level, message, &fields);
     }
 

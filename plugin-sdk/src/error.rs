@@ -16,17 +16,26 @@ pub struct AgentError {
 impl AgentError {
     /// Worth retrying: a timeout, a rate limit, a resource briefly unavailable.
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::Transient, message: message.into() }
+        Self {
+            class: ErrorClass::Transient,
+            message: message.into(),
+        }
     }
 
     /// Retrying will not help: invalid input, a missing resource, a bug.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::Permanent, message: message.into() }
+        Self {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+        }
     }
 
     /// The result is optional: the workflow may go on without it.
     pub fn degradable(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::Degradable, message: message.into() }
+        Self {
+            class: ErrorClass::Degradable,
+            message: message.into(),
+        }
     }
 }
 
@@ -40,6 +49,9 @@ impl std::error::Error for AgentError {}
 
 impl From<AgentError> for wit::AgentError {
     fn from(e: AgentError) -> Self {
-        wit::AgentError { class: e.class, message: e.message }
+        wit::AgentError {
+            class: e.class,
+            message: e.message,
+        }
     }
 }

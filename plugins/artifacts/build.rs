@@ -52,7 +52,9 @@ fn main() {
     for (package, _) in AGENTS {
         cmd.args(["-p", package]);
     }
-    let status = cmd.status().expect("failed to run cargo for the wasm agents");
+    let status = cmd
+        .status()
+        .expect("failed to run cargo for the wasm agents");
     if !status.success() {
         panic!("building the agents in plugins/ for {TARGET} failed (see the cargo output above)");
     }
@@ -62,10 +64,19 @@ fn main() {
     let mut all = String::new();
     for (package, stem) in AGENTS {
         let path = wasm_dir.join(format!("{stem}.wasm"));
-        assert!(path.exists(), "cargo built {package} but {} is missing", path.display());
+        assert!(
+            path.exists(),
+            "cargo built {package} but {} is missing",
+            path.display()
+        );
         let konst = package.to_uppercase().replace('-', "_");
         writeln!(code, "/// The `{package}` component.").unwrap();
-        writeln!(code, "pub const {konst}: &str = {:?};", path.display().to_string()).unwrap();
+        writeln!(
+            code,
+            "pub const {konst}: &str = {:?};",
+            path.display().to_string()
+        )
+        .unwrap();
         writeln!(all, "    ({package:?}, {konst}),").unwrap();
     }
     writeln!(code, "/// Every component: (package name, path).").unwrap();

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use corral::{Budget, CallError, DirGrant, EnvGrant, Grants, HandoffPacket, PacketProblem, Runtime};
+use corral::{
+    Budget, CallError, DirGrant, EnvGrant, Grants, HandoffPacket, PacketProblem, Runtime,
+};
 use serde_json::{Value, json};
 
 use super::{Exit, parse_bytes, parse_count, render};
@@ -76,7 +78,9 @@ pub async fn run(rt: &Runtime, args: CallArgs) -> Exit {
         Err(e) => {
             let err = CallError::InvalidInput {
                 agent: agent.name().into(),
-                problem: PacketProblem::Json { message: format!("{e} (in --input)") },
+                problem: PacketProblem::Json {
+                    message: format!("{e} (in --input)"),
+                },
             };
             return finish(&err_outcome(err), args.json);
         }
@@ -88,14 +92,21 @@ pub async fn run(rt: &Runtime, args: CallArgs) -> Exit {
         max_output_bytes: args.max_output,
         max_log_bytes: args.max_log,
     };
-    let grants = Grants { dirs: args.allow_dir, env: args.allow_env };
+    let grants = Grants {
+        dirs: args.allow_dir,
+        env: args.allow_env,
+    };
     let packet = HandoffPacket::new(args.run_id, args.step_id, payload);
     let outcome = rt.call(&agent, &packet, &budget, &grants).await;
     finish(&outcome, args.json)
 }
 
 fn err_outcome(err: CallError) -> corral::CallOutcome {
-    corral::CallOutcome { result: Err(err), receipt: Default::default(), logs: Vec::new() }
+    corral::CallOutcome {
+        result: Err(err),
+        receipt: Default::default(),
+        logs: Vec::new(),
+    }
 }
 
 fn finish(outcome: &corral::CallOutcome, json: bool) -> Exit {

@@ -41,11 +41,20 @@ pub async fn run(rt: &Runtime, args: InspectArgs) -> Exit {
     }
     println!("  imports      {}", i.imports.join("\n               "));
     println!("  exports      {}", i.exports.join(", "));
-    println!("  input schema\n{}", indent(&serde_json::to_string_pretty(&i.input_schema).unwrap()));
-    println!("  output schema\n{}", indent(&serde_json::to_string_pretty(&i.output_schema).unwrap()));
+    println!(
+        "  input schema\n{}",
+        indent(&serde_json::to_string_pretty(&i.input_schema).unwrap())
+    );
+    println!(
+        "  output schema\n{}",
+        indent(&serde_json::to_string_pretty(&i.output_schema).unwrap())
+    );
     Exit::Success
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -54,7 +54,13 @@ pub fn load_error(e: &LoadError, json: bool) -> Exit {
 }
 
 pub fn receipt(r: &Receipt) {
-    let pct = |used: u64, limit: u64| if limit == 0 { 0.0 } else { used as f64 * 100.0 / limit as f64 };
+    let pct = |used: u64, limit: u64| {
+        if limit == 0 {
+            0.0
+        } else {
+            used as f64 * 100.0 / limit as f64
+        }
+    };
     eprintln!("receipt for `{}`", r.agent);
     eprintln!(
         "  fuel     {} of {} instructions ({:.2}%)",
@@ -68,6 +74,14 @@ pub fn receipt(r: &Receipt) {
         ByteSize(r.memory_limit_bytes)
     );
     eprintln!("  time     {:.3?} of {} ms", r.wall_time(), r.timeout_ms);
-    eprintln!("  packets  {} in, {} out", ByteSize(r.bytes_in), ByteSize(r.bytes_out));
-    eprintln!("  logs     {} kept, {} dropped", ByteSize(r.log_bytes), ByteSize(r.log_bytes_dropped));
+    eprintln!(
+        "  packets  {} in, {} out",
+        ByteSize(r.bytes_in),
+        ByteSize(r.bytes_out)
+    );
+    eprintln!(
+        "  logs     {} kept, {} dropped",
+        ByteSize(r.log_bytes),
+        ByteSize(r.log_bytes_dropped)
+    );
 }

@@ -61,10 +61,33 @@ fn default_rules() -> Vec<Rule> {
         weight: 1.0,
     };
     vec![
-        rule("bug", &["bug", "crash", "crashes", "error", "broken", "fails", "panic", "wrong"]),
-        rule("feature", &["feature", "add", "support", "would", "request", "wish", "please"]),
-        rule("question", &["how", "why", "what", "question", "help", "docs"]),
-        rule("security", &["security", "vulnerability", "cve", "leak", "exploit", "token"]),
+        rule(
+            "bug",
+            &[
+                "bug", "crash", "crashes", "error", "broken", "fails", "panic", "wrong",
+            ],
+        ),
+        rule(
+            "feature",
+            &[
+                "feature", "add", "support", "would", "request", "wish", "please",
+            ],
+        ),
+        rule(
+            "question",
+            &["how", "why", "what", "question", "help", "docs"],
+        ),
+        rule(
+            "security",
+            &[
+                "security",
+                "vulnerability",
+                "cve",
+                "leak",
+                "exploit",
+                "token",
+            ],
+        ),
     ]
 }
 
@@ -73,14 +96,20 @@ impl Agent for Classify {
     type Output = Output;
 
     fn run(&self, _ctx: &mut Context, input: Input) -> Result<Output, AgentError> {
-        let rules = if input.rules.is_empty() { default_rules() } else { input.rules };
+        let rules = if input.rules.is_empty() {
+            default_rules()
+        } else {
+            input.rules
+        };
         let words = textkit::words(&input.text);
         let mut scores: BTreeMap<String, f64> =
             rules.iter().map(|r| (r.label.clone(), 0.0)).collect();
         let mut matched = Vec::new();
         for word in &words {
             for rule in rules.iter().filter(|r| r.any_of.iter().any(|w| w == word)) {
-                *scores.get_mut(&rule.label).expect("every label has a score") += rule.weight;
+                *scores
+                    .get_mut(&rule.label)
+                    .expect("every label has a score") += rule.weight;
                 if matched.last() != Some(word) {
                     matched.push(word.clone());
                 }
@@ -88,18 +117,23 @@ impl Agent for Classify {
         }
         let total: f64 = scores.values().sum();
         // Ties go to the rule listed first, so routing is predictable.
-        let best = rules
-            .iter()
-            .map(|r| (&r.label, scores[&r.label]))
-            .fold(None::<(&String, f64)>, |best, (l, s)| match best {
+        let best = rules.iter().map(|r| (&r.label, scores[&r.label])).fold(
+            None::<(&String, f64)>,
+            |best, (l, s)| match best {
                 Some((_, bs)) if bs >= s => best,
                 _ => Some((l, s)),
-            });
+            },
+        );
         let (label, confidence) = match best {
             Some((label, score)) if score > 0.0 => (label.clone(), score / total),
             _ => (input.default_label, 0.0),
         };
-        Ok(Output { label, confidence: (confidence * 1000.0).round() / 1000.0, scores, matched })
+        Ok(Output {
+            label,
+            confidence: (confidence * 1000.0).round() / 1000.0,
+            scores,
+            matched,
+        })
     }
 }
 

@@ -79,12 +79,23 @@ impl Agent for Critic {
         let mut check = |ok: bool, rule: &str, message: String| {
             checks += 1;
             if !ok {
-                issues.push(Issue { rule: rule.into(), message });
+                issues.push(Issue {
+                    rule: rule.into(),
+                    message,
+                });
             }
         };
         let n = words.len();
-        check(n >= r.min_words, "min_words", format!("{n} words, need at least {}", r.min_words));
-        check(n <= r.max_words, "max_words", format!("{n} words, allowed at most {}", r.max_words));
+        check(
+            n >= r.min_words,
+            "min_words",
+            format!("{n} words, need at least {}", r.min_words),
+        );
+        check(
+            n <= r.max_words,
+            "max_words",
+            format!("{n} words, allowed at most {}", r.max_words),
+        );
         let longest = textkit::sentences(&input.draft)
             .iter()
             .enumerate()
@@ -94,20 +105,37 @@ impl Agent for Critic {
             check(
                 len <= r.max_sentence_words,
                 "max_sentence_words",
-                format!("sentence {i} has {len} words, allowed at most {}", r.max_sentence_words),
+                format!(
+                    "sentence {i} has {len} words, allowed at most {}",
+                    r.max_sentence_words
+                ),
             );
         }
         let lower = input.draft.to_lowercase();
         for term in &r.required_terms {
-            check(lower.contains(&term.to_lowercase()), "required_terms", format!("missing `{term}`"));
+            check(
+                lower.contains(&term.to_lowercase()),
+                "required_terms",
+                format!("missing `{term}`"),
+            );
         }
         for term in &r.forbidden_terms {
-            check(!lower.contains(&term.to_lowercase()), "forbidden_terms", format!("mentions `{term}`"));
+            check(
+                !lower.contains(&term.to_lowercase()),
+                "forbidden_terms",
+                format!("mentions `{term}`"),
+            );
         }
         let failed = issues.len();
         let checks = checks.max(1);
-        let score = ((checks - failed.min(checks)) as f64 / checks as f64 * 1000.0).round() / 1000.0;
-        Ok(Output { score, passed: score >= r.pass_score, issues, checks })
+        let score =
+            ((checks - failed.min(checks)) as f64 / checks as f64 * 1000.0).round() / 1000.0;
+        Ok(Output {
+            score,
+            passed: score >= r.pass_score,
+            issues,
+            checks,
+        })
     }
 }
 

@@ -26,13 +26,16 @@ impl Agent for EnvReader {
     fn capabilities() -> Vec<Capability> {
         vec![
             Capability::Env("GREETING".into()),
-            Capability::Dir(DirRequest { guest_path: "/data".into(), writable: false }),
+            Capability::Dir(DirRequest {
+                guest_path: "/data".into(),
+                writable: false,
+            }),
         ]
     }
 
     fn run(&self, _ctx: &mut Context, input: Input) -> Result<Output, AgentError> {
-        let greeting = std::env::var("GREETING")
-            .map_err(|_| AgentError::permanent("GREETING is not set"))?;
+        let greeting =
+            std::env::var("GREETING").map_err(|_| AgentError::permanent("GREETING is not set"))?;
         let path = format!("/data/{}", input.file);
         let contents = std::fs::read_to_string(&path)
             .map_err(|e| AgentError::permanent(format!("cannot read {path}: {e}")))?;

@@ -17,8 +17,21 @@ use corral::agent::types::{AgentError, AgentInfo, ErrorClass};
 use exports::corral::agent::guest::Guest;
 
 const ACTIONS: &[&str] = &[
-    "ok", "loop", "alloc", "recurse", "panic", "bad_json", "violate_schema", "huge_output",
-    "deep_output", "log_flood", "stdout_flood", "read_file", "read_env", "sleep", "error",
+    "ok",
+    "loop",
+    "alloc",
+    "recurse",
+    "panic",
+    "bad_json",
+    "violate_schema",
+    "huge_output",
+    "deep_output",
+    "log_flood",
+    "stdout_flood",
+    "read_file",
+    "read_env",
+    "sleep",
+    "error",
     "wrong_step",
 ];
 
@@ -139,7 +152,10 @@ impl Guest for Hostile {
                     Some("degradable") => ErrorClass::Degradable,
                     _ => ErrorClass::Permanent,
                 };
-                return Err(AgentError { class, message: "the hostile agent failed on purpose".into() });
+                return Err(AgentError {
+                    class,
+                    message: "the hostile agent failed on purpose".into(),
+                });
             }
             "wrong_step" => {
                 return Ok(json!({

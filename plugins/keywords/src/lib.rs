@@ -50,7 +50,10 @@ impl Agent for Keywords {
             return Err(AgentError::permanent("`text` has no words to analyse"));
         }
         let mut counts: HashMap<&str, usize> = HashMap::new();
-        for w in words.iter().filter(|w| w.len() > 2 && !textkit::is_stopword(w)) {
+        for w in words
+            .iter()
+            .filter(|w| w.len() > 2 && !textkit::is_stopword(w))
+        {
             *counts.entry(w).or_default() += 1;
         }
         let mut ranked: Vec<(&str, usize)> = counts.into_iter().collect();
@@ -66,7 +69,10 @@ impl Agent for Keywords {
             avg_word_length: (avg * 100.0).round() / 100.0,
             keywords: ranked
                 .into_iter()
-                .map(|(word, count)| Keyword { word: word.to_owned(), count })
+                .map(|(word, count)| Keyword {
+                    word: word.to_owned(),
+                    count,
+                })
                 .collect(),
         })
     }

@@ -47,10 +47,15 @@ impl Agent for Summarize {
     fn run(&self, ctx: &mut Context, input: Input) -> Result<Output, AgentError> {
         let sentences = textkit::sentences(&input.text);
         if sentences.is_empty() {
-            return Err(AgentError::permanent("`text` has no sentences to summarize"));
+            return Err(AgentError::permanent(
+                "`text` has no sentences to summarize",
+            ));
         }
         let mut freq: HashMap<String, f64> = HashMap::new();
-        for w in textkit::words(&input.text).into_iter().filter(|w| !textkit::is_stopword(w)) {
+        for w in textkit::words(&input.text)
+            .into_iter()
+            .filter(|w| !textkit::is_stopword(w))
+        {
             *freq.entry(w).or_default() += 1.0;
         }
         let top = freq.values().cloned().fold(1.0, f64::max);
@@ -59,17 +64,29 @@ impl Agent for Summarize {
             .enumerate()
             .map(|(index, s)| {
                 let words = textkit::words(s);
-                let sum: f64 = words.iter().filter_map(|w| freq.get(w)).map(|f| f / top).sum();
+                let sum: f64 = words
+                    .iter()
+                    .filter_map(|w| freq.get(w))
+                    .map(|f| f / top)
+                    .sum();
                 // Normalise by length so long sentences do not win by size alone.
                 let score = sum / (words.len().max(1) as f64).sqrt();
-                Scored { index, score: (score * 1000.0).round() / 1000.0, text: s.clone() }
+                Scored {
+                    index,
+                    score: (score * 1000.0).round() / 1000.0,
+                    text: s.clone(),
+                }
             })
             .collect();
         ctx.progress(50, "scored sentences");
         scored.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
         scored.truncate(input.max_sentences);
         scored.sort_by_key(|s| s.index);
-        let summary = scored.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ");
+        let summary = scored
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
         Ok(Output {
             summary,
             compression: ((scored.len() as f64 / sentences.len() as f64) * 1000.0).round() / 1000.0,

@@ -62,6 +62,9 @@ mod tests {
     fn splits_sentences_and_words() {
         let s = sentences("One two. Three? Version 1.5 ships!\n\nLast line");
         assert_eq!(s, ["One two.", "Three?", "Version 1.5 ships!", "Last line"]);
-        assert_eq!(words("Don't panic, it's FINE"), ["don't", "panic", "it's", "fine"]);
+        assert_eq!(
+            words("Don't panic, it's FINE"),
+            ["don't", "panic", "it's", "fine"]
+        );
     }
 }
