@@ -68,29 +68,29 @@ impl CompileCache {
             .dir
             .as_ref()
             .map(|d| d.join(format!("{}.cwasm", digest.replace(':', "-"))));
-        if let Some(path) = &artifact {
-            if path.exists() {
-                // SAFETY: the artifact was written by `Component::serialize`
-                // below for this engine's settings (the directory name pins
-                // them). The cache directory must be writable only by its user.
-                match unsafe { Component::deserialize_file(engine, path) } {
-                    Ok(c) => {
-                        self.disk_hits.fetch_add(1, Ordering::Relaxed);
-                        return Ok(c);
-                    }
-                    Err(e) => tracing::warn!(
+        if let Some(path) = artifact.as_ref().filter(|p| p.exists()) {
+            // SAFETY: the artifact was written by `Component::serialize`
+            // below for this engine's settings (the directory name pins
+            // them). The cache directory must be writable only by its user.
+            match unsafe { Component::deserialize_file(engine, path) } {
+                Ok(c) => {
+                    self.disk_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(c);
+                }
+                Err(e) => {
+                    tracing::warn!(
                         "ignoring unusable cached artifact {}: {e:#}",
                         path.display()
-                    ),
+                    )
                 }
             }
         }
         let component = Component::new(engine, bytes)?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
-        if let Some(path) = &artifact {
-            if let Err(e) = store(&component, path) {
-                tracing::warn!("cannot write compile cache {}: {e:#}", path.display());
-            }
+        if let Some(path) = &artifact
+            && let Err(e) = store(&component, path)
+        {
+            tracing::warn!("cannot write compile cache {}: {e:#}", path.display());
         }
         Ok(component)
     }
