@@ -216,3 +216,10 @@ fn help_documents_the_exit_codes() {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
 }
+
+#[test]
+fn a_missing_granted_directory_is_a_usage_error() {
+    let out = corral(&["call", agents::ECHO, "--input", "{}", "--allow-dir", "/no/such/dir:/data"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+}

@@ -33,7 +33,8 @@ pub struct EnvGrant {
 }
 
 impl DirGrant {
-    /// Parses `host[:guest][:ro]`, the form of `--allow-dir`.
+    /// Parses `host[:guest][:ro]`, the form of `--allow-dir`; the host
+    /// directory must exist.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let (spec, writable) = match spec.strip_suffix(":ro") {
             Some(rest) => (rest, false),
@@ -45,6 +46,9 @@ impl DirGrant {
         };
         if host.is_empty() || guest.is_empty() {
             return Err(format!("`{spec}` is not of the form host[:guest][:ro]"));
+        }
+        if !std::path::Path::new(host).is_dir() {
+            return Err(format!("`{host}` is not a directory on this machine"));
         }
         Ok(Self {
             host: host.into(),
@@ -117,5 +121,32 @@ impl Grants {
                 })?;
         }
         Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dir_specs() {
+        let tmp = std::env::temp_dir();
+        let t = tmp.to_str().unwrap();
+        let g = DirGrant::parse(&format!("{t}:/data:ro")).unwrap();
+        assert_eq!((g.guest.as_str(), g.writable), ("/data", false));
+        let g = DirGrant::parse(&format!("{t}:/out")).unwrap();
+        assert_eq!((g.guest.as_str(), g.writable), ("/out", true));
+        let g = DirGrant::parse(t).unwrap();
+        assert_eq!(g.guest, t);
+        assert!(DirGrant::parse("/no/such/dir:/data").unwrap_err().contains("not a directory"));
+        assert!(DirGrant::parse(":/data").is_err());
+    }
+
+    #[test]
+    fn parses_env_specs() {
+        let g = EnvGrant::parse("A=b=c").unwrap();
+        assert_eq!((g.name.as_str(), g.value.as_str()), ("A", "b=c"));
+        assert!(EnvGrant::parse("CORRAL_SURELY_UNSET_VARIABLE").unwrap_err().contains("is not set"));
+        assert!(EnvGrant::parse("=x").is_err());
     }
 }

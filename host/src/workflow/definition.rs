@@ -1,0 +1,307 @@
+//! The workflow file: strict, versioned serde types, with the JSON Schema in `schemas/workflow.json` generated from them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::units::{Bytes, Count, Dur};
+
+/// The workflow file version this host reads.
+pub const WORKFLOW_VERSION: u32 = 1;
+
+/// A workflow: agents chained into a DAG of steps by validated handoffs.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "corral workflow")]
+pub struct WorkflowDef {
+    /// File format version, checked before anything else. Example: `version: 1`.
+    pub version: u32,
+    /// Example: `name: triage`.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The agents steps may use, by name.
+    pub agents: BTreeMap<String, AgentDef>,
+    /// Typed inputs of the workflow, set with `--param name=value`.
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamDef>,
+    /// Limits for the whole run.
+    #[serde(default)]
+    pub budget: WorkflowBudget,
+    /// The steps; their order in the file does not matter, references and
+    /// `depends_on` decide it.
+    pub steps: Vec<StepDef>,
+    /// What the run returns: names mapped to references such as
+    /// `$steps.summarize.output.summary`.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, Value>,
+}
+
+/// An agent component and what it may use.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentDef {
+    /// Path of the component, relative to the workflow file.
+    /// Example: `component: agents/summarize.wasm`.
+    pub component: PathBuf,
+    /// Optional pin: the component's `sha256:` digest must match.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// Capabilities granted to this agent. Nothing is granted by default.
+    #[serde(default)]
+    pub grants: GrantsDef,
+    /// Default limits for every call of this agent.
+    #[serde(default)]
+    pub budget: BudgetDef,
+    /// When calls to this agent fail fast.
+    #[serde(default)]
+    pub breaker: BreakerDef,
+}
+
+/// Directories and environment variables granted to an agent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsDef {
+    #[serde(default)]
+    pub dirs: Vec<DirGrantDef>,
+    /// `NAME` (its value from corral's environment) or `NAME=VALUE`.
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+/// A host directory opened in the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrantDef {
+    /// Host path, relative to the workflow file.
+    pub host: PathBuf,
+    /// Path inside the sandbox. Example: `guest: /data`.
+    pub guest: String,
+    #[serde(default)]
+    pub writable: bool,
+}
+
+/// Per-call limits; unset fields fall back to the agent's, then the defaults.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetDef {
+    /// Example: `fuel: 50M`.
+    #[serde(default)]
+    pub fuel: Option<Count>,
+    /// Example: `memory: 64MiB`.
+    #[serde(default)]
+    pub memory: Option<Bytes>,
+    /// Example: `timeout: 5s`.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+}
+
+/// The circuit breaker of an agent: after `failure_threshold` consecutive
+/// failures its calls fail fast for `cooldown`, then trial calls decide.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerDef {
+    pub failure_threshold: u32,
+    pub cooldown: Dur,
+    /// Consecutive successful trials that close the breaker again.
+    pub success_threshold: u32,
+}
+
+impl Default for BreakerDef {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 3,
+            cooldown: Dur(std::time::Duration::from_secs(30)),
+            success_threshold: 1,
+        }
+    }
+}
+
+/// A typed workflow input.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParamDef {
+    /// Example: `type: string`.
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    /// Used when `--param` does not set it; without one the param is required.
+    #[serde(default)]
+    pub default: Option<Value>,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Array,
+    Object,
+}
+
+impl ParamType {
+    pub fn json_type(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Integer => "integer",
+            ParamType::Number => "number",
+            ParamType::Boolean => "boolean",
+            ParamType::Array => "array",
+            ParamType::Object => "object",
+        }
+    }
+}
+
+/// Limits for the whole run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkflowBudget {
+    /// Fuel for all steps together; each call gets at most what is left.
+    pub fuel: Count,
+    /// Agent calls running at once, across all steps (1 to 64).
+    pub max_concurrency: u32,
+}
+
+impl Default for WorkflowBudget {
+    fn default() -> Self {
+        Self { fuel: Count(100_000_000_000), max_concurrency: 5 }
+    }
+}
+
+/// One step: an agent called with an input built from params, earlier outputs and literals.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepDef {
+    /// Unique step name. Example: `id: summarize`.
+    pub id: String,
+    /// A key of `agents`.
+    pub agent: String,
+    /// The payload: literals and references (`$params.x`,
+    /// `$steps.<id>.output.<path>`, `$item`). A string starting with `$$` is
+    /// a literal starting with `$`.
+    #[serde(default)]
+    pub input: Value,
+    /// Steps that must finish first, beyond those the input references.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// A CEL condition over `params` and `steps`; the step is skipped when false.
+    /// Example: `when: steps.route.output.label == "bug"`.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// Run once per element of this list reference, with `$item` bound.
+    #[serde(default)]
+    pub for_each: Option<String>,
+    /// Elements of `for_each` processed at once.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// Most elements `for_each` may have (the bound used for fuel estimates).
+    #[serde(default)]
+    pub max_items: Option<u32>,
+    /// Limits for each call of this step, over the agent's.
+    #[serde(default)]
+    pub budget: BudgetDef,
+    #[serde(default)]
+    pub retry: Option<RetryDef>,
+    /// An agent called with the same input when this step finally fails.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    #[serde(default)]
+    pub on_error: OnError,
+    /// A quality gate: rerun the step with a critic's feedback until a condition holds.
+    #[serde(default)]
+    pub repeat: Option<RepeatDef>,
+    /// How many dependencies must complete before this step starts.
+    #[serde(default)]
+    pub join: Join,
+}
+
+/// Retries with exponential backoff and jitter.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryDef {
+    /// Attempts in all, the first included (1 to 20).
+    pub max_attempts: u32,
+    pub initial_delay: Dur,
+    /// Each delay is the previous one times this factor.
+    pub backoff: f64,
+    pub max_delay: Dur,
+    /// Each delay is scaled by a random factor in `1 ± jitter` (0 to 1).
+    pub jitter: f64,
+    /// Failures that are retried: error classes (`transient`, `permanent`,
+    /// `degradable`) or kinds (`deadline_exceeded`, `fuel_exhausted`,
+    /// `memory_limit`, `guest_trap`, `invalid_output`, ...).
+    pub on: Vec<String>,
+}
+
+impl Default for RetryDef {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_delay: Dur(std::time::Duration::from_millis(200)),
+            backoff: 2.0,
+            max_delay: Dur(std::time::Duration::from_secs(10)),
+            jitter: 0.1,
+            on: vec!["transient".into()],
+        }
+    }
+}
+
+/// What a step's final failure does to the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The run fails.
+    #[default]
+    Fail,
+    /// The step is marked degraded; dependents run and see its status.
+    Continue,
+    /// The run pauses at this step for a human.
+    Pause,
+}
+
+/// Fan-in: how many dependencies must complete before the step starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Join {
+    /// Every dependency; a skipped dependency skips this step.
+    #[default]
+    All,
+    /// The first dependency to complete (the discriminator pattern).
+    Any,
+    /// At least N of the dependencies. Example: `join: {at_least: 2}`.
+    AtLeast(u32),
+}
+
+/// A quality-gate loop: generator, then critic, until `until` holds.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatDef {
+    pub critic: CriticDef,
+    /// A CEL condition over `critic` (the critic's output), `output` (this
+    /// iteration's output) and `iteration` (from 1). Example:
+    /// `until: critic.passed`.
+    pub until: String,
+    /// Iterations at most (1 to 20); when reached the step fails, or is
+    /// degraded with `on_error: continue`.
+    pub max_iterations: u32,
+    /// Input field of the step's agent that receives the critic's output on
+    /// the next iteration. Example: `feedback: feedback`.
+    #[serde(default)]
+    pub feedback: Option<String>,
+}
+
+/// The critic of a quality gate.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CriticDef {
+    /// A key of `agents`.
+    pub agent: String,
+    /// The critic's payload; `$output` is the iteration's output.
+    pub input: Value,
+}
