@@ -18,6 +18,7 @@ pub mod receipt;
 pub mod runtime;
 pub mod schema;
 pub mod wit;
+pub mod workflow;
 
 mod sandbox;
 

@@ -39,6 +39,7 @@ pub struct Reference {
 }
 
 /// A string that is not a reference, or a reference, or a malformed one.
+#[derive(Debug)]
 pub enum Parsed {
     Literal(String),
     Ref(Reference),
@@ -59,18 +60,18 @@ impl Reference {
         if rest.iter().any(|p| p.is_empty()) {
             return Err(format!("`{text}` has an empty path segment"));
         }
-        let path = |segs: &[&str]| -> Vec<Seg> {
+        let to_path = |segs: &[&str]| -> Vec<Seg> {
             segs.iter()
                 .map(|s| s.parse::<usize>().map(Seg::Index).unwrap_or_else(|_| Seg::Key((*s).to_owned())))
                 .collect()
         };
-        let (source, segs) = match head {
+        let (source, path) = match head {
             "params" => match rest.split_first() {
-                Some((name, segs)) => (Source::Param((*name).to_owned()), path(segs)),
+                Some((name, segs)) => (Source::Param((*name).to_owned()), to_path(segs)),
                 None => return Err(format!("`{text}` names no param: write `$params.<name>`")),
             },
             "steps" => match rest.as_slice() {
-                [id, "output", segs @ ..] => (Source::Step((*id).to_owned()), path(segs)),
+                [id, "output", segs @ ..] => (Source::Step((*id).to_owned()), to_path(segs)),
                 [id] | [id, ..] => {
                     return Err(format!(
                         "`{text}` must continue with `.output`: write `$steps.{id}.output` or `$steps.{id}.output.<field>`"
@@ -78,8 +79,8 @@ impl Reference {
                 }
                 [] => return Err(format!("`{text}` names no step: write `$steps.<id>.output`")),
             },
-            "item" => (Source::Item, path(&rest)),
-            "output" => (Source::Output, path(&rest)),
+            "item" => (Source::Item, to_path(&rest)),
+            "output" => (Source::Output, to_path(&rest)),
             other => {
                 return Err(format!(
                     "`{text}` starts with `${other}`; references start with `$params.`, `$steps.`, `$item` or `$output` (write `$$` for a literal `$`)"
