@@ -219,7 +219,14 @@ fn help_documents_the_exit_codes() {
 
 #[test]
 fn a_missing_granted_directory_is_a_usage_error() {
-    let out = corral(&["call", agents::ECHO, "--input", "{}", "--allow-dir", "/no/such/dir:/data"]);
+    let out = corral(&[
+        "call",
+        agents::ECHO,
+        "--input",
+        "{}",
+        "--allow-dir",
+        "/no/such/dir:/data",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
 }

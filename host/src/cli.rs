@@ -3,6 +3,8 @@
 mod call;
 mod inspect;
 mod render;
+mod run;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +22,12 @@ Exit codes:
   5  a requested capability was not granted
   6  the agent trapped (a panic or abort)
   7  the file is not a usable agent (not wasm, not a component, wrong world)
-  8  the host itself failed";
+  8  the host itself failed
+  9  the workflow file or its params are invalid
+ 10  the run paused at a step for a human (`on_error: pause`)
+130  the run was cancelled (Ctrl-C)
+
+For `corral run`, a failed step exits 1 and a spent workflow fuel budget exits 3.";
 
 /// Run AI agents as sandboxed WebAssembly components under hard budgets.
 #[derive(Parser)]
@@ -59,6 +66,12 @@ enum Command {
     /// Show the world, schemas, capabilities and imports of an agent component.
     #[command(after_help = EXIT_CODES)]
     Inspect(inspect::InspectArgs),
+    /// Check a workflow without running it: references, types of every edge, cycles, CEL, components; print the plan.
+    #[command(after_help = EXIT_CODES)]
+    Validate(validate::ValidateArgs),
+    /// Validate and run a workflow, printing progress and the run report.
+    #[command(after_help = EXIT_CODES)]
+    Run(run::RunArgs),
 }
 
 /// Exit codes, as documented in `--help`.
@@ -73,6 +86,9 @@ pub enum Exit {
     Trap = 6,
     NotAnAgent = 7,
     Host = 8,
+    InvalidWorkflow = 9,
+    Paused = 10,
+    Cancelled = 130,
 }
 
 impl From<FailureKind> for Exit {
@@ -121,31 +137,11 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Call(args) => call::run(&rt, args).await,
             Command::Inspect(args) => inspect::run(&rt, args).await,
+            Command::Validate(args) => validate::run(&rt, args).await,
+            Command::Run(args) => run::run(rt, args).await,
         }
     });
     ExitCode::from(exit as u8)
 }
 
-/// Parses sizes such as `64MiB`, `1GB` or `4096`.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    s.trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("`{s}` is not a size such as 64MiB: {e}"))
-}
-
-/// Parses counts such as `1000000`, `1_000_000`, `5M` or `2G`.
-pub fn parse_count(s: &str) -> Result<u64, String> {
-    let t = s.trim().replace('_', "");
-    let (digits, mult) = match t.chars().last() {
-        Some('k' | 'K') => (&t[..t.len() - 1], 1_000),
-        Some('M') => (&t[..t.len() - 1], 1_000_000),
-        Some('G') => (&t[..t.len() - 1], 1_000_000_000),
-        _ => (&t[..], 1),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{s}` is not a count such as 5000000, 5_000_000 or 5M"))
-}
+pub use corral::workflow::units::{parse_bytes, parse_count};

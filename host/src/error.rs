@@ -210,6 +210,33 @@ impl CallError {
         }
     }
 
+    /// The kind as written in `--json` output and `retry.on`, such as `fuel_exhausted`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            CallError::FuelExhausted { .. } => "fuel_exhausted",
+            CallError::MemoryLimit { .. } => "memory_limit",
+            CallError::DeadlineExceeded { .. } => "deadline_exceeded",
+            CallError::StackOverflow { .. } => "stack_overflow",
+            CallError::GuestTrap { .. } => "guest_trap",
+            CallError::OutputTooLarge { .. } => "output_too_large",
+            CallError::InvalidInput { .. } => "invalid_input",
+            CallError::InvalidOutput { .. } => "invalid_output",
+            CallError::PolicyDenied { .. } => "policy_denied",
+            CallError::Agent { .. } => "agent",
+            CallError::Host { .. } => "host",
+        }
+    }
+
+    /// How a workflow treats this failure: a deadline (or a host hiccup) is
+    /// transient, an agent's own error has its class, the rest is permanent.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            CallError::DeadlineExceeded { .. } | CallError::Host { .. } => ErrorClass::Transient,
+            CallError::Agent { class, .. } => *class,
+            _ => ErrorClass::Permanent,
+        }
+    }
+
     /// The agent this error is about.
     pub fn agent(&self) -> &str {
         match self {

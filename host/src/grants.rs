@@ -138,7 +138,11 @@ mod tests {
         assert_eq!((g.guest.as_str(), g.writable), ("/out", true));
         let g = DirGrant::parse(t).unwrap();
         assert_eq!(g.guest, t);
-        assert!(DirGrant::parse("/no/such/dir:/data").unwrap_err().contains("not a directory"));
+        assert!(
+            DirGrant::parse("/no/such/dir:/data")
+                .unwrap_err()
+                .contains("not a directory")
+        );
         assert!(DirGrant::parse(":/data").is_err());
     }
 
@@ -146,7 +150,11 @@ mod tests {
     fn parses_env_specs() {
         let g = EnvGrant::parse("A=b=c").unwrap();
         assert_eq!((g.name.as_str(), g.value.as_str()), ("A", "b=c"));
-        assert!(EnvGrant::parse("CORRAL_SURELY_UNSET_VARIABLE").unwrap_err().contains("is not set"));
+        assert!(
+            EnvGrant::parse("CORRAL_SURELY_UNSET_VARIABLE")
+                .unwrap_err()
+                .contains("is not set")
+        );
         assert!(EnvGrant::parse("=x").is_err());
     }
 }

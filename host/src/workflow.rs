@@ -1,7 +1,15 @@
 //! Workflows: agents chained into a DAG by validated handoffs, checked before they run, scheduled under one budget.
 
+pub mod breaker;
 pub mod condition;
 pub mod definition;
+pub mod edges;
+pub mod events;
+pub mod model;
+pub mod plan;
 pub mod reference;
+pub mod report;
+pub mod run;
 pub mod source;
 pub mod units;
+pub mod validate;

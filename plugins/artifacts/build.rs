@@ -18,6 +18,9 @@ const AGENTS: &[(&str, &str)] = &[
     ("env-reader", "env_reader"),
     ("hostile", "hostile"),
     ("not-an-agent", "not-an-agent"),
+    ("lead", "lead"),
+    ("merge", "merge"),
+    ("flaky", "flaky"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

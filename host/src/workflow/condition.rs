@@ -50,7 +50,12 @@ impl Condition {
         let mut variables = BTreeSet::new();
         let mut steps = BTreeSet::new();
         walk(parsed.expression(), &mut variables, &mut steps);
-        Ok(Self { source: source.to_owned(), program: Arc::new(parsed), variables, steps })
+        Ok(Self {
+            source: source.to_owned(),
+            program: Arc::new(parsed),
+            variables,
+            steps,
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -71,11 +76,15 @@ impl Condition {
     pub fn eval(&self, vars: &[(&str, &Value)]) -> Result<bool, String> {
         let mut ctx = Context::default();
         for (name, value) in vars {
-            ctx.add_variable(*name, *value).map_err(|e| format!("cannot bind `{name}`: {e}"))?;
+            ctx.add_variable(*name, *value)
+                .map_err(|e| format!("cannot bind `{name}`: {e}"))?;
         }
         match self.program.execute(&ctx) {
             Ok(cel::Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!("`{}` must be true or false, but gave {other:?}", self.source)),
+            Ok(other) => Err(format!(
+                "`{}` must be true or false, but gave {other:?}",
+                self.source
+            )),
             Err(e) => Err(format!("`{}` failed: {e}", self.source)),
         }
     }
@@ -83,7 +92,10 @@ impl Condition {
 
 fn check_bounds(source: &str) -> Result<(), String> {
     if source.len() > MAX_LEN {
-        return Err(format!("the expression is {} bytes; the limit is {MAX_LEN}", source.len()));
+        return Err(format!(
+            "the expression is {} bytes; the limit is {MAX_LEN}",
+            source.len()
+        ));
     }
     let (mut depth, mut max_depth, mut run, mut max_run) = (0usize, 0usize, 0usize, 0usize);
     let mut in_string: Option<char> = None;
@@ -116,10 +128,14 @@ fn check_bounds(source: &str) -> Result<(), String> {
         }
     }
     if max_depth > MAX_NESTING {
-        return Err(format!("the expression nests {max_depth} levels deep; the limit is {MAX_NESTING}"));
+        return Err(format!(
+            "the expression nests {max_depth} levels deep; the limit is {MAX_NESTING}"
+        ));
     }
     if max_run > MAX_UNARY_RUN {
-        return Err(format!("the expression chains {max_run} prefix operators; the limit is {MAX_UNARY_RUN}"));
+        return Err(format!(
+            "the expression chains {max_run} prefix operators; the limit is {MAX_UNARY_RUN}"
+        ));
     }
     Ok(())
 }
@@ -153,7 +169,13 @@ fn walk(e: &IdedExpr, vars: &mut BTreeSet<String>, steps: &mut BTreeSet<String>)
             }
         }
         Expr::Comprehension(c) => {
-            for x in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+            for x in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
                 walk(x, vars, steps);
             }
             // The comprehension's own variables are not free variables.
@@ -164,8 +186,14 @@ fn walk(e: &IdedExpr, vars: &mut BTreeSet<String>, steps: &mut BTreeSet<String>)
             }
         }
         Expr::List(l) => l.elements.iter().for_each(|x| walk(x, vars, steps)),
-        Expr::Map(m) => m.entries.iter().for_each(|x| walk_entry(&x.expr, vars, steps)),
-        Expr::Struct(s) => s.entries.iter().for_each(|x| walk_entry(&x.expr, vars, steps)),
+        Expr::Map(m) => m
+            .entries
+            .iter()
+            .for_each(|x| walk_entry(&x.expr, vars, steps)),
+        Expr::Struct(s) => s
+            .entries
+            .iter()
+            .for_each(|x| walk_entry(&x.expr, vars, steps)),
         Expr::Literal(_) | Expr::Unspecified => {}
     }
 }
@@ -188,9 +216,15 @@ mod tests {
 
     #[test]
     fn finds_steps_and_variables() {
-        let c = Condition::compile(r#"steps.route.output.label == "bug" && params.n > 2 || steps["b"].status == "ok""#).unwrap();
+        let c = Condition::compile(
+            r#"steps.route.output.label == "bug" && params.n > 2 || steps["b"].status == "ok""#,
+        )
+        .unwrap();
         assert_eq!(c.steps().iter().collect::<Vec<_>>(), ["b", "route"]);
-        assert_eq!(c.variables().iter().collect::<Vec<_>>(), ["params", "steps"]);
+        assert_eq!(
+            c.variables().iter().collect::<Vec<_>>(),
+            ["params", "steps"]
+        );
         let c = Condition::compile("critic.issues.all(i, i.rule != 'x')").unwrap();
         assert_eq!(c.variables().iter().collect::<Vec<_>>(), ["critic"]);
     }
@@ -201,16 +235,36 @@ mod tests {
         assert!(c.eval(&[("params", &json!({"n": 3}))]).unwrap());
         assert!(!c.eval(&[("params", &json!({"n": 1}))]).unwrap());
         let c = Condition::compile("params.s").unwrap();
-        assert!(c.eval(&[("params", &json!({"s": "yes"}))]).unwrap_err().contains("must be true or false"));
+        assert!(
+            c.eval(&[("params", &json!({"s": "yes"}))])
+                .unwrap_err()
+                .contains("must be true or false")
+        );
     }
 
     #[test]
     fn hostile_expressions_are_refused_not_crashing() {
-        assert!(Condition::compile("steps.a.output.x ==").unwrap_err().contains("invalid CEL"));
+        assert!(
+            Condition::compile("steps.a.output.x ==")
+                .unwrap_err()
+                .contains("invalid CEL")
+        );
         let deep = format!("{}true{}", "(".repeat(200), ")".repeat(200));
-        assert!(Condition::compile(&deep).unwrap_err().contains("nests 200 levels"));
-        assert!(Condition::compile(&"!".repeat(1000)).unwrap_err().contains("prefix operators"));
-        assert!(Condition::compile(&"a".repeat(5000)).unwrap_err().contains("limit is 2048"));
+        assert!(
+            Condition::compile(&deep)
+                .unwrap_err()
+                .contains("nests 200 levels")
+        );
+        assert!(
+            Condition::compile(&"!".repeat(1000))
+                .unwrap_err()
+                .contains("prefix operators")
+        );
+        assert!(
+            Condition::compile(&"a".repeat(5000))
+                .unwrap_err()
+                .contains("limit is 2048")
+        );
         // Just under the bounds still parses, on any caller's stack.
         let ok = format!("{}true{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
         assert!(Condition::compile(&ok).is_ok());

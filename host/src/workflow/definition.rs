@@ -170,7 +170,10 @@ pub struct WorkflowBudget {
 
 impl Default for WorkflowBudget {
     fn default() -> Self {
-        Self { fuel: Count(100_000_000_000), max_concurrency: 5 }
+        Self {
+            fuel: Count(100_000_000_000),
+            max_concurrency: 5,
+        }
     }
 }
 

@@ -62,7 +62,11 @@ impl Reference {
         }
         let to_path = |segs: &[&str]| -> Vec<Seg> {
             segs.iter()
-                .map(|s| s.parse::<usize>().map(Seg::Index).unwrap_or_else(|_| Seg::Key((*s).to_owned())))
+                .map(|s| {
+                    s.parse::<usize>()
+                        .map(Seg::Index)
+                        .unwrap_or_else(|_| Seg::Key((*s).to_owned()))
+                })
                 .collect()
         };
         let (source, path) = match head {
@@ -77,7 +81,11 @@ impl Reference {
                         "`{text}` must continue with `.output`: write `$steps.{id}.output` or `$steps.{id}.output.<field>`"
                     ));
                 }
-                [] => return Err(format!("`{text}` names no step: write `$steps.<id>.output`")),
+                [] => {
+                    return Err(format!(
+                        "`{text}` names no step: write `$steps.<id>.output`"
+                    ));
+                }
             },
             "item" => (Source::Item, to_path(&rest)),
             "output" => (Source::Output, to_path(&rest)),
@@ -87,7 +95,11 @@ impl Reference {
                 ));
             }
         };
-        Ok(Parsed::Ref(Reference { source, path, text: text.to_owned() }))
+        Ok(Parsed::Ref(Reference {
+            source,
+            path,
+            text: text.to_owned(),
+        }))
     }
 
     /// Follows the path into `value`; `None` when it leads nowhere.
@@ -126,7 +138,11 @@ impl Template {
     pub fn compile(value: &Value) -> Result<Template, Vec<(String, String)>> {
         let mut errors = Vec::new();
         let t = Self::compile_at(value, "", &mut errors);
-        if errors.is_empty() { Ok(t) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(t)
+        } else {
+            Err(errors)
+        }
     }
 
     fn compile_at(value: &Value, at: &str, errors: &mut Vec<(String, String)>) -> Template {
@@ -145,7 +161,10 @@ impl Template {
                     .collect(),
             ),
             Value::Array(a) => Template::Array(
-                a.iter().enumerate().map(|(i, v)| Self::compile_at(v, &format!("{at}[{i}]"), errors)).collect(),
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| Self::compile_at(v, &format!("{at}[{i}]"), errors))
+                    .collect(),
             ),
             other => Template::Literal(other.clone()),
         }
@@ -161,7 +180,10 @@ impl Template {
     fn walk<'t>(&'t self, at: &mut Vec<String>, out: &mut Vec<Placed<'t>>) {
         match self {
             Template::Literal(_) => {}
-            Template::Ref(r) => out.push(Placed { at: at.clone(), reference: r }),
+            Template::Ref(r) => out.push(Placed {
+                at: at.clone(),
+                reference: r,
+            }),
             Template::Object(fields) => {
                 for (k, t) in fields {
                     at.push(k.clone());
@@ -180,7 +202,10 @@ impl Template {
     }
 
     /// Builds the value, asking `lookup` for each reference's target.
-    pub fn resolve(&self, lookup: &dyn Fn(&Reference) -> Result<Value, String>) -> Result<Value, String> {
+    pub fn resolve(
+        &self,
+        lookup: &dyn Fn(&Reference) -> Result<Value, String>,
+    ) -> Result<Value, String> {
         Ok(match self {
             Template::Literal(v) => v.clone(),
             Template::Ref(r) => lookup(r)?,
@@ -191,9 +216,12 @@ impl Template {
                 }
                 Value::Object(map)
             }
-            Template::Array(items) => {
-                Value::Array(items.iter().map(|t| t.resolve(lookup)).collect::<Result<_, _>>()?)
-            }
+            Template::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|t| t.resolve(lookup))
+                    .collect::<Result<_, _>>()?,
+            ),
         })
     }
 }
@@ -215,18 +243,34 @@ mod tests {
     fn parses_references() {
         let r = parse("$steps.sum.output.sentences.0.text");
         assert_eq!(r.source, Source::Step("sum".into()));
-        assert_eq!(r.path, vec![Seg::Key("sentences".into()), Seg::Index(0), Seg::Key("text".into())]);
+        assert_eq!(
+            r.path,
+            vec![
+                Seg::Key("sentences".into()),
+                Seg::Index(0),
+                Seg::Key("text".into())
+            ]
+        );
         assert_eq!(parse("$params.x").source, Source::Param("x".into()));
         assert_eq!(parse("$item").path, vec![]);
         assert!(matches!(Reference::parse("$$5").unwrap(), Parsed::Literal(l) if l == "$5"));
-        assert!(Reference::parse("$steps.a").unwrap_err().contains("`.output`"));
-        assert!(Reference::parse("$foo.bar").unwrap_err().contains("$params."));
+        assert!(
+            Reference::parse("$steps.a")
+                .unwrap_err()
+                .contains("`.output`")
+        );
+        assert!(
+            Reference::parse("$foo.bar")
+                .unwrap_err()
+                .contains("$params.")
+        );
         assert!(Reference::parse("$params.a..b").is_err());
     }
 
     #[test]
     fn resolves_templates() {
-        let t = Template::compile(&json!({"a": "$params.x", "b": [1, "$item.k"], "c": "plain"})).unwrap();
+        let t = Template::compile(&json!({"a": "$params.x", "b": [1, "$item.k"], "c": "plain"}))
+            .unwrap();
         assert_eq!(t.references().len(), 2);
         let v = t
             .resolve(&|r| match r.source {

@@ -49,7 +49,12 @@ impl SourceMap {
                 None => break None,
             }
         };
-        Diagnostic { file: self.file.display().to_string(), line, field, message: message.into() }
+        Diagnostic {
+            file: self.file.display().to_string(),
+            line,
+            field,
+            message: message.into(),
+        }
     }
 
     fn index(&mut self, path: String, node: &marked_yaml::Node) {
@@ -59,7 +64,11 @@ impl SourceMap {
         match node {
             marked_yaml::Node::Mapping(map) => {
                 for (key, value) in map.iter() {
-                    let child = if path.is_empty() { key.as_str().to_owned() } else { format!("{path}.{}", key.as_str()) };
+                    let child = if path.is_empty() {
+                        key.as_str().to_owned()
+                    } else {
+                        format!("{path}.{}", key.as_str())
+                    };
                     if let Some(start) = key.span().start() {
                         self.lines.insert(child.clone(), start.line());
                     }
@@ -100,7 +109,10 @@ pub fn load(path: &Path) -> Result<WorkflowSource, Vec<Diagnostic>> {
 
 /// Parses workflow text; `path` names the file in diagnostics and anchors relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<WorkflowSource, Vec<Diagnostic>> {
-    let mut map = SourceMap { file: path.to_owned(), lines: HashMap::new() };
+    let mut map = SourceMap {
+        file: path.to_owned(),
+        lines: HashMap::new(),
+    };
     let fail = |map: &SourceMap, line: Option<usize>, field: &str, message: String| {
         let mut d = map.diag(field, message);
         if line.is_some() {
@@ -120,15 +132,25 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkflowSource, Vec<Diagnostic>>
     }
     match loose.get("version") {
         None => {
-            return Err(fail(&map, Some(1), "version", format!(
-                "the file has no `version` field; add `version: {WORKFLOW_VERSION}` at the top"
-            )));
+            return Err(fail(
+                &map,
+                Some(1),
+                "version",
+                format!(
+                    "the file has no `version` field; add `version: {WORKFLOW_VERSION}` at the top"
+                ),
+            ));
         }
         Some(v) if v.as_u64() != Some(u64::from(WORKFLOW_VERSION)) => {
-            return Err(fail(&map, None, "version", format!(
-                "workflow version {} is not supported; this corral reads version {WORKFLOW_VERSION}",
-                serde_json::to_string(v).unwrap_or_default()
-            )));
+            return Err(fail(
+                &map,
+                None,
+                "version",
+                format!(
+                    "workflow version {} is not supported; this corral reads version {WORKFLOW_VERSION}",
+                    serde_json::to_string(v).unwrap_or_default()
+                ),
+            ));
         }
         Some(_) => {}
     }
@@ -159,15 +181,25 @@ mod tests {
         let text = OK.replace("    agent: a\n", "    agent: a\n    retires: 3\n");
         let err = parse(Path::new("w.yaml"), &text).unwrap_err();
         assert_eq!(err[0].line, Some(9), "{err:?}");
-        assert!(err[0].message.contains("unknown field `retires`"), "{err:?}");
+        assert!(
+            err[0].message.contains("unknown field `retires`"),
+            "{err:?}"
+        );
         assert_eq!(err[0].field, "steps[0]");
     }
 
     #[test]
     fn the_version_is_checked_first() {
-        let text = OK.replace("version: 1", "version: 7").replace("agent: a", "agnet: a");
+        let text = OK
+            .replace("version: 1", "version: 7")
+            .replace("agent: a", "agnet: a");
         let err = parse(Path::new("w.yaml"), &text).unwrap_err();
-        assert!(err[0].message.contains("workflow version 7 is not supported"), "{err:?}");
+        assert!(
+            err[0]
+                .message
+                .contains("workflow version 7 is not supported"),
+            "{err:?}"
+        );
         let err = parse(Path::new("w.yaml"), "name: x\nsteps: []\n").unwrap_err();
         assert!(err[0].message.contains("no `version` field"));
     }

@@ -108,9 +108,9 @@ impl JsonSchema for Bytes {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Dur)
-            .map_err(|e| D::Error::custom(format!("`{s}` is not a duration such as 250ms or 10s: {e}")))
+        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+            D::Error::custom(format!("`{s}` is not a duration such as 250ms or 10s: {e}"))
+        })
     }
 }
 

@@ -59,6 +59,9 @@ pub struct Output {
 pub struct Issue {
     pub rule: String,
     pub message: String,
+    /// The term a `required_terms` or `forbidden_terms` issue is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub term: Option<String>,
 }
 
 impl Agent for Critic {
@@ -76,12 +79,13 @@ impl Agent for Critic {
         let words = textkit::words(&input.draft);
         let mut issues = Vec::new();
         let mut checks = 0;
-        let mut check = |ok: bool, rule: &str, message: String| {
+        let mut check = |ok: bool, rule: &str, message: String, term: Option<&String>| {
             checks += 1;
             if !ok {
                 issues.push(Issue {
                     rule: rule.into(),
                     message,
+                    term: term.cloned(),
                 });
             }
         };
@@ -90,11 +94,13 @@ impl Agent for Critic {
             n >= r.min_words,
             "min_words",
             format!("{n} words, need at least {}", r.min_words),
+            None,
         );
         check(
             n <= r.max_words,
             "max_words",
             format!("{n} words, allowed at most {}", r.max_words),
+            None,
         );
         let longest = textkit::sentences(&input.draft)
             .iter()
@@ -109,6 +115,7 @@ impl Agent for Critic {
                     "sentence {i} has {len} words, allowed at most {}",
                     r.max_sentence_words
                 ),
+                None,
             );
         }
         let lower = input.draft.to_lowercase();
@@ -117,6 +124,7 @@ impl Agent for Critic {
                 lower.contains(&term.to_lowercase()),
                 "required_terms",
                 format!("missing `{term}`"),
+                Some(term),
             );
         }
         for term in &r.forbidden_terms {
@@ -124,6 +132,7 @@ impl Agent for Critic {
                 !lower.contains(&term.to_lowercase()),
                 "forbidden_terms",
                 format!("mentions `{term}`"),
+                Some(term),
             );
         }
         let failed = issues.len();

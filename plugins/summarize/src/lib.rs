@@ -17,10 +17,29 @@ pub struct Input {
     #[serde(default = "default_max")]
     #[schemars(range(min = 1, max = 50))]
     pub max_sentences: usize,
+    /// The critic's verdict on the previous summary, in a quality-gate loop.
+    #[serde(default)]
+    pub feedback: Option<Feedback>,
 }
 
 fn default_max() -> usize {
     2
+}
+
+/// A critic's verdict fed back into the next attempt. Only `issues` is read:
+/// a `required_terms` issue naming a `term` makes the summary keep the
+/// best sentence that mentions it.
+#[derive(Deserialize, JsonSchema, Default)]
+pub struct Feedback {
+    #[serde(default)]
+    pub issues: Vec<FeedbackIssue>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct FeedbackIssue {
+    pub rule: String,
+    #[serde(default)]
+    pub term: Option<String>,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -80,7 +99,26 @@ impl Agent for Summarize {
             .collect();
         ctx.progress(50, "scored sentences");
         scored.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
-        scored.truncate(input.max_sentences);
+        let required: Vec<String> = input
+            .feedback
+            .iter()
+            .flat_map(|f| &f.issues)
+            .filter(|i| i.rule == "required_terms")
+            .filter_map(|i| i.term.as_ref().map(|t| t.to_lowercase()))
+            .collect();
+        // The best sentences, plus the best sentence for each term the critic
+        // said was missing.
+        let mut kept: Vec<Scored> = scored.iter().take(input.max_sentences).cloned().collect();
+        for term in &required {
+            let has = |k: &Scored| k.text.to_lowercase().contains(term.as_str());
+            if kept.iter().any(has) {
+                continue;
+            }
+            if let Some(s) = scored.iter().find(|s| has(s)) {
+                kept.push(s.clone());
+            }
+        }
+        let mut scored = kept;
         scored.sort_by_key(|s| s.index);
         let summary = scored
             .iter()

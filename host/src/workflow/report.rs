@@ -1,0 +1,140 @@
+//! The run report: status, per-step receipts and attempts, fuel against budget, outputs, breakers and a summary.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::breaker::BreakerReport;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Completed,
+    /// Completed, but some steps were degraded.
+    Degraded,
+    Failed,
+    /// The workflow fuel budget ran out; no new steps were scheduled.
+    FuelExhausted,
+    /// A step with `on_error: pause` failed; the run waits for a human.
+    Paused,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Completed => "completed",
+            RunStatus::Degraded => "degraded",
+            RunStatus::Failed => "failed",
+            RunStatus::FuelExhausted => "fuel_exhausted",
+            RunStatus::Paused => "paused",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Never reached: the run stopped first.
+    Pending,
+    Completed,
+    Degraded,
+    Failed,
+    Skipped,
+    Paused,
+    Cancelled,
+}
+
+/// One step's part of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub id: String,
+    pub agent: String,
+    pub status: StepStatus,
+    /// Agent calls made, critic and fallback calls included.
+    pub attempts: u32,
+    /// Calls that were retries of a failed call.
+    pub retries: u32,
+    /// The fallback agent, when it produced the output.
+    pub fallback: Option<String>,
+    /// For-each steps: how many items.
+    pub items: Option<usize>,
+    /// Quality-gate steps: iterations run.
+    pub iterations: Option<u32>,
+    pub fuel_used: u64,
+    /// Highest peak memory of any of the step's calls.
+    pub peak_memory_bytes: u64,
+    /// Wall time of all the step's calls together.
+    pub wall_time_us: u64,
+    pub error: Option<String>,
+    /// The error's kind, such as `fuel_exhausted` or `agent`.
+    pub error_kind: Option<String>,
+    pub skip_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub total: usize,
+    pub completed: usize,
+    pub failed: usize,
+    /// Steps that needed at least one retry.
+    pub retried: usize,
+    pub degraded: usize,
+    pub skipped: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FuelUse {
+    pub used: u64,
+    pub budget: u64,
+}
+
+/// Everything a run did, for people (`summary`) and machines (the rest).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub workflow: String,
+    pub status: RunStatus,
+    pub steps: Vec<StepReport>,
+    pub counts: Counts,
+    pub fuel: FuelUse,
+    pub outputs: Value,
+    pub breakers: Vec<BreakerReport>,
+    pub wall_time_us: u64,
+    /// Why the run did not complete, when it did not.
+    pub error: Option<String>,
+    pub summary: String,
+}
+
+impl RunReport {
+    pub fn step(&self, id: &str) -> Option<&StepReport> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    pub(crate) fn summarize(&mut self) {
+        let c = &self.counts;
+        let mut s = format!(
+            "workflow `{}` {}: {} of {} steps completed, {} failed, {} degraded, {} skipped, {} retried; fuel {} of {} ({:.1}%); {:.1?}",
+            self.workflow,
+            self.status.name(),
+            c.completed,
+            c.total,
+            c.failed,
+            c.degraded,
+            c.skipped,
+            c.retried,
+            self.fuel.used,
+            self.fuel.budget,
+            if self.fuel.budget == 0 {
+                0.0
+            } else {
+                self.fuel.used as f64 * 100.0 / self.fuel.budget as f64
+            },
+            std::time::Duration::from_micros(self.wall_time_us),
+        );
+        if let Some(e) = &self.error {
+            s.push_str(&format!(". {e}"));
+        }
+        self.summary = s;
+    }
+}

@@ -1,0 +1,993 @@
+//! Static validation: every agent loaded and granted, every reference and condition compiled, no cycles, every edge type-checked.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{Budget, Capability, DirGrant, EnvGrant, Grants, Runtime};
+
+use super::condition::Condition;
+use super::definition::{BudgetDef, Join, ParamType, StepDef};
+use super::edges::{Child, SchemaAt, Types, fits, json_type, list};
+use super::model::{ForEach, RETRY_KINDS, Repeat, RetryPolicy, Step, Workflow, WorkflowAgent};
+use super::reference::{Parsed, Reference, Seg, Source, Template};
+use super::source::{Diagnostic, SourceMap, WorkflowSource};
+
+/// Bounds on knobs a file sets, so a typo cannot ask for the absurd.
+const MAX_CONCURRENCY: u32 = 64;
+const MAX_ATTEMPTS: u32 = 20;
+const MAX_ITERATIONS: u32 = 20;
+const DEFAULT_MAX_ITEMS: u32 = 100;
+
+/// Validates a parsed workflow; every problem found is reported, not just the first.
+pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Vec<Diagnostic>> {
+    let mut v = Validator {
+        map: &src.map,
+        diags: Vec::new(),
+    };
+    let agents = v.agents(src, rt).await;
+    v.params(src);
+    let def = &src.def;
+    if def.budget.max_concurrency == 0 || def.budget.max_concurrency > MAX_CONCURRENCY {
+        v.err(
+            "budget.max_concurrency",
+            format!("must be between 1 and {MAX_CONCURRENCY}"),
+        );
+    }
+
+    // Ids first, so references can be checked in any order.
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for (i, s) in def.steps.iter().enumerate() {
+        if !valid_id(&s.id) {
+            v.err(
+                format!("steps[{i}].id"),
+                format!(
+                    "`{}` is not a valid id: use letters, digits, `_` and `-`",
+                    s.id
+                ),
+            );
+        }
+        if let Some(first) = ids.insert(&s.id, i) {
+            v.err(
+                format!("steps[{i}].id"),
+                format!("`{}` is already the id of steps[{first}]", s.id),
+            );
+        }
+    }
+    if def.steps.is_empty() {
+        v.err("steps", "a workflow needs at least one step".to_owned());
+    }
+
+    let mut steps: Vec<Option<Step>> = Vec::new();
+    for (i, s) in def.steps.iter().enumerate() {
+        steps.push(v.step(i, s, src, &ids, &agents));
+    }
+    let outputs = v.outputs(src, &ids);
+    if !v.diags.is_empty() {
+        return Err(v.diags);
+    }
+    let steps: Vec<Step> = steps
+        .into_iter()
+        .map(|s| s.expect("no diagnostics means every step compiled"))
+        .collect();
+    let order = match topological_order(&steps) {
+        Ok(order) => order,
+        Err(cycle) => {
+            let names: Vec<&str> = cycle.iter().map(|&i| steps[i].id.as_str()).collect();
+            v.err(
+                format!("steps[{}]", steps[cycle[0]].index),
+                format!(
+                    "steps form a cycle: {} (a step can only read steps upstream of it)",
+                    names.join(" → ")
+                ),
+            );
+            return Err(v.diags);
+        }
+    };
+    for step in &steps {
+        v.edges(step, &steps, src, &agents);
+    }
+    for (name, t) in &outputs {
+        for placed in t.references() {
+            v.producer(
+                &format!("outputs.{name}"),
+                placed.reference,
+                None,
+                &steps,
+                src,
+                &agents,
+            );
+        }
+    }
+    if !v.diags.is_empty() {
+        return Err(v.diags);
+    }
+
+    // Renumber dependencies to positions in the topological order.
+    let position: HashMap<usize, usize> =
+        order.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
+    let mut ordered: Vec<Step> = order.iter().map(|&i| steps[i].clone()).collect();
+    for s in &mut ordered {
+        s.deps = s.deps.iter().map(|d| position[d]).collect();
+        s.deps.sort_unstable();
+    }
+    let text = std::fs::read(&src.map.file).unwrap_or_default();
+    Ok(Workflow {
+        name: def.name.clone(),
+        file: src.map.file.clone(),
+        digest: format!("sha256:{}", hex::encode(Sha256::digest(&text))),
+        agents,
+        params: def.params.clone(),
+        fuel_budget: def.budget.fuel.0,
+        max_concurrency: def.budget.max_concurrency,
+        steps: ordered,
+        outputs,
+        map: src.map.clone(),
+    })
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The budget of a call: the step's fields over the agent's over the defaults.
+pub fn merge_budget(base: &Budget, over: &BudgetDef) -> Budget {
+    Budget {
+        fuel: over.fuel.map(|c| c.0).unwrap_or(base.fuel),
+        memory_bytes: over.memory.map(|b| b.0).unwrap_or(base.memory_bytes),
+        timeout: over.timeout.map(|d| d.0).unwrap_or(base.timeout),
+        ..base.clone()
+    }
+}
+
+/// Steps in an order where dependencies come first, or a cycle.
+fn topological_order(steps: &[Step]) -> Result<Vec<usize>, Vec<usize>> {
+    let n = steps.len();
+    let mut indegree = vec![0usize; n];
+    let mut dependents = vec![Vec::new(); n];
+    for (i, s) in steps.iter().enumerate() {
+        for &d in &s.deps {
+            indegree[i] += 1;
+            dependents[d].push(i);
+        }
+    }
+    // Ready steps are taken in file order, so the order is stable.
+    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &j in &dependents[i] {
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                ready.insert(j);
+            }
+        }
+    }
+    if order.len() == n {
+        return Ok(order);
+    }
+    // Walk dependencies among the leftovers until a step repeats.
+    let left: BTreeSet<usize> = (0..n).filter(|i| !order.contains(i)).collect();
+    let mut path = vec![*left.first().unwrap()];
+    loop {
+        let last = *path.last().unwrap();
+        let next = steps[last]
+            .deps
+            .iter()
+            .copied()
+            .find(|d| left.contains(d))
+            .unwrap();
+        if let Some(pos) = path.iter().position(|&p| p == next) {
+            let mut cycle: Vec<usize> = path[pos..].to_vec();
+            cycle.reverse();
+            cycle.push(cycle[0]);
+            return Err(cycle);
+        }
+        path.push(next);
+    }
+}
+
+struct Validator<'m> {
+    map: &'m SourceMap,
+    diags: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.diags.push(self.map.diag(field, message));
+    }
+
+    async fn agents(
+        &mut self,
+        src: &WorkflowSource,
+        rt: &Runtime,
+    ) -> BTreeMap<String, WorkflowAgent> {
+        let mut agents = BTreeMap::new();
+        for (name, a) in &src.def.agents {
+            let field = format!("agents.{name}");
+            let path = src.base_dir.join(&a.component);
+            let agent = match rt.load(&path).await {
+                Ok(agent) => agent,
+                Err(e) => {
+                    self.err(format!("{field}.component"), error_chain(&e));
+                    continue;
+                }
+            };
+            if let Some(pin) = &a.digest
+                && pin != agent.digest()
+            {
+                self.err(
+                    format!("{field}.digest"),
+                    format!(
+                        "{} has digest {}, but the file pins {pin}; rebuild the pinned component or update the pin",
+                        path.display(),
+                        agent.digest()
+                    ),
+                );
+            }
+            let mut grants = Grants::default();
+            for (i, e) in a.grants.env.iter().enumerate() {
+                match EnvGrant::parse(e) {
+                    Ok(g) => grants.env.push(g),
+                    Err(msg) => self.err(format!("{field}.grants.env[{i}]"), msg),
+                }
+            }
+            for (i, d) in a.grants.dirs.iter().enumerate() {
+                let host = src.base_dir.join(&d.host);
+                if !host.is_dir() {
+                    self.err(
+                        format!("{field}.grants.dirs[{i}].host"),
+                        format!("{} is not a directory", host.display()),
+                    );
+                }
+                grants.dirs.push(DirGrant {
+                    host,
+                    guest: d.guest.clone(),
+                    writable: d.writable,
+                });
+            }
+            for denial in grants.denials(agent.info()) {
+                let how = match &denial.capability {
+                    Capability::Env { name: var } => {
+                        format!("environment variable `{var}`: add `env: [{var}]`")
+                    }
+                    Capability::Dir {
+                        guest_path,
+                        writable,
+                    } => format!(
+                        "{}directory `{guest_path}`: add `dirs: [{{host: <dir>, guest: {guest_path}{}}}]`",
+                        if *writable { "writable " } else { "" },
+                        if *writable { ", writable: true" } else { "" }
+                    ),
+                };
+                self.err(
+                    format!("{field}.grants"),
+                    format!("agent `{name}` requests {how} under agents.{name}.grants"),
+                );
+            }
+            if a.breaker.failure_threshold == 0 || a.breaker.success_threshold == 0 {
+                self.err(
+                    format!("{field}.breaker"),
+                    "thresholds must be at least 1".to_owned(),
+                );
+            }
+            let budget = merge_budget(&Budget::default(), &a.budget);
+            agents.insert(
+                name.clone(),
+                WorkflowAgent {
+                    name: name.clone(),
+                    agent,
+                    grants,
+                    budget,
+                    breaker: a.breaker,
+                },
+            );
+        }
+        agents
+    }
+
+    fn params(&mut self, src: &WorkflowSource) {
+        for (name, p) in &src.def.params {
+            if !valid_id(name) {
+                self.err(
+                    format!("params.{name}"),
+                    format!("`{name}` is not a valid name: use letters, digits, `_` and `-`"),
+                );
+            }
+            if let Some(d) = &p.default
+                && !param_accepts(p.ty, d)
+            {
+                self.err(
+                    format!("params.{name}.default"),
+                    format!(
+                        "is {} but the param's type is {}",
+                        json_type(d),
+                        p.ty.json_type()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn step(
+        &mut self,
+        i: usize,
+        s: &StepDef,
+        src: &WorkflowSource,
+        ids: &HashMap<&str, usize>,
+        agents: &BTreeMap<String, WorkflowAgent>,
+    ) -> Option<Step> {
+        let f = format!("steps[{i}]");
+        let before = self.diags.len();
+        let def = &src.def;
+        let known_agent = |v: &mut Self, field: String, name: &str| {
+            if !def.agents.contains_key(name) {
+                let known: Vec<&str> = def.agents.keys().map(String::as_str).collect();
+                v.err(
+                    field,
+                    format!(
+                        "unknown agent `{name}`; the file declares: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+        };
+        known_agent(self, format!("{f}.agent"), &s.agent);
+        let mut deps: BTreeSet<usize> = BTreeSet::new();
+        let step_ref =
+            |v: &mut Self, field: &str, id: &str, deps: &mut BTreeSet<usize>| match ids.get(id) {
+                Some(&j) if j == i => v.err(
+                    field.to_owned(),
+                    format!("step `{}` cannot read its own output", s.id),
+                ),
+                Some(&j) => {
+                    deps.insert(j);
+                }
+                None => {
+                    let known: Vec<&str> = def.steps.iter().map(|s| s.id.as_str()).collect();
+                    v.err(
+                        field.to_owned(),
+                        format!("unknown step `{id}`; the steps are: {}", known.join(", ")),
+                    );
+                }
+            };
+
+        let input = self.template(&format!("{f}.input"), &s.input);
+        if let Some(t) = &input {
+            for placed in t.references() {
+                let field = format!("{f}.input{}", dotted(&placed.at));
+                match &placed.reference.source {
+                    Source::Param(name) => self.param_ref(&field, name, def),
+                    Source::Step(id) => step_ref(self, &field, id, &mut deps),
+                    Source::Item if s.for_each.is_none() => self.err(
+                        field,
+                        "`$item` is only defined in a step with `for_each`".to_owned(),
+                    ),
+                    Source::Item => {}
+                    Source::Output => self.err(
+                        field,
+                        "`$output` is only defined in `repeat.critic.input`".to_owned(),
+                    ),
+                }
+            }
+        }
+
+        let when = s
+            .when
+            .as_ref()
+            .and_then(|w| self.condition(&format!("{f}.when"), w, &["params", "steps"]));
+        if let Some(c) = &when {
+            for id in c.steps() {
+                step_ref(self, &format!("{f}.when"), id, &mut deps);
+            }
+        }
+
+        let for_each = s.for_each.as_ref().and_then(|text| {
+            let field = format!("{f}.for_each");
+            match Reference::parse(text) {
+                Ok(Parsed::Ref(r)) => {
+                    match &r.source {
+                        Source::Param(name) => self.param_ref(&field, name, def),
+                        Source::Step(id) => step_ref(self, &field, id, &mut deps),
+                        _ => self.err(field.clone(), "must reference a list: `$params.<name>` or `$steps.<id>.output.<field>`".to_owned()),
+                    }
+                    let max_items = s.max_items.unwrap_or(DEFAULT_MAX_ITEMS);
+                    if max_items == 0 {
+                        self.err(format!("{f}.max_items"), "must be at least 1".to_owned());
+                    }
+                    Some(ForEach {
+                        list: r,
+                        max_concurrency: s.max_concurrency.unwrap_or(def.budget.max_concurrency).max(1),
+                        max_items,
+                    })
+                }
+                Ok(Parsed::Literal(_)) => {
+                    self.err(field, format!("`{text}` is not a reference; write `$params.<name>` or `$steps.<id>.output.<field>`"));
+                    None
+                }
+                Err(e) => {
+                    self.err(field, e);
+                    None
+                }
+            }
+        });
+        if s.for_each.is_none() && (s.max_items.is_some() || s.max_concurrency.is_some()) {
+            self.err(
+                format!("{f}.max_concurrency"),
+                "`max_concurrency` and `max_items` only apply with `for_each`".to_owned(),
+            );
+        }
+        if s.max_concurrency == Some(0) {
+            self.err(
+                format!("{f}.max_concurrency"),
+                "must be at least 1".to_owned(),
+            );
+        }
+
+        for (k, dep) in s.depends_on.iter().enumerate() {
+            step_ref(self, &format!("{f}.depends_on[{k}]"), dep, &mut deps);
+        }
+
+        let retry = match &s.retry {
+            None => RetryPolicy::none(),
+            Some(r) => {
+                if r.max_attempts == 0 || r.max_attempts > MAX_ATTEMPTS {
+                    self.err(
+                        format!("{f}.retry.max_attempts"),
+                        format!("must be between 1 and {MAX_ATTEMPTS}"),
+                    );
+                }
+                if !(r.backoff >= 1.0 && r.backoff <= 10.0) {
+                    self.err(
+                        format!("{f}.retry.backoff"),
+                        "must be between 1 and 10".to_owned(),
+                    );
+                }
+                if !(0.0..=1.0).contains(&r.jitter) {
+                    self.err(
+                        format!("{f}.retry.jitter"),
+                        "must be between 0 and 1".to_owned(),
+                    );
+                }
+                for (k, on) in r.on.iter().enumerate() {
+                    if !RETRY_KINDS.contains(&on.as_str()) {
+                        self.err(
+                            format!("{f}.retry.on[{k}]"),
+                            format!(
+                                "`{on}` is not an error class or kind; use one of: {}",
+                                RETRY_KINDS.join(", ")
+                            ),
+                        );
+                    }
+                }
+                RetryPolicy {
+                    max_attempts: r.max_attempts,
+                    initial_delay: r.initial_delay.0,
+                    backoff: r.backoff,
+                    max_delay: r.max_delay.0,
+                    jitter: r.jitter,
+                    on: r.on.clone(),
+                }
+            }
+        };
+        if let Some(fb) = &s.fallback {
+            known_agent(self, format!("{f}.fallback"), fb);
+        }
+
+        let repeat = s.repeat.as_ref().and_then(|r| {
+            known_agent(self, format!("{f}.repeat.critic.agent"), &r.critic.agent);
+            if r.max_iterations == 0 || r.max_iterations > MAX_ITERATIONS {
+                self.err(
+                    format!("{f}.repeat.max_iterations"),
+                    format!("must be between 1 and {MAX_ITERATIONS}"),
+                );
+            }
+            let critic_input =
+                self.template(&format!("{f}.repeat.critic.input"), &r.critic.input)?;
+            for placed in critic_input.references() {
+                let field = format!("{f}.repeat.critic.input{}", dotted(&placed.at));
+                match &placed.reference.source {
+                    Source::Param(name) => self.param_ref(&field, name, def),
+                    Source::Step(id) => step_ref(self, &field, id, &mut deps),
+                    Source::Output => {}
+                    Source::Item => self.err(
+                        field,
+                        "`$item` is not defined in a critic's input".to_owned(),
+                    ),
+                }
+            }
+            let until = self.condition(
+                &format!("{f}.repeat.until"),
+                &r.until,
+                &["critic", "output", "iteration", "params"],
+            )?;
+            Some(Repeat {
+                critic: r.critic.agent.clone(),
+                critic_input,
+                until,
+                max_iterations: r.max_iterations,
+                feedback: r.feedback.clone(),
+            })
+        });
+        if s.repeat.is_some() && s.for_each.is_some() {
+            self.err(
+                format!("{f}.repeat"),
+                "a step cannot have both `repeat` and `for_each`".to_owned(),
+            );
+        }
+
+        if let Join::AtLeast(n) = s.join
+            && (n == 0 || n as usize > deps.len())
+        {
+            self.err(
+                format!("{f}.join"),
+                format!(
+                    "`at_least: {n}` needs between 1 and {} dependencies",
+                    deps.len()
+                ),
+            );
+        }
+        if s.join != Join::All && deps.is_empty() {
+            self.err(format!("{f}.join"), "a join needs dependencies".to_owned());
+        }
+
+        if self.diags.len() > before {
+            return None;
+        }
+        let agent_budget = agents
+            .get(&s.agent)
+            .map(|a| a.budget.clone())
+            .unwrap_or_default();
+        Some(Step {
+            id: s.id.clone(),
+            index: i,
+            agent: s.agent.clone(),
+            input: input?,
+            deps: deps.into_iter().collect(),
+            when,
+            for_each,
+            budget: merge_budget(&agent_budget, &s.budget),
+            retry,
+            fallback_budget: merge_budget(
+                &s.fallback
+                    .as_ref()
+                    .and_then(|f| agents.get(f))
+                    .map(|a| a.budget.clone())
+                    .unwrap_or_default(),
+                &s.budget,
+            ),
+            fallback: s.fallback.clone(),
+            on_error: s.on_error,
+            repeat,
+            join: s.join,
+        })
+    }
+
+    fn template(&mut self, field: &str, value: &Value) -> Option<Template> {
+        match Template::compile(value) {
+            Ok(t) => Some(t),
+            Err(errors) => {
+                for (at, e) in errors {
+                    self.err(format!("{field}{at}"), e);
+                }
+                None
+            }
+        }
+    }
+
+    fn condition(&mut self, field: &str, source: &str, allowed: &[&str]) -> Option<Condition> {
+        match Condition::compile(source) {
+            Ok(c) => {
+                let unknown: Vec<&String> = c
+                    .variables()
+                    .iter()
+                    .filter(|v| !allowed.contains(&v.as_str()))
+                    .collect();
+                if unknown.is_empty() {
+                    return Some(c);
+                }
+                let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+                self.err(
+                    field.to_owned(),
+                    format!(
+                        "`{}` reads unknown variables {}; it may read: {}",
+                        source,
+                        names.join(", "),
+                        allowed.join(", ")
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.err(field.to_owned(), e);
+                None
+            }
+        }
+    }
+
+    fn param_ref(&mut self, field: &str, name: &str, def: &super::definition::WorkflowDef) {
+        if !def.params.contains_key(name) {
+            let known: Vec<&str> = def.params.keys().map(String::as_str).collect();
+            self.err(
+                field.to_owned(),
+                format!(
+                    "unknown param `{name}`; the params are: {}",
+                    if known.is_empty() {
+                        "(none)".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+    }
+
+    fn outputs(
+        &mut self,
+        src: &WorkflowSource,
+        ids: &HashMap<&str, usize>,
+    ) -> Vec<(String, Template)> {
+        let mut out = Vec::new();
+        for (name, value) in &src.def.outputs {
+            let field = format!("outputs.{name}");
+            let Some(t) = self.template(&field, value) else {
+                continue;
+            };
+            for placed in t.references() {
+                match &placed.reference.source {
+                    Source::Param(p) => self.param_ref(&field, p, &src.def),
+                    Source::Step(id) if !ids.contains_key(id.as_str()) => {
+                        self.err(field.clone(), format!("unknown step `{id}`"));
+                    }
+                    Source::Step(_) => {}
+                    _ => self.err(
+                        field.clone(),
+                        "outputs may reference `$params` and `$steps` only".to_owned(),
+                    ),
+                }
+            }
+            out.push((name.clone(), t));
+        }
+        out
+    }
+
+    /// The schema a reference's target has, checking that its path exists.
+    /// `None` means unknown (any type).
+    fn producer(
+        &mut self,
+        field: &str,
+        r: &Reference,
+        generator: Option<&Step>,
+        steps: &[Step],
+        src: &WorkflowSource,
+        agents: &BTreeMap<String, WorkflowAgent>,
+    ) -> Types {
+        match &r.source {
+            Source::Param(name) => {
+                let ty = src.def.params.get(name)?.ty;
+                if r.path.is_empty() {
+                    Some(BTreeSet::from([ty.json_type().to_owned()]))
+                } else {
+                    None
+                }
+            }
+            Source::Step(id) => {
+                let p = steps.iter().find(|s| &s.id == id)?;
+                let mut agents_of = vec![p.agent.as_str()];
+                agents_of.extend(p.fallback.as_deref());
+                let mut types: Types = Some(BTreeSet::new());
+                for agent in agents_of {
+                    let t = self.step_output(field, r, p, agent, agents);
+                    types = match (types, t) {
+                        (Some(mut a), Some(b)) => {
+                            a.extend(b);
+                            Some(a)
+                        }
+                        _ => None,
+                    };
+                }
+                types
+            }
+            Source::Output => {
+                let g = generator?;
+                let schema = agents.get(&g.agent)?.agent.info().output_schema.clone();
+                self.walk_output(
+                    field,
+                    r,
+                    &r.path,
+                    SchemaAt::root(schema.source()),
+                    &g.agent,
+                    &g.id,
+                )
+            }
+            Source::Item => None,
+        }
+    }
+
+    fn step_output(
+        &mut self,
+        field: &str,
+        r: &Reference,
+        p: &Step,
+        agent: &str,
+        agents: &BTreeMap<String, WorkflowAgent>,
+    ) -> Types {
+        let schema = agents.get(agent)?.agent.info().output_schema.clone();
+        let root = SchemaAt::root(schema.source());
+        if p.for_each.is_none() {
+            return self.walk_output(field, r, &r.path, root, agent, &p.id);
+        }
+        // A for-each step's output is the list of its items' outputs.
+        match r.path.split_first() {
+            None => Some(BTreeSet::from(["array".to_owned()])),
+            Some((Seg::Index(_), rest)) => self.walk_output(field, r, rest, root, agent, &p.id),
+            Some((Seg::Key(k), _)) => {
+                self.err(field.to_owned(), format!(
+                    "`{}`: step `{}` runs for each item, so its output is a list; index it first, such as `$steps.{}.output.0.{k}`",
+                    r.text, p.id, p.id
+                ));
+                None
+            }
+        }
+    }
+
+    fn walk_output(
+        &mut self,
+        field: &str,
+        r: &Reference,
+        path: &[Seg],
+        root: SchemaAt<'_>,
+        agent: &str,
+        step: &str,
+    ) -> Types {
+        match root.walk(path) {
+            Child::Known(at) => at.types(),
+            Child::Any => None,
+            Child::Absent => {
+                let fields = root.property_names();
+                self.err(
+                    field.to_owned(),
+                    format!(
+                        "`{}`: agent `{agent}` (step `{step}`) has no output at `{}`{}",
+                        r.text,
+                        path.iter()
+                            .map(|s| s.to_string())
+                            .collect::<Vec<_>>()
+                            .join("."),
+                        if fields.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; its output fields are: {}", fields.join(", "))
+                        }
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks every reference and literal of a step against the schemas on both ends.
+    fn edges(
+        &mut self,
+        step: &Step,
+        steps: &[Step],
+        src: &WorkflowSource,
+        agents: &BTreeMap<String, WorkflowAgent>,
+    ) {
+        let f = format!("steps[{}]", step.index);
+        let Some(consumer) = agents.get(&step.agent) else {
+            return;
+        };
+        let mut consumers = vec![consumer];
+        consumers.extend(step.fallback.as_ref().and_then(|fb| agents.get(fb)));
+        for c in &consumers {
+            self.template_edges(
+                &format!("{f}.input"),
+                &step.input,
+                c,
+                None,
+                steps,
+                src,
+                agents,
+            );
+        }
+        if let Some(fe) = &step.for_each {
+            let t = self.producer(&format!("{f}.for_each"), &fe.list, None, steps, src, agents);
+            if let Some(types) = t
+                && !types.contains("array")
+            {
+                self.err(
+                    format!("{f}.for_each"),
+                    format!("`{}` gives {}, not a list", fe.list.text, list(&types)),
+                );
+            }
+        }
+        if let Some(rep) = &step.repeat
+            && let Some(critic) = agents.get(&rep.critic)
+        {
+            self.template_edges(
+                &format!("{f}.repeat.critic.input"),
+                &rep.critic_input,
+                critic,
+                Some(step),
+                steps,
+                src,
+                agents,
+            );
+            if let Some(field) = &rep.feedback {
+                let schema = consumer.agent.info().input_schema.clone();
+                match SchemaAt::root(schema.source()).child(&Seg::Key(field.clone())) {
+                    Child::Absent => self.err(format!("{f}.repeat.feedback"), format!(
+                        "agent `{}`'s input has no field `{field}` to receive the critic's feedback", step.agent
+                    )),
+                    Child::Known(at) => {
+                        if let Err(e) = fits(&Some(BTreeSet::from(["object".to_owned()])), &at.types()) {
+                            self.err(format!("{f}.repeat.feedback"), format!("the critic's output (an object) {e}"));
+                        }
+                    }
+                    Child::Any => {}
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn template_edges(
+        &mut self,
+        field: &str,
+        t: &Template,
+        consumer: &WorkflowAgent,
+        generator: Option<&Step>,
+        steps: &[Step],
+        src: &WorkflowSource,
+        agents: &BTreeMap<String, WorkflowAgent>,
+    ) {
+        let schema = consumer.agent.info().input_schema.clone();
+        let root = SchemaAt::root(schema.source());
+        let mut leaves = Vec::new();
+        leaves_of(t, &mut Vec::new(), &mut leaves);
+        for (at, leaf) in leaves {
+            let place = format!("{field}{}", dotted(&at));
+            let segs: Vec<Seg> = at.iter().map(|k| Seg::Key(k.clone())).collect();
+            let consumer_types = match root.walk(&segs) {
+                Child::Known(s) => s.types(),
+                Child::Any => None,
+                Child::Absent => {
+                    let fields = root.property_names();
+                    self.err(
+                        place,
+                        format!(
+                            "agent `{}`'s input has no field `{}`; its input fields are: {}",
+                            consumer.name,
+                            at.join("."),
+                            fields.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let (producer, what) = match leaf {
+                Leaf::Literal(v) => (
+                    Some(BTreeSet::from([json_type(v).to_owned()])),
+                    format!("the literal {v}"),
+                ),
+                Leaf::Ref(r) => (
+                    self.producer(&place, r, generator, steps, src, agents),
+                    format!("`{}`", r.text),
+                ),
+            };
+            if let Err(e) = fits(&producer, &consumer_types) {
+                self.err(
+                    place,
+                    format!("{what} {e} (agent `{}`'s input schema)", consumer.name),
+                );
+            }
+        }
+        // Required fields of every object the template builds.
+        let mut objects = Vec::new();
+        objects_of(t, &mut Vec::new(), &mut objects);
+        for (at, keys) in objects {
+            let segs: Vec<Seg> = at.iter().map(|k| Seg::Key(k.clone())).collect();
+            if let Child::Known(s) = root.walk(&segs) {
+                for req in s.required() {
+                    if !keys.contains(&req) {
+                        self.err(
+                            format!("{field}{}", dotted(&at)),
+                            format!(
+                                "agent `{}` requires input field `{}`, which is not set",
+                                consumer.name,
+                                at.iter()
+                                    .chain(std::iter::once(&req))
+                                    .cloned()
+                                    .collect::<Vec<_>>()
+                                    .join(".")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Leaf<'t> {
+    Literal(&'t Value),
+    Ref(&'t Reference),
+}
+
+fn leaves_of<'t>(t: &'t Template, at: &mut Vec<String>, out: &mut Vec<(Vec<String>, Leaf<'t>)>) {
+    match t {
+        Template::Literal(v) => out.push((at.clone(), Leaf::Literal(v))),
+        Template::Ref(r) => out.push((at.clone(), Leaf::Ref(r))),
+        Template::Object(fields) => {
+            for (k, v) in fields {
+                at.push(k.clone());
+                leaves_of(v, at, out);
+                at.pop();
+            }
+        }
+        // Array elements are checked at run time; their schema is `items`.
+        Template::Array(_) => out.push((at.clone(), Leaf::Literal(&ARRAY))),
+    }
+}
+
+static ARRAY: Value = Value::Array(Vec::new());
+
+fn objects_of(t: &Template, at: &mut Vec<String>, out: &mut Vec<(Vec<String>, Vec<String>)>) {
+    if let Template::Object(fields) = t {
+        out.push((at.clone(), fields.iter().map(|(k, _)| k.clone()).collect()));
+        for (k, v) in fields {
+            at.push(k.clone());
+            objects_of(v, at, out);
+            at.pop();
+        }
+    }
+}
+
+fn dotted(at: &[String]) -> String {
+    at.iter().map(|k| format!(".{k}")).collect()
+}
+
+fn param_accepts(ty: ParamType, v: &Value) -> bool {
+    matches!(
+        (ty, v),
+        (ParamType::String, Value::String(_))
+            | (ParamType::Boolean, Value::Bool(_))
+            | (ParamType::Array, Value::Array(_))
+            | (ParamType::Object, Value::Object(_))
+            | (ParamType::Number, Value::Number(_))
+    ) || (ty == ParamType::Integer && (v.is_i64() || v.is_u64()))
+}
+
+/// Checks and converts a `--param` value for `ty`: strings stay strings,
+/// other types are parsed as JSON.
+pub fn param_value(name: &str, ty: ParamType, raw: &str) -> Result<Value, String> {
+    let value = match ty {
+        ParamType::String => Value::String(raw.to_owned()),
+        _ => serde_json::from_str(raw)
+            .map_err(|e| format!("param `{name}` must be {} (JSON): {e}", ty.json_type()))?,
+    };
+    if param_accepts(ty, &value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "param `{name}` must be {}, got {}",
+            ty.json_type(),
+            json_type(&value)
+        ))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
