@@ -93,7 +93,7 @@ async fn critic_scores_against_rules() {
     assert_eq!(out["checks"], 6);
     assert_eq!(
         out["issues"],
-        json!([{"rule": "required_terms", "message": "missing `receipt`"}])
+        json!([{"rule": "required_terms", "message": "missing `receipt`", "term": "receipt"}])
     );
     assert_eq!(out["score"], 0.833);
     assert_eq!(out["passed"], true);

@@ -2,28 +2,26 @@
 
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use corral::{Agent, Budget, CallOutcome, Grants, HandoffPacket, Runtime, RuntimeConfig};
 use serde_json::Value;
 
 pub use corral_plugins as agents;
 
-/// One runtime per test binary, with a private compile cache.
-pub fn runtime() -> &'static Runtime {
-    static RT: OnceLock<(Runtime, tempfile::TempDir)> = OnceLock::new();
-    &RT.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let config = RuntimeConfig {
-            cache_dir: Some(dir.path().to_owned()),
-            ..Default::default()
-        };
-        (Runtime::new(config).unwrap(), dir)
+/// One runtime per test binary. The compile cache is shared by every test
+/// binary (cargo's scratch directory for integration tests), so each agent
+/// is compiled once per build, not once per binary.
+pub fn runtime() -> &'static Arc<Runtime> {
+    static RT: OnceLock<Arc<Runtime>> = OnceLock::new();
+    RT.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache");
+        let config = RuntimeConfig { cache_dir: Some(dir), ..Default::default() };
+        Arc::new(Runtime::new(config).unwrap())
     })
-    .0
 }
 
-pub async fn load(path: &str) -> std::sync::Arc<Agent> {
+pub async fn load(path: &str) -> Arc<Agent> {
     runtime()
         .load(path)
         .await

@@ -197,7 +197,7 @@ mod tests {
         b.record(false, later);
         b.record(false, later);
         let again = later + Duration::from_secs(11);
-        b.admit(again);
+        let _ = b.admit(again);
         assert_eq!(
             b.record(false, again),
             Some((BreakerState::HalfOpen, BreakerState::Open))

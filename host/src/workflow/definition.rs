@@ -270,7 +270,8 @@ pub enum OnError {
 
 /// Fan-in: how many dependencies must complete before the step starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "JoinRepr", into = "JoinRepr")]
+#[schemars(with = "JoinRepr")]
 pub enum Join {
     /// Every dependency; a skipped dependency skips this step.
     #[default]
@@ -279,6 +280,45 @@ pub enum Join {
     Any,
     /// At least N of the dependencies. Example: `join: {at_least: 2}`.
     AtLeast(u32),
+}
+
+/// How `join` is written: `all`, `any`, or `{at_least: N}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+enum JoinRepr {
+    /// `all` or `any`.
+    Mode(JoinMode),
+    AtLeast {
+        at_least: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum JoinMode {
+    All,
+    Any,
+}
+
+impl TryFrom<JoinRepr> for Join {
+    type Error = String;
+    fn try_from(r: JoinRepr) -> Result<Self, String> {
+        Ok(match r {
+            JoinRepr::Mode(JoinMode::All) => Join::All,
+            JoinRepr::Mode(JoinMode::Any) => Join::Any,
+            JoinRepr::AtLeast { at_least } => Join::AtLeast(at_least),
+        })
+    }
+}
+
+impl From<Join> for JoinRepr {
+    fn from(j: Join) -> Self {
+        match j {
+            Join::All => JoinRepr::Mode(JoinMode::All),
+            Join::Any => JoinRepr::Mode(JoinMode::Any),
+            Join::AtLeast(at_least) => JoinRepr::AtLeast { at_least },
+        }
+    }
 }
 
 /// A quality-gate loop: generator, then critic, until `until` holds.

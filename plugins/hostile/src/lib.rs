@@ -31,6 +31,7 @@ const ACTIONS: &[&str] = &[
     "read_file",
     "read_env",
     "sleep",
+    "nap",
     "error",
     "wrong_step",
 ];
@@ -48,7 +49,8 @@ impl Guest for Hostile {
                 "properties": {
                     "action": { "enum": ACTIONS },
                     "class": { "enum": ["transient", "permanent", "degradable"] },
-                    "bytes": { "type": "integer", "minimum": 0 }
+                    "bytes": { "type": "integer", "minimum": 0 },
+                    "ms": { "type": "integer", "minimum": 0 }
                 },
                 "required": ["action"],
                 "additionalProperties": false
@@ -144,6 +146,11 @@ impl Guest for Hostile {
             }
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_secs(24 * 3600));
+                json!({ "ok": true })
+            }
+            "nap" => {
+                let ms = input["ms"].as_u64().unwrap_or(10);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
                 json!({ "ok": true })
             }
             "error" => {
