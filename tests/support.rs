@@ -16,7 +16,10 @@ pub fn runtime() -> &'static Arc<Runtime> {
     static RT: OnceLock<Arc<Runtime>> = OnceLock::new();
     RT.get_or_init(|| {
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache");
-        let config = RuntimeConfig { cache_dir: Some(dir), ..Default::default() };
+        let config = RuntimeConfig {
+            cache_dir: Some(dir),
+            ..Default::default()
+        };
         Arc::new(Runtime::new(config).unwrap())
     })
 }

@@ -18,7 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 /// The directory the agent components are built into.
 fn agents_dir() -> String {
-    Path::new(agents::ECHO).parent().unwrap().display().to_string()
+    Path::new(agents::ECHO)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string()
 }
 
 /// Parses and validates workflow text (with `@AGENTS@` standing for the
@@ -26,7 +30,11 @@ fn agents_dir() -> String {
 async fn workflow(text: &str) -> Arc<Workflow> {
     let text = text.replace("@AGENTS@", &agents_dir());
     let src = source::parse(Path::new("test.yaml"), &text).unwrap_or_else(|d| panic!("{d:#?}"));
-    Arc::new(validate(&src, runtime()).await.unwrap_or_else(|d| panic!("{d:#?}")))
+    Arc::new(
+        validate(&src, runtime())
+            .await
+            .unwrap_or_else(|d| panic!("{d:#?}")),
+    )
 }
 
 struct Recorded {
@@ -34,13 +42,26 @@ struct Recorded {
     events: Vec<Event>,
 }
 
-async fn run_with(w: Arc<Workflow>, params: &[(&str, &str)], cancel: CancellationToken) -> Recorded {
+async fn run_with(
+    w: Arc<Workflow>,
+    params: &[(&str, &str)],
+    cancel: CancellationToken,
+) -> Recorded {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink_events = events.clone();
     let sink: EventSink = Arc::new(move |e: &Event| sink_events.lock().unwrap().push(e.clone()));
-    let given: Vec<(String, String)> = params.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    let given: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
     let params = resolve_params(&w, &given).unwrap();
-    let opts = RunOptions { run_id: "run-test".into(), params, events: sink, cancel, seed: 7 };
+    let opts = RunOptions {
+        run_id: "run-test".into(),
+        params,
+        events: sink,
+        cancel,
+        seed: 7,
+    };
     let report = run(runtime().clone(), w, opts).await;
     let events = events.lock().unwrap().clone();
     Recorded { report, events }
@@ -82,13 +103,24 @@ const HEADER: &str = "version: 1\nname: t\nagents:\n  echo: { component: '@AGENT
 
 #[tokio::test]
 async fn steps_start_when_their_dependencies_finish() {
-    let r = run_wf(&format!("{HEADER}steps:
+    let r = run_wf(
+        &format!(
+            "{HEADER}steps:
   - {{ id: a, agent: echo, input: {{ text: one }} }}
   - {{ id: b, agent: echo, input: {{ text: two }} }}
   - {{ id: c, agent: echo, input: {{ text: $steps.a.output.text, tags: [$steps.b.output.text] }} }}
 outputs: {{ c: $steps.c.output }}
-"), &[]).await;
-    assert_eq!(r.report.status, RunStatus::Completed, "{}", r.report.summary);
+"
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        r.report.status,
+        RunStatus::Completed,
+        "{}",
+        r.report.summary
+    );
     let e = &r.events;
     // a and b are independent: both start before either finishes.
     let first_done = position(e, completed("a")).min(position(e, completed("b")));
@@ -96,7 +128,10 @@ outputs: {{ c: $steps.c.output }}
     // c waits for both.
     assert!(position(e, started("c")) > position(e, completed("a")));
     assert!(position(e, started("c")) > position(e, completed("b")));
-    assert_eq!(r.report.outputs["c"], json!({"text": "one", "tags": ["two"]}));
+    assert_eq!(
+        r.report.outputs["c"],
+        json!({"text": "one", "tags": ["two"]})
+    );
 }
 
 #[tokio::test]
@@ -104,8 +139,17 @@ async fn the_global_concurrency_cap_is_never_exceeded() {
     let steps: String = (0..8)
         .map(|i| format!("  - {{ id: s{i}, agent: hostile, input: {{ action: nap, ms: 60 }} }}\n"))
         .collect();
-    let r = run_wf(&format!("{HEADER}budget: {{ max_concurrency: 3 }}\nsteps:\n{steps}"), &[]).await;
-    assert_eq!(r.report.status, RunStatus::Completed, "{}", r.report.summary);
+    let r = run_wf(
+        &format!("{HEADER}budget: {{ max_concurrency: 3 }}\nsteps:\n{steps}"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        r.report.status,
+        RunStatus::Completed,
+        "{}",
+        r.report.summary
+    );
     assert_eq!(r.report.counts.completed, 8);
     // Calls sleep in the host far longer than scheduling takes, so the cap is reached, and held.
     assert_eq!(max_in_flight(&r.events), 3);
@@ -113,7 +157,9 @@ async fn the_global_concurrency_cap_is_never_exceeded() {
 
 #[tokio::test]
 async fn for_each_keeps_item_order_under_its_own_cap() {
-    let r = run_wf(&format!("{HEADER}params:
+    let r = run_wf(
+        &format!(
+            "{HEADER}params:
   words: {{ type: array, default: [alpha, beta, gamma, delta, epsilon, zeta, eta] }}
 budget: {{ max_concurrency: 5 }}
 steps:
@@ -128,11 +174,28 @@ steps:
     max_concurrency: 2
     input: {{ action: nap, ms: 30 }}
 outputs: {{ third: $steps.each.output.2.text, all: $steps.each.output }}
-"), &[]).await;
-    assert_eq!(r.report.status, RunStatus::Completed, "{}", r.report.summary);
+"
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        r.report.status,
+        RunStatus::Completed,
+        "{}",
+        r.report.summary
+    );
     assert_eq!(r.report.outputs["third"], "gamma");
-    let texts: Vec<&str> = r.report.outputs["all"].as_array().unwrap().iter().map(|o| o["text"].as_str().unwrap()).collect();
-    assert_eq!(texts, ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"]);
+    let texts: Vec<&str> = r.report.outputs["all"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"]
+    );
     assert_eq!(r.report.step("each").unwrap().items, Some(7));
     assert_eq!(r.report.step("each").unwrap().attempts, 7);
     // Per step at most 2 items at once; with both steps, at most 4 calls.
@@ -143,10 +206,16 @@ outputs: {{ third: $steps.each.output.2.text, all: $steps.each.output }}
 
 #[tokio::test]
 async fn for_each_over_max_items_fails_clearly() {
-    let r = run_wf(&format!("{HEADER}params: {{ xs: {{ type: array, default: [a, b, c] }} }}
+    let r = run_wf(
+        &format!(
+            "{HEADER}params: {{ xs: {{ type: array, default: [a, b, c] }} }}
 steps:
   - {{ id: each, agent: echo, for_each: $params.xs, max_items: 2, input: {{ text: $item }} }}
-"), &[]).await;
+"
+        ),
+        &[],
+    )
+    .await;
     assert_eq!(r.report.status, RunStatus::Failed);
     let err = r.report.step("each").unwrap().error.clone().unwrap();
     assert!(err.contains("3 items, over its `max_items` of 2"), "{err}");
@@ -171,17 +240,36 @@ async fn every_when_branch_routes_and_skips_propagate() {
         ("Lovely weather today.", "other"),
     ] {
         let r = run_wf(&format!("{HEADER}{ROUTER}"), &[("text", text)]).await;
-        assert_eq!(r.report.status, RunStatus::Completed, "{}", r.report.summary);
+        assert_eq!(
+            r.report.status,
+            RunStatus::Completed,
+            "{}",
+            r.report.summary
+        );
         for branch in ["bug", "feature", "other"] {
             let s = r.report.step(branch).unwrap();
-            let expected = if branch == taken { StepStatus::Completed } else { StepStatus::Skipped };
+            let expected = if branch == taken {
+                StepStatus::Completed
+            } else {
+                StepStatus::Skipped
+            };
             assert_eq!(s.status, expected, "{text}: branch {branch}");
         }
         // `join: all` (the default) skips a step whose dependency was skipped.
         let after = r.report.step("after_bug").unwrap().status;
-        assert_eq!(after, if taken == "bug" { StepStatus::Completed } else { StepStatus::Skipped });
+        assert_eq!(
+            after,
+            if taken == "bug" {
+                StepStatus::Completed
+            } else {
+                StepStatus::Skipped
+            }
+        );
         // `join: any` runs on the branch that completed.
-        assert_eq!(r.report.step("brief").unwrap().status, StepStatus::Completed);
+        assert_eq!(
+            r.report.step("brief").unwrap().status,
+            StepStatus::Completed
+        );
         assert_eq!(r.report.outputs["brief"], text);
     }
 }
@@ -222,13 +310,22 @@ async fn retries_follow_the_backoff_schedule() {
     input: {{ key: k, fail_first: 3 }}
     retry: {{ max_attempts: 5, initial_delay: 4ms, backoff: 2.0, max_delay: 10ms, jitter: 0, on: [transient] }}
 ", flaky_header(state.path())), &[]).await;
-    assert_eq!(r.report.status, RunStatus::Completed, "{}", r.report.summary);
+    assert_eq!(
+        r.report.status,
+        RunStatus::Completed,
+        "{}",
+        r.report.summary
+    );
     let s = r.report.step("s").unwrap();
     assert_eq!((s.attempts, s.retries), (4, 3));
-    let delays: Vec<u64> = r.events.iter().filter_map(|e| match e {
-        Event::StepRetrying { delay_ms, .. } => Some(*delay_ms),
-        _ => None,
-    }).collect();
+    let delays: Vec<u64> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepRetrying { delay_ms, .. } => Some(*delay_ms),
+            _ => None,
+        })
+        .collect();
     // 4 ms, doubled, capped at 10 ms.
     assert_eq!(delays, [4, 8, 10]);
     assert_eq!(r.report.counts.retried, 1);
@@ -237,30 +334,49 @@ async fn retries_follow_the_backoff_schedule() {
 #[tokio::test]
 async fn permanent_errors_are_not_retried_and_exhausted_retries_fail() {
     let state = tempfile::tempdir().unwrap();
-    let r = run_wf(&format!("{}steps:
+    let r = run_wf(
+        &format!(
+            "{}steps:
   - id: p
     agent: flaky
     input: {{ key: p, fail_first: 1, class: permanent }}
     retry: {{ max_attempts: 5, initial_delay: 1ms, on: [transient] }}
-", flaky_header(state.path())), &[]).await;
+",
+            flaky_header(state.path())
+        ),
+        &[],
+    )
+    .await;
     assert_eq!(r.report.status, RunStatus::Failed);
     let s = r.report.step("p").unwrap();
-    assert_eq!((s.attempts, s.status, s.error_kind.as_deref()), (1, StepStatus::Failed, Some("agent")));
+    assert_eq!(
+        (s.attempts, s.status, s.error_kind.as_deref()),
+        (1, StepStatus::Failed, Some("agent"))
+    );
     assert!(r.report.error.as_ref().unwrap().contains("step `p` failed"));
 
-    let r = run_wf(&format!("{}steps:
+    let r = run_wf(
+        &format!(
+            "{}steps:
   - id: t
     agent: flaky
     input: {{ key: t, fail_first: 9 }}
     retry: {{ max_attempts: 2, initial_delay: 1ms, on: [transient] }}
-", flaky_header(state.path())), &[]).await;
+",
+            flaky_header(state.path())
+        ),
+        &[],
+    )
+    .await;
     assert_eq!(r.report.step("t").unwrap().attempts, 2);
     assert_eq!(r.report.status, RunStatus::Failed);
 }
 
 #[tokio::test]
 async fn a_final_failure_goes_to_the_fallback_agent() {
-    let r = run_wf(&format!("{}steps:
+    let r = run_wf(
+        &format!(
+            "{}steps:
   - id: summary
     agent: summarize
     budget: {{ fuel: 50k }}
@@ -268,13 +384,27 @@ async fn a_final_failure_goes_to_the_fallback_agent() {
     retry: {{ max_attempts: 2, initial_delay: 1ms, on: [fuel_exhausted] }}
     fallback: lead
 outputs: {{ s: $steps.summary.output.summary }}
-", HEADER), &[]).await;
-    assert_eq!(r.report.status, RunStatus::Completed, "{}", r.report.summary);
+",
+            HEADER
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        r.report.status,
+        RunStatus::Completed,
+        "{}",
+        r.report.summary
+    );
     let s = r.report.step("summary").unwrap();
     assert_eq!(s.fallback.as_deref(), Some("lead"));
     assert_eq!((s.attempts, s.retries), (3, 1));
     assert_eq!(r.report.outputs["s"], "One sentence here.");
-    assert!(r.events.iter().any(|e| matches!(e, Event::StepFallback { agent, .. } if agent == "lead")));
+    assert!(
+        r.events
+            .iter()
+            .any(|e| matches!(e, Event::StepFallback { agent, .. } if agent == "lead"))
+    );
 }
 
 #[tokio::test]
@@ -290,8 +420,14 @@ async fn degradable_and_continue_steps_degrade_and_dependents_see_it() {
   - {{ id: gather, agent: merge, input: {{ items: [$steps.tolerated.output] }} }}
 ", flaky_header(state.path())), &[]).await;
     assert_eq!(r.report.status, RunStatus::Degraded, "{}", r.report.summary);
-    assert_eq!(r.report.step("optional").unwrap().status, StepStatus::Degraded);
-    assert_eq!(r.report.step("tolerated").unwrap().status, StepStatus::Degraded);
+    assert_eq!(
+        r.report.step("optional").unwrap().status,
+        StepStatus::Degraded
+    );
+    assert_eq!(
+        r.report.step("tolerated").unwrap().status,
+        StepStatus::Degraded
+    );
     // Dependents ran: `next`'s `when` saw the status ...
     assert_eq!(r.report.step("next").unwrap().status, StepStatus::Completed);
     // ... and `gather` read the degraded output as null, found nothing to
@@ -317,13 +453,28 @@ async fn the_breaker_opens_fails_fast_and_closes_after_a_trial() {
     assert_eq!(r.report.status, RunStatus::Degraded, "{}", r.report.summary);
     let ok = r.report.step("ok").unwrap();
     // The first attempt failed fast without a call; the retry after the cool-down was the trial.
-    assert_eq!((ok.status, ok.attempts, ok.retries), (StepStatus::Completed, 1, 1));
-    let b = r.report.breakers.iter().find(|b| b.agent == "flaky").unwrap();
-    assert_eq!(b.transitions, ["closed → open", "open → half_open", "half_open → closed"]);
-    let changes: Vec<(String, String)> = r.events.iter().filter_map(|e| match e {
-        Event::Breaker { from, to, .. } => Some((from.clone(), to.clone())),
-        _ => None,
-    }).collect();
+    assert_eq!(
+        (ok.status, ok.attempts, ok.retries),
+        (StepStatus::Completed, 1, 1)
+    );
+    let b = r
+        .report
+        .breakers
+        .iter()
+        .find(|b| b.agent == "flaky")
+        .unwrap();
+    assert_eq!(
+        b.transitions,
+        ["closed → open", "open → half_open", "half_open → closed"]
+    );
+    let changes: Vec<(String, String)> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Breaker { from, to, .. } => Some((from.clone(), to.clone())),
+            _ => None,
+        })
+        .collect();
     assert_eq!(changes.len(), 3);
     assert!(r.events.iter().any(|e| matches!(e, Event::StepRetrying { error, .. } if error.contains("circuit breaker is open"))));
 }
@@ -344,13 +495,25 @@ steps:
 
 #[tokio::test]
 async fn a_quality_gate_feeds_the_critic_back_until_it_passes() {
-    let r = run_wf(&format!("{HEADER}{GATE}outputs: {{ s: $steps.draft.output.summary }}\n"), &[("terms", r#"["capabilities", "budgets"]"#)]).await;
-    assert_eq!(r.report.status, RunStatus::Completed, "{}", r.report.summary);
+    let r = run_wf(
+        &format!("{HEADER}{GATE}outputs: {{ s: $steps.draft.output.summary }}\n"),
+        &[("terms", r#"["capabilities", "budgets"]"#)],
+    )
+    .await;
+    assert_eq!(
+        r.report.status,
+        RunStatus::Completed,
+        "{}",
+        r.report.summary
+    );
     let s = r.report.step("draft").unwrap();
     assert_eq!(s.iterations, Some(2));
     assert_eq!(s.attempts, 4, "two drafts and two verdicts");
     let out = r.report.outputs["s"].as_str().unwrap().to_lowercase();
-    assert!(out.contains("capabilities") && out.contains("budgets"), "{out}");
+    assert!(
+        out.contains("capabilities") && out.contains("budgets"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -360,7 +523,11 @@ async fn a_quality_gate_stops_at_its_bound() {
     let s = r.report.step("draft").unwrap();
     assert_eq!((s.iterations, s.attempts), (Some(3), 6));
     assert_eq!(s.error_kind.as_deref(), Some("quality_gate"));
-    assert!(s.error.as_ref().unwrap().contains("missing `unicorns`"), "the blockers are reported: {:?}", s.error);
+    assert!(
+        s.error.as_ref().unwrap().contains("missing `unicorns`"),
+        "the blockers are reported: {:?}",
+        s.error
+    );
 }
 
 #[tokio::test]
@@ -372,21 +539,52 @@ async fn the_workflow_fuel_budget_stops_scheduling_mid_run() {
         })
         .collect();
     // One keywords call costs about 30k instructions here; 100k is three steps.
-    let r = run_wf(&format!("{HEADER}budget: {{ fuel: 100k }}\nsteps:\n{steps}"), &[]).await;
-    assert_eq!(r.report.status, RunStatus::FuelExhausted, "{}", r.report.summary);
-    assert!(r.report.fuel.used <= 100_000, "spent {} of 100000", r.report.fuel.used);
+    let r = run_wf(
+        &format!("{HEADER}budget: {{ fuel: 100k }}\nsteps:\n{steps}"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        r.report.status,
+        RunStatus::FuelExhausted,
+        "{}",
+        r.report.summary
+    );
+    assert!(
+        r.report.fuel.used <= 100_000,
+        "spent {} of 100000",
+        r.report.fuel.used
+    );
     assert!(r.report.counts.completed >= 1, "{}", r.report.summary);
-    let pending = r.report.steps.iter().filter(|s| s.status == StepStatus::Pending).count();
-    assert!(pending >= 1, "later steps were never scheduled: {}", r.report.summary);
-    assert!(r.report.error.as_ref().unwrap().contains("raise `budget.fuel` in the workflow"));
+    let pending = r
+        .report
+        .steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Pending)
+        .count();
+    assert!(
+        pending >= 1,
+        "later steps were never scheduled: {}",
+        r.report.summary
+    );
+    assert!(
+        r.report
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("raise `budget.fuel` in the workflow")
+    );
 }
 
 #[tokio::test]
 async fn cancelling_stops_the_run() {
-    let w = workflow(&format!("{HEADER}steps:
+    let w = workflow(&format!(
+        "{HEADER}steps:
   - {{ id: slow, agent: hostile, input: {{ action: nap, ms: 5000 }} }}
   - {{ id: after, agent: echo, depends_on: [slow], input: {{ text: x }} }}
-")).await;
+"
+    ))
+    .await;
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
@@ -396,16 +594,25 @@ async fn cancelling_stops_the_run() {
     let started = std::time::Instant::now();
     let r = run_with(w, &[], cancel).await;
     assert_eq!(r.report.status, RunStatus::Cancelled);
-    assert!(started.elapsed() < Duration::from_secs(4), "the nap was cut short");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the nap was cut short"
+    );
     assert_eq!(r.report.step("after").unwrap().status, StepStatus::Pending);
 }
 
 #[tokio::test]
 async fn on_error_pause_pauses_the_run() {
-    let r = run_wf(&format!("{HEADER}steps:
+    let r = run_wf(
+        &format!(
+            "{HEADER}steps:
   - {{ id: risky, agent: hostile, on_error: pause, input: {{ action: error }} }}
   - {{ id: after, agent: echo, depends_on: [risky], input: {{ text: x }} }}
-"), &[]).await;
+"
+        ),
+        &[],
+    )
+    .await;
     assert_eq!(r.report.status, RunStatus::Paused);
     assert_eq!(r.report.step("risky").unwrap().status, StepStatus::Paused);
     assert_eq!(r.report.step("after").unwrap().status, StepStatus::Pending);
@@ -413,14 +620,27 @@ async fn on_error_pause_pauses_the_run() {
 
 #[tokio::test]
 async fn params_are_checked_before_the_run() {
-    let w = workflow(&format!("{HEADER}params: {{ n: {{ type: integer }}, s: {{ type: string, default: x }} }}
+    let w = workflow(&format!(
+        "{HEADER}params: {{ n: {{ type: integer }}, s: {{ type: string, default: x }} }}
 steps:
   - {{ id: a, agent: echo, input: {{ text: $params.s }} }}
-")).await;
+"
+    ))
+    .await;
     let errs = resolve_params(&w, &[]).unwrap_err();
-    assert_eq!(errs, ["param `n` (integer) is required: pass `--param n=<value>`"]);
-    let errs = resolve_params(&w, &[("n".into(), "many".into()), ("zz".into(), "1".into())]).unwrap_err();
-    assert!(errs[0].starts_with("param `n` must be integer (JSON)"), "{errs:?}");
+    assert_eq!(
+        errs,
+        ["param `n` (integer) is required: pass `--param n=<value>`"]
+    );
+    let errs = resolve_params(
+        &w,
+        &[("n".into(), "many".into()), ("zz".into(), "1".into())],
+    )
+    .unwrap_err();
+    assert!(
+        errs[0].starts_with("param `n` must be integer (JSON)"),
+        "{errs:?}"
+    );
     assert!(errs[1].contains("unknown param `zz`"), "{errs:?}");
     let ok = resolve_params(&w, &[("n".into(), "5".into())]).unwrap();
     assert_eq!(ok, json!({"n": 5, "s": "x"}));
@@ -435,13 +655,28 @@ async fn the_example_workflows_run() {
         ("map_reduce.yaml", "digest", Value::Null),
         ("retry_fallback.yaml", "summary", Value::Null),
     ] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(file);
         let src = source::load(&path).unwrap_or_else(|d| panic!("{file}: {d:#?}"));
-        let w = Arc::new(validate(&src, runtime()).await.unwrap_or_else(|d| panic!("{file}: {d:#?}")));
+        let w = Arc::new(
+            validate(&src, runtime())
+                .await
+                .unwrap_or_else(|d| panic!("{file}: {d:#?}")),
+        );
         let r = run_with(w, &[], CancellationToken::new()).await;
-        assert_eq!(r.report.status, RunStatus::Completed, "{file}: {}", r.report.summary);
+        assert_eq!(
+            r.report.status,
+            RunStatus::Completed,
+            "{file}: {}",
+            r.report.summary
+        );
         if expected.is_null() {
-            assert!(r.report.outputs[output].is_string(), "{file}: {}", r.report.outputs);
+            assert!(
+                r.report.outputs[output].is_string(),
+                "{file}: {}",
+                r.report.outputs
+            );
         } else {
             assert_eq!(r.report.outputs[output], expected, "{file}");
         }

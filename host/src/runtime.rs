@@ -106,43 +106,82 @@ impl Runtime {
     pub async fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Arc<Agent>, LoadError> {
         check_header(path, bytes)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
-        let cell = self.agents.lock().unwrap().entry(digest.clone()).or_default().clone();
+        let cell = self
+            .agents
+            .lock()
+            .unwrap()
+            .entry(digest.clone())
+            .or_default()
+            .clone();
         if let Some(agent) = cell.get() {
             self.cache.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(agent.clone());
         }
-        cell.get_or_try_init(|| self.load_new(path, bytes, digest)).await.cloned()
+        cell.get_or_try_init(|| self.load_new(path, bytes, digest))
+            .await
+            .cloned()
     }
 
-    async fn load_new(&self, path: &Path, bytes: &[u8], digest: String) -> Result<Arc<Agent>, LoadError> {
+    async fn load_new(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        digest: String,
+    ) -> Result<Arc<Agent>, LoadError> {
         let path_buf = path.to_owned();
         let component = self
             .cache
             .component(&self.engine, bytes, &digest)
-            .map_err(|e| LoadError::Invalid { path: path_buf.clone(), source: e.into() })?;
+            .map_err(|e| LoadError::Invalid {
+                path: path_buf.clone(),
+                source: e.into(),
+            })?;
         check_world(&self.engine, path, &component)?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::UnsupportedImports { path: path_buf.clone(), source: e.into() })?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::UnsupportedImports {
+                    path: path_buf.clone(),
+                    source: e.into(),
+                })?;
         let pre = wit::AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
             path: path_buf.clone(),
             expected: format!("{} (with matching signatures: {e:#})", wit::GUEST_EXPORT),
             found: export_names(&self.engine, &component),
         })?;
 
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let (result, _usage) = self
             .sandbox()
-            .invoke(&name, &pre, Export::Describe, &self.config.describe_budget, &Grants::default())
+            .invoke(
+                &name,
+                &pre,
+                Export::Describe,
+                &self.config.describe_budget,
+                &Grants::default(),
+            )
             .await;
         let info = match result {
             Ok(Returned::Info(info)) => info,
             Ok(Returned::Run(_)) => unreachable!("describe returns agent info"),
-            Err(e) => return Err(LoadError::Describe { path: path_buf, source: Box::new(e) }),
+            Err(e) => {
+                return Err(LoadError::Describe {
+                    path: path_buf,
+                    source: Box::new(e),
+                });
+            }
         };
         let info = convert_info(path, info)?;
-        Ok(Arc::new(Agent { path: path_buf, digest, component, pre, info }))
+        Ok(Arc::new(Agent {
+            path: path_buf,
+            digest,
+            component,
+            pre,
+            info,
+        }))
     }
 
     fn sandbox(&self) -> Sandbox<'_> {
@@ -180,8 +219,16 @@ impl Runtime {
         };
 
         if !Engine::same(agent.component.engine(), &self.engine) {
-            let message = "the agent was loaded by another runtime; load and call it with the same `Runtime`".to_owned();
-            return fail(receipt, CallError::Host { agent: name.into(), message });
+            let message =
+                "the agent was loaded by another runtime; load and call it with the same `Runtime`"
+                    .to_owned();
+            return fail(
+                receipt,
+                CallError::Host {
+                    agent: name.into(),
+                    message,
+                },
+            );
         }
         let denied = grants.denials(&agent.info);
         if !denied.is_empty() {

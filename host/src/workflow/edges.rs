@@ -70,7 +70,15 @@ impl<'a> SchemaAt<'a> {
         out
     }
 
+    /// The schema of a child as a consumer sees it: an object without
+    /// `additionalProperties` accepts unknown fields.
     pub fn child(self, seg: &Seg) -> Child<'a> {
+        self.child_in(seg, false)
+    }
+
+    /// With `produced`, the schema describes what an agent returns: a field
+    /// it does not declare is absent, whatever `additionalProperties` says.
+    fn child_in(self, seg: &Seg, produced: bool) -> Child<'a> {
         let s = self.resolved();
         if s.node == &Value::Bool(true) {
             return Child::Any;
@@ -82,7 +90,7 @@ impl<'a> SchemaAt<'a> {
         if !branches.is_empty() {
             let mut any = false;
             for b in branches {
-                match b.child(seg) {
+                match b.child_in(seg, produced) {
                     Child::Known(k) => return Child::Known(k),
                     Child::Any => any = true,
                     Child::Absent => {}
@@ -99,6 +107,7 @@ impl<'a> SchemaAt<'a> {
                 match s.node.get("additionalProperties") {
                     Some(Value::Bool(false)) => Child::Absent,
                     Some(schema @ Value::Object(_)) => at(schema),
+                    _ if produced && s.node.get("properties").is_some() => Child::Absent,
                     _ if s.node.get("properties").is_some() && has_type(s.node, "object") => {
                         Child::Any
                     }
@@ -188,11 +197,20 @@ impl<'a> SchemaAt<'a> {
             .unwrap_or_default()
     }
 
-    /// Walks a whole path.
+    /// Walks a whole path into an input schema.
     pub fn walk(self, path: &[Seg]) -> Child<'a> {
+        self.walk_in(path, false)
+    }
+
+    /// Walks a whole path into an output schema (see [`Self::child_in`]).
+    pub fn walk_produced(self, path: &[Seg]) -> Child<'a> {
+        self.walk_in(path, true)
+    }
+
+    fn walk_in(self, path: &[Seg], produced: bool) -> Child<'a> {
         let mut at = self;
         for seg in path {
-            match at.child(seg) {
+            match at.child_in(seg, produced) {
                 Child::Known(next) => at = next,
                 other => return other,
             }

@@ -348,7 +348,9 @@ impl Validator<'_> {
                     deps.insert(j);
                 }
                 None => {
-                    let known: Vec<&str> = def.steps.iter().map(|s| s.id.as_str()).collect();
+                    let mut known: Vec<&str> = def.steps.iter().map(|s| s.id.as_str()).collect();
+                    known.sort_unstable();
+                    known.dedup();
                     v.err(
                         field.to_owned(),
                         format!("unknown step `{id}`; the steps are: {}", known.join(", ")),
@@ -744,7 +746,7 @@ impl Validator<'_> {
         agent: &str,
         step: &str,
     ) -> Types {
-        match root.walk(path) {
+        match root.walk_produced(path) {
             Child::Known(at) => at.types(),
             Child::Any => None,
             Child::Absent => {
