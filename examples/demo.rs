@@ -1,106 +1,102 @@
-//! The demo: real agents chained by validated handoffs under budgets, then a hostile agent contained.
+//! The demo: a workflow of real agents (`examples/triage.yaml`) validated, planned and run, then a hostile agent contained.
 //!
 //! Run it with `cargo run --release -p corral --example demo`. It builds the
 //! agents in `plugins/` for `wasm32-wasip2` (installing the target if needed),
 //! then:
 //!
-//! 1. classifies a support ticket (`classify`),
-//! 2. extracts its keywords (`keywords`),
-//! 3. summarizes it (`summarize`),
-//! 4. has a critic score the summary against rules built from the keywords
-//!    (`critic`),
+//! 1. validates `examples/triage.yaml`: every reference, every edge's types
+//!    against the agents' schemas, the CEL conditions, the components;
+//! 2. prints the plan: the waves of steps that can run in parallel and the
+//!    worst-case fuel against the workflow budget;
+//! 3. runs it: a support ticket is classified, routed to the summarizer its
+//!    label selects, merged and reviewed by a critic, each step in a fresh
+//!    sandbox with its own budget, each handoff checked against the schemas;
+//! 4. runs the `hostile` fixture's infinite loop, memory bomb and panic to
+//!    show the typed errors a breach produces.
 //!
-//! each call on a fresh sandbox with its own budget and receipt, each output
-//! checked against the agent's schema before the next step sees it. Last, it
-//! runs the `hostile` fixture's infinite loop and memory bomb to show the
-//! typed errors a breach produces.
+//! The same workflow runs from the command line with
+//! `corral run examples/triage.yaml`.
 
-use corral::{Budget, CallOutcome, Grants, HandoffPacket, Runtime, RuntimeConfig};
-use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
 
-const TICKET: &str = "Since the last update the desktop app crashes whenever I export a report. \
-The export dialog opens, the progress bar reaches about half, and then the whole app closes \
-without an error message. Reports with fewer than ten pages export fine. I need these reports \
-for the quarterly review on Friday, so a workaround would help. The crash happens on two \
-different laptops, both with the latest version.";
+use corral::workflow::events::{Event, EventSink};
+use corral::workflow::plan::plan;
+use corral::workflow::run::{RunOptions, resolve_params, run};
+use corral::workflow::{source, validate::validate};
+use corral::{Budget, Grants, HandoffPacket, Runtime, RuntimeConfig};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let runtime = Runtime::new(RuntimeConfig::with_default_cache())?;
-    let budget = Budget::default();
-    let grants = Grants::default();
-    let run_id = "demo-run";
+    // The example workflows name components under target/; make sure they are built.
+    let _ = corral_plugins::ALL;
+    let runtime = Arc::new(Runtime::new(RuntimeConfig::with_default_cache())?);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/triage.yaml");
 
-    println!("corral demo: a support ticket through four sandboxed agents\n");
-
-    let classify = runtime.load(corral_plugins::CLASSIFY).await?;
-    let routed = step(
-        &runtime,
-        &classify,
-        run_id,
-        "classify",
-        json!({ "text": TICKET }),
-        &budget,
-        &grants,
-    )
-    .await?;
+    println!("corral demo\n\n1. validate {}", file.display());
+    let src = source::load(&file).map_err(|d| anyhow::anyhow!("{d:#?}"))?;
+    let workflow = match validate(&src, &runtime).await {
+        Ok(w) => Arc::new(w),
+        Err(diags) => {
+            for d in diags {
+                eprintln!("error: {d}");
+            }
+            anyhow::bail!("the demo workflow is invalid");
+        }
+    };
+    let p = plan(&workflow);
     println!(
-        "  route → {} (confidence {})\n",
-        routed["label"], routed["confidence"]
+        "   valid: {} steps, {} agents, every edge type-checked",
+        workflow.steps.len(),
+        workflow.agents.len()
+    );
+    println!("\n2. plan");
+    for (i, wave) in p.waves.iter().enumerate() {
+        println!("   wave {}: {}", i + 1, wave.join(", "));
+    }
+    println!(
+        "   worst-case fuel {} of the budget {}",
+        p.fuel.worst_case, p.fuel.budget
     );
 
-    let keywords = runtime.load(corral_plugins::KEYWORDS).await?;
-    let stats = step(
-        &runtime,
-        &keywords,
-        run_id,
-        "keywords",
-        json!({ "text": TICKET, "top_k": 4 }),
-        &budget,
-        &grants,
-    )
-    .await?;
-    let top: Vec<String> = stats["keywords"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["word"].as_str().unwrap().to_owned())
-        .collect();
-    println!("  keywords → {}\n", top.join(", "));
-
-    let summarize = runtime.load(corral_plugins::SUMMARIZE).await?;
-    let summary = step(
-        &runtime,
-        &summarize,
-        run_id,
-        "summarize",
-        json!({ "text": TICKET, "max_sentences": 2 }),
-        &budget,
-        &grants,
-    )
-    .await?;
-    println!("  summary → {}\n", summary["summary"]);
-
-    // The critic checks that the summary keeps the ticket's top keywords.
-    let critic = runtime.load(corral_plugins::CRITIC).await?;
-    let rules = json!({ "min_words": 10, "max_words": 80, "max_sentence_words": 40,
-                        "required_terms": &top[..2], "forbidden_terms": ["lorem"], "pass_score": 0.8 });
-    let verdict = step(
-        &runtime,
-        &critic,
-        run_id,
-        "critic",
-        json!({ "draft": summary["summary"], "rules": rules }),
-        &budget,
-        &grants,
-    )
-    .await?;
+    println!("\n3. run");
+    let events: EventSink = Arc::new(|e: &Event| match e {
+        Event::StepCompleted { step } => println!("   ✓ {step}"),
+        Event::StepSkipped { step, reason } => println!("   – {step} skipped: {reason}"),
+        Event::StepFailed { step, error } => println!("   ✗ {step}: {error}"),
+        Event::StepRetrying {
+            step, next_attempt, ..
+        } => println!("   ↻ {step} retrying (attempt {next_attempt})"),
+        _ => {}
+    });
+    let params = resolve_params(&workflow, &[]).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let opts = RunOptions {
+        run_id: "demo".into(),
+        params,
+        events,
+        cancel: CancellationToken::new(),
+        seed: 0,
+    };
+    let report = run(runtime.clone(), workflow, opts).await;
+    println!("   {}", report.summary);
+    for s in &report.steps {
+        println!(
+            "     {:<14} {:<10} fuel {:>9}  peak {:>5} KiB  {:>9.2?}",
+            s.id,
+            serde_json::to_value(s.status)?.as_str().unwrap_or_default(),
+            s.fuel_used,
+            s.peak_memory_bytes / 1024,
+            std::time::Duration::from_micros(s.wall_time_us)
+        );
+    }
     println!(
-        "  verdict → score {} passed {} issues {}\n",
-        verdict["score"], verdict["passed"], verdict["issues"]
+        "   outputs: {}",
+        serde_json::to_string_pretty(&report.outputs)?.replace('\n', "\n   ")
     );
 
-    println!("a hostile agent, contained:\n");
+    println!("\n4. a hostile agent, contained");
     let hostile = runtime.load(corral_plugins::HOSTILE).await?;
     let tight = Budget {
         fuel: 50_000_000,
@@ -108,51 +104,19 @@ async fn main() -> anyhow::Result<()> {
         ..Budget::default()
     };
     for action in ["loop", "alloc", "panic"] {
-        let packet = HandoffPacket::new(run_id, action, json!({ "action": action }));
-        let out = runtime.call(&hostile, &packet, &tight, &grants).await;
+        let packet = HandoffPacket::new("demo", action, json!({ "action": action }));
+        let out = runtime
+            .call(&hostile, &packet, &tight, &Grants::default())
+            .await;
         match &out.result {
-            Err(e) => println!("  {action:<6} → {e}"),
+            Err(e) => println!("   {action:<6} → {e}"),
             Ok(_) => anyhow::bail!("the hostile `{action}` was not stopped"),
         }
-        print_receipt(&out);
     }
     let s = runtime.cache_stats();
     println!(
-        "\ncompile cache: {} compiled, {} from disk (run the demo again: all from disk)",
+        "\ncompile cache: {} compiled, {} from disk (a second run loads everything from disk)",
         s.compiled, s.disk_hits
     );
     Ok(())
-}
-
-/// Calls one agent as one step and returns its validated output payload.
-async fn step(
-    runtime: &Runtime,
-    agent: &corral::Agent,
-    run_id: &str,
-    step_id: &str,
-    payload: Value,
-    budget: &Budget,
-    grants: &Grants,
-) -> anyhow::Result<Value> {
-    let packet = HandoffPacket::new(run_id, step_id, payload);
-    let out = runtime.call(agent, &packet, budget, grants).await;
-    println!(
-        "step `{step_id}` ({} {})",
-        agent.info().name,
-        agent.info().version
-    );
-    print_receipt(&out);
-    Ok(out.result?.payload)
-}
-
-fn print_receipt(out: &CallOutcome) {
-    let r = &out.receipt;
-    println!(
-        "         fuel {} · peak memory {} KiB · {:.2?} · {} B in · {} B out",
-        r.fuel_used,
-        r.peak_memory_bytes / 1024,
-        r.wall_time(),
-        r.bytes_in,
-        r.bytes_out
-    );
 }

@@ -230,3 +230,112 @@ fn a_missing_granted_directory_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
 }
+
+fn example(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn validate_prints_the_plan_or_located_errors() {
+    let out = corral(&["validate", &example("pipeline.yaml"), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["valid"], true);
+    assert_eq!(
+        doc["plan"]["waves"],
+        serde_json::json!([["keywords", "summary"], ["review"]])
+    );
+    assert!(doc["plan"]["fuel"]["worst_case"].as_u64().unwrap() > 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let agent = agents::ECHO;
+    std::fs::write(
+        &bad,
+        format!("version: 1\nname: bad\nagents:\n  echo: {{ component: '{agent}' }}\nsteps:\n  - {{ id: a, agent: echo, input: {{ text: $steps.b.output.text }} }}\n  - {{ id: b, agent: echo, input: {{ text: $steps.a.output.text }} }}\n"),
+    )
+    .unwrap();
+    let out = corral(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(9));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.yaml:6: steps[0]: steps form a cycle: a → b → a"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_streams_json_events_and_ends_with_the_report() {
+    let out = corral(&["run", &example("pipeline.yaml"), "--json", "--run-id", "r1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines[0]["type"], "run_started");
+    assert_eq!(lines[0]["data"]["run_id"], "r1");
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    for k in [
+        "step_started",
+        "call_started",
+        "call_finished",
+        "step_completed",
+        "run_finished",
+    ] {
+        assert!(kinds.contains(&k), "no {k} event in {kinds:?}");
+    }
+    let report = lines.last().unwrap();
+    assert_eq!(report["type"], "report");
+    assert_eq!(report["data"]["status"], "completed");
+    assert_eq!(report["data"]["counts"]["completed"], 3);
+    assert!(
+        report["data"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("3 of 3 steps completed")
+    );
+}
+
+#[test]
+fn run_exit_codes_follow_the_outcome() {
+    // A required param left out.
+    let dir = tempfile::tempdir().unwrap();
+    let wf = dir.path().join("wf.yaml");
+    let hostile = agents::HOSTILE;
+    std::fs::write(
+        &wf,
+        format!("version: 1\nname: wf\nagents:\n  h: {{ component: '{hostile}' }}\nparams:\n  action: {{ type: string }}\nsteps:\n  - {{ id: a, agent: h, input: {{ action: $params.action }} }}\n"),
+    )
+    .unwrap();
+    let wf = wf.to_str().unwrap();
+    let out = corral(&["run", wf]);
+    assert_eq!(out.status.code(), Some(9));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("param `action` (string) is required"));
+
+    assert_eq!(
+        corral(&["run", wf, "--param", "action=ok"]).status.code(),
+        Some(0)
+    );
+    let out = corral(&["run", wf, "-p", "action=error"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("workflow `wf` failed")
+            && stdout.contains("the hostile agent failed on purpose"),
+        "{stdout}"
+    );
+}

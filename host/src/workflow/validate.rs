@@ -182,8 +182,11 @@ fn topological_order(steps: &[Step]) -> Result<Vec<usize>, Vec<usize>> {
             .find(|d| left.contains(d))
             .unwrap();
         if let Some(pos) = path.iter().position(|&p| p == next) {
+            // In data-flow order (producer → consumer), from the step first in the file.
             let mut cycle: Vec<usize> = path[pos..].to_vec();
             cycle.reverse();
+            let first = (0..cycle.len()).min_by_key(|&k| cycle[k]).unwrap();
+            cycle.rotate_left(first);
             cycle.push(cycle[0]);
             return Err(cycle);
         }
