@@ -30,7 +30,7 @@ mod bare {
     });
 }
 
-struct State {
+pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -52,14 +52,14 @@ impl bare::corral::agent::host::Host for State {
 impl bare::corral::agent::types::Host for State {}
 
 /// Bare wasmtime: the floor corral is measured against.
-struct Bare {
+pub struct Bare {
     engine: Engine,
     pre: bare::AgentPre<State>,
     fuel: bool,
 }
 
 impl Bare {
-    fn new(path: &str, fuel: bool) -> Self {
+    pub fn new(path: &str, fuel: bool) -> Self {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -77,7 +77,7 @@ impl Bare {
         Self { engine, pre, fuel }
     }
 
-    async fn run(&self, packet: &str) -> String {
+    pub async fn run(&self, packet: &str) -> String {
         let state = State {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -97,7 +97,7 @@ impl Bare {
     }
 }
 
-fn one_kib_packet() -> HandoffPacket {
+pub fn one_kib_packet() -> HandoffPacket {
     let packet = HandoffPacket::new(
         "run-bench",
         "step-bench",
