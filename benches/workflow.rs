@@ -49,9 +49,9 @@ fn chain(n: usize) -> String {
     s
 }
 
-fn fanout(n: usize) -> String {
+fn fanout(n: usize, concurrency: u32) -> String {
     let mut s = format!(
-        "version: 1\nname: fanout\nagents:\n  echo: {{ component: '{}' }}\nbudget: {{ fuel: 1000G, max_concurrency: 2 }}\nparams:\n  text: {{ type: string, default: '{}' }}\nsteps:\n",
+        "version: 1\nname: fanout\nagents:\n  echo: {{ component: '{}' }}\nbudget: {{ fuel: 1000G, max_concurrency: {concurrency} }}\nparams:\n  text: {{ type: string, default: '{}' }}\nsteps:\n",
         corral_plugins::ECHO,
         text_kib()
     );
@@ -99,13 +99,15 @@ fn workflows(c: &mut Criterion) {
     let floor = call::Bare::new(corral_plugins::ECHO, true);
     let packet = serde_json::to_string(&call::one_kib_packet()).unwrap();
     let chain500 = tokio.block_on(load(&rt, &chain(500)));
-    let fan500 = tokio.block_on(load(&rt, &fanout(500)));
+    let fan500 = tokio.block_on(load(&rt, &fanout(500, 2)));
+    let fan500_1 = tokio.block_on(load(&rt, &fanout(500, 1)));
 
     let mut g = c.benchmark_group("workflow");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.bench_function("step/floor", |b| b.iter(|| tokio.block_on(floor.run(&packet))));
     g.bench_function("chain/500", |b| b.iter(|| tokio.block_on(run_once(&rt, &chain500))));
     g.bench_function("fanout/500", |b| b.iter(|| tokio.block_on(run_once(&rt, &fan500))));
+    g.bench_function("fanout/500/cap1", |b| b.iter(|| tokio.block_on(run_once(&rt, &fan500_1))));
     let text = hundred();
     g.bench_function("plan/100", |b| {
         b.iter(|| {

@@ -1,6 +1,10 @@
 //! Running a validated workflow: steps start as soon as their dependencies allow, under the concurrency caps and one fuel budget.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -701,111 +705,129 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
         })
         .collect();
     let mut halt: Option<(RunStatus, String)> = None;
+    // One step runs inline in this task: a chain then never crosses threads,
+    // which costs more than the step itself. Steps that become ready while
+    // it runs are spawned, so parallel steps still use every core.
+    let mut inline: FuturesUnordered<BoxFuture<'static, StepDone>> = FuturesUnordered::new();
     let mut set: JoinSet<StepDone> = JoinSet::new();
     let mut task_step: HashMap<tokio::task::Id, usize> = HashMap::new();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, s) in w.steps.iter().enumerate() {
+        for &d in &s.deps {
+            dependents[d].push(i);
+        }
+    }
+    // Steps whose readiness may have changed; steps are in dependency order,
+    // so taking the lowest first settles skips in one pass.
+    let mut candidates: BTreeSet<usize> = (0..n).collect();
+    // Ready steps waiting for a slot: no more steps run at once than the
+    // concurrency cap allows calls, so none sits spawned on the semaphore.
+    let mut deferred: BTreeSet<usize> = BTreeSet::new();
+    let mut in_flight = 0usize;
 
     loop {
-        if halt.is_none() {
-            // Skips can cascade, so sweep until nothing changes.
-            let mut changed = true;
-            while changed {
-                changed = false;
-                for i in 0..n {
-                    if status[i] != StepStatus::Pending || running[i] {
+        while halt.is_none() {
+            let Some(i) = candidates.pop_first() else { break };
+            if status[i] != StepStatus::Pending || running[i] {
+                continue;
+            }
+            let step = &w.steps[i];
+            match readiness(step, &status, &running) {
+                Ready::Wait => continue,
+                Ready::Skip(reason) => {
+                    skip(&exec, &mut status, &mut reports, i, reason);
+                    candidates.extend(&dependents[i]);
+                    continue;
+                }
+                Ready::Go if in_flight >= w.max_concurrency as usize => {
+                    deferred.insert(i);
+                    continue;
+                }
+                Ready::Go => {}
+            }
+            let scope: Scope = step
+                .deps
+                .iter()
+                .map(|&d| (w.steps[d].id.clone(), (status[d], outputs[d].clone())))
+                .collect();
+            if let Some(cond) = &step.when {
+                let steps_var = when_steps(cond.steps(), &scope);
+                match cond.eval(&[("params", &exec.params), ("steps", &steps_var)]) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        skip(&exec, &mut status, &mut reports, i, format!("`when: {}` was false", cond.source()));
+                        candidates.extend(&dependents[i]);
                         continue;
                     }
-                    let step = &w.steps[i];
-                    match readiness(step, &status, &running) {
-                        Ready::Wait => continue,
-                        Ready::Skip(reason) => {
-                            skip(&exec, &mut status, &mut reports, i, reason);
-                            changed = true;
-                            continue;
-                        }
-                        Ready::Go => {}
+                    Err(e) => {
+                        let f = Failure::permanent("condition", format!("step `{}`: when {e}", step.id));
+                        halt = halt.or(finish_failed(&exec, step, &mut status[i], &mut reports[i], &f));
+                        candidates.extend(&dependents[i]);
+                        continue;
                     }
-                    let scope: Scope = step
-                        .deps
-                        .iter()
-                        .map(|&d| (w.steps[d].id.clone(), (status[d], outputs[d].clone())))
-                        .collect();
-                    if let Some(cond) = &step.when {
-                        let steps_var = when_steps(cond.steps(), &scope);
-                        match cond.eval(&[("params", &exec.params), ("steps", &steps_var)]) {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                skip(
-                                    &exec,
-                                    &mut status,
-                                    &mut reports,
-                                    i,
-                                    format!("`when: {}` was false", cond.source()),
-                                );
-                                changed = true;
-                                continue;
-                            }
-                            Err(e) => {
-                                let f = Failure::permanent(
-                                    "condition",
-                                    format!("step `{}`: when {e}", step.id),
-                                );
-                                halt = halt.or(finish_failed(
-                                    &exec,
-                                    step,
-                                    &mut status[i],
-                                    &mut reports[i],
-                                    &f,
-                                ));
-                                changed = true;
-                                continue;
-                            }
-                        }
-                    }
-                    running[i] = true;
-                    exec.emit(Event::StepStarted {
-                        step: step.id.clone(),
-                    });
-                    let handle = set.spawn(exec.clone().run_step(i, scope));
-                    task_step.insert(handle.id(), i);
                 }
             }
+            in_flight += 1;
+            running[i] = true;
+            exec.emit(Event::StepStarted { step: step.id.clone() });
+            let fut = exec.clone().run_step(i, scope);
+            if inline.is_empty() {
+                inline.push(Box::pin(fut));
+            } else {
+                let handle = set.spawn(fut);
+                task_step.insert(handle.id(), i);
+            }
         }
-        if set.is_empty() {
+        if set.is_empty() && inline.is_empty() {
             break;
         }
-        tokio::select! {
-            joined = set.join_next_with_id() => {
-                let Some(joined) = joined else { continue };
-                let done = match joined {
-                    Ok((_, done)) => done,
-                    Err(e) => {
-                        let i = task_step[&e.id()];
-                        let f = if e.is_cancelled() { Failure::cancelled() } else { Failure::permanent("host", format!("step `{}` crashed the host task: {e}", w.steps[i].id)) };
-                        StepDone { index: i, outcome: Err(f), stats: Stats::default() }
-                    }
-                };
-                let i = done.index;
-                running[i] = false;
-                let r = &mut reports[i];
-                let s = done.stats;
-                (r.attempts, r.retries, r.fallback, r.items, r.iterations) = (s.attempts, s.retries, s.fallback, s.items, s.iterations);
-                (r.fuel_used, r.peak_memory_bytes, r.wall_time_us) = (s.fuel, s.peak, s.wall_us);
-                match done.outcome {
-                    Ok(v) => {
-                        status[i] = StepStatus::Completed;
-                        r.status = StepStatus::Completed;
-                        outputs[i] = Some(Arc::new(v));
-                        exec.emit(Event::StepCompleted { step: w.steps[i].id.clone() });
-                    }
-                    Err(f) => {
-                        let h = finish_failed(&exec, &w.steps[i], &mut status[i], r, &f);
-                        halt = halt.or(h);
-                    }
+        let done = tokio::select! {
+            Some(done) = inline.next(), if !inline.is_empty() => done,
+            Some(joined) = set.join_next_with_id(), if !set.is_empty() => match joined {
+                Ok((_, done)) => done,
+                Err(e) => {
+                    let i = task_step[&e.id()];
+                    let f = if e.is_cancelled() { Failure::cancelled() } else { Failure::permanent("host", format!("step `{}` crashed the host task: {e}", w.steps[i].id)) };
+                    StepDone { index: i, outcome: Err(f), stats: Stats::default() }
                 }
-            }
+            },
             _ = exec.cancel.cancelled(), if halt.is_none() => {
                 halt = Some((RunStatus::Cancelled, "the run was cancelled".into()));
                 set.abort_all();
+                // Dropping the inline step cancels its call too.
+                inline.clear();
+                for i in 0..n {
+                    if running[i] {
+                        running[i] = false;
+                        status[i] = StepStatus::Cancelled;
+                        reports[i].status = StepStatus::Cancelled;
+                    }
+                }
+                continue;
+            }
+        };
+        let i = done.index;
+        running[i] = false;
+        in_flight -= 1;
+        candidates.extend(&dependents[i]);
+        // One slot freed: the first step waiting for one takes it.
+        if let Some(d) = deferred.pop_first() {
+            candidates.insert(d);
+        }
+        let r = &mut reports[i];
+        let s = done.stats;
+        (r.attempts, r.retries, r.fallback, r.items, r.iterations) = (s.attempts, s.retries, s.fallback, s.items, s.iterations);
+        (r.fuel_used, r.peak_memory_bytes, r.wall_time_us) = (s.fuel, s.peak, s.wall_us);
+        match done.outcome {
+            Ok(v) => {
+                status[i] = StepStatus::Completed;
+                r.status = StepStatus::Completed;
+                outputs[i] = Some(Arc::new(v));
+                exec.emit(Event::StepCompleted { step: w.steps[i].id.clone() });
+            }
+            Err(f) => {
+                let h = finish_failed(&exec, &w.steps[i], &mut status[i], r, &f);
+                halt = halt.or(h);
             }
         }
     }
