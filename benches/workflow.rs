@@ -56,7 +56,9 @@ fn fanout(n: usize, concurrency: u32) -> String {
         text_kib()
     );
     for i in 0..n {
-        s.push_str(&format!("  - {{ id: s{i}, agent: echo, input: {{ text: $params.text, tags: [a, b, c] }} }}\n"));
+        s.push_str(&format!(
+            "  - {{ id: s{i}, agent: echo, input: {{ text: $params.text, tags: [a, b, c] }} }}\n"
+        ));
     }
     s
 }
@@ -71,10 +73,23 @@ fn hundred() -> String {
     );
     for i in 0..100 {
         let step = match i % 4 {
-            0 => format!("  - {{ id: s{i}, agent: summarize, input: {{ text: $params.text, max_sentences: 2 }}, retry: {{ max_attempts: 3 }} }}\n"),
-            1 => format!("  - {{ id: s{i}, agent: keywords, input: {{ text: $steps.s{}.output.summary, top_k: 3 }} }}\n", i - 1),
-            2 => format!("  - {{ id: s{i}, agent: critic, when: 'steps.s{}.output.word_count > 1', input: {{ draft: $steps.s{}.output.summary, rules: {{ required_terms: [$steps.s{}.output.keywords.0.word] }} }} }}\n", i - 1, i - 2, i - 1),
-            _ => format!("  - {{ id: s{i}, agent: summarize, input: {{ text: $steps.s{}.output.summary }} }}\n", i - 3),
+            0 => format!(
+                "  - {{ id: s{i}, agent: summarize, input: {{ text: $params.text, max_sentences: 2 }}, retry: {{ max_attempts: 3 }} }}\n"
+            ),
+            1 => format!(
+                "  - {{ id: s{i}, agent: keywords, input: {{ text: $steps.s{}.output.summary, top_k: 3 }} }}\n",
+                i - 1
+            ),
+            2 => format!(
+                "  - {{ id: s{i}, agent: critic, when: 'steps.s{}.output.word_count > 1', input: {{ draft: $steps.s{}.output.summary, rules: {{ required_terms: [$steps.s{}.output.keywords.0.word] }} }} }}\n",
+                i - 1,
+                i - 2,
+                i - 1
+            ),
+            _ => format!(
+                "  - {{ id: s{i}, agent: summarize, input: {{ text: $steps.s{}.output.summary }} }}\n",
+                i - 3
+            ),
         };
         s.push_str(&step);
     }
@@ -83,18 +98,32 @@ fn hundred() -> String {
 
 async fn load(rt: &Runtime, text: &str) -> Arc<Workflow> {
     let src = source::parse(Path::new("bench.yaml"), text).unwrap();
-    Arc::new(validate(&src, rt).await.unwrap_or_else(|d| panic!("{d:#?}")))
+    Arc::new(
+        validate(&src, rt)
+            .await
+            .unwrap_or_else(|d| panic!("{d:#?}")),
+    )
 }
 
 async fn run_once(rt: &Arc<Runtime>, w: &Arc<Workflow>) {
     let params = resolve_params(w, &[]).unwrap();
-    let opts = RunOptions { run_id: "bench".into(), params, events: discard(), cancel: CancellationToken::new(), seed: 0 };
+    let opts = RunOptions {
+        run_id: "bench".into(),
+        params,
+        events: discard(),
+        cancel: CancellationToken::new(),
+        seed: 0,
+    };
     let report = run(rt.clone(), w.clone(), opts).await;
     assert_eq!(report.status, RunStatus::Completed, "{}", report.summary);
 }
 
 fn workflows(c: &mut Criterion) {
-    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let rt = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
     let floor = call::Bare::new(corral_plugins::ECHO, true);
     let packet = serde_json::to_string(&call::one_kib_packet()).unwrap();
@@ -104,10 +133,18 @@ fn workflows(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("workflow");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
-    g.bench_function("step/floor", |b| b.iter(|| tokio.block_on(floor.run(&packet))));
-    g.bench_function("chain/500", |b| b.iter(|| tokio.block_on(run_once(&rt, &chain500))));
-    g.bench_function("fanout/500", |b| b.iter(|| tokio.block_on(run_once(&rt, &fan500))));
-    g.bench_function("fanout/500/cap1", |b| b.iter(|| tokio.block_on(run_once(&rt, &fan500_1))));
+    g.bench_function("step/floor", |b| {
+        b.iter(|| tokio.block_on(floor.run(&packet)))
+    });
+    g.bench_function("chain/500", |b| {
+        b.iter(|| tokio.block_on(run_once(&rt, &chain500)))
+    });
+    g.bench_function("fanout/500", |b| {
+        b.iter(|| tokio.block_on(run_once(&rt, &fan500)))
+    });
+    g.bench_function("fanout/500/cap1", |b| {
+        b.iter(|| tokio.block_on(run_once(&rt, &fan500_1)))
+    });
     let text = hundred();
     g.bench_function("plan/100", |b| {
         b.iter(|| {

@@ -727,7 +727,9 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
 
     loop {
         while halt.is_none() {
-            let Some(i) = candidates.pop_first() else { break };
+            let Some(i) = candidates.pop_first() else {
+                break;
+            };
             if status[i] != StepStatus::Pending || running[i] {
                 continue;
             }
@@ -755,13 +757,28 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                 match cond.eval(&[("params", &exec.params), ("steps", &steps_var)]) {
                     Ok(true) => {}
                     Ok(false) => {
-                        skip(&exec, &mut status, &mut reports, i, format!("`when: {}` was false", cond.source()));
+                        skip(
+                            &exec,
+                            &mut status,
+                            &mut reports,
+                            i,
+                            format!("`when: {}` was false", cond.source()),
+                        );
                         candidates.extend(&dependents[i]);
                         continue;
                     }
                     Err(e) => {
-                        let f = Failure::permanent("condition", format!("step `{}`: when {e}", step.id));
-                        halt = halt.or(finish_failed(&exec, step, &mut status[i], &mut reports[i], &f));
+                        let f = Failure::permanent(
+                            "condition",
+                            format!("step `{}`: when {e}", step.id),
+                        );
+                        halt = halt.or(finish_failed(
+                            &exec,
+                            step,
+                            &mut status[i],
+                            &mut reports[i],
+                            &f,
+                        ));
                         candidates.extend(&dependents[i]);
                         continue;
                     }
@@ -769,7 +786,9 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
             }
             in_flight += 1;
             running[i] = true;
-            exec.emit(Event::StepStarted { step: step.id.clone() });
+            exec.emit(Event::StepStarted {
+                step: step.id.clone(),
+            });
             let fut = exec.clone().run_step(i, scope);
             if inline.is_empty() {
                 inline.push(Box::pin(fut));
@@ -816,14 +835,17 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
         }
         let r = &mut reports[i];
         let s = done.stats;
-        (r.attempts, r.retries, r.fallback, r.items, r.iterations) = (s.attempts, s.retries, s.fallback, s.items, s.iterations);
+        (r.attempts, r.retries, r.fallback, r.items, r.iterations) =
+            (s.attempts, s.retries, s.fallback, s.items, s.iterations);
         (r.fuel_used, r.peak_memory_bytes, r.wall_time_us) = (s.fuel, s.peak, s.wall_us);
         match done.outcome {
             Ok(v) => {
                 status[i] = StepStatus::Completed;
                 r.status = StepStatus::Completed;
                 outputs[i] = Some(Arc::new(v));
-                exec.emit(Event::StepCompleted { step: w.steps[i].id.clone() });
+                exec.emit(Event::StepCompleted {
+                    step: w.steps[i].id.clone(),
+                });
             }
             Err(f) => {
                 let h = finish_failed(&exec, &w.steps[i], &mut status[i], r, &f);
