@@ -92,6 +92,12 @@ impl Breaker {
         }
     }
 
+    /// Gives back an admission that made no call: a half-open trial slot
+    /// is freed without counting as a success or a failure.
+    pub fn release(&self) {
+        self.inner.lock().unwrap().trial_in_flight = false;
+    }
+
     /// Records the outcome of an admitted call.
     pub fn record(&self, success: bool, now: Instant) -> Transition {
         let mut s = self.inner.lock().unwrap();

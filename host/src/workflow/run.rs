@@ -247,7 +247,7 @@ impl Exec {
                 Ok(()) => {
                     let limit = self.reserve(budget.fuel);
                     if limit == 0 {
-                        breaker.record(true, Instant::now());
+                        breaker.release();
                         return Err(Failure {
                             kind: "workflow_fuel_exhausted".into(),
                             class: "permanent",
@@ -262,6 +262,7 @@ impl Exec {
                         p = self.global.acquire() => p.expect("the semaphore is never closed"),
                         _ = self.cancel.cancelled() => {
                             self.settle(limit, 0);
+                            breaker.release();
                             return Err(Failure::cancelled());
                         }
                     };

@@ -92,6 +92,8 @@ pub struct WorkflowSource {
     pub map: SourceMap,
     /// The directory relative paths in the file are resolved against.
     pub base_dir: PathBuf,
+    /// `sha256:` of the file's text.
+    pub digest: String,
 }
 
 /// Reads and parses `path` (YAML, or JSON, which is YAML too).
@@ -167,7 +169,19 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkflowSource, Vec<Diagnostic>>
         fail(&map, line, &field, rest)
     })?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(WorkflowSource { def, map, base_dir })
+    let digest = {
+        use sha2::Digest;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(text.as_bytes()))
+        )
+    };
+    Ok(WorkflowSource {
+        def,
+        map,
+        base_dir,
+        digest,
+    })
 }
 
 #[cfg(test)]
@@ -202,6 +216,16 @@ mod tests {
         );
         let err = parse(Path::new("w.yaml"), "name: x\nsteps: []\n").unwrap_err();
         assert!(err[0].message.contains("no `version` field"));
+    }
+
+    #[test]
+    fn json_files_parse_too() {
+        let text = r#"{"version": 1, "name": "t", "agents": {"a": {"component": "a.wasm"}},
+            "steps": [{"id": "s", "agent": "a", "input": {"n": 5}}]}"#;
+        let src = parse(Path::new("w.json"), text).unwrap();
+        assert_eq!(src.def.steps[0].input["n"], 5);
+        let err = parse(Path::new("w.json"), &text.replace("\"agent\"", "\"agnet\"")).unwrap_err();
+        assert!(err[0].message.contains("unknown field `agnet`"), "{err:?}");
     }
 
     #[test]

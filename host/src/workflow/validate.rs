@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::{Budget, Capability, DirGrant, EnvGrant, Grants, Runtime};
 
@@ -112,11 +111,10 @@ pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Ve
         s.deps = s.deps.iter().map(|d| position[d]).collect();
         s.deps.sort_unstable();
     }
-    let text = std::fs::read(&src.map.file).unwrap_or_default();
     Ok(Workflow {
         name: def.name.clone(),
         file: src.map.file.clone(),
-        digest: format!("sha256:{}", hex::encode(Sha256::digest(&text))),
+        digest: src.digest.clone(),
         agents,
         params: def.params.clone(),
         fuel_budget: def.budget.fuel.0,
