@@ -6,6 +6,8 @@
 //! - `call/floor`: the echo agent instantiated from an `InstancePre` and its
 //!   `run` called with bare wasmtime on an engine with the same settings
 //!   (pooling, fuel, epochs): no validation, no receipt, no limiter.
+//! - `call/floor_tuned`: the same with the pool tuned as corral's engine is
+//!   (small regions kept resident instead of madvised).
 //! - `call/corral`: `Runtime::call` on the same component and packet, with
 //!   schema checks in and out, the memory meter, capture and the receipt.
 //! - `load/cold` and `load/warm`: a fresh runtime loading the keywords agent
@@ -60,14 +62,26 @@ pub struct Bare {
 
 impl Bare {
     pub fn new(path: &str, fuel: bool) -> Self {
+        Self::with_pool(path, fuel, PoolingAllocationConfig::default())
+    }
+
+    /// The same, with the pool tuned as corral tunes it (small regions kept
+    /// resident), to separate corral's own overhead from its engine tuning.
+    pub fn tuned(path: &str) -> Self {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(16 << 10)
+            .async_stack_keep_resident(64 << 10);
+        Self::with_pool(path, true, pool)
+    }
+
+    fn with_pool(path: &str, fuel: bool, pool: PoolingAllocationConfig) -> Self {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
             .consume_fuel(fuel)
             .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(
-                PoolingAllocationConfig::default(),
-            ));
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).unwrap();
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
@@ -120,6 +134,7 @@ fn call(c: &mut Criterion) {
     let packet = one_kib_packet();
     let text = serde_json::to_string(&packet).unwrap();
     let bare = Bare::new(corral_plugins::ECHO, true);
+    let tuned = Bare::tuned(corral_plugins::ECHO);
     let corral = Runtime::new(RuntimeConfig::default()).unwrap();
     let agent = rt.block_on(corral.load(corral_plugins::ECHO)).unwrap();
     let budget = Budget::default();
@@ -132,6 +147,7 @@ fn call(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("call");
     g.bench_function("floor", |b| b.iter(|| rt.block_on(bare.run(&text))));
+    g.bench_function("floor_tuned", |b| b.iter(|| rt.block_on(tuned.run(&text))));
     g.bench_function("corral", |b| {
         b.iter(|| {
             rt.block_on(corral.call(&agent, &packet, &budget, &grants))
