@@ -76,8 +76,7 @@ impl Condition {
     pub fn eval(&self, vars: &[(&str, &Value)]) -> Result<bool, String> {
         let mut ctx = Context::default();
         for (name, value) in vars {
-            ctx.add_variable(*name, *value)
-                .map_err(|e| format!("cannot bind `{name}`: {e}"))?;
+            ctx.add_variable_from_value(*name, to_cel(value));
         }
         match self.program.execute(&ctx) {
             Ok(cel::Value::Bool(b)) => Ok(b),
@@ -87,6 +86,30 @@ impl Condition {
             )),
             Err(e) => Err(format!("`{}` failed: {e}", self.source)),
         }
+    }
+}
+
+/// JSON to CEL. Integers become CEL `int` whenever they fit, as CEL
+/// literals are: serde's default would make every non-negative number a
+/// `uint`, and `params.n + 1` would then have no overload.
+fn to_cel(v: &Value) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(u)) => cel::Value::UInt(u),
+            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(a) => cel::Value::List(Arc::new(a.iter().map(to_cel).collect())),
+        Value::Object(o) => cel::Value::Map(cel::objects::Map {
+            map: Arc::new(
+                o.iter()
+                    .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
+                    .collect(),
+            ),
+        }),
     }
 }
 
@@ -234,6 +257,12 @@ mod tests {
         let c = Condition::compile("params.n > 2").unwrap();
         assert!(c.eval(&[("params", &json!({"n": 3}))]).unwrap());
         assert!(!c.eval(&[("params", &json!({"n": 1}))]).unwrap());
+        let c = Condition::compile("params.n + 1 == 4 && size(params.xs) == 2 && params.f > 0.5")
+            .unwrap();
+        assert!(
+            c.eval(&[("params", &json!({"n": 3, "xs": [1, 2], "f": 0.75}))])
+                .unwrap()
+        );
         let c = Condition::compile("params.s").unwrap();
         assert!(
             c.eval(&[("params", &json!({"s": "yes"}))])

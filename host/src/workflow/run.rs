@@ -326,7 +326,14 @@ impl Exec {
                                     special: Special::WorkflowFuel,
                                 });
                             }
-                            Err(Failure::from_call(&e))
+                            let mut f = Failure::from_call(&e);
+                            if e.kind() == crate::FailureKind::Budget {
+                                f.message.push_str(&format!(
+                                    "; in this workflow, set it in `budget:` of step `{}` or of agent `{agent}`",
+                                    step.id
+                                ));
+                            }
+                            Err(f)
                         }
                     }
                 }
