@@ -325,6 +325,16 @@ fn run_exit_codes_follow_the_outcome() {
     let out = corral(&["run", wf]);
     assert_eq!(out.status.code(), Some(9));
     assert!(String::from_utf8_lossy(&out.stderr).contains("param `action` (string) is required"));
+    let out = corral(&["run", wf, "--json"]);
+    assert_eq!(out.status.code(), Some(9));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["type"], "error");
+    assert!(
+        doc["data"]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("is required")
+    );
 
     assert_eq!(
         corral(&["run", wf, "--param", "action=ok"]).status.code(),

@@ -81,8 +81,3 @@ fn start_epoch_ticker(engine: &Engine, tick: Duration) {
         })
         .expect("cannot spawn the epoch thread");
 }
-
-/// The epoch deadline, in ticks, that covers `timeout`.
-pub(crate) fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
-    (timeout.as_nanos().div_ceil(tick.as_nanos().max(1)) as u64).saturating_add(1)
-}

@@ -130,7 +130,7 @@ pub enum CallError {
     },
 
     #[error(
-        "agent `{agent}` produced {actual} bytes of output, over its limit of {limit}; raise it with `--max-output` (budget.max_output)"
+        "agent `{agent}` produced {actual} bytes of output, over its limit of {limit}; raise it with `--max-output` (budget.max_output_bytes)"
     )]
     OutputTooLarge {
         agent: String,
@@ -227,11 +227,12 @@ impl CallError {
         }
     }
 
-    /// How a workflow treats this failure: a deadline (or a host hiccup) is
-    /// transient, an agent's own error has its class, the rest is permanent.
+    /// How a workflow treats this failure: a deadline is transient, an
+    /// agent's own error has its class, the rest is permanent (host errors
+    /// here are configuration problems a retry cannot fix).
     pub fn class(&self) -> ErrorClass {
         match self {
-            CallError::DeadlineExceeded { .. } | CallError::Host { .. } => ErrorClass::Transient,
+            CallError::DeadlineExceeded { .. } => ErrorClass::Transient,
             CallError::Agent { class, .. } => *class,
             _ => ErrorClass::Permanent,
         }

@@ -1,4 +1,4 @@
-//! The `corral` command line: call and inspect sandboxed agents.
+//! The `corral` command line: call and inspect agents, validate and run workflows.
 
 mod cli;
 

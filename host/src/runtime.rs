@@ -187,7 +187,6 @@ impl Runtime {
     fn sandbox(&self) -> Sandbox<'_> {
         Sandbox {
             engine: &self.engine,
-            epoch_tick: self.config.engine.epoch_tick,
             max_stack: self.config.engine.max_wasm_stack,
         }
     }

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capture::{Capture, CaptureStream, Source};
@@ -122,7 +122,6 @@ pub(crate) struct Usage {
 /// Engine-wide facts a call needs.
 pub(crate) struct Sandbox<'a> {
     pub engine: &'a Engine,
-    pub epoch_tick: Duration,
     pub max_stack: usize,
 }
 
@@ -173,13 +172,20 @@ impl Sandbox<'_> {
         store
             .set_fuel(budget.fuel)
             .expect("fuel is enabled on the engine");
-        store.set_epoch_deadline(crate::engine::deadline_ticks(
-            budget.timeout,
-            self.epoch_tick,
-        ));
-        store.epoch_deadline_trap();
-
+        // Every epoch tick the guest yields to the executor, so a CPU-bound
+        // call never holds up the task that polls it (the workflow
+        // scheduler, a cancellation); past the deadline it traps.
         let start = Instant::now();
+        let deadline = start + budget.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+
         // The tokio timeout covers what epochs cannot: a guest blocked in an
         // async host call (a WASI sleep or poll) is not running wasm, so
         // only dropping the future ends it.
@@ -263,9 +269,20 @@ impl Sandbox<'_> {
                 requested,
             };
         }
-        let trap = match err.downcast_ref::<Trap>() {
-            Some(t) => t.to_string(),
-            None => format!("{err:#}"),
+        let trap = match (
+            err.downcast_ref::<Trap>(),
+            err.downcast_ref::<wasmtime_wasi::I32Exit>(),
+        ) {
+            (Some(t), _) => t.to_string(),
+            (None, Some(exit)) => format!("the agent called exit({})", exit.0),
+            // Not the guest's doing: a host-side failure (an exhausted
+            // instance pool, an instantiation error).
+            (None, None) => {
+                return CallError::Host {
+                    agent,
+                    message: format!("{err:#}"),
+                };
+            }
         };
         CallError::GuestTrap {
             agent,

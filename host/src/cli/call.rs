@@ -73,6 +73,22 @@ pub async fn run(rt: &Runtime, args: CallArgs) -> Exit {
         Ok(agent) => agent,
         Err(e) => return render::load_error(&e, args.json),
     };
+    let budget = Budget {
+        fuel: args.fuel,
+        memory_bytes: args.memory,
+        timeout: args.timeout,
+        max_output_bytes: args.max_output,
+        max_log_bytes: args.max_log,
+    };
+    let max = rt.config().engine.max_memory_bytes;
+    if budget.memory_bytes > max {
+        eprintln!(
+            "error: --memory {} is over the engine's maximum of {}",
+            bytesize::ByteSize(budget.memory_bytes),
+            bytesize::ByteSize(max)
+        );
+        return Exit::Usage;
+    }
     let payload: Value = match serde_json::from_str(&raw) {
         Ok(v) => v,
         Err(e) => {
@@ -82,15 +98,22 @@ pub async fn run(rt: &Runtime, args: CallArgs) -> Exit {
                     message: format!("{e} (in --input)"),
                 },
             };
-            return finish(&err_outcome(err), args.json);
+            // Nothing ran: the receipt shows the limits and no use.
+            let receipt = corral::Receipt {
+                agent: agent.name().into(),
+                fuel_limit: budget.fuel,
+                memory_limit_bytes: budget.memory_bytes,
+                timeout_ms: budget.timeout.as_millis() as u64,
+                bytes_in: raw.len() as u64,
+                ..Default::default()
+            };
+            let outcome = corral::CallOutcome {
+                result: Err(err),
+                receipt,
+                logs: Vec::new(),
+            };
+            return finish(&outcome, args.json);
         }
-    };
-    let budget = Budget {
-        fuel: args.fuel,
-        memory_bytes: args.memory,
-        timeout: args.timeout,
-        max_output_bytes: args.max_output,
-        max_log_bytes: args.max_log,
     };
     let grants = Grants {
         dirs: args.allow_dir,
@@ -99,14 +122,6 @@ pub async fn run(rt: &Runtime, args: CallArgs) -> Exit {
     let packet = HandoffPacket::new(args.run_id, args.step_id, payload);
     let outcome = rt.call(&agent, &packet, &budget, &grants).await;
     finish(&outcome, args.json)
-}
-
-fn err_outcome(err: CallError) -> corral::CallOutcome {
-    corral::CallOutcome {
-        result: Err(err),
-        receipt: Default::default(),
-        logs: Vec::new(),
-    }
 }
 
 fn finish(outcome: &corral::CallOutcome, json: bool) -> Exit {

@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Exit;
+use super::validate::Report;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -46,15 +47,27 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 }
 
 pub async fn run(rt: Runtime, args: RunArgs) -> Exit {
-    let w = match super::validate::load(&rt, &args.workflow, args.json).await {
+    let report = if args.json {
+        Report::RunJson
+    } else {
+        Report::Text
+    };
+    let w = match super::validate::load(&rt, &args.workflow, report).await {
         Ok(w) => Arc::new(w),
         Err(exit) => return exit,
     };
     let params = match resolve_params(&w, &args.params) {
         Ok(p) => p,
         Err(errors) => {
-            for e in &errors {
-                eprintln!("error: {e}");
+            if args.json {
+                println!(
+                    "{}",
+                    json!({ "type": "error", "data": { "errors": errors } })
+                );
+            } else {
+                for e in &errors {
+                    eprintln!("error: {e}");
+                }
             }
             return Exit::InvalidWorkflow;
         }

@@ -22,17 +22,30 @@ pub struct ValidateArgs {
     json: bool,
 }
 
+/// How `load` prints diagnostics.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    Text,
+    /// `corral validate --json`: one `{"valid": false, ...}` object.
+    ValidateJson,
+    /// `corral run --json`: an event, `{"type": "error", ...}`.
+    RunJson,
+}
+
 /// Parses and validates; on failure prints the diagnostics.
-pub async fn load(rt: &Runtime, path: &Path, json: bool) -> Result<Workflow, Exit> {
+pub async fn load(rt: &Runtime, path: &Path, report: Report) -> Result<Workflow, Exit> {
     let result = match source::load(path) {
         Ok(src) => validate(&src, rt).await,
         Err(d) => Err(d),
     };
     result.map_err(|diags| {
-        if json {
-            println!("{}", json!({ "valid": false, "errors": diags }));
-        } else {
-            print_diagnostics(&diags);
+        match report {
+            Report::ValidateJson => println!("{}", json!({ "valid": false, "errors": diags })),
+            Report::RunJson => println!(
+                "{}",
+                json!({ "type": "error", "data": { "errors": diags } })
+            ),
+            Report::Text => print_diagnostics(&diags),
         }
         Exit::InvalidWorkflow
     })
@@ -50,7 +63,12 @@ pub fn print_diagnostics(diags: &[Diagnostic]) {
 }
 
 pub async fn run(rt: &Runtime, args: ValidateArgs) -> Exit {
-    let w = match load(rt, &args.workflow, args.json).await {
+    let report = if args.json {
+        Report::ValidateJson
+    } else {
+        Report::Text
+    };
+    let w = match load(rt, &args.workflow, report).await {
         Ok(w) => w,
         Err(exit) => return exit,
     };

@@ -70,11 +70,12 @@ impl Breaker {
         }
     }
 
-    /// May a call go ahead? `Err` carries how long the breaker stays open.
-    pub fn admit(&self, now: Instant) -> (Result<(), Duration>, Transition) {
+    /// May a call go ahead? `Ok(true)` when it is the half-open trial;
+    /// `Err` carries how long the breaker stays open (zero while a trial runs).
+    pub fn admit(&self, now: Instant) -> (Result<bool, Duration>, Transition) {
         let mut s = self.inner.lock().unwrap();
         match s.state {
-            BreakerState::Closed => (Ok(()), None),
+            BreakerState::Closed => (Ok(false), None),
             BreakerState::Open => {
                 let until = s.open_until.unwrap_or(now);
                 if now < until {
@@ -82,27 +83,35 @@ impl Breaker {
                 }
                 let t = s.set(BreakerState::HalfOpen);
                 s.trial_in_flight = true;
-                (Ok(()), t)
+                (Ok(true), t)
             }
             BreakerState::HalfOpen if s.trial_in_flight => (Err(Duration::ZERO), None),
             BreakerState::HalfOpen => {
                 s.trial_in_flight = true;
-                (Ok(()), None)
+                (Ok(true), None)
             }
         }
     }
 
-    /// Gives back an admission that made no call: a half-open trial slot
-    /// is freed without counting as a success or a failure.
-    pub fn release(&self) {
-        self.inner.lock().unwrap().trial_in_flight = false;
+    /// Gives back an admission whose call says nothing about the agent's
+    /// health (none was made, or the input was bad): a trial slot is freed
+    /// without counting as a success or a failure.
+    pub fn release(&self, trial: bool) {
+        if trial {
+            self.inner.lock().unwrap().trial_in_flight = false;
+        }
     }
 
-    /// Records the outcome of an admitted call.
-    pub fn record(&self, success: bool, now: Instant) -> Transition {
+    /// Records the outcome of an admitted call (`trial` as `admit` said).
+    pub fn record(&self, trial: bool, success: bool, now: Instant) -> Transition {
         let mut s = self.inner.lock().unwrap();
-        s.trial_in_flight = false;
+        if trial {
+            s.trial_in_flight = false;
+        }
         match (s.state, success) {
+            // A call admitted while closed that ends during the trial does
+            // not speak for the trial.
+            (BreakerState::HalfOpen, _) if !trial => None,
             (BreakerState::Closed, true) => {
                 s.consecutive_failures = 0;
                 None
@@ -176,10 +185,10 @@ mod tests {
         };
         let b = Breaker::new(cfg);
         let t0 = Instant::now();
-        assert!(b.admit(t0).0.is_ok());
-        assert_eq!(b.record(false, t0), None);
+        assert_eq!(b.admit(t0).0, Ok(false));
+        assert_eq!(b.record(false, false, t0), None);
         assert_eq!(
-            b.record(false, t0),
+            b.record(false, false, t0),
             Some((BreakerState::Closed, BreakerState::Open))
         );
         assert_eq!(
@@ -188,24 +197,27 @@ mod tests {
         );
         let later = t0 + Duration::from_secs(11);
         assert_eq!(
-            b.admit(later).1,
-            Some((BreakerState::Open, BreakerState::HalfOpen))
+            b.admit(later),
+            (Ok(true), Some((BreakerState::Open, BreakerState::HalfOpen)))
         );
         // One trial at a time.
-        assert!(b.admit(later).0.is_err());
-        assert_eq!(b.record(true, later), None);
-        assert!(b.admit(later).0.is_ok());
+        assert_eq!(b.admit(later).0, Err(Duration::ZERO));
+        // A call admitted before the breaker opened does not count as a trial.
+        assert_eq!(b.record(false, true, later), None);
+        assert_eq!(b.admit(later).0, Err(Duration::ZERO));
+        assert_eq!(b.record(true, true, later), None);
+        assert_eq!(b.admit(later).0, Ok(true));
         assert_eq!(
-            b.record(true, later),
+            b.record(true, true, later),
             Some((BreakerState::HalfOpen, BreakerState::Closed))
         );
         // A failed trial opens it again.
-        b.record(false, later);
-        b.record(false, later);
+        b.record(false, false, later);
+        b.record(false, false, later);
         let again = later + Duration::from_secs(11);
-        let _ = b.admit(again);
+        assert_eq!(b.admit(again).0, Ok(true));
         assert_eq!(
-            b.record(false, again),
+            b.record(true, false, again),
             Some((BreakerState::HalfOpen, BreakerState::Open))
         );
         assert_eq!(b.report("a").transitions.len(), 6);

@@ -12,6 +12,8 @@ pub const MAX_LEN: usize = 2048;
 /// Deepest nesting of parentheses, brackets and braces accepted. The `cel`
 /// parser recurses per level and overflows an 8 MB stack near 100.
 pub const MAX_NESTING: usize = 24;
+/// Deepest expression tree accepted (`a + a + ...` chains count too).
+const MAX_TREE_DEPTH: usize = 64;
 /// Longest run of prefix operators (`!`, `-`) accepted; each is a recursion.
 const MAX_UNARY_RUN: usize = 16;
 
@@ -40,9 +42,18 @@ impl Condition {
             .name("corral-cel-parse".into())
             .stack_size(64 << 20)
             .spawn(move || {
-                std::panic::catch_unwind(|| Program::compile(&owned))
+                let program = std::panic::catch_unwind(|| Program::compile(&owned))
                     .map_err(|_| "the CEL parser failed on this expression".to_owned())
-                    .and_then(|r| r.map_err(|e| format!("invalid CEL: {e}")))
+                    .and_then(|r| r.map_err(|e| format!("invalid CEL: {e}")))?;
+                // Evaluation recurses over the tree on the caller's stack:
+                // measure it here, on the big one.
+                let depth = depth(program.expression());
+                if depth > MAX_TREE_DEPTH {
+                    return Err(format!(
+                        "the expression is {depth} operations deep; the limit is {MAX_TREE_DEPTH}"
+                    ));
+                }
+                Ok(program)
             })
             .map_err(|e| format!("cannot start the CEL parser: {e}"))?
             .join()
@@ -221,6 +232,52 @@ fn walk(e: &IdedExpr, vars: &mut BTreeSet<String>, steps: &mut BTreeSet<String>)
     }
 }
 
+fn depth(e: &IdedExpr) -> usize {
+    let child = |x: &IdedExpr| depth(x);
+    1 + match &e.expr {
+        Expr::Select(s) => child(&s.operand),
+        Expr::Call(c) => c
+            .target
+            .iter()
+            .map(|t| child(t))
+            .chain(c.args.iter().map(child))
+            .max()
+            .unwrap_or(0),
+        Expr::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .map(child)
+        .max()
+        .unwrap_or(0),
+        Expr::List(l) => l.elements.iter().map(child).max().unwrap_or(0),
+        Expr::Map(m) => m
+            .entries
+            .iter()
+            .map(|x| entry_depth(&x.expr))
+            .max()
+            .unwrap_or(0),
+        Expr::Struct(s) => s
+            .entries
+            .iter()
+            .map(|x| entry_depth(&x.expr))
+            .max()
+            .unwrap_or(0),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => 0,
+    }
+}
+
+fn entry_depth(e: &EntryExpr) -> usize {
+    match e {
+        EntryExpr::StructField(f) => depth(&f.value),
+        EntryExpr::MapEntry(m) => depth(&m.key).max(depth(&m.value)),
+    }
+}
+
 fn walk_entry(e: &EntryExpr, vars: &mut BTreeSet<String>, steps: &mut BTreeSet<String>) {
     match e {
         EntryExpr::StructField(f) => walk(&f.value, vars, steps),
@@ -297,7 +354,11 @@ mod tests {
         // Just under the bounds still parses, on any caller's stack.
         let ok = format!("{}true{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
         assert!(Condition::compile(&ok).is_ok());
-        let long = vec!["params.a"; 200].join(" + ");
-        let _ = Condition::compile(&long);
+        let long = vec!["a"; 500].join("+");
+        assert!(
+            Condition::compile(&long)
+                .unwrap_err()
+                .contains("operations deep")
+        );
     }
 }

@@ -327,7 +327,7 @@ impl From<Join> for JoinRepr {
 pub struct RepeatDef {
     pub critic: CriticDef,
     /// A CEL condition over `critic` (the critic's output), `output` (this
-    /// iteration's output) and `iteration` (from 1). Example:
+    /// iteration's output), `iteration` (from 1) and `params`. Example:
     /// `until: critic.passed`.
     pub until: String,
     /// Iterations at most (1 to 20); when reached the step fails, or is

@@ -115,6 +115,13 @@ impl<'a> SchemaAt<'a> {
                     _ => Child::Any,
                 }
             }
+            // A numeric segment on an object schema is a key that looks like a number.
+            Seg::Index(i)
+                if s.node.get("properties").is_some()
+                    || s.node.get("additionalProperties").is_some() =>
+            {
+                s.child_in(&Seg::Key(i.to_string()), produced)
+            }
             Seg::Index(i) => {
                 if let Some(p) = s.node.get("prefixItems").and_then(|p| p.get(*i)) {
                     return at(p);

@@ -50,6 +50,9 @@ pub struct Step {
     pub input: Template,
     /// Indices (into `Workflow::steps`) of the steps this one waits for.
     pub deps: Vec<usize>,
+    /// The dependencies its `when` reads: they must finish before it is
+    /// decided, whatever the join.
+    pub when_deps: Vec<usize>,
     pub when: Option<Condition>,
     pub for_each: Option<ForEach>,
     pub budget: Budget,
@@ -123,7 +126,7 @@ impl RetryPolicy {
     }
 }
 
-/// Error kinds `retry.on` accepts besides the classes.
+/// What `retry.on` accepts: the error classes, then the error kinds worth retrying.
 pub const RETRY_KINDS: &[&str] = &[
     "transient",
     "permanent",

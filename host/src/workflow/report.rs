@@ -53,7 +53,7 @@ pub struct StepReport {
     pub status: StepStatus,
     /// Agent calls made, critic and fallback calls included.
     pub attempts: u32,
-    /// Calls that were retries of a failed call.
+    /// Retries: failed attempts tried again, fast failures of an open breaker included.
     pub retries: u32,
     /// The fallback agent, when it produced the output.
     pub fallback: Option<String>,

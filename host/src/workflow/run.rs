@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Budget, CallError, HandoffPacket, Runtime};
+use crate::{Budget, CallError, ErrorClass, HandoffPacket, Runtime};
 
 use super::breaker::{Breaker, Transition};
 use super::definition::{Join, OnError};
@@ -85,7 +85,7 @@ pub fn resolve_params(w: &Workflow, given: &[(String, String)]) -> Result<Value,
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub kind: String,
-    pub class: &'static str,
+    pub class: ErrorClass,
     pub message: String,
     special: Special,
 }
@@ -101,21 +101,16 @@ impl Failure {
     fn permanent(kind: &str, message: String) -> Self {
         Self {
             kind: kind.into(),
-            class: "permanent",
+            class: ErrorClass::Permanent,
             message,
             special: Special::None,
         }
     }
 
     fn from_call(e: &CallError) -> Self {
-        let class = match e.class() {
-            crate::ErrorClass::Transient => "transient",
-            crate::ErrorClass::Permanent => "permanent",
-            crate::ErrorClass::Degradable => "degradable",
-        };
         Self {
             kind: e.kind_name().into(),
-            class,
+            class: e.class(),
             message: e.to_string(),
             special: Special::None,
         }
@@ -124,7 +119,7 @@ impl Failure {
     fn cancelled() -> Self {
         Self {
             kind: "cancelled".into(),
-            class: "permanent",
+            class: ErrorClass::Permanent,
             message: "the run was cancelled".into(),
             special: Special::Cancelled,
         }
@@ -158,6 +153,10 @@ impl Stats {
 struct FuelPool {
     remaining: u64,
     used: u64,
+    /// Reserved by calls still running. A call dropped by cancellation never
+    /// settles, so its reservation counts as spent: the report never
+    /// understates what a run used.
+    outstanding: u64,
 }
 
 /// What every step task shares.
@@ -203,6 +202,7 @@ impl Exec {
         let mut pool = self.fuel.lock().unwrap();
         let grant = want.min(pool.remaining);
         pool.remaining -= grant;
+        pool.outstanding += grant;
         grant
     }
 
@@ -210,6 +210,7 @@ impl Exec {
         let mut pool = self.fuel.lock().unwrap();
         pool.remaining += reserved.saturating_sub(used);
         pool.used += used;
+        pool.outstanding -= reserved;
     }
 
     /// Calls `agent` with `input`, retrying per the step's policy.
@@ -238,19 +239,34 @@ impl Exec {
             let result = match admitted {
                 Err(wait) => Err(Failure {
                     kind: "breaker_open".into(),
-                    class: "transient",
-                    message: format!(
-                        "agent `{agent}` is failing fast: its circuit breaker is open for another {wait:.1?} after repeated failures (agents.{agent}.breaker)"
-                    ),
+                    class: ErrorClass::Transient,
+                    message: if wait.is_zero() {
+                        format!(
+                            "agent `{agent}` is failing fast: its circuit breaker is half-open and a trial call is in progress (agents.{agent}.breaker)"
+                        )
+                    } else {
+                        format!(
+                            "agent `{agent}` is failing fast: its circuit breaker is open for another {wait:.1?} after repeated failures (agents.{agent}.breaker)"
+                        )
+                    },
                     special: Special::None,
                 }),
-                Ok(()) => {
+                Ok(trial) => {
+                    // The slot first, then the fuel: a call waiting for a
+                    // slot must not park fuel other calls could use.
+                    let permit = tokio::select! {
+                        p = self.global.acquire() => p.expect("the semaphore is never closed"),
+                        _ = self.cancel.cancelled() => {
+                            breaker.release(trial);
+                            return Err(Failure::cancelled());
+                        }
+                    };
                     let limit = self.reserve(budget.fuel);
                     if limit == 0 {
-                        breaker.release();
+                        breaker.release(trial);
                         return Err(Failure {
                             kind: "workflow_fuel_exhausted".into(),
-                            class: "permanent",
+                            class: ErrorClass::Permanent,
                             message: format!(
                                 "the workflow fuel budget of {} is spent; step `{}` was not started (raise `budget.fuel` in the workflow)",
                                 self.w.fuel_budget, step.id
@@ -258,14 +274,6 @@ impl Exec {
                             special: Special::WorkflowFuel,
                         });
                     }
-                    let permit = tokio::select! {
-                        p = self.global.acquire() => p.expect("the semaphore is never closed"),
-                        _ = self.cancel.cancelled() => {
-                            self.settle(limit, 0);
-                            breaker.release();
-                            return Err(Failure::cancelled());
-                        }
-                    };
                     self.emit(Event::CallStarted {
                         step: step.id.clone(),
                         agent: agent.into(),
@@ -305,29 +313,38 @@ impl Exec {
                     drop(permit);
                     match out.result {
                         Ok(p) => {
-                            let t = breaker.record(true, Instant::now());
+                            let t = breaker.record(trial, true, Instant::now());
                             self.announce(agent, t);
                             Ok(p.payload)
                         }
+                        // The workflow's budget cut the call short: not the agent's fault.
+                        Err(CallError::FuelExhausted { .. }) if limit < budget.fuel => {
+                            breaker.release(trial);
+                            return Err(Failure {
+                                kind: "workflow_fuel_exhausted".into(),
+                                class: ErrorClass::Permanent,
+                                message: format!(
+                                    "the workflow fuel budget of {} ran out during step `{}`: it got {limit} of its {} instructions (raise `budget.fuel` in the workflow)",
+                                    self.w.fuel_budget, step.id, budget.fuel
+                                ),
+                                special: Special::WorkflowFuel,
+                            });
+                        }
+                        // Bad input is the caller's fault, not the agent's health.
+                        Err(e @ CallError::InvalidInput { .. }) => {
+                            breaker.release(trial);
+                            Err(Failure::from_call(&e))
+                        }
                         Err(e) => {
-                            // Bad input is the caller's fault, not the agent's health.
-                            if !matches!(e, CallError::InvalidInput { .. }) {
-                                let t = breaker.record(false, Instant::now());
-                                self.announce(agent, t);
-                            }
-                            if matches!(e, CallError::FuelExhausted { .. }) && limit < budget.fuel {
-                                return Err(Failure {
-                                    kind: "workflow_fuel_exhausted".into(),
-                                    class: "permanent",
-                                    message: format!(
-                                        "the workflow fuel budget of {} ran out during step `{}`: it got {limit} of its {} instructions (raise `budget.fuel` in the workflow)",
-                                        self.w.fuel_budget, step.id, budget.fuel
-                                    ),
-                                    special: Special::WorkflowFuel,
-                                });
-                            }
+                            let t = breaker.record(trial, false, Instant::now());
+                            self.announce(agent, t);
                             let mut f = Failure::from_call(&e);
-                            if e.kind() == crate::FailureKind::Budget {
+                            if matches!(
+                                e,
+                                CallError::FuelExhausted { .. }
+                                    | CallError::MemoryLimit { .. }
+                                    | CallError::DeadlineExceeded { .. }
+                            ) {
                                 f.message.push_str(&format!(
                                     "; in this workflow, set it in `budget:` of step `{}` or of agent `{agent}`",
                                     step.id
@@ -343,7 +360,9 @@ impl Exec {
                 Err(f) => f,
             };
             if attempt >= step.retry.max_attempts
-                || !step.retry.retries(failure.class, &failure.kind)
+                || !step
+                    .retry
+                    .retries(&failure.class.to_string(), &failure.kind)
             {
                 return Err(failure);
             }
@@ -542,24 +561,47 @@ impl Exec {
             });
         }
         let mut results: Vec<Option<Value>> = vec![None; stats.items.unwrap_or(0)];
-        let mut first_error: Option<Failure> = None;
+        // The step fails on its first failed item: the others are stopped so
+        // they spend no more fuel. A run-level failure (the fuel budget,
+        // cancellation) outranks an item's own; otherwise the lowest item wins.
+        let mut error: Option<(usize, Failure)> = None;
         while let Some(joined) = set.join_next().await {
-            let (k, r, s) = joined.expect("item tasks do not panic");
-            stats.merge(s);
+            let (k, r) = match joined {
+                Ok((k, r, s)) => {
+                    stats.merge(s);
+                    (k, r)
+                }
+                Err(e) if e.is_cancelled() => continue,
+                Err(e) => (
+                    usize::MAX,
+                    Err(Failure::permanent(
+                        "host",
+                        format!("step `{}`: an item task crashed: {e}", step.id),
+                    )),
+                ),
+            };
             match r {
                 Ok(v) => results[k] = Some(v),
                 Err(f) => {
-                    if first_error.is_none() {
-                        first_error = Some(Failure {
-                            message: format!("item {k}: {}", f.message),
-                            ..f
-                        });
+                    let better = match &error {
+                        None => true,
+                        Some((j, old)) => {
+                            (f.special != Special::None && old.special == Special::None)
+                                || (f.special == old.special && k < *j)
+                        }
+                    };
+                    if better {
+                        error = Some((k, f));
                     }
+                    set.abort_all();
                 }
             }
         }
-        match first_error {
-            Some(f) => Err(f),
+        match error {
+            Some((k, f)) => Err(Failure {
+                message: format!("item {k}: {}", f.message),
+                ..f
+            }),
             None => Ok(Value::Array(
                 results
                     .into_iter()
@@ -673,6 +715,7 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
         fuel: Mutex::new(FuelPool {
             remaining: w.fuel_budget,
             used: 0,
+            outstanding: 0,
         }),
         breakers: w
             .agents
@@ -732,6 +775,7 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
     // concurrency cap allows calls, so none sits spawned on the semaphore.
     let mut deferred: BTreeSet<usize> = BTreeSet::new();
     let mut in_flight = 0usize;
+    let mut cancel_handled = false;
 
     loop {
         while halt.is_none() {
@@ -818,7 +862,8 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                     StepDone { index: i, outcome: Err(f), stats: Stats::default() }
                 }
             },
-            _ = exec.cancel.cancelled(), if halt.is_none() => {
+            _ = exec.cancel.cancelled(), if !cancel_handled => {
+                cancel_handled = true;
                 halt = Some((RunStatus::Cancelled, "the run was cancelled".into()));
                 set.abort_all();
                 // Dropping the inline step cancels its call too.
@@ -828,6 +873,8 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                         running[i] = false;
                         status[i] = StepStatus::Cancelled;
                         reports[i].status = StepStatus::Cancelled;
+                        reports[i].error = Some("the run was cancelled while this step ran".into());
+                        reports[i].error_kind = Some("cancelled".into());
                     }
                 }
                 continue;
@@ -900,7 +947,10 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
         None if counts.degraded > 0 => (RunStatus::Degraded, None),
         None => (RunStatus::Completed, None),
     };
-    let used = exec.fuel.lock().unwrap().used;
+    let used = {
+        let pool = exec.fuel.lock().unwrap();
+        pool.used + pool.outstanding
+    };
     exec.emit(Event::RunFinished {
         status: status.name().into(),
         fuel_used: used,
@@ -933,7 +983,12 @@ enum Ready {
 
 fn readiness(step: &Step, status: &[StepStatus], running: &[bool]) -> Ready {
     let finished = |d: usize| status[d] != StepStatus::Pending && !running[d];
+    // Degraded dependencies do not count towards `any` and `at_least`:
+    // those joins wait for real results.
     let completed = |d: usize| status[d] == StepStatus::Completed;
+    if !step.when_deps.iter().all(|&d| finished(d)) {
+        return Ready::Wait;
+    }
     match step.join {
         Join::All => {
             if !step.deps.iter().all(|&d| finished(d)) {
@@ -1017,7 +1072,9 @@ fn finish_failed(
             });
             Some((RunStatus::FuelExhausted, f.message.clone()))
         }
-        Special::None if f.class == "degradable" || step.on_error == OnError::Continue => {
+        Special::None
+            if f.class == ErrorClass::Degradable || step.on_error == OnError::Continue =>
+        {
             *status = StepStatus::Degraded;
             r.status = StepStatus::Degraded;
             exec.emit(Event::StepDegraded {

@@ -24,10 +24,14 @@ pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Ve
     let mut v = Validator {
         map: &src.map,
         diags: Vec::new(),
+        max_memory: rt.config().engine.max_memory_bytes,
     };
     let agents = v.agents(src, rt).await;
     v.params(src);
     let def = &src.def;
+    if def.budget.fuel.0 == 0 {
+        v.err("budget.fuel", "must be at least 1".to_owned());
+    }
     if def.budget.max_concurrency == 0 || def.budget.max_concurrency > MAX_CONCURRENCY {
         v.err(
             "budget.max_concurrency",
@@ -107,9 +111,20 @@ pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Ve
     let position: HashMap<usize, usize> =
         order.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
     let mut ordered: Vec<Step> = order.iter().map(|&i| steps[i].clone()).collect();
+    let by_id: HashMap<String, usize> = ordered
+        .iter()
+        .enumerate()
+        .map(|(pos, s)| (s.id.clone(), pos))
+        .collect();
     for s in &mut ordered {
         s.deps = s.deps.iter().map(|d| position[d]).collect();
         s.deps.sort_unstable();
+        s.when_deps = s
+            .when
+            .iter()
+            .flat_map(|c| c.steps())
+            .map(|id| by_id[id])
+            .collect();
     }
     Ok(Workflow {
         name: def.name.clone(),
@@ -195,6 +210,8 @@ fn topological_order(steps: &[Step]) -> Result<Vec<usize>, Vec<usize>> {
 struct Validator<'m> {
     map: &'m SourceMap,
     diags: Vec<Diagnostic>,
+    /// The engine's largest memory: no budget may ask for more.
+    max_memory: u64,
 }
 
 impl Validator<'_> {
@@ -276,6 +293,7 @@ impl Validator<'_> {
                     "thresholds must be at least 1".to_owned(),
                 );
             }
+            self.budget(&format!("{field}.budget"), &a.budget);
             let budget = merge_budget(&Budget::default(), &a.budget);
             agents.insert(
                 name.clone(),
@@ -338,6 +356,7 @@ impl Validator<'_> {
             }
         };
         known_agent(self, format!("{f}.agent"), &s.agent);
+        self.budget(&format!("{f}.budget"), &s.budget);
         let mut deps: BTreeSet<usize> = BTreeSet::new();
         let step_ref =
             |v: &mut Self, field: &str, id: &str, deps: &mut BTreeSet<usize>| match ids.get(id) {
@@ -551,6 +570,7 @@ impl Validator<'_> {
             agent: s.agent.clone(),
             input: input?,
             deps: deps.into_iter().collect(),
+            when_deps: Vec::new(),
             when,
             for_each,
             budget: merge_budget(&agent_budget, &s.budget),
@@ -568,6 +588,29 @@ impl Validator<'_> {
             repeat,
             join: s.join,
         })
+    }
+
+    fn budget(&mut self, field: &str, b: &BudgetDef) {
+        if b.fuel.is_some_and(|f| f.0 == 0) {
+            self.err(format!("{field}.fuel"), "must be at least 1".to_owned());
+        }
+        if let Some(m) = b.memory
+            && (m.0 == 0 || m.0 > self.max_memory)
+        {
+            self.err(
+                format!("{field}.memory"),
+                format!(
+                    "must be between 1 byte and the engine's maximum of {} bytes",
+                    self.max_memory
+                ),
+            );
+        }
+        if b.timeout.is_some_and(|t| t.0.is_zero()) {
+            self.err(
+                format!("{field}.timeout"),
+                "must be longer than zero".to_owned(),
+            );
+        }
     }
 
     fn template(&mut self, field: &str, value: &Value) -> Option<Template> {
@@ -855,7 +898,15 @@ impl Validator<'_> {
         leaves_of(t, &mut Vec::new(), &mut leaves);
         for (at, leaf) in leaves {
             let place = format!("{field}{}", dotted(&at));
-            let segs: Vec<Seg> = at.iter().map(|k| Seg::Key(k.clone())).collect();
+            // Numeric places are list elements (leaves_of numbers them).
+            let segs: Vec<Seg> = at
+                .iter()
+                .map(|k| {
+                    k.parse()
+                        .map(Seg::Index)
+                        .unwrap_or_else(|_| Seg::Key(k.clone()))
+                })
+                .collect();
             let consumer_types = match root.walk(&segs) {
                 Child::Known(s) => s.types(),
                 Child::Any => None,
@@ -933,8 +984,15 @@ fn leaves_of<'t>(t: &'t Template, at: &mut Vec<String>, out: &mut Vec<(Vec<Strin
                 at.pop();
             }
         }
-        // Array elements are checked at run time; their schema is `items`.
-        Template::Array(_) => out.push((at.clone(), Leaf::Literal(&ARRAY))),
+        // The list itself, then each element against the schema's `items`.
+        Template::Array(items) => {
+            out.push((at.clone(), Leaf::Literal(&ARRAY)));
+            for (i, v) in items.iter().enumerate() {
+                at.push(i.to_string());
+                leaves_of(v, at, out);
+                at.pop();
+            }
+        }
     }
 }
 
