@@ -29,18 +29,6 @@ pub enum PacketProblem {
     Envelope { message: String },
 }
 
-impl PacketProblem {
-    /// The JSON Pointer of the failing value, when there is one.
-    pub fn pointer(&self) -> Option<&str> {
-        match self {
-            PacketProblem::Schema { pointer, .. } | PacketProblem::TooDeep { pointer, .. } => {
-                Some(pointer)
-            }
-            _ => None,
-        }
-    }
-}
-
 /// A capability an agent requests and its grants do not cover.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Denial {

@@ -10,7 +10,6 @@ use crate::{Agent, Budget, Grants};
 use super::condition::Condition;
 use super::definition::{BreakerDef, Join, OnError, ParamDef};
 use super::reference::{Reference, Template};
-use super::source::SourceMap;
 
 /// A workflow that passed validation; only this can be run.
 #[derive(Debug)]
@@ -27,7 +26,6 @@ pub struct Workflow {
     /// Steps in a dependency order: every step comes after its dependencies.
     pub steps: Vec<Step>,
     pub outputs: Vec<(String, Template)>,
-    pub map: SourceMap,
 }
 
 /// An agent as a workflow uses it.

@@ -18,7 +18,7 @@ use crate::{Budget, CallError, ErrorClass, HandoffPacket, Runtime};
 use super::breaker::{Breaker, Transition};
 use super::definition::{Join, OnError};
 use super::events::{Event, EventSink};
-use super::model::{Step, Workflow};
+use super::model::{ForEach, Step, Workflow};
 use super::reference::{Reference, Source};
 use super::report::{Counts, FuelUse, RunReport, RunStatus, StepReport, StepStatus};
 use super::validate::param_value;
@@ -392,64 +392,60 @@ impl Exec {
         iteration: Option<u32>,
         stats: &mut Stats,
     ) -> Result<Value, Failure> {
-        let first = match &step.fallback {
-            Some(_) => {
-                self.call(
+        let Some(fb) = &step.fallback else {
+            return self
+                .call(
                     step,
                     &step.agent,
                     &step.budget,
-                    input.clone(),
+                    input,
                     item,
                     iteration,
                     stats,
                 )
-                .await
-            }
-            None => {
-                return self
-                    .call(
-                        step,
-                        &step.agent,
-                        &step.budget,
-                        input,
-                        item,
-                        iteration,
-                        stats,
-                    )
-                    .await;
-            }
+                .await;
         };
-        match (first, &step.fallback) {
-            (Err(f), Some(fb)) if f.special == Special::None => {
-                self.emit(Event::StepFallback {
-                    step: step.id.clone(),
-                    agent: fb.clone(),
-                    error: f.message.clone(),
-                });
-                let out = self
-                    .call(
-                        step,
-                        fb,
-                        &step.fallback_budget,
-                        input,
-                        item,
-                        iteration,
-                        stats,
-                    )
-                    .await;
-                if out.is_ok() {
-                    stats.fallback = Some(fb.clone());
-                }
-                out.map_err(|e| Failure {
-                    message: format!(
-                        "{} (after the primary agent failed: {})",
-                        e.message, f.message
-                    ),
-                    ..e
-                })
-            }
-            (other, _) => other,
+        let f = match self
+            .call(
+                step,
+                &step.agent,
+                &step.budget,
+                input.clone(),
+                item,
+                iteration,
+                stats,
+            )
+            .await
+        {
+            Err(f) if f.special == Special::None => f,
+            other => return other,
+        };
+        self.emit(Event::StepFallback {
+            step: step.id.clone(),
+            agent: fb.clone(),
+            error: f.message.clone(),
+        });
+        let out = self
+            .call(
+                step,
+                fb,
+                &step.fallback_budget,
+                input,
+                item,
+                iteration,
+                stats,
+            )
+            .await;
+        if out.is_ok() {
+            stats.fallback = Some(fb.clone());
         }
+        out.map_err(|e| Failure {
+            message: format!(
+                "{} (after the primary agent failed: {})",
+                e.message, f.message
+            ),
+            ..e
+        })
     }
 
     fn resolve(
@@ -468,17 +464,7 @@ impl Exec {
         let step = &self.w.steps[index];
         let mut stats = Stats::default();
         let outcome = if let Some(fe) = &step.for_each {
-            self.clone()
-                .for_each(
-                    step,
-                    index,
-                    fe.max_concurrency,
-                    fe.max_items,
-                    &fe.list,
-                    &scope,
-                    &mut stats,
-                )
-                .await
+            self.clone().for_each(index, fe, &scope, &mut stats).await
         } else if step.repeat.is_some() {
             self.repeat(step, &scope, &mut stats).await
         } else {
@@ -497,17 +483,15 @@ impl Exec {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn for_each(
         self: Arc<Self>,
-        step: &Step,
         index: usize,
-        max_concurrency: u32,
-        max_items: u32,
-        list: &Reference,
+        fe: &ForEach,
         scope: &Scope,
         stats: &mut Stats,
     ) -> Result<Value, Failure> {
+        let step = &self.w.steps[index];
+        let (list, max_items) = (&fe.list, fe.max_items);
         let items = match lookup(&self.params, scope, list, None, None) {
             Ok(Value::Array(items)) => items,
             Ok(other) => {
@@ -539,7 +523,7 @@ impl Exec {
             ));
         }
         stats.items = Some(items.len());
-        let limit = Arc::new(Semaphore::new(max_concurrency as usize));
+        let limit = Arc::new(Semaphore::new(fe.max_concurrency as usize));
         let scope = Arc::new(scope.clone());
         let mut set = JoinSet::new();
         for (k, item) in items.into_iter().enumerate() {
@@ -909,16 +893,16 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
         }
     }
 
+    let scope: Scope = w
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), (status[i], outputs[i].clone())))
+        .collect();
     let outputs_value = Value::Object(
         w.outputs
             .iter()
             .map(|(name, t)| {
-                let scope: Scope = w
-                    .steps
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.id.clone(), (status[i], outputs[i].clone())))
-                    .collect();
                 let v = t
                     .resolve(&|r| lookup(&exec.params, &scope, r, None, None))
                     .unwrap_or(Value::Null);

@@ -136,7 +136,6 @@ pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Ve
         max_concurrency: def.budget.max_concurrency,
         steps: ordered,
         outputs,
-        map: src.map.clone(),
     })
 }
 
@@ -362,7 +361,7 @@ impl Validator<'_> {
             |v: &mut Self, field: &str, id: &str, deps: &mut BTreeSet<usize>| match ids.get(id) {
                 Some(&j) if j == i => v.err(
                     field.to_owned(),
-                    format!("step `{}` cannot read its own output", s.id),
+                    format!("step `{}` cannot depend on itself", s.id),
                 ),
                 Some(&j) => {
                     deps.insert(j);
@@ -640,10 +639,16 @@ impl Validator<'_> {
                 self.err(
                     field.to_owned(),
                     format!(
-                        "`{}` reads unknown variables {}; it may read: {}",
+                        "`{}` reads unknown variables {}; it may read: {}{}",
                         source,
                         names.join(", "),
-                        allowed.join(", ")
+                        allowed.join(", "),
+                        // `steps.my-step` parses as `steps.my - step`.
+                        if source.contains('-') {
+                            "; a step id with `-` is written `steps[\"my-step\"]`"
+                        } else {
+                            ""
+                        }
                     ),
                 );
                 None
