@@ -594,6 +594,9 @@ async fn cancelling_stops_the_run() {
     let started = std::time::Instant::now();
     let r = run_with(w, &[], cancel).await;
     assert_eq!(r.report.status, RunStatus::Cancelled);
+    // The cut-off call's reservation is reported apart, never as spent fuel.
+    assert!(r.report.fuel.unsettled > 0);
+    assert!(r.report.fuel.used < r.report.fuel.unsettled);
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "the nap was cut short"

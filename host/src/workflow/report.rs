@@ -85,8 +85,12 @@ pub struct Counts {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FuelUse {
+    /// Fuel the finished calls used.
     pub used: u64,
     pub budget: u64,
+    /// Fuel reserved by calls cut off by cancellation: they used at most
+    /// this much, and it is not known how much.
+    pub unsettled: u64,
 }
 
 /// Everything a run did, for people (`summary`) and machines (the rest).
@@ -132,6 +136,12 @@ impl RunReport {
             },
             std::time::Duration::from_micros(self.wall_time_us),
         );
+        if self.fuel.unsettled > 0 {
+            s.push_str(&format!(
+                " (plus at most {} reserved by calls cut off by cancellation)",
+                self.fuel.unsettled
+            ));
+        }
         if let Some(e) = &self.error {
             s.push_str(&format!(". {e}"));
         }

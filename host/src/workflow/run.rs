@@ -154,8 +154,7 @@ struct FuelPool {
     remaining: u64,
     used: u64,
     /// Reserved by calls still running. A call dropped by cancellation never
-    /// settles, so its reservation counts as spent: the report never
-    /// understates what a run used.
+    /// settles; the report shows its reservation as `unsettled`.
     outstanding: u64,
 }
 
@@ -931,9 +930,9 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
         None if counts.degraded > 0 => (RunStatus::Degraded, None),
         None => (RunStatus::Completed, None),
     };
-    let used = {
+    let (used, unsettled) = {
         let pool = exec.fuel.lock().unwrap();
-        pool.used + pool.outstanding
+        (pool.used, pool.outstanding)
     };
     exec.emit(Event::RunFinished {
         status: status.name().into(),
@@ -948,6 +947,7 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
         fuel: FuelUse {
             used,
             budget: w.fuel_budget,
+            unsettled,
         },
         outputs: outputs_value,
         breakers: exec.breakers.iter().map(|(n, b)| b.report(n)).collect(),
