@@ -541,7 +541,12 @@ impl Validator<'_> {
             );
         }
 
-        if let Join::AtLeast(n) = s.join
+        if s.join != Join::All && deps.is_empty() {
+            self.err(
+                format!("{f}.join"),
+                format!("`join` needs dependencies; step `{}` has none", s.id),
+            );
+        } else if let Join::AtLeast(n) = s.join
             && (n == 0 || n as usize > deps.len())
         {
             self.err(
@@ -551,9 +556,6 @@ impl Validator<'_> {
                     deps.len()
                 ),
             );
-        }
-        if s.join != Join::All && deps.is_empty() {
-            self.err(format!("{f}.join"), "a join needs dependencies".to_owned());
         }
 
         if self.diags.len() > before {
