@@ -30,6 +30,12 @@ fn handoff_packet_schema_is_current() {
 }
 
 #[test]
+fn workflow_schema_is_current() {
+    let schema = schemars::schema_for!(corral::workflow::definition::WorkflowDef);
+    check("workflow.json", serde_json::to_value(schema).unwrap());
+}
+
+#[test]
 fn the_packet_schema_accepts_what_the_host_sends() {
     let schema = corral::packet::packet_schema();
     let validator = jsonschema::validator_for(&schema).unwrap();

@@ -116,6 +116,16 @@ impl Failure {
         }
     }
 
+    /// The workflow's fuel pool cannot cover the call: the run stops.
+    fn workflow_fuel(message: String) -> Self {
+        Self {
+            kind: "workflow_fuel_exhausted".into(),
+            class: ErrorClass::Permanent,
+            message,
+            special: Special::WorkflowFuel,
+        }
+    }
+
     fn cancelled() -> Self {
         Self {
             kind: "cancelled".into(),
@@ -263,15 +273,10 @@ impl Exec {
                     let limit = self.reserve(budget.fuel);
                     if limit == 0 {
                         breaker.release(trial);
-                        return Err(Failure {
-                            kind: "workflow_fuel_exhausted".into(),
-                            class: ErrorClass::Permanent,
-                            message: format!(
-                                "the workflow fuel budget of {} is spent; step `{}` was not started (raise `budget.fuel` in the workflow)",
-                                self.w.fuel_budget, step.id
-                            ),
-                            special: Special::WorkflowFuel,
-                        });
+                        return Err(Failure::workflow_fuel(format!(
+                            "the workflow fuel budget of {} is spent; step `{}` was not started (raise `budget.fuel` in the workflow)",
+                            self.w.fuel_budget, step.id
+                        )));
                     }
                     self.emit(Event::CallStarted {
                         step: step.id.clone(),
@@ -319,15 +324,10 @@ impl Exec {
                         // The workflow's budget cut the call short: not the agent's fault.
                         Err(CallError::FuelExhausted { .. }) if limit < budget.fuel => {
                             breaker.release(trial);
-                            return Err(Failure {
-                                kind: "workflow_fuel_exhausted".into(),
-                                class: ErrorClass::Permanent,
-                                message: format!(
-                                    "the workflow fuel budget of {} ran out during step `{}`: it got {limit} of its {} instructions (raise `budget.fuel` in the workflow)",
-                                    self.w.fuel_budget, step.id, budget.fuel
-                                ),
-                                special: Special::WorkflowFuel,
-                            });
+                            return Err(Failure::workflow_fuel(format!(
+                                "the workflow fuel budget of {} ran out during step `{}`: it got {limit} of its {} instructions (raise `budget.fuel` in the workflow)",
+                                self.w.fuel_budget, step.id, budget.fuel
+                            )));
                         }
                         // Bad input is the caller's fault, not the agent's health.
                         Err(e @ CallError::InvalidInput { .. }) => {
