@@ -113,6 +113,7 @@ async fn run_once(rt: &Arc<Runtime>, w: &Arc<Workflow>) {
         events: discard(),
         cancel: CancellationToken::new(),
         seed: 0,
+        ..RunOptions::new("", serde_json::Value::Null)
     };
     let report = run(rt.clone(), w.clone(), opts).await;
     assert_eq!(report.status, RunStatus::Completed, "{}", report.summary);

@@ -63,9 +63,9 @@ async fn main() -> anyhow::Result<()> {
 
     println!("\n3. run");
     let events: EventSink = Arc::new(|e: &Event| match e {
-        Event::StepCompleted { step } => println!("   ✓ {step}"),
+        Event::StepCompleted { step, .. } => println!("   ✓ {step}"),
         Event::StepSkipped { step, reason } => println!("   – {step} skipped: {reason}"),
-        Event::StepFailed { step, error } => println!("   ✗ {step}: {error}"),
+        Event::StepFailed { step, error, .. } => println!("   ✗ {step}: {error}"),
         Event::StepRetrying {
             step, next_attempt, ..
         } => println!("   ↻ {step} retrying (attempt {next_attempt})"),
@@ -78,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         events,
         cancel: CancellationToken::new(),
         seed: 0,
+        ..RunOptions::new("", serde_json::Value::Null)
     };
     let report = run(runtime.clone(), workflow, opts).await;
     println!("   {}", report.summary);

@@ -61,6 +61,7 @@ async fn run_with(
         events: sink,
         cancel,
         seed: 7,
+        ..RunOptions::new("", serde_json::Value::Null)
     };
     let report = run(runtime().clone(), w, opts).await;
     let events = events.lock().unwrap().clone();
@@ -80,7 +81,7 @@ fn started(step: &str) -> impl Fn(&Event) -> bool + '_ {
 }
 
 fn completed(step: &str) -> impl Fn(&Event) -> bool + '_ {
-    move |e| matches!(e, Event::StepCompleted { step: s } if s == step)
+    move |e| matches!(e, Event::StepCompleted { step: s, .. } if s == step)
 }
 
 /// The most calls in flight at once, from call start and finish events.

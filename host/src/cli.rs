@@ -1,6 +1,8 @@
 //! Command-line parsing, logging setup and the documented exit codes.
 
+mod approve;
 mod call;
+mod history;
 mod inspect;
 mod render;
 mod run;
@@ -8,8 +10,10 @@ mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use corral::store::{Durability, SqliteStore, Store, StoreError};
 use corral::{EngineConfig, FailureKind, Runtime, RuntimeConfig};
 
 const EXIT_CODES: &str = "\
@@ -24,8 +28,9 @@ Exit codes:
   7  the file is not a usable agent (not wasm, not a component, wrong world)
   8  the host itself failed
   9  the workflow file or its params are invalid
- 10  the run paused at a step for a human (`on_error: pause`)
-130  the run was cancelled (Ctrl-C)
+ 10  the run waits for a human (an approval step, or `on_error: pause`)
+ 11  the run is driven by another process right now
+130  the run was cancelled (Ctrl-C, or `corral cancel`)
 
 For `corral run`, a failed step exits 1 and a spent workflow fuel budget exits 3.";
 
@@ -48,6 +53,21 @@ struct Cli {
     #[arg(long, global = true, value_name = "SIZE", default_value = "512KiB", value_parser = parse_bytes)]
     max_stack: u64,
 
+    /// Where runs are journaled (a SQLite database inside).
+    #[arg(
+        long,
+        global = true,
+        env = "CORRAL_STATE_DIR",
+        value_name = "DIR",
+        default_value = corral::store::DEFAULT_STATE_DIR
+    )]
+    state_dir: PathBuf,
+
+    /// How hard each journal commit pushes to disk: `normal` survives the
+    /// process being killed, `full` also survives power loss (slower).
+    #[arg(long, global = true, env = "CORRAL_DURABILITY", value_enum, default_value_t = Durability::Normal)]
+    durability: Durability,
+
     /// Log filter (tracing's EnvFilter syntax); agents log under `corral::agent`.
     #[arg(
         long,
@@ -69,9 +89,56 @@ enum Command {
     /// Check a workflow without running it: references, types of every edge, cycles, CEL, components; print the plan.
     #[command(after_help = EXIT_CODES)]
     Validate(validate::ValidateArgs),
-    /// Validate and run a workflow, printing progress and the run report.
+    /// Validate and run a workflow, journaled in the state directory, printing progress and the run report.
     #[command(after_help = EXIT_CODES)]
     Run(run::RunArgs),
+    /// Continue a run that was interrupted, paused, waiting or cancelled; committed steps are not run again.
+    #[command(after_help = EXIT_CODES)]
+    Resume(run::ResumeArgs),
+    /// Run a step of a stored run again (a failed one, typically), then what depends on it.
+    #[command(after_help = EXIT_CODES)]
+    Retry(run::RetryArgs),
+    /// List the runs in the state directory with their status.
+    Runs(history::RunsArgs),
+    /// Show a run: each step's status, attempts, fuel, memory, time and errors, and waiting approvals.
+    Show(history::ShowArgs),
+    /// Print a run's journal as JSON lines.
+    Events(history::EventsArgs),
+    /// Answer a waiting approval (or a paused step) with an input that matches its schema.
+    Approve(approve::ApproveArgs),
+    /// Reject a waiting approval (or a paused step): the step fails.
+    Reject(approve::RejectArgs),
+    /// Cancel a run: its driver stops it, or it is marked cancelled if nothing drives it.
+    #[command(after_help = EXIT_CODES)]
+    Cancel(history::CancelArgs),
+    /// Delete finished runs older than a duration, and the blobs and cache entries nothing uses any more.
+    Gc(history::GcArgs),
+}
+
+/// Where the state store is, and how durable its commits are.
+pub struct StateArgs {
+    pub dir: PathBuf,
+    pub durability: Durability,
+}
+
+impl StateArgs {
+    pub fn open(&self) -> Result<Arc<dyn Store>, Exit> {
+        SqliteStore::open(&self.dir, self.durability)
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map_err(|e| store_error(&e))
+    }
+}
+
+/// Prints a store error and picks its exit code.
+pub fn store_error(e: &StoreError) -> Exit {
+    eprintln!("error: {e}");
+    match e {
+        StoreError::UnknownRun(_) | StoreError::RunExists(_) | StoreError::Step { .. } => {
+            Exit::Usage
+        }
+        StoreError::Leased { .. } => Exit::Leased,
+        StoreError::Backend { .. } => Exit::Host,
+    }
 }
 
 /// Exit codes, as documented in `--help`.
@@ -88,6 +155,7 @@ pub enum Exit {
     Host = 8,
     InvalidWorkflow = 9,
     Paused = 10,
+    Leased = 11,
     Cancelled = 130,
 }
 
@@ -113,17 +181,42 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    let state = StateArgs {
+        dir: cli.state_dir.clone(),
+        durability: cli.durability,
+    };
+    // History commands need no wasm engine.
+    let exit = match cli.command {
+        Command::Runs(args) => history::runs(args, &state),
+        Command::Show(args) => history::show(args, &state),
+        Command::Approve(args) => approve::approve(args, &state),
+        Command::Reject(args) => approve::reject(args, &state),
+        Command::Gc(args) => history::gc(args, &state),
+        command => {
+            return run_engine(cli.cache_dir, cli.no_cache, cli.max_stack, command, &state);
+        }
+    };
+    ExitCode::from(exit as u8)
+}
+
+fn run_engine(
+    cache_dir: Option<PathBuf>,
+    no_cache: bool,
+    max_stack: u64,
+    command: Command,
+    state: &StateArgs,
+) -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     let exit = runtime.block_on(async {
         let config = RuntimeConfig {
             engine: EngineConfig {
-                max_wasm_stack: cli.max_stack as usize,
+                max_wasm_stack: max_stack as usize,
                 ..EngineConfig::default()
             },
-            cache_dir: if cli.no_cache {
+            cache_dir: if no_cache {
                 None
             } else {
-                cli.cache_dir.clone().or_else(corral::default_cache_dir)
+                cache_dir.or_else(corral::default_cache_dir)
             },
             ..RuntimeConfig::default()
         };
@@ -134,11 +227,20 @@ pub fn main() -> ExitCode {
                 return Exit::Host;
             }
         };
-        match cli.command {
+        match command {
             Command::Call(args) => call::run(&rt, args).await,
             Command::Inspect(args) => inspect::run(&rt, args).await,
             Command::Validate(args) => validate::run(&rt, args).await,
-            Command::Run(args) => run::run(rt, args).await,
+            Command::Run(args) => run::run(rt, args, state).await,
+            Command::Resume(args) => run::resume(rt, args, state).await,
+            Command::Retry(args) => run::retry(rt, args, state).await,
+            Command::Events(args) => history::events(args, state).await,
+            Command::Cancel(args) => history::cancel(rt, args, state).await,
+            Command::Runs(_)
+            | Command::Show(_)
+            | Command::Approve(_)
+            | Command::Reject(_)
+            | Command::Gc(_) => unreachable!("handled without the engine"),
         }
     });
     ExitCode::from(exit as u8)

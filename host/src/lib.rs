@@ -17,6 +17,7 @@ pub mod packet;
 pub mod receipt;
 pub mod runtime;
 pub mod schema;
+pub mod store;
 pub mod wit;
 pub mod workflow;
 

@@ -3,8 +3,10 @@
 pub mod breaker;
 pub mod condition;
 pub mod definition;
+pub mod durable;
 pub mod edges;
 pub mod events;
+pub mod journal;
 pub mod model;
 pub mod plan;
 pub mod reference;

@@ -7,14 +7,16 @@ use std::sync::{Arc, Mutex};
 
 use clap::Args;
 use corral::Runtime;
+use corral::workflow::durable::{ResumeError, ResumeRequest, begin, reopen};
 use corral::workflow::events::{Event, EventSink};
+use corral::workflow::model::Workflow;
 use corral::workflow::report::{RunReport, RunStatus};
 use corral::workflow::run::{RunOptions, resolve_params, run as run_workflow};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::Exit;
+use super::{Exit, StateArgs};
 use super::validate::Report;
 
 #[derive(Args)]
@@ -26,10 +28,6 @@ pub struct RunArgs {
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_param)]
     params: Vec<(String, String)>,
 
-    /// Print one JSON object per event, then the report as `{"type": "report", ...}`.
-    #[arg(long)]
-    json: bool,
-
     /// Identifier of this run [default: generated].
     #[arg(long)]
     run_id: Option<String>,
@@ -37,6 +35,64 @@ pub struct RunArgs {
     /// Seed of the retry jitter.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+
+    /// Run in memory only: no journal, so no resume, approvals or step cache.
+    #[arg(long)]
+    ephemeral: bool,
+
+    #[command(flatten)]
+    drive: DriveArgs,
+}
+
+/// How a run is driven and shown; shared by `run`, `resume` and `retry`.
+#[derive(Args)]
+pub struct DriveArgs {
+    /// Print one JSON object per event, then the report as `{"type": "report", ...}`.
+    #[arg(long)]
+    json: bool,
+
+    /// When only approval steps are left, wait for their answers (and
+    /// deadlines) instead of exiting with status `waiting`.
+    #[arg(long)]
+    wait: bool,
+
+    /// On Ctrl-C, run the compensations of completed steps.
+    #[arg(long)]
+    compensate_on_cancel: bool,
+}
+
+#[derive(Args)]
+pub struct ResumeArgs {
+    /// The run to continue (see `corral runs`).
+    run_id: String,
+
+    /// Give a param a new value; only steps whose resolved inputs change run again. Repeatable.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+
+    /// Accept components whose digest changed since the run started (recorded in the journal).
+    #[arg(long)]
+    allow_changed_components: bool,
+
+    #[command(flatten)]
+    drive: DriveArgs,
+}
+
+#[derive(Args)]
+pub struct RetryArgs {
+    /// The run (see `corral runs`).
+    run_id: String,
+
+    /// The step to run again; steps that read its output run again if it changes. Repeatable.
+    #[arg(long = "step", required = true)]
+    steps: Vec<String>,
+
+    /// Accept components whose digest changed since the run started (recorded in the journal).
+    #[arg(long)]
+    allow_changed_components: bool,
+
+    #[command(flatten)]
+    drive: DriveArgs,
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -46,8 +102,8 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{s}` is not of the form name=value"))
 }
 
-pub async fn run(rt: Runtime, args: RunArgs) -> Exit {
-    let report = if args.json {
+pub async fn run(rt: Runtime, args: RunArgs, state: &StateArgs) -> Exit {
+    let report = if args.drive.json {
         Report::RunJson
     } else {
         Report::Text
@@ -59,7 +115,7 @@ pub async fn run(rt: Runtime, args: RunArgs) -> Exit {
     let params = match resolve_params(&w, &args.params) {
         Ok(p) => p,
         Err(errors) => {
-            if args.json {
+            if args.drive.json {
                 println!(
                     "{}",
                     json!({ "type": "error", "data": { "errors": errors } })
@@ -74,7 +130,92 @@ pub async fn run(rt: Runtime, args: RunArgs) -> Exit {
     };
     let run_id = args.run_id.unwrap_or_else(new_run_id);
     let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
+    let journal = if args.ephemeral {
+        None
+    } else {
+        let store = match state.open() {
+            Ok(s) => s,
+            Err(exit) => return exit,
+        };
+        match begin(store, &w, &params, &run_id, cancel.clone()) {
+            Ok(j) => Some(j),
+            Err(e) => return super::store_error(&e),
+        }
+    };
+    let mut opts = RunOptions::new(run_id, params);
+    opts.seed = args.seed;
+    opts.cancel = cancel;
+    opts.journal = journal;
+    drive(Arc::new(rt), w, opts, &args.drive).await
+}
+
+pub async fn resume(rt: Runtime, args: ResumeArgs, state: &StateArgs) -> Exit {
+    let req = ResumeRequest {
+        run_id: args.run_id,
+        params: args.params,
+        allow_changed_components: args.allow_changed_components,
+        force: BTreeSet::new(),
+    };
+    reopen_and_drive(rt, req, state, &args.drive).await
+}
+
+pub async fn retry(rt: Runtime, args: RetryArgs, state: &StateArgs) -> Exit {
+    let req = ResumeRequest {
+        run_id: args.run_id,
+        params: Vec::new(),
+        allow_changed_components: args.allow_changed_components,
+        force: args.steps.into_iter().collect(),
+    };
+    reopen_and_drive(rt, req, state, &args.drive).await
+}
+
+async fn reopen_and_drive(
+    rt: Runtime,
+    req: ResumeRequest,
+    state: &StateArgs,
+    d: &DriveArgs,
+) -> Exit {
+    let store = match state.open() {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
+    let cancel = CancellationToken::new();
+    let r = match reopen(&rt, store, &req, cancel.clone()).await {
+        Ok(r) => r,
+        Err(e) => return resume_error(&e, d.json),
+    };
+    let mut opts = RunOptions::new(req.run_id.clone(), r.params);
+    opts.cancel = cancel;
+    opts.journal = Some(r.journal);
+    opts.resume = Some(r.resume);
+    drive(Arc::new(rt), r.workflow, opts, d).await
+}
+
+fn resume_error(e: &ResumeError, json: bool) -> Exit {
+    let exit = match e {
+        ResumeError::Store(s) => return super::store_error(s),
+        ResumeError::Finished { .. } | ResumeError::UnknownStep { .. } => Exit::Usage,
+        ResumeError::Invalid { .. }
+        | ResumeError::ChangedComponents { .. }
+        | ResumeError::Params { .. } => Exit::InvalidWorkflow,
+    };
+    if json {
+        println!(
+            "{}",
+            json!({ "type": "error", "data": { "errors": [e.to_string()] } })
+        );
+    } else {
+        eprintln!("error: {e}");
+        if let ResumeError::Invalid { diagnostics, .. } = e {
+            super::validate::print_diagnostics(diagnostics);
+        }
+    }
+    exit
+}
+
+/// Runs to the end with progress (or JSON events), prints the report, closes the journal.
+async fn drive(rt: Arc<Runtime>, w: Arc<Workflow>, mut opts: RunOptions, d: &DriveArgs) -> Exit {
+    let on_signal = opts.cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("cancelling the run (Ctrl-C again to abort at once)");
@@ -85,7 +226,7 @@ pub async fn run(rt: Runtime, args: RunArgs) -> Exit {
         }
     });
 
-    let (events, bar) = if args.json {
+    let (events, bar) = if d.json {
         let sink: EventSink =
             Arc::new(|e: &Event| println!("{}", serde_json::to_string(e).unwrap()));
         (sink, None)
@@ -94,7 +235,7 @@ pub async fn run(rt: Runtime, args: RunArgs) -> Exit {
         (sink, Some(bar))
     } else {
         let sink: EventSink = Arc::new(|e: &Event| match e {
-            Event::StepFailed { step, error } => eprintln!("step `{step}` failed: {error}"),
+            Event::StepFailed { step, error, .. } => eprintln!("step `{step}` failed: {error}"),
             Event::StepRetrying {
                 step,
                 next_attempt,
@@ -106,33 +247,52 @@ pub async fn run(rt: Runtime, args: RunArgs) -> Exit {
                     "step `{step}` retrying (attempt {next_attempt} in {delay_ms} ms): {error}"
                 )
             }
+            Event::ApprovalRequested { step, prompt, .. } => {
+                eprintln!("step `{step}` waits for a human: {prompt}")
+            }
             _ => {}
         });
         (sink, None)
     };
-
-    let rt = Arc::new(rt);
-    let opts = RunOptions {
-        run_id,
-        params,
-        events,
-        cancel,
-        seed: args.seed,
-    };
+    opts.events = events;
+    opts.wait_for_approvals = d.wait;
+    opts.compensate_on_cancel = d.compensate_on_cancel;
+    let journal = opts.journal.clone();
     let report = run_workflow(rt, w, opts).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if args.json {
+    let journaled = match &journal {
+        Some(j) => j.close().await,
+        None => Ok(()),
+    };
+    if d.json {
         println!("{}", json!({ "type": "report", "data": report }));
     } else {
         print_report(&report);
+        if journal.is_some() && report.status != RunStatus::Completed {
+            eprintln!(
+                "run `{}` is journaled: `corral show {}` for details{}",
+                report.run_id,
+                report.run_id,
+                match report.status {
+                    RunStatus::Waiting | RunStatus::Paused =>
+                        format!("; answer with `corral approve {} <step> --input <json>` or `corral reject`, then `corral resume {}`", report.run_id, report.run_id),
+                    RunStatus::Cancelled => format!(", `corral resume {}` to continue", report.run_id),
+                    _ => String::new(),
+                }
+            );
+        }
+    }
+    if let Err(e) = journaled {
+        eprintln!("error: the run's journal is incomplete: {e}");
+        return Exit::Host;
     }
     match report.status {
         RunStatus::Completed | RunStatus::Degraded => Exit::Success,
         RunStatus::Failed => Exit::AgentError,
         RunStatus::FuelExhausted => Exit::Budget,
-        RunStatus::Paused => Exit::Paused,
+        RunStatus::Paused | RunStatus::Waiting => Exit::Paused,
         RunStatus::Cancelled => Exit::Cancelled,
     }
 }
@@ -162,15 +322,18 @@ fn progress(total: usize) -> (EventSink, ProgressBar) {
             Event::StepStarted { step } => {
                 s.0.insert(step.clone());
             }
-            Event::CallFinished { fuel_used, .. } => s.1 += fuel_used,
-            Event::StepCompleted { step }
+            Event::CallFinished { receipt, .. } => s.1 += receipt.fuel_used,
+            Event::StepCompleted { step, .. }
             | Event::StepFailed { step, .. }
             | Event::StepDegraded { step, .. }
             | Event::StepPaused { step, .. } => {
                 s.0.remove(step);
                 b.inc(1);
             }
-            Event::StepSkipped { .. } => b.inc(1),
+            Event::StepSkipped { .. } | Event::StepReused { .. } => b.inc(1),
+            Event::ApprovalRequested { step, prompt, .. } => {
+                b.println(format!("  `{step}` waits for a human: {prompt}"));
+            }
             Event::StepRetrying {
                 step, next_attempt, ..
             } => {
@@ -203,6 +366,8 @@ fn print_report(r: &RunReport) {
             .error
             .clone()
             .or_else(|| s.skip_reason.clone())
+            .or_else(|| s.reused.then(|| "reused from an earlier session".to_owned()))
+            .or_else(|| s.cached.then(|| "from the step cache".to_owned()))
             .or_else(|| {
                 s.fallback
                     .as_ref()
@@ -229,6 +394,14 @@ fn print_report(r: &RunReport) {
             b.agent,
             b.transitions.join(", "),
             serde_json::to_value(b.state).unwrap()
+        );
+    }
+    for c in &r.compensations {
+        println!(
+            "  compensated `{}` with `{}`: {}",
+            c.step,
+            c.agent,
+            c.error.as_deref().unwrap_or("ok")
         );
     }
     println!(

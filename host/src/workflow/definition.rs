@@ -183,8 +183,22 @@ impl Default for WorkflowBudget {
 pub struct StepDef {
     /// Unique step name. Example: `id: summarize`.
     pub id: String,
-    /// A key of `agents`.
+    /// A key of `agents`. Every step has one, except approval steps.
+    #[serde(default)]
     pub agent: String,
+    /// Makes this an approval step: the run waits for a human to answer
+    /// with `corral approve` or `corral reject`; the answer is its output.
+    #[serde(default)]
+    pub approval: Option<ApprovalDef>,
+    /// An agent that undoes this step: when the run fails (or is cancelled
+    /// with `--compensate`), it is called with this step's output, in
+    /// reverse completion order.
+    #[serde(default)]
+    pub compensate: Option<String>,
+    /// Reuse an earlier output for the same component and input:
+    /// `cache: true`, or `cache: {ttl: 1h}`.
+    #[serde(default)]
+    pub cache: Option<CacheDef>,
     /// The payload: literals and references (`$params.x`,
     /// `$steps.<id>.output.<path>`, `$item`). A string starting with `$$` is
     /// a literal starting with `$`.
@@ -347,4 +361,44 @@ pub struct CriticDef {
     pub agent: String,
     /// The critic's payload; `$output` is the iteration's output.
     pub input: Value,
+}
+
+/// A human decision the run waits for.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalDef {
+    /// What the human is asked. Example: `prompt: Publish this summary?`.
+    pub prompt: String,
+    /// JSON Schema of the input `corral approve --input` must give; the
+    /// input becomes the step's output. Default: any object.
+    #[serde(default)]
+    pub schema: Option<Value>,
+    /// How long to wait. Example: `timeout: 24h`.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// What a timeout does: `fail` the step, or complete it with `default`.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+    /// The output used when `on_timeout: default`.
+    #[serde(default)]
+    pub default: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    #[default]
+    Fail,
+    Default,
+}
+
+/// Step caching: `true`, or a table with a time to live.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CacheDef {
+    Enabled(bool),
+    Ttl {
+        /// How long an entry stays usable. Example: `ttl: 1h`.
+        ttl: Dur,
+    },
 }

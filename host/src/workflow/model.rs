@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::{Agent, Budget, Grants};
 
 use super::condition::Condition;
@@ -61,6 +63,43 @@ pub struct Step {
     pub on_error: OnError,
     pub repeat: Option<Repeat>,
     pub join: Join,
+    /// An approval step: it waits for a human instead of calling an agent.
+    pub approval: Option<Approval>,
+    /// The agent that undoes this step when the run fails.
+    pub compensate: Option<String>,
+    /// Caching: `Some(None)` keeps entries forever, `Some(Some(ttl))` for `ttl`.
+    pub cache: Option<Option<Duration>>,
+}
+
+/// A validated approval step.
+#[derive(Debug, Clone)]
+pub struct Approval {
+    pub prompt: String,
+    /// JSON Schema of the human's input, which becomes the step's output.
+    pub schema: Value,
+    pub validator: Arc<jsonschema::Validator>,
+    pub timeout: Option<Duration>,
+    /// On timeout: complete with this output (`on_timeout: default`), or fail.
+    pub default: Option<Value>,
+}
+
+impl Approval {
+    /// Checks a human's input against the schema; the message names each problem.
+    pub fn check(&self, input: &Value) -> Result<(), String> {
+        let problems: Vec<String> = self
+            .validator
+            .iter_errors(input)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                format!("{}: {e}", if at.is_empty() { "(root)" } else { &at })
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

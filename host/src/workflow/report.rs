@@ -16,6 +16,8 @@ pub enum RunStatus {
     FuelExhausted,
     /// A step with `on_error: pause` failed; the run waits for a human.
     Paused,
+    /// Approval steps wait for a human; nothing else can run until they are answered.
+    Waiting,
     Cancelled,
 }
 
@@ -27,6 +29,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::FuelExhausted => "fuel_exhausted",
             RunStatus::Paused => "paused",
+            RunStatus::Waiting => "waiting",
             RunStatus::Cancelled => "cancelled",
         }
     }
@@ -42,6 +45,8 @@ pub enum StepStatus {
     Failed,
     Skipped,
     Paused,
+    /// An approval step waiting for a human.
+    Waiting,
     Cancelled,
 }
 
@@ -70,6 +75,21 @@ pub struct StepReport {
     /// The error's kind, such as `fuel_exhausted` or `agent`.
     pub error_kind: Option<String>,
     pub skip_reason: Option<String>,
+    /// Every call was answered from the step cache; no fuel was spent.
+    pub cached: bool,
+    /// The output was committed by an earlier session of this run and reused.
+    pub reused: bool,
+}
+
+/// One compensation: a completed step undone after the run failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompensationReport {
+    pub step: String,
+    pub agent: String,
+    /// `ok`, or the error kind.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub fuel_used: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -104,6 +124,10 @@ pub struct RunReport {
     pub fuel: FuelUse,
     pub outputs: Value,
     pub breakers: Vec<BreakerReport>,
+    /// Compensations run after the run failed, in the order they ran.
+    pub compensations: Vec<CompensationReport>,
+    /// Approval steps waiting for a human.
+    pub waiting: Vec<String>,
     pub wall_time_us: u64,
     /// Why the run did not complete, when it did not.
     pub error: Option<String>,
@@ -144,6 +168,22 @@ impl RunReport {
         }
         if let Some(e) = &self.error {
             s.push_str(&format!(". {e}"));
+        }
+        let failed = self
+            .compensations
+            .iter()
+            .filter(|c| c.outcome != "ok")
+            .count();
+        if !self.compensations.is_empty() {
+            s.push_str(&format!(
+                ". Compensated {} step(s){}",
+                self.compensations.len(),
+                if failed > 0 {
+                    format!(", {failed} compensation(s) FAILED")
+                } else {
+                    String::new()
+                }
+            ));
         }
         self.summary = s;
     }

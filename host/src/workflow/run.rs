@@ -13,14 +13,18 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::store::{StepRecord, digest, now_ms};
 use crate::{Budget, CallError, ErrorClass, HandoffPacket, Runtime};
 
 use super::breaker::{Breaker, Transition};
 use super::definition::{Join, OnError};
-use super::events::{Event, EventSink};
+use super::events::{Event, EventSink, StepStats};
+use super::journal::Journal;
 use super::model::{ForEach, Step, Workflow};
 use super::reference::{Reference, Source};
-use super::report::{Counts, FuelUse, RunReport, RunStatus, StepReport, StepStatus};
+use super::report::{
+    CompensationReport, Counts, FuelUse, RunReport, RunStatus, StepReport, StepStatus,
+};
 use super::validate::param_value;
 
 /// How to run a workflow.
@@ -33,6 +37,54 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// Seed of the retry jitter, for reproducible schedules.
     pub seed: u64,
+    /// Where the run is journaled; `None` runs in memory only.
+    pub journal: Option<Arc<Journal>>,
+    /// What earlier sessions of this run committed.
+    pub resume: Option<Resume>,
+    /// Keep running while approval steps wait, polling the store for answers
+    /// (and their deadlines), instead of stopping with status `waiting`.
+    pub wait_for_approvals: bool,
+    /// Run the compensations of completed steps when the run is cancelled.
+    pub compensate_on_cancel: bool,
+}
+
+impl RunOptions {
+    /// An in-memory run with no events.
+    pub fn new(run_id: impl Into<String>, params: Value) -> Self {
+        Self {
+            run_id: run_id.into(),
+            params,
+            events: super::events::discard(),
+            cancel: CancellationToken::new(),
+            seed: 0,
+            journal: None,
+            resume: None,
+            wait_for_approvals: false,
+            compensate_on_cancel: false,
+        }
+    }
+}
+
+/// What earlier sessions of a run left in the store.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// This session's number: 2 for the first resume.
+    pub session: u32,
+    /// Stored step state by step id.
+    pub steps: HashMap<String, Prior>,
+    /// Steps to run again even if what they read did not change (`corral retry`).
+    pub force: BTreeSet<String>,
+    /// Components whose digest changed since the run started (allowed explicitly).
+    pub changed_components: Vec<String>,
+    /// Params given new values for this session.
+    pub changed_params: Vec<String>,
+}
+
+/// One step as an earlier session left it.
+#[derive(Debug, Clone)]
+pub struct Prior {
+    pub record: StepRecord,
+    pub output: Option<Arc<Value>>,
 }
 
 /// Checks `--param name=value` pairs against the declared params and fills defaults.
@@ -139,6 +191,8 @@ impl Failure {
 /// What a step consumed, summed over its calls.
 #[derive(Debug, Default, Clone)]
 struct Stats {
+    /// Calls answered from the step cache.
+    cache_hits: u32,
     attempts: u32,
     retries: u32,
     fallback: Option<String>,
@@ -151,12 +205,26 @@ struct Stats {
 
 impl Stats {
     fn merge(&mut self, o: Stats) {
+        self.cache_hits += o.cache_hits;
         self.attempts += o.attempts;
         self.retries += o.retries;
         self.fallback = self.fallback.take().or(o.fallback);
         self.fuel += o.fuel;
         self.peak = self.peak.max(o.peak);
         self.wall_us += o.wall_us;
+    }
+
+    fn public(&self) -> StepStats {
+        StepStats {
+            attempts: self.attempts,
+            retries: self.retries,
+            fallback: self.fallback.clone(),
+            items: self.items,
+            iterations: self.iterations,
+            fuel_used: self.fuel,
+            peak_memory_bytes: self.peak,
+            wall_time_us: self.wall_us,
+        }
     }
 }
 
@@ -180,6 +248,7 @@ struct Exec {
     fuel: Mutex<FuelPool>,
     breakers: BTreeMap<String, Breaker>,
     rng: Mutex<fastrand::Rng>,
+    journal: Option<Arc<Journal>>,
 }
 
 /// Outputs of finished dependencies, as one step sees them.
@@ -193,7 +262,54 @@ struct StepDone {
 
 impl Exec {
     fn emit(&self, e: Event) {
+        if let Some(j) = &self.journal {
+            j.record(&e);
+        }
         (self.events)(&e);
+    }
+
+    /// The cache key of a call: the component's digest and the input's canonical JSON.
+    fn cache_key(&self, agent: &str, input: &Value) -> String {
+        let mut bytes = self.w.agents[agent].agent.digest().as_bytes().to_vec();
+        bytes.push(b'\n');
+        bytes.extend(serde_json_canonicalizer::to_vec(input).unwrap_or_default());
+        digest(&bytes)
+    }
+
+    /// A live cached output for this call, if the step caches and one exists.
+    fn cached(&self, step: &Step, key: &str) -> Option<Value> {
+        let store = self.journal.as_ref()?.store();
+        step.cache?;
+        let d = store
+            .cache_get(key, now_ms())
+            .map_err(|e| tracing::warn!("step cache lookup failed: {e}"))
+            .ok()??;
+        let bytes = store.blob(&d).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn cache_put(&self, step: &Step, key: String, output: &Value) {
+        let (Some(j), Some(ttl)) = (&self.journal, step.cache) else {
+            return;
+        };
+        let bytes = serde_json::to_vec(output).unwrap_or_default();
+        let d = digest(&bytes);
+        let entry = crate::store::Entry {
+            blob: Some((d.clone(), bytes)),
+            cache: Some((
+                key.clone(),
+                d.clone(),
+                ttl.map(|t| now_ms() + t.as_millis() as i64),
+            )),
+            ..crate::store::Entry::new(
+                "cache_stored",
+                Some(step.id.clone()),
+                json!({ "step": step.id, "key": key, "output": d }).to_string(),
+            )
+        };
+        if let Err(e) = j.store().commit(j.run_id(), &[entry]) {
+            tracing::warn!("cannot store step `{}` in the cache: {e}", step.id);
+        }
     }
 
     fn announce(&self, agent: &str, t: Transition) {
@@ -235,11 +351,27 @@ impl Exec {
         stats: &mut Stats,
     ) -> Result<Value, Failure> {
         let wa = &self.w.agents[agent];
+        let key = step.cache.map(|_| self.cache_key(agent, &input));
+        if let Some(key) = &key
+            && let Some(v) = self.cached(step, key)
+        {
+            stats.cache_hits += 1;
+            self.emit(Event::CallCached {
+                step: step.id.clone(),
+                agent: agent.into(),
+                item,
+                key: key.clone(),
+            });
+            return Ok(v);
+        }
         let packet = HandoffPacket::new(self.run_id.clone(), step.id.clone(), input);
         let breaker = &self.breakers[agent];
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // Numbered across the step's calls and sessions: a call cut off by
+            // a crash counts, and its rerun is the next attempt.
+            let number = stats.attempts + 1;
             if self.cancel.is_cancelled() {
                 return Err(Failure::cancelled());
             }
@@ -281,7 +413,7 @@ impl Exec {
                     self.emit(Event::CallStarted {
                         step: step.id.clone(),
                         agent: agent.into(),
-                        attempt,
+                        attempt: number,
                         item,
                         iteration,
                     });
@@ -302,7 +434,7 @@ impl Exec {
                     self.emit(Event::CallFinished {
                         step: step.id.clone(),
                         agent: agent.into(),
-                        attempt,
+                        attempt: number,
                         item,
                         iteration,
                         outcome: out
@@ -311,15 +443,18 @@ impl Exec {
                             .err()
                             .map_or("ok", |e| e.kind_name())
                             .into(),
-                        fuel_used: r.fuel_used,
-                        wall_time_us: r.wall_time_us,
+                        error: out.result.as_ref().err().map(|e| e.to_string()),
+                        receipt: r.clone(),
                     });
                     drop(permit);
                     match out.result {
                         Ok(p) => {
                             let t = breaker.record(trial, true, Instant::now());
                             self.announce(agent, t);
-                            Ok(p.payload)
+                            if let Some(key) = &key {
+                                self.cache_put(step, key.clone(), &p.payload);
+                            }
+                            return Ok(p.payload);
                         }
                         // The workflow's budget cut the call short: not the agent's fault.
                         Err(CallError::FuelExhausted { .. }) if limit < budget.fuel => {
@@ -447,6 +582,53 @@ impl Exec {
         })
     }
 
+    /// Runs compensations (already in reverse completion order); each gets the step's output.
+    async fn compensate(&self, steps: &[(u64, usize, Arc<Value>)]) -> Vec<CompensationReport> {
+        let mut out = Vec::new();
+        for (_, i, output) in steps {
+            let step = &self.w.steps[*i];
+            let agent = step.compensate.as_ref().expect("only compensable steps");
+            let wa = &self.w.agents[agent];
+            self.emit(Event::CompensationStarted {
+                step: step.id.clone(),
+                agent: agent.clone(),
+            });
+            let packet = HandoffPacket::new(
+                self.run_id.clone(),
+                format!("{}.compensate", step.id),
+                (**output).clone(),
+            );
+            // Compensations have their agent's own budget, outside the
+            // workflow's pool: a run that failed for fuel must still undo.
+            let call = self.rt.call(&wa.agent, &packet, &wa.budget, &wa.grants).await;
+            let (outcome, error) = match &call.result {
+                Ok(_) => ("ok".to_owned(), None),
+                Err(e) => (
+                    e.kind_name().to_owned(),
+                    Some(format!("compensation of step `{}` failed: {e}", step.id)),
+                ),
+            };
+            if let Some(e) = &error {
+                tracing::error!("{e}");
+            }
+            self.emit(Event::CompensationFinished {
+                step: step.id.clone(),
+                agent: agent.clone(),
+                outcome: outcome.clone(),
+                error: error.clone(),
+                receipt: call.receipt.clone(),
+            });
+            out.push(CompensationReport {
+                step: step.id.clone(),
+                agent: agent.clone(),
+                outcome,
+                error,
+                fuel_used: call.receipt.fuel_used,
+            });
+        }
+        out
+    }
+
     fn resolve(
         &self,
         step: &Step,
@@ -459,9 +641,12 @@ impl Exec {
             .map_err(|e| Failure::permanent("input", format!("step `{}`: {e}", step.id)))
     }
 
-    async fn run_step(self: Arc<Self>, index: usize, scope: Scope) -> StepDone {
+    async fn run_step(self: Arc<Self>, index: usize, scope: Scope, base_attempts: u32) -> StepDone {
         let step = &self.w.steps[index];
-        let mut stats = Stats::default();
+        let mut stats = Stats {
+            attempts: base_attempts,
+            ..Stats::default()
+        };
         let outcome = if let Some(fe) = &step.for_each {
             self.clone().for_each(index, fe, &scope, &mut stats).await
         } else if step.repeat.is_some() {
@@ -685,7 +870,198 @@ fn lookup(
         .ok_or_else(|| format!("`{}`: {what} has nothing at that path", r.text))
 }
 
-/// Runs `w` to the end (or until it fails, pauses, runs out of fuel or is cancelled).
+/// How often a run waiting for approvals looks for answers.
+const APPROVAL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The scheduler's view of every step.
+struct Board {
+    status: Vec<StepStatus>,
+    running: Vec<bool>,
+    outputs: Vec<Option<Arc<Value>>>,
+    reports: Vec<StepReport>,
+    /// Completion order, for compensation in reverse.
+    order: Vec<Option<u64>>,
+    next_order: u64,
+    /// Digest of what each started step read.
+    fingerprints: Vec<Option<String>>,
+    /// Approval steps waiting: deadline in Unix milliseconds.
+    waiting: BTreeMap<usize, Option<i64>>,
+}
+
+impl Board {
+    fn complete(&mut self, exec: &Exec, i: usize, v: Arc<Value>, s: Stats) {
+        let step = &exec.w.steps[i];
+        self.status[i] = StepStatus::Completed;
+        let r = &mut self.reports[i];
+        r.status = StepStatus::Completed;
+        r.error = None;
+        r.error_kind = None;
+        r.cached = s.cache_hits > 0 && s.attempts == r.attempts;
+        (r.attempts, r.retries, r.fallback, r.items, r.iterations) = (
+            s.attempts,
+            s.retries,
+            s.fallback.clone(),
+            s.items,
+            s.iterations,
+        );
+        (r.fuel_used, r.peak_memory_bytes, r.wall_time_us) = (s.fuel, s.peak, s.wall_us);
+        self.outputs[i] = Some(v.clone());
+        self.order[i] = Some(self.next_order);
+        self.next_order += 1;
+        exec.emit(Event::StepCompleted {
+            step: step.id.clone(),
+            output: v,
+            fingerprint: self.fingerprints[i].clone().unwrap_or_default(),
+            cached: r.cached,
+            stats: s.public(),
+        });
+    }
+
+    fn record_stats(&mut self, i: usize, s: &Stats) {
+        let r = &mut self.reports[i];
+        (r.attempts, r.retries, r.fallback, r.items, r.iterations) = (
+            s.attempts,
+            s.retries,
+            s.fallback.clone(),
+            s.items,
+            s.iterations,
+        );
+        (r.fuel_used, r.peak_memory_bytes, r.wall_time_us) = (s.fuel, s.peak, s.wall_us);
+    }
+
+    /// Applies a human's answer to a waiting approval or a paused step.
+    fn answer(
+        &mut self,
+        exec: &Exec,
+        i: usize,
+        answer: &Value,
+        halt: &mut Option<(RunStatus, String)>,
+    ) {
+        let step = &exec.w.steps[i];
+        self.waiting.remove(&i);
+        let s = self.stats_of(i);
+        if answer["approved"] == Value::Bool(true) {
+            let input = answer.get("input").cloned().unwrap_or(Value::Null);
+            if let Some(a) = &step.approval
+                && let Err(e) = a.check(&input)
+            {
+                let f = Failure::permanent(
+                    "invalid_input",
+                    format!("step `{}`: the approval's input does not match `approval.schema`: {e}", step.id),
+                );
+                *halt = halt.take().or(finish_failed(exec, step, self, i, &f, s));
+                return;
+            }
+            self.complete(exec, i, Arc::new(input), s);
+        } else {
+            let reason = answer["reason"].as_str().unwrap_or("no reason given");
+            let f = Failure::permanent(
+                "rejected",
+                format!("step `{}` was rejected by a human: {reason}", step.id),
+            );
+            *halt = halt.take().or(finish_failed(exec, step, self, i, &f, s));
+        }
+    }
+
+    fn stats_of(&self, i: usize) -> Stats {
+        let r = &self.reports[i];
+        Stats {
+            attempts: r.attempts,
+            retries: r.retries,
+            fuel: r.fuel_used,
+            peak: r.peak_memory_bytes,
+            wall_us: r.wall_time_us,
+            ..Stats::default()
+        }
+    }
+
+    /// Applies answers from the store and expired deadlines; returns the steps that changed.
+    fn settle_approvals(
+        &mut self,
+        exec: &Exec,
+        halt: &mut Option<(RunStatus, String)>,
+    ) -> Vec<usize> {
+        let mut changed = Vec::new();
+        if self.waiting.is_empty() {
+            return changed;
+        }
+        let answers: HashMap<String, Value> = exec
+            .journal
+            .as_ref()
+            .and_then(|j| j.store().steps(j.run_id()).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| Some((r.step, r.answer?)))
+            .collect();
+        let now = now_ms();
+        for (i, deadline) in self.waiting.clone() {
+            let step = &exec.w.steps[i];
+            if let Some(answer) = answers.get(&step.id) {
+                self.answer(exec, i, answer, halt);
+                changed.push(i);
+            } else if deadline.is_some_and(|d| d <= now) {
+                self.waiting.remove(&i);
+                exec.emit(Event::ApprovalExpired {
+                    step: step.id.clone(),
+                });
+                let a = step.approval.as_ref().expect("only approval steps wait");
+                let s = self.stats_of(i);
+                match &a.default {
+                    Some(d) => self.complete(exec, i, Arc::new(d.clone()), s),
+                    None => {
+                        let f = Failure::permanent(
+                            "approval_timeout",
+                            format!(
+                                "approval step `{}` was not answered within {} (raise `approval.timeout`, or set `on_timeout: default`)",
+                                step.id,
+                                humantime::format_duration(a.timeout.unwrap_or_default())
+                            ),
+                        );
+                        *halt = halt.take().or(finish_failed(exec, step, self, i, &f, s));
+                    }
+                }
+                changed.push(i);
+            }
+        }
+        changed
+    }
+}
+
+/// Digest of everything a step reads: the targets of its references, and
+/// all params when a condition reads `params`. A resume reuses a step's
+/// output only while this is unchanged.
+fn fingerprint(exec: &Exec, step: &Step, scope: &Scope) -> String {
+    let mut reads = Map::new();
+    let mut add = |t: &super::reference::Template| {
+        for placed in t.references() {
+            let r = placed.reference;
+            if matches!(r.source, Source::Item | Source::Output) {
+                continue;
+            }
+            let v = lookup(&exec.params, scope, r, None, None).unwrap_or(Value::Null);
+            reads.insert(r.text.clone(), v);
+        }
+    };
+    add(&step.input);
+    if let Some(rep) = &step.repeat {
+        add(&rep.critic_input);
+    }
+    if let Some(fe) = &step.for_each {
+        let v = lookup(&exec.params, scope, &fe.list, None, None).unwrap_or(Value::Null);
+        reads.insert(fe.list.text.clone(), v);
+    }
+    let conditions_read_params = step
+        .when
+        .iter()
+        .chain(step.repeat.as_ref().map(|r| &r.until))
+        .any(|c| c.variables().contains("params"));
+    if conditions_read_params {
+        reads.insert("params".into(), exec.params.clone());
+    }
+    digest(&serde_json_canonicalizer::to_vec(&Value::Object(reads)).unwrap_or_default())
+}
+
+/// Runs `w` to the end (or until it fails, pauses, waits for a human, runs out of fuel or is cancelled).
 pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunReport {
     let started = Instant::now();
     let exec = Arc::new(Exec {
@@ -706,38 +1082,81 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
             .map(|(n, a)| (n.clone(), Breaker::new(a.breaker)))
             .collect(),
         rng: Mutex::new(fastrand::Rng::with_seed(opts.seed)),
+        journal: opts.journal.clone(),
         w: w.clone(),
     });
-    exec.emit(Event::RunStarted {
-        run_id: opts.run_id.clone(),
-        workflow: w.name.clone(),
-        steps: w.steps.len(),
-    });
+    let resume = opts.resume.unwrap_or_default();
+    match &opts.journal {
+        Some(_) if resume.session > 1 => {
+            let interrupted = w
+                .steps
+                .iter()
+                .filter(|s| {
+                    resume
+                        .steps
+                        .get(&s.id)
+                        .is_some_and(|p| p.record.status == "running")
+                })
+                .map(|s| s.id.clone())
+                .collect();
+            exec.emit(Event::RunResumed {
+                run_id: opts.run_id.clone(),
+                session: resume.session,
+                interrupted,
+                changed_components: resume.changed_components.clone(),
+                changed_params: resume.changed_params.clone(),
+                params: exec.params.clone(),
+            });
+        }
+        _ => exec.emit(Event::RunStarted {
+            run_id: opts.run_id.clone(),
+            workflow: w.name.clone(),
+            steps: w.steps.len(),
+        }),
+    }
 
     let n = w.steps.len();
-    let mut status = vec![StepStatus::Pending; n];
-    let mut running = vec![false; n];
-    let mut outputs: Vec<Option<Arc<Value>>> = vec![None; n];
-    let mut reports: Vec<StepReport> = w
+    let mut prior: Vec<Option<Prior>> = w
         .steps
         .iter()
-        .map(|s| StepReport {
-            id: s.id.clone(),
-            agent: s.agent.clone(),
-            status: StepStatus::Pending,
-            attempts: 0,
-            retries: 0,
-            fallback: None,
-            items: None,
-            iterations: None,
-            fuel_used: 0,
-            peak_memory_bytes: 0,
-            wall_time_us: 0,
-            error: None,
-            error_kind: None,
-            skip_reason: None,
-        })
+        .map(|s| resume.steps.get(&s.id).cloned())
         .collect();
+    let mut board = Board {
+        status: vec![StepStatus::Pending; n],
+        running: vec![false; n],
+        outputs: vec![None; n],
+        reports: w
+            .steps
+            .iter()
+            .map(|s| StepReport {
+                id: s.id.clone(),
+                agent: s.agent.clone(),
+                status: StepStatus::Pending,
+                attempts: 0,
+                retries: 0,
+                fallback: None,
+                items: None,
+                iterations: None,
+                fuel_used: 0,
+                peak_memory_bytes: 0,
+                wall_time_us: 0,
+                error: None,
+                error_kind: None,
+                skip_reason: None,
+                cached: false,
+                reused: false,
+            })
+            .collect(),
+        order: vec![None; n],
+        next_order: resume
+            .steps
+            .values()
+            .filter_map(|p| p.record.completed_order)
+            .max()
+            .map_or(0, |o| o + 1),
+        fingerprints: vec![None; n],
+        waiting: BTreeMap::new(),
+    };
     let mut halt: Option<(RunStatus, String)> = None;
     // One step runs inline in this task: a chain then never crosses threads,
     // which costs more than the step itself. Steps that become ready while
@@ -759,20 +1178,21 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
     let mut deferred: BTreeSet<usize> = BTreeSet::new();
     let mut in_flight = 0usize;
     let mut cancel_handled = false;
+    let wait_mode = opts.wait_for_approvals && exec.journal.is_some();
 
     loop {
         while halt.is_none() {
             let Some(i) = candidates.pop_first() else {
                 break;
             };
-            if status[i] != StepStatus::Pending || running[i] {
+            if board.status[i] != StepStatus::Pending || board.running[i] {
                 continue;
             }
             let step = &w.steps[i];
-            match readiness(step, &status, &running) {
+            match readiness(step, &board.status, &board.running) {
                 Ready::Wait => continue,
                 Ready::Skip(reason) => {
-                    skip(&exec, &mut status, &mut reports, i, reason);
+                    skip(&exec, &mut board, i, reason);
                     candidates.extend(&dependents[i]);
                     continue;
                 }
@@ -785,7 +1205,12 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
             let scope: Scope = step
                 .deps
                 .iter()
-                .map(|&d| (w.steps[d].id.clone(), (status[d], outputs[d].clone())))
+                .map(|&d| {
+                    (
+                        w.steps[d].id.clone(),
+                        (board.status[d], board.outputs[d].clone()),
+                    )
+                })
                 .collect();
             if let Some(cond) = &step.when {
                 let steps_var = when_steps(cond.steps(), &scope);
@@ -794,8 +1219,7 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                     Ok(false) => {
                         skip(
                             &exec,
-                            &mut status,
-                            &mut reports,
+                            &mut board,
                             i,
                             format!("`when: {}` was false", cond.source()),
                         );
@@ -810,21 +1234,122 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                         halt = halt.or(finish_failed(
                             &exec,
                             step,
-                            &mut status[i],
-                            &mut reports[i],
+                            &mut board,
+                            i,
                             &f,
+                            Stats::default(),
                         ));
                         candidates.extend(&dependents[i]);
                         continue;
                     }
                 }
             }
+            if exec.journal.is_some() {
+                board.fingerprints[i] = Some(fingerprint(&exec, step, &scope));
+            }
+            // What an earlier session left decides whether the step runs.
+            let mut base_attempts = 0;
+            let mut deadline = None;
+            if let Some(p) = prior[i].take() {
+                let rec = &p.record;
+                base_attempts = rec.attempts;
+                let forced = resume.force.contains(&step.id);
+                let r = &mut board.reports[i];
+                (r.retries, r.fuel_used, r.peak_memory_bytes, r.wall_time_us) = (
+                    rec.retries,
+                    rec.fuel_used,
+                    rec.peak_memory_bytes,
+                    rec.wall_time_us,
+                );
+                r.attempts = rec.attempts;
+                match rec.status.as_str() {
+                    "completed" | "degraded"
+                        if !forced
+                            && (rec.status == "degraded"
+                                || rec.fingerprint == board.fingerprints[i]) =>
+                    {
+                        let degraded = rec.status == "degraded";
+                        let st = if degraded {
+                            StepStatus::Degraded
+                        } else {
+                            StepStatus::Completed
+                        };
+                        board.status[i] = st;
+                        r.status = st;
+                        r.reused = true;
+                        r.cached = rec.cached;
+                        r.fallback = rec.fallback.clone();
+                        r.error = rec.error.clone();
+                        r.error_kind = rec.error_kind.clone();
+                        board.outputs[i] = p.output.clone();
+                        board.order[i] = rec.completed_order;
+                        exec.emit(Event::StepReused {
+                            step: step.id.clone(),
+                        });
+                        candidates.extend(&dependents[i]);
+                        continue;
+                    }
+                    "completed" | "degraded" => {
+                        exec.emit(Event::StepRerun {
+                            step: step.id.clone(),
+                            reason: if forced {
+                                "`corral retry` asked for it".into()
+                            } else {
+                                "what it reads changed since the earlier session".into()
+                            },
+                        });
+                    }
+                    "waiting" | "paused" if rec.answer.is_some() && !forced => {
+                        let answer = rec.answer.clone().unwrap_or_default();
+                        board.answer(&exec, i, &answer, &mut halt);
+                        candidates.extend(&dependents[i]);
+                        continue;
+                    }
+                    "waiting" => {
+                        deadline = rec
+                            .waiting
+                            .as_ref()
+                            .and_then(|w| w["deadline_ms"].as_i64());
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(a) = &step.approval {
+                let context = match exec.resolve(step, &scope, &step.input, None, None) {
+                    Ok(v) => v,
+                    Err(f) => {
+                        halt = halt.or(finish_failed(
+                            &exec,
+                            step,
+                            &mut board,
+                            i,
+                            &f,
+                            Stats::default(),
+                        ));
+                        candidates.extend(&dependents[i]);
+                        continue;
+                    }
+                };
+                let deadline =
+                    deadline.or(a.timeout.map(|t| now_ms() + t.as_millis() as i64));
+                board.status[i] = StepStatus::Waiting;
+                board.reports[i].status = StepStatus::Waiting;
+                board.waiting.insert(i, deadline);
+                exec.emit(Event::ApprovalRequested {
+                    step: step.id.clone(),
+                    prompt: a.prompt.clone(),
+                    schema: a.schema.clone(),
+                    context,
+                    deadline_ms: deadline,
+                });
+                continue;
+            }
             in_flight += 1;
-            running[i] = true;
+            board.running[i] = true;
             exec.emit(Event::StepStarted {
                 step: step.id.clone(),
             });
-            let fut = exec.clone().run_step(i, scope);
+            let fut = exec.clone().run_step(i, scope, base_attempts);
             if inline.is_empty() {
                 inline.push(Box::pin(fut));
             } else {
@@ -833,7 +1358,19 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
             }
         }
         if set.is_empty() && inline.is_empty() {
-            break;
+            // Only approvals can move the run now.
+            if halt.is_none() && !board.waiting.is_empty() {
+                let changed = board.settle_approvals(&exec, &mut halt);
+                if !changed.is_empty() {
+                    for i in changed {
+                        candidates.extend(&dependents[i]);
+                    }
+                    continue;
+                }
+            }
+            if !(wait_mode && halt.is_none() && !board.waiting.is_empty()) {
+                break;
+            }
         }
         let done = tokio::select! {
             Some(done) = inline.next(), if !inline.is_empty() => done,
@@ -845,6 +1382,12 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                     StepDone { index: i, outcome: Err(f), stats: Stats::default() }
                 }
             },
+            _ = tokio::time::sleep(APPROVAL_POLL), if wait_mode && halt.is_none() && !board.waiting.is_empty() => {
+                for i in board.settle_approvals(&exec, &mut halt) {
+                    candidates.extend(&dependents[i]);
+                }
+                continue;
+            }
             _ = exec.cancel.cancelled(), if !cancel_handled => {
                 cancel_handled = true;
                 halt = Some((RunStatus::Cancelled, "the run was cancelled".into()));
@@ -852,51 +1395,75 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                 // Dropping the inline step cancels its call too.
                 inline.clear();
                 for i in 0..n {
-                    if running[i] {
-                        running[i] = false;
-                        status[i] = StepStatus::Cancelled;
-                        reports[i].status = StepStatus::Cancelled;
-                        reports[i].error = Some("the run was cancelled while this step ran".into());
-                        reports[i].error_kind = Some("cancelled".into());
+                    if board.running[i] {
+                        board.running[i] = false;
+                        board.status[i] = StepStatus::Cancelled;
+                        let r = &mut board.reports[i];
+                        r.status = StepStatus::Cancelled;
+                        r.error = Some("the run was cancelled while this step ran".into());
+                        r.error_kind = Some("cancelled".into());
                     }
                 }
                 continue;
             }
         };
         let i = done.index;
-        running[i] = false;
+        board.running[i] = false;
         in_flight -= 1;
         candidates.extend(&dependents[i]);
         // One slot freed: the first step waiting for one takes it.
         if let Some(d) = deferred.pop_first() {
             candidates.insert(d);
         }
-        let r = &mut reports[i];
-        let s = done.stats;
-        (r.attempts, r.retries, r.fallback, r.items, r.iterations) =
-            (s.attempts, s.retries, s.fallback, s.items, s.iterations);
-        (r.fuel_used, r.peak_memory_bytes, r.wall_time_us) = (s.fuel, s.peak, s.wall_us);
         match done.outcome {
-            Ok(v) => {
-                status[i] = StepStatus::Completed;
-                r.status = StepStatus::Completed;
-                outputs[i] = Some(Arc::new(v));
-                exec.emit(Event::StepCompleted {
-                    step: w.steps[i].id.clone(),
-                });
-            }
+            Ok(v) => board.complete(&exec, i, Arc::new(v), done.stats),
             Err(f) => {
-                let h = finish_failed(&exec, &w.steps[i], &mut status[i], r, &f);
+                let h = finish_failed(&exec, &w.steps[i], &mut board, i, &f, done.stats);
                 halt = halt.or(h);
             }
         }
     }
 
+    // Steps an earlier session completed and this one did not reach still count for compensation.
+    let mut compensable: Vec<(u64, usize, Arc<Value>)> = Vec::new();
+    for (i, s) in w.steps.iter().enumerate() {
+        if s.compensate.is_none() {
+            continue;
+        }
+        if board.status[i] == StepStatus::Completed
+            && let (Some(o), Some(v)) = (board.order[i], &board.outputs[i])
+        {
+            compensable.push((o, i, v.clone()));
+        } else if let Some(p) = &prior[i]
+            && p.record.status == "completed"
+            && let (Some(o), Some(v)) = (p.record.completed_order, &p.output)
+        {
+            compensable.push((o, i, v.clone()));
+        }
+    }
+    let compensate = match &halt {
+        Some((RunStatus::Failed | RunStatus::FuelExhausted, _)) => true,
+        Some((RunStatus::Cancelled, _)) => {
+            opts.compensate_on_cancel
+                || exec
+                    .journal
+                    .as_ref()
+                    .is_some_and(|j| j.compensate_requested())
+        }
+        _ => false,
+    };
+    let compensations = if compensate {
+        compensable.sort_by(|a, b| b.0.cmp(&a.0));
+        exec.compensate(&compensable).await
+    } else {
+        Vec::new()
+    };
+
     let scope: Scope = w
         .steps
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.id.clone(), (status[i], outputs[i].clone())))
+        .map(|(i, s)| (s.id.clone(), (board.status[i], board.outputs[i].clone())))
         .collect();
     let outputs_value = Value::Object(
         w.outputs
@@ -913,7 +1480,7 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
         total: n,
         ..Counts::default()
     };
-    for r in &reports {
+    for r in &board.reports {
         match r.status {
             StepStatus::Completed => counts.completed += 1,
             StepStatus::Failed => counts.failed += 1,
@@ -925,8 +1492,21 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
             counts.retried += 1;
         }
     }
+    let waiting: Vec<String> = board
+        .waiting
+        .keys()
+        .map(|&i| w.steps[i].id.clone())
+        .collect();
     let (status, error) = match halt {
         Some((s, e)) => (s, Some(e)),
+        None if !waiting.is_empty() => (
+            RunStatus::Waiting,
+            Some(format!(
+                "waiting for a human to answer: {}; use `corral approve {} <step> --input <json>` or `corral reject`",
+                waiting.join(", "),
+                opts.run_id
+            )),
+        ),
         None if counts.degraded > 0 => (RunStatus::Degraded, None),
         None => (RunStatus::Completed, None),
     };
@@ -937,12 +1517,13 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
     exec.emit(Event::RunFinished {
         status: status.name().into(),
         fuel_used: used,
+        error: error.clone(),
     });
     let mut report = RunReport {
         run_id: opts.run_id,
         workflow: w.name.clone(),
         status,
-        steps: reports,
+        steps: board.reports,
         counts,
         fuel: FuelUse {
             used,
@@ -951,6 +1532,8 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
         },
         outputs: outputs_value,
         breakers: exec.breakers.iter().map(|(n, b)| b.report(n)).collect(),
+        compensations,
+        waiting,
         wall_time_us: started.elapsed().as_micros() as u64,
         error,
         summary: String::new(),
@@ -966,7 +1549,8 @@ enum Ready {
 }
 
 fn readiness(step: &Step, status: &[StepStatus], running: &[bool]) -> Ready {
-    let finished = |d: usize| status[d] != StepStatus::Pending && !running[d];
+    let finished =
+        |d: usize| !matches!(status[d], StepStatus::Pending | StepStatus::Waiting) && !running[d];
     // Degraded dependencies do not count towards `any` and `at_least`:
     // those joins wait for real results.
     let completed = |d: usize| status[d] == StepStatus::Completed;
@@ -1014,16 +1598,10 @@ fn readiness(step: &Step, status: &[StepStatus], running: &[bool]) -> Ready {
     }
 }
 
-fn skip(
-    exec: &Exec,
-    status: &mut [StepStatus],
-    reports: &mut [StepReport],
-    i: usize,
-    reason: String,
-) {
-    status[i] = StepStatus::Skipped;
-    reports[i].status = StepStatus::Skipped;
-    reports[i].skip_reason = Some(reason.clone());
+fn skip(exec: &Exec, board: &mut Board, i: usize, reason: String) {
+    board.status[i] = StepStatus::Skipped;
+    board.reports[i].status = StepStatus::Skipped;
+    board.reports[i].skip_reason = Some(reason.clone());
     exec.emit(Event::StepSkipped {
         step: exec.w.steps[i].id.clone(),
         reason,
@@ -1034,13 +1612,18 @@ fn skip(
 fn finish_failed(
     exec: &Exec,
     step: &Step,
-    status: &mut StepStatus,
-    r: &mut StepReport,
+    board: &mut Board,
+    i: usize,
     f: &Failure,
+    s: Stats,
 ) -> Option<(RunStatus, String)> {
+    board.record_stats(i, &s);
+    let r = &mut board.reports[i];
+    let status = &mut board.status[i];
     r.error = Some(f.message.clone());
     r.error_kind = Some(f.kind.clone());
     let id = step.id.clone();
+    let (error, kind, stats) = (f.message.clone(), f.kind.clone(), s.public());
     match f.special {
         Special::Cancelled => {
             *status = StepStatus::Cancelled;
@@ -1052,7 +1635,9 @@ fn finish_failed(
             r.status = StepStatus::Failed;
             exec.emit(Event::StepFailed {
                 step: id,
-                error: f.message.clone(),
+                error,
+                kind,
+                stats,
             });
             Some((RunStatus::FuelExhausted, f.message.clone()))
         }
@@ -1063,7 +1648,9 @@ fn finish_failed(
             r.status = StepStatus::Degraded;
             exec.emit(Event::StepDegraded {
                 step: id,
-                error: f.message.clone(),
+                error,
+                kind,
+                stats,
             });
             None
         }
@@ -1072,7 +1659,26 @@ fn finish_failed(
             r.status = StepStatus::Paused;
             exec.emit(Event::StepPaused {
                 step: id.clone(),
-                error: f.message.clone(),
+                error,
+                kind,
+                stats,
+            });
+            // A human may answer with the output the step should have produced.
+            let schema = exec
+                .w
+                .agents
+                .get(&step.agent)
+                .map(|a| a.agent.info().output_schema.source().clone())
+                .unwrap_or(Value::Null);
+            exec.emit(Event::ApprovalRequested {
+                step: id.clone(),
+                prompt: format!(
+                    "step `{id}` failed: {}. Approve with the output it should have produced (it must match agent `{}`'s output schema), reject to fail the run, or `corral resume` to try it again",
+                    f.message, step.agent
+                ),
+                schema,
+                context: Value::Null,
+                deadline_ms: None,
             });
             Some((
                 RunStatus::Paused,
@@ -1087,7 +1693,9 @@ fn finish_failed(
             r.status = StepStatus::Failed;
             exec.emit(Event::StepFailed {
                 step: id.clone(),
-                error: f.message.clone(),
+                error,
+                kind,
+                stats,
             });
             Some((
                 RunStatus::Failed,

@@ -1,15 +1,18 @@
 //! Static validation: every agent loaded and granted, every reference and condition compiled, no cycles, every edge type-checked.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::{Budget, Capability, DirGrant, EnvGrant, Grants, Runtime};
 
 use super::condition::Condition;
-use super::definition::{BudgetDef, Join, ParamType, StepDef};
+use super::definition::{ApprovalDef, BudgetDef, CacheDef, Join, OnTimeout, ParamType, StepDef};
 use super::edges::{Child, SchemaAt, Types, fits, json_type, list};
-use super::model::{ForEach, RETRY_KINDS, Repeat, RetryPolicy, Step, Workflow, WorkflowAgent};
+use super::model::{
+    Approval, ForEach, RETRY_KINDS, Repeat, RetryPolicy, Step, Workflow, WorkflowAgent,
+};
 use super::reference::{Parsed, Reference, Seg, Source, Template};
 use super::source::{Diagnostic, SourceMap, WorkflowSource};
 
@@ -354,7 +357,26 @@ impl Validator<'_> {
                 );
             }
         };
-        known_agent(self, format!("{f}.agent"), &s.agent);
+        let approval = match &s.approval {
+            None => {
+                known_agent(self, format!("{f}.agent"), &s.agent);
+                None
+            }
+            Some(a) => self.approval(&f, s, a),
+        };
+        if let Some(c) = &s.compensate {
+            known_agent(self, format!("{f}.compensate"), c);
+        }
+        let cache = match &s.cache {
+            None | Some(CacheDef::Enabled(false)) => None,
+            Some(CacheDef::Enabled(true)) => Some(None),
+            Some(CacheDef::Ttl { ttl }) => {
+                if ttl.0.is_zero() {
+                    self.err(format!("{f}.cache.ttl"), "must be longer than 0s".to_owned());
+                }
+                Some(Some(ttl.0))
+            }
+        };
         self.budget(&format!("{f}.budget"), &s.budget);
         let mut deps: BTreeSet<usize> = BTreeSet::new();
         let step_ref =
@@ -588,7 +610,87 @@ impl Validator<'_> {
             on_error: s.on_error,
             repeat,
             join: s.join,
+            approval,
+            compensate: s.compensate.clone(),
+            cache,
         })
+    }
+
+    /// Checks an approval step: no agent or agent-only fields, a usable schema and default.
+    fn approval(&mut self, f: &str, s: &StepDef, a: &ApprovalDef) -> Option<Approval> {
+        let agent_only = [
+            ("agent", !s.agent.is_empty()),
+            ("for_each", s.for_each.is_some()),
+            ("repeat", s.repeat.is_some()),
+            ("retry", s.retry.is_some()),
+            ("fallback", s.fallback.is_some()),
+            ("cache", s.cache.is_some()),
+        ];
+        for (field, set) in agent_only {
+            if set {
+                self.err(
+                    format!("{f}.{field}"),
+                    format!("an approval step waits for a human; `{field}` only applies to agent steps"),
+                );
+            }
+        }
+        let schema = a
+            .schema
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({ "type": "object" }));
+        let validator = match jsonschema::validator_for(&schema) {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                self.err(
+                    format!("{f}.approval.schema"),
+                    format!("not a usable JSON Schema: {e}"),
+                );
+                return None;
+            }
+        };
+        if a.timeout.is_some_and(|t| t.0.is_zero()) {
+            self.err(format!("{f}.approval.timeout"), "must be longer than 0s".to_owned());
+        }
+        let default = match (a.on_timeout, &a.default) {
+            (OnTimeout::Default, None) => {
+                self.err(
+                    format!("{f}.approval.default"),
+                    "`on_timeout: default` needs a `default` output".to_owned(),
+                );
+                None
+            }
+            (OnTimeout::Default, Some(d)) => Some(d.clone()),
+            (OnTimeout::Fail, Some(_)) => {
+                self.err(
+                    format!("{f}.approval.default"),
+                    "`default` is only used with `on_timeout: default`".to_owned(),
+                );
+                None
+            }
+            (OnTimeout::Fail, None) => None,
+        };
+        if a.on_timeout == OnTimeout::Default && a.timeout.is_none() {
+            self.err(
+                format!("{f}.approval.on_timeout"),
+                "`on_timeout` needs a `timeout`".to_owned(),
+            );
+        }
+        let approval = Approval {
+            prompt: a.prompt.clone(),
+            schema,
+            validator,
+            timeout: a.timeout.map(|t| t.0),
+            default,
+        };
+        if let Some(d) = &approval.default
+            && let Err(e) = approval.check(d)
+        {
+            self.err(
+                format!("{f}.approval.default"),
+                format!("does not match `approval.schema`: {e}"),
+            );
+        }
+        Some(approval)
     }
 
     fn budget(&mut self, field: &str, b: &BudgetDef) {
@@ -730,6 +832,16 @@ impl Validator<'_> {
             }
             Source::Step(id) => {
                 let p = steps.iter().find(|s| &s.id == id)?;
+                if let Some(a) = &p.approval {
+                    return self.walk_output(
+                        field,
+                        r,
+                        &r.path,
+                        SchemaAt::root(&a.schema),
+                        "(the approval's input)",
+                        &p.id,
+                    );
+                }
                 let mut agents_of = vec![p.agent.as_str()];
                 agents_of.extend(p.fallback.as_deref());
                 let mut types: Types = Some(BTreeSet::new());

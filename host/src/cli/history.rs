@@ -1,0 +1,365 @@
+//! The history commands: `runs`, `show`, `events`, `cancel` and `gc`, read from (and pruning) the state store.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+use corral::Runtime;
+use corral::store::{LEASE, RunRecord, StepRecord, Store, now_ms};
+use corral::workflow::durable::{ResumeRequest, reopen};
+use corral::workflow::run::{RunOptions, run as run_workflow};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{Exit, StateArgs};
+
+#[derive(Args)]
+pub struct RunsArgs {
+    /// One JSON object per run.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    run_id: String,
+    /// One JSON object: the run, its steps (with outputs) and waiting approvals.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct EventsArgs {
+    run_id: String,
+    /// Keep printing new entries until the run stops.
+    #[arg(long, short = 'f')]
+    follow: bool,
+}
+
+#[derive(Args)]
+pub struct CancelArgs {
+    run_id: String,
+    /// Also run the compensations of the steps that completed.
+    #[arg(long)]
+    compensate: bool,
+}
+
+#[derive(Args)]
+pub struct GcArgs {
+    /// Delete finished runs last updated longer ago than this. Example: `--older-than 7d`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    older_than: Duration,
+    /// Print what was deleted as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn open(state: &StateArgs) -> Result<std::sync::Arc<dyn Store>, Exit> {
+    state.open()
+}
+
+fn age(ms: i64) -> String {
+    let secs = ((now_ms() - ms).max(0) / 1000) as u64;
+    format!("{} ago", humantime::format_duration(Duration::from_secs(secs)))
+}
+
+pub fn runs(args: RunsArgs, state: &StateArgs) -> Exit {
+    let store = match open(state) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let runs = match store.runs() {
+        Ok(r) => r,
+        Err(e) => return super::store_error(&e),
+    };
+    let now = now_ms();
+    if args.json {
+        for r in &runs {
+            let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+            v["status"] = json!(r.display_status(now, LEASE));
+            println!("{v}");
+        }
+        return Exit::Success;
+    }
+    if runs.is_empty() {
+        println!("no runs in {}", state.dir.display());
+        return Exit::Success;
+    }
+    println!(
+        "{:<28} {:<16} {:<14} {:>8}  {:<16} note",
+        "run", "workflow", "status", "sessions", "updated"
+    );
+    for r in &runs {
+        let status = r.display_status(now, LEASE);
+        let note = match status.as_str() {
+            "interrupted" => format!("its process died; `corral resume {}`", r.id),
+            "running" => "a process is driving it".to_owned(),
+            _ => r.error.clone().unwrap_or_default(),
+        };
+        println!(
+            "{:<28} {:<16} {:<14} {:>8}  {:<16} {}",
+            r.id,
+            r.workflow,
+            status,
+            r.sessions,
+            age(r.updated_ms),
+            note
+        );
+    }
+    Exit::Success
+}
+
+/// Step ids in the order of the run's definition.
+fn step_order(r: &RunRecord) -> Vec<String> {
+    corral::workflow::source::parse(Path::new(&r.file), &r.definition)
+        .map(|src| src.def.steps.iter().map(|s| s.id.clone()).collect())
+        .unwrap_or_default()
+}
+
+pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
+    let store = match open(state) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let (run, steps) = match store.run(&args.run_id).and_then(|r| Ok((r, store.steps(&args.run_id)?))) {
+        Ok(x) => x,
+        Err(e) => return super::store_error(&e),
+    };
+    let mut by_id: HashMap<String, StepRecord> =
+        steps.into_iter().map(|s| (s.step.clone(), s)).collect();
+    let mut ordered: Vec<StepRecord> = step_order(&run)
+        .into_iter()
+        .map(|id| {
+            by_id.remove(&id).unwrap_or(StepRecord {
+                step: id,
+                status: "pending".into(),
+                ..StepRecord::default()
+            })
+        })
+        .collect();
+    ordered.extend(by_id.into_values());
+    let status = run.display_status(now_ms(), LEASE);
+    let waiting: Vec<&StepRecord> = ordered
+        .iter()
+        .filter(|s| s.waiting.is_some() && s.answer.is_none())
+        .collect();
+    if args.json {
+        let steps: Vec<Value> = ordered
+            .iter()
+            .map(|s| {
+                let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+                if let Some(d) = &s.output {
+                    v["output_value"] = store
+                        .blob(d)
+                        .ok()
+                        .flatten()
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .unwrap_or(Value::Null);
+                }
+                v
+            })
+            .collect();
+        let mut r = serde_json::to_value(&run).unwrap_or(Value::Null);
+        r["status"] = json!(status);
+        println!(
+            "{}",
+            json!({ "run": r, "steps": steps, "waiting": waiting.iter().map(|s| json!({ "step": s.step, "request": s.waiting })).collect::<Vec<_>>() })
+        );
+        return Exit::Success;
+    }
+    println!(
+        "run `{}` of workflow `{}`: {status}{}",
+        run.id,
+        run.workflow,
+        run.error
+            .as_ref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  started {}, updated {}, {} session(s); definition {}",
+        age(run.created_ms),
+        age(run.updated_ms),
+        run.sessions,
+        run.digest
+    );
+    println!(
+        "  {:<16} {:<20} {:>8} {:>14} {:>10} {:>11}  note",
+        "step", "status", "attempts", "fuel", "peak mem", "wall"
+    );
+    for s in &ordered {
+        let note = s
+            .error
+            .clone()
+            .or_else(|| s.cached.then(|| "from the step cache".to_owned()))
+            .or_else(|| s.fallback.as_ref().map(|f| format!("output from fallback `{f}`")))
+            .unwrap_or_default();
+        println!(
+            "  {:<16} {:<20} {:>8} {:>14} {:>10} {:>11}  {}",
+            s.step,
+            s.status,
+            s.attempts,
+            s.fuel_used,
+            bytesize::ByteSize(s.peak_memory_bytes).to_string(),
+            format!("{:.2?}", Duration::from_micros(s.wall_time_us)),
+            note
+        );
+    }
+    for s in waiting {
+        let w = s.waiting.as_ref().expect("filtered");
+        println!("waiting: step `{}`: {}", s.step, w["prompt"].as_str().unwrap_or(""));
+        if !w["context"].is_null() {
+            println!("  context: {}", w["context"]);
+        }
+        if !w["schema"].is_null() {
+            println!("  input schema: {}", w["schema"]);
+        }
+        if let Some(d) = w["deadline_ms"].as_i64() {
+            let left = (d - now_ms()).max(0) as u64;
+            println!(
+                "  deadline: in {}",
+                humantime::format_duration(Duration::from_secs(left / 1000))
+            );
+        }
+        println!(
+            "  answer: corral approve {} {} --input '<json>'   or   corral reject {} {} --reason '...'",
+            run.id, s.step, run.id, s.step
+        );
+    }
+    Exit::Success
+}
+
+pub async fn events(args: EventsArgs, state: &StateArgs) -> Exit {
+    let store = match open(state) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    if let Err(e) = store.run(&args.run_id) {
+        return super::store_error(&e);
+    }
+    let mut after = 0;
+    loop {
+        let entries = match store.journal(&args.run_id, after, 1000) {
+            Ok(e) => e,
+            Err(e) => return super::store_error(&e),
+        };
+        for e in &entries {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+            after = e.seq;
+        }
+        if entries.len() == 1000 {
+            continue;
+        }
+        if !args.follow {
+            return Exit::Success;
+        }
+        match store.run(&args.run_id) {
+            // Keep following while a process drives the run.
+            Ok(r) if r.lease_live(now_ms(), LEASE) => {}
+            Ok(_) => {
+                // One last read: entries committed just before the driver let go.
+                if store
+                    .journal(&args.run_id, after, 1)
+                    .map(|e| e.is_empty())
+                    .unwrap_or(true)
+                {
+                    return Exit::Success;
+                }
+                continue;
+            }
+            Err(e) => return super::store_error(&e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn cancel(rt: Runtime, args: CancelArgs, state: &StateArgs) -> Exit {
+    let store = match open(state) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let run = match store.run(&args.run_id) {
+        Ok(r) => r,
+        Err(e) => return super::store_error(&e),
+    };
+    if run.is_finished() {
+        eprintln!("run `{}` is already {}", run.id, run.status);
+        return Exit::Usage;
+    }
+    let live = run.lease_live(now_ms(), LEASE);
+    if !live && args.compensate {
+        // Nobody drives it: drive it just long enough to cancel and compensate.
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let req = ResumeRequest {
+            run_id: run.id.clone(),
+            ..ResumeRequest::default()
+        };
+        let r = match reopen(&rt, store, &req, cancel.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Usage;
+            }
+        };
+        let journal = r.journal.clone();
+        let mut opts = RunOptions::new(run.id.clone(), r.params);
+        opts.cancel = cancel;
+        opts.journal = Some(r.journal);
+        opts.resume = Some(r.resume);
+        opts.compensate_on_cancel = true;
+        let report = run_workflow(std::sync::Arc::new(rt), r.workflow, opts).await;
+        if let Err(e) = journal.close().await {
+            eprintln!("error: the run's journal is incomplete: {e}");
+            return Exit::Host;
+        }
+        println!("{}", report.summary);
+        return if report.compensations.iter().all(|c| c.outcome == "ok") {
+            Exit::Cancelled
+        } else {
+            Exit::AgentError
+        };
+    }
+    match store.request_cancel(&run.id, LEASE, args.compensate) {
+        Ok(_) if live => {
+            println!(
+                "asked the process driving run `{}` to cancel it; it stops within about {}",
+                run.id,
+                humantime::format_duration(corral::store::HEARTBEAT)
+            );
+            Exit::Success
+        }
+        Ok(_) => {
+            println!("run `{}` cancelled", run.id);
+            Exit::Success
+        }
+        Err(e) => super::store_error(&e),
+    }
+}
+
+pub fn gc(args: GcArgs, state: &StateArgs) -> Exit {
+    let store = match open(state) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let before = now_ms() - args.older_than.as_millis() as i64;
+    match store.gc(before) {
+        Ok(stats) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&stats).unwrap_or_default());
+            } else {
+                println!(
+                    "deleted {} run(s), {} journal entries, {} blob(s) ({}), {} expired cache entries",
+                    stats.runs,
+                    stats.journal_entries,
+                    stats.blobs,
+                    bytesize::ByteSize(stats.blob_bytes),
+                    stats.cache_entries
+                );
+            }
+            Exit::Success
+        }
+        Err(e) => super::store_error(&e),
+    }
+}

@@ -1,0 +1,310 @@
+//! The durable store behind runs: a journal per run, the state it implies, content-addressed blobs, a step cache, and leases.
+//!
+//! The engine talks to a `dyn Store` only. Every method is one transaction,
+//! coarse enough for a networked database (the planned PostgreSQL backend)
+//! and with no SQLite-specific semantics: leases expire by time, sequence
+//! numbers come from the store, and blobs are keyed by their digest.
+
+pub mod sqlite;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::Value;
+
+pub use sqlite::{Durability, SqliteStore};
+
+/// What can go wrong at the store boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no run `{0}` in the state directory (list them with `corral runs`)")]
+    UnknownRun(String),
+    #[error("a run `{0}` already exists; pick another `--run-id`")]
+    RunExists(String),
+    #[error(
+        "run `{run}` is being driven by {owner} (last heartbeat {age:.1?} ago); wait for it to finish, or `corral cancel {run}`"
+    )]
+    Leased {
+        run: String,
+        owner: String,
+        age: Duration,
+    },
+    #[error("run `{run}`, step `{step}`: {message}")]
+    Step {
+        run: String,
+        step: String,
+        message: String,
+    },
+    #[error("the state store at {path}: {message}")]
+    Backend { path: String, message: String },
+}
+
+/// A run as first recorded: enough to rebuild it in another process.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub workflow: String,
+    /// The workflow file's path when the run started.
+    pub file: String,
+    /// The definition's text, so a resume does not depend on the file.
+    pub definition: String,
+    pub digest: String,
+    pub params: Value,
+    /// Agent name → `sha256:` digest of its component.
+    pub components: Value,
+}
+
+/// Who drives a run: a process on a host, with a random token so a reused pid is not mistaken for its predecessor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub host: String,
+    pub pid: u32,
+    pub token: String,
+}
+
+impl Owner {
+    pub fn this_process() -> Self {
+        Self {
+            host: hostname(),
+            pid: std::process::id(),
+            token: format!("{:016x}", fastrand::u64(..)),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        format!("{}:{}:{}", self.host, self.pid, self.token)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let mut it = s.rsplitn(3, ':');
+        let token = it.next()?.to_owned();
+        let pid = it.next()?.parse().ok()?;
+        let host = it.next()?.to_owned();
+        Some(Self { host, pid, token })
+    }
+
+    /// Whether this owner is certainly gone: a process of this host that no longer exists.
+    /// Owners on other hosts are only known gone when their lease expires.
+    pub fn is_dead(&self) -> bool {
+        if self.host != hostname() {
+            return false;
+        }
+        if cfg!(target_os = "linux") {
+            !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+        } else {
+            false
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!("process {} on {}", self.pid, self.host)
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The stored state of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub workflow: String,
+    pub file: String,
+    #[serde(skip)]
+    pub definition: String,
+    pub digest: String,
+    pub params: Value,
+    pub components: Value,
+    /// `running`, `waiting`, `completed`, `degraded`, `failed`,
+    /// `fuel_exhausted`, `paused` or `cancelled`.
+    pub status: String,
+    pub error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub owner: Option<String>,
+    pub heartbeat_ms: Option<i64>,
+    pub cancel_requested: bool,
+    /// How many processes have driven it: 1, plus one per resume.
+    pub sessions: u32,
+}
+
+impl RunRecord {
+    /// Whether the run stopped for good (as opposed to running, waiting or paused).
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "completed" | "degraded" | "failed" | "fuel_exhausted" | "cancelled"
+        )
+    }
+
+    /// A `running` run whose driver is gone: it was killed or crashed.
+    pub fn is_interrupted(&self, now_ms: i64, lease: Duration) -> bool {
+        self.status == "running" && !self.lease_live(now_ms, lease)
+    }
+
+    /// Whether a live process still holds the run.
+    pub fn lease_live(&self, now_ms: i64, lease: Duration) -> bool {
+        let Some(owner) = self.owner.as_deref() else {
+            return false;
+        };
+        if Owner::decode(owner).is_some_and(|o| o.is_dead()) {
+            return false;
+        }
+        self.heartbeat_ms
+            .is_some_and(|h| now_ms - h < lease.as_millis() as i64)
+    }
+
+    /// `status`, or `interrupted` for a run whose driver died.
+    pub fn display_status(&self, now_ms: i64, lease: Duration) -> String {
+        if self.is_interrupted(now_ms, lease) {
+            "interrupted".into()
+        } else {
+            self.status.clone()
+        }
+    }
+}
+
+/// The stored state of one step, as the journal left it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct StepRecord {
+    pub step: String,
+    /// `running`, `waiting`, `completed`, `degraded`, `failed`, `skipped`,
+    /// `paused`, `cancelled`, `compensated` or `compensation_failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub retries: u32,
+    pub fuel_used: u64,
+    pub peak_memory_bytes: u64,
+    pub wall_time_us: u64,
+    /// Digest of the output packet's payload in the blob table.
+    pub output: Option<String>,
+    /// Digest of everything the step read, to decide whether a resume may reuse it.
+    pub fingerprint: Option<String>,
+    pub cached: bool,
+    pub fallback: Option<String>,
+    pub error: Option<String>,
+    pub error_kind: Option<String>,
+    /// Order of completion within the run, for compensation.
+    pub completed_order: Option<u64>,
+    /// An approval this step waits for: prompt, schema, context, deadline.
+    pub waiting: Option<Value>,
+    /// The human's answer: `{"approved": true, "input": ...}` or `{"approved": false, "reason": ...}`.
+    pub answer: Option<Value>,
+}
+
+/// One journal line.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalEntry {
+    pub seq: i64,
+    pub at_ms: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub step: Option<String>,
+    pub data: Value,
+}
+
+/// A journal line to append, with the state change it records: both land in one transaction.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub at_ms: i64,
+    pub kind: String,
+    pub step: Option<String>,
+    /// JSON text of the event's data, outputs replaced by blob digests.
+    pub data: String,
+    /// A payload this entry references: digest and bytes, stored once.
+    pub blob: Option<(String, Vec<u8>)>,
+    pub step_state: Option<StepRecord>,
+    pub run_state: Option<(String, Option<String>)>,
+    /// New params for the run (a resume with `--param`), as JSON text.
+    pub run_params: Option<String>,
+    /// A cache entry: key, output digest, expiry.
+    pub cache: Option<(String, String, Option<i64>)>,
+}
+
+impl Entry {
+    pub fn new(kind: impl Into<String>, step: Option<String>, data: String) -> Self {
+        Self {
+            at_ms: now_ms(),
+            kind: kind.into(),
+            step,
+            data,
+            blob: None,
+            step_state: None,
+            run_state: None,
+            run_params: None,
+            cache: None,
+        }
+    }
+}
+
+/// What `gc` removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcStats {
+    pub runs: u64,
+    pub journal_entries: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub cache_entries: u64,
+}
+
+/// A durable home for runs. Each method is one transaction.
+pub trait Store: Send + Sync {
+    /// Records a new run, owned by `owner`.
+    fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<(), StoreError>;
+    /// Takes the run's lease for `owner`, unless a live owner holds it.
+    fn claim(&self, run: &str, owner: &Owner, lease: Duration) -> Result<RunRecord, StoreError>;
+    /// Renews the lease; fails if another owner took it. Returns the cancel
+    /// request: 0 none, 1 cancel, 2 cancel and compensate.
+    fn heartbeat(&self, run: &str, owner: &Owner) -> Result<u8, StoreError>;
+    /// Drops the lease if `owner` holds it.
+    fn release(&self, run: &str, owner: &Owner) -> Result<(), StoreError>;
+    /// Appends journal entries and applies their state changes atomically.
+    fn commit(&self, run: &str, entries: &[Entry]) -> Result<(), StoreError>;
+    fn run(&self, run: &str) -> Result<RunRecord, StoreError>;
+    fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError>;
+    /// Journal entries with `seq > after`, oldest first, at most `limit`.
+    fn journal(&self, run: &str, after: i64, limit: usize)
+    -> Result<Vec<JournalEntry>, StoreError>;
+    fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A live cache entry's output digest.
+    fn cache_get(&self, key: &str, now_ms: i64) -> Result<Option<String>, StoreError>;
+    /// Records a human's answer to a waiting approval; fails unless the step waits.
+    fn answer(&self, run: &str, step: &str, answer: &Value) -> Result<(), StoreError>;
+    /// Asks the run's driver to cancel; a run nobody drives is cancelled at once.
+    fn request_cancel(
+        &self,
+        run: &str,
+        lease: Duration,
+        compensate: bool,
+    ) -> Result<RunRecord, StoreError>;
+    /// Deletes finished runs last updated before `before_ms`, then blobs and cache entries nothing references.
+    fn gc(&self, before_ms: i64) -> Result<GcStats, StoreError>;
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// The default state directory: `.corral` in the working directory.
+pub const DEFAULT_STATE_DIR: &str = ".corral";
+
+/// How long a lease lasts without a heartbeat.
+pub const LEASE: Duration = Duration::from_secs(10);
+/// How often a driver renews its lease.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);

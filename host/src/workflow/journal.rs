@@ -1,0 +1,423 @@
+//! The run journal: events become store commits on a writer thread, batched so the scheduler never waits on the disk.
+//!
+//! Entries are committed in the order they were recorded, so the stored
+//! journal is always a prefix of what happened: a step's completion can be
+//! lost to a crash only together with everything recorded after it.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Entry, HEARTBEAT, Owner, StepRecord, Store, digest};
+
+use super::events::{Event, StepStats};
+
+/// Most entries in one transaction.
+const BATCH: usize = 1024;
+
+enum Msg {
+    Event(Event, i64),
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+/// A run's journal: record events, flush before answering anyone.
+pub struct Journal {
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    error: Arc<OnceLock<String>>,
+    compensate: Arc<AtomicBool>,
+    store: Arc<dyn Store>,
+    run_id: String,
+    owner: Owner,
+}
+
+/// What the writer thread needs.
+struct Writer {
+    store: Arc<dyn Store>,
+    run_id: String,
+    owner: Owner,
+    rows: HashMap<String, StepRecord>,
+    next_order: u64,
+    cancel: CancellationToken,
+    compensate: Arc<AtomicBool>,
+    error: Arc<OnceLock<String>>,
+}
+
+impl Journal {
+    /// Starts the writer for `run_id`, which `owner` has claimed. `rows` is
+    /// the stored step state (empty for a new run). A cancel requested
+    /// through the store (`corral cancel`), a lost lease or a failed commit
+    /// trips `cancel`.
+    pub fn start(
+        store: Arc<dyn Store>,
+        run_id: String,
+        owner: Owner,
+        rows: Vec<StepRecord>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let error = Arc::new(OnceLock::new());
+        let compensate = Arc::new(AtomicBool::new(false));
+        let next_order = rows
+            .iter()
+            .filter_map(|r| r.completed_order)
+            .max()
+            .map_or(0, |o| o + 1);
+        let writer = Writer {
+            store: store.clone(),
+            run_id: run_id.clone(),
+            owner: owner.clone(),
+            rows: rows.into_iter().map(|r| (r.step.clone(), r)).collect(),
+            next_order,
+            cancel,
+            compensate: compensate.clone(),
+            error: error.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("journal {run_id}"))
+            .spawn(move || writer.run(rx))
+            .expect("cannot start the journal thread");
+        Self {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            error,
+            compensate,
+            store,
+            run_id,
+            owner,
+        }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Whether `corral cancel --compensate` asked for compensation.
+    pub fn compensate_requested(&self) -> bool {
+        self.compensate.load(Ordering::Relaxed)
+    }
+
+    /// Queues an event; it is committed shortly, in order.
+    pub fn record(&self, e: &Event) {
+        if let Some(tx) = self.tx.lock().unwrap().as_ref() {
+            let _ = tx.send(Msg::Event(e.clone(), crate::store::now_ms()));
+        }
+    }
+
+    /// Waits until everything recorded so far is committed.
+    pub async fn flush(&self) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        let sent = self
+            .tx
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|tx| tx.send(Msg::Flush(done)).is_ok());
+        if !sent {
+            return self.result();
+        }
+        wait.await
+            .unwrap_or_else(|_| Err("the journal writer stopped".into()))
+    }
+
+    /// The first commit error, if any.
+    pub fn result(&self) -> Result<(), String> {
+        match self.error.get() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes, stops the writer and gives up the run's lease.
+    pub async fn close(&self) -> Result<(), String> {
+        let flushed = self.flush().await;
+        self.tx.lock().unwrap().take();
+        let thread = self.thread.lock().unwrap().take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let released = self
+            .store
+            .release(&self.run_id, &self.owner)
+            .map_err(|e| e.to_string());
+        flushed.and(released)
+    }
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut last_beat = Instant::now();
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut waiting: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
+        loop {
+            let first = match rx.recv_timeout(HEARTBEAT) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.heartbeat();
+                    last_beat = Instant::now();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut next = Some(first);
+            while let Some(m) = next {
+                match m {
+                    Msg::Event(e, at) => {
+                        if let Some(entry) = self.entry(e, at) {
+                            batch.push(entry);
+                        }
+                    }
+                    Msg::Flush(done) => waiting.push(done),
+                }
+                next = if batch.len() < BATCH {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if !batch.is_empty() && self.error.get().is_none() {
+                if let Err(e) = self.store.commit(&self.run_id, &batch) {
+                    self.fail(format!("cannot write the journal: {e}"));
+                }
+            }
+            batch.clear();
+            let result = match self.error.get() {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            };
+            for w in waiting.drain(..) {
+                let _ = w.send(result.clone());
+            }
+            if last_beat.elapsed() >= HEARTBEAT {
+                self.heartbeat();
+                last_beat = Instant::now();
+            }
+        }
+    }
+
+    fn fail(&self, message: String) {
+        tracing::error!(run = %self.run_id, "{message}");
+        let _ = self.error.set(message);
+        // Running on without a journal would break the promise of durability.
+        self.cancel.cancel();
+    }
+
+    fn heartbeat(&self) {
+        match self.store.heartbeat(&self.run_id, &self.owner) {
+            Ok(0) => {}
+            Ok(flag) => {
+                if flag == 2 {
+                    self.compensate.store(true, Ordering::Relaxed);
+                }
+                self.cancel.cancel();
+            }
+            Err(e) => self.fail(e.to_string()),
+        }
+    }
+
+    fn row(&mut self, step: &str) -> &mut StepRecord {
+        self.rows
+            .entry(step.to_owned())
+            .or_insert_with(|| StepRecord {
+                step: step.to_owned(),
+                status: "pending".into(),
+                ..StepRecord::default()
+            })
+    }
+
+    /// The journal entry for an event, with the state change it implies.
+    fn entry(&mut self, e: Event, at_ms: i64) -> Option<Entry> {
+        let kind = e.kind();
+        let step = e.step().map(str::to_owned);
+        let mut blob = None;
+        let data = match &e {
+            Event::StepCompleted {
+                step,
+                output,
+                fingerprint,
+                cached,
+                stats,
+            } => {
+                let bytes = serde_json::to_vec(output.as_ref()).unwrap_or_default();
+                let d = digest(&bytes);
+                let mut data = json!({ "step": step, "output": d, "fingerprint": fingerprint, "cached": cached });
+                if let (Value::Object(m), Ok(Value::Object(s))) =
+                    (&mut data, serde_json::to_value(stats))
+                {
+                    m.extend(s);
+                }
+                blob = Some((d, bytes));
+                data
+            }
+            other => match serde_json::to_value(other) {
+                Ok(Value::Object(mut m)) => m.remove("data").unwrap_or(Value::Null),
+                _ => Value::Null,
+            },
+        };
+        let mut entry = Entry {
+            at_ms,
+            blob,
+            ..Entry::new(kind, step, data.to_string())
+        };
+        let set_stats = |r: &mut StepRecord, s: &StepStats| {
+            r.attempts = s.attempts;
+            r.retries = s.retries;
+            r.fuel_used = s.fuel_used;
+            r.peak_memory_bytes = s.peak_memory_bytes;
+            r.wall_time_us = s.wall_time_us;
+            r.fallback = s.fallback.clone();
+        };
+        match e {
+            Event::RunStarted { .. } => {
+                entry.run_state = Some(("running".into(), None));
+            }
+            Event::RunResumed {
+                changed_params,
+                params,
+                ..
+            } => {
+                entry.run_state = Some(("running".into(), None));
+                if !changed_params.is_empty() {
+                    entry.run_params = Some(params.to_string());
+                }
+            }
+            Event::RunFinished { status, error, .. } => {
+                entry.run_state = Some((status, error));
+            }
+            Event::StepStarted { step } => {
+                let r = self.row(&step);
+                r.status = "running".into();
+                r.error = None;
+                r.error_kind = None;
+                entry.step_state = Some(r.clone());
+            }
+            Event::CallStarted { step, .. } => {
+                let r = self.row(&step);
+                r.attempts += 1;
+                entry.step_state = Some(r.clone());
+            }
+            Event::CallFinished { step, receipt, .. } => {
+                let r = self.row(&step);
+                r.fuel_used += receipt.fuel_used;
+                r.peak_memory_bytes = r.peak_memory_bytes.max(receipt.peak_memory_bytes);
+                r.wall_time_us += receipt.wall_time_us;
+                entry.step_state = Some(r.clone());
+            }
+            Event::StepRetrying { step, .. } => {
+                let r = self.row(&step);
+                r.retries += 1;
+                entry.step_state = Some(r.clone());
+            }
+            Event::StepCompleted {
+                step,
+                fingerprint,
+                cached,
+                stats,
+                ..
+            } => {
+                let order = self.next_order;
+                self.next_order += 1;
+                let output = entry.blob.as_ref().map(|b| b.0.clone());
+                let r = self.row(&step);
+                r.status = "completed".into();
+                set_stats(r, &stats);
+                r.output = output;
+                r.fingerprint = Some(fingerprint);
+                r.cached = cached;
+                r.error = None;
+                r.error_kind = None;
+                r.completed_order = Some(order);
+                r.waiting = None;
+                entry.step_state = Some(r.clone());
+            }
+            Event::StepDegraded {
+                step,
+                error,
+                kind,
+                stats,
+            }
+            | Event::StepFailed {
+                step,
+                error,
+                kind,
+                stats,
+            }
+            | Event::StepPaused {
+                step,
+                error,
+                kind,
+                stats,
+            } => {
+                let status = match entry.kind.as_str() {
+                    "step_degraded" => "degraded",
+                    "step_failed" => "failed",
+                    _ => "paused",
+                };
+                let r = self.row(&step);
+                r.status = status.into();
+                set_stats(r, &stats);
+                r.error = Some(error);
+                r.error_kind = Some(kind);
+                r.answer = None;
+                r.waiting = None;
+                entry.step_state = Some(r.clone());
+            }
+            Event::StepSkipped { step, reason } => {
+                let r = self.row(&step);
+                r.status = "skipped".into();
+                r.error = Some(reason);
+                entry.step_state = Some(r.clone());
+            }
+            Event::ApprovalRequested {
+                step,
+                prompt,
+                schema,
+                context,
+                deadline_ms,
+            } => {
+                let r = self.row(&step);
+                if r.status != "paused" {
+                    r.status = "waiting".into();
+                }
+                r.waiting = Some(json!({ "prompt": prompt, "schema": schema, "context": context, "deadline_ms": deadline_ms }));
+                r.answer = None;
+                entry.step_state = Some(r.clone());
+            }
+            Event::CompensationFinished {
+                step,
+                outcome,
+                error,
+                ..
+            } => {
+                let r = self.row(&step);
+                if outcome == "ok" {
+                    r.status = "compensated".into();
+                } else {
+                    r.status = "compensation_failed".into();
+                    r.error = error;
+                    r.error_kind = Some(outcome);
+                }
+                entry.step_state = Some(r.clone());
+            }
+            Event::StepReused { .. }
+            | Event::StepRerun { .. }
+            | Event::CallCached { .. }
+            | Event::StepFallback { .. }
+            | Event::ApprovalExpired { .. }
+            | Event::CompensationStarted { .. }
+            | Event::Breaker { .. } => {}
+        }
+        Some(entry)
+    }
+}
