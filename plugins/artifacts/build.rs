@@ -21,6 +21,7 @@ const AGENTS: &[(&str, &str)] = &[
     ("lead", "lead"),
     ("merge", "merge"),
     ("flaky", "flaky"),
+    ("relay", "relay"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

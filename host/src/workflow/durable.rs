@@ -126,14 +126,16 @@ pub async fn reopen(
 ) -> Result<Resumed, ResumeError> {
     let id = req.run_id.as_str();
     let record = store.run(id)?;
-    if record.is_finished() && req.force.is_empty() {
+    // A finished run can be picked up again only to change something:
+    // a param (`resume --param`) or a step to rerun (`retry --step`).
+    if record.is_finished() && req.force.is_empty() && req.params.is_empty() {
         return Err(ResumeError::Finished {
             run: id.into(),
             status: record.status.clone(),
             hint: if record.status == "completed" {
-                String::new()
+                format!("; `corral resume {id} --param k=v` reruns the steps that read a changed param")
             } else {
-                format!("; `corral retry {id} --step <id>` runs a step and what depends on it again")
+                format!("; `corral retry {id} --step <id>` runs a step and what depends on it again, `corral resume {id} --param k=v` reruns what reads a changed param")
             },
         });
     }

@@ -1368,6 +1368,9 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                     continue;
                 }
             }
+            if halt.is_none() && exec.cancel.is_cancelled() {
+                halt = Some((RunStatus::Cancelled, "the run was cancelled".into()));
+            }
             if !(wait_mode && halt.is_none() && !board.waiting.is_empty()) {
                 break;
             }

@@ -1,0 +1,697 @@
+//! Durable runs through the `corral` binary: kill -9 and resume, approvals, compensation, caching, pins, params, gc and concurrent processes.
+
+#[path = "support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use corral::store::{Durability, JournalEntry, SqliteStore, Store};
+use serde_json::{Value, json};
+use support::agents;
+
+/// A scratch directory with its own state store; the compile cache is shared.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_corral"));
+        c.args(args)
+            .current_dir(self.path())
+            .env("CORRAL_STATE_DIR", self.state())
+            .env(
+                "CORRAL_CACHE_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache"),
+            )
+            .env_remove("CORRAL_LOG");
+        c
+    }
+
+    fn corral(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn workflow(&self, name: &str, yaml: &str) -> String {
+        let text = yaml
+            .replace("@RELAY@", agents::RELAY)
+            .replace("@HOSTILE@", agents::HOSTILE);
+        let path = self.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.state(), Durability::Normal).unwrap()
+    }
+
+    fn journal(&self, run: &str) -> Vec<JournalEntry> {
+        self.store().journal(run, 0, 100_000).unwrap()
+    }
+
+    /// Waits (bounded) until the journal satisfies `pred`.
+    fn wait_for(&self, run: &str, what: &str, pred: impl Fn(&[JournalEntry]) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if self.state().join("corral.db").exists() {
+                let j = self.store().journal(run, 0, 100_000).unwrap_or_default();
+                if pred(&j) {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// The report of a `--json` run: the last line.
+    fn report(&self, out: &Output) -> Value {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last = stdout.lines().last().unwrap_or_default();
+        let v: Value = serde_json::from_str(last).unwrap_or_else(|e| {
+            panic!(
+                "no JSON report ({e}); stdout: {stdout}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert_eq!(v["type"], "report", "{v}");
+        v["data"].clone()
+    }
+}
+
+fn count(j: &[JournalEntry], kind: &str, step: &str) -> usize {
+    j.iter()
+        .filter(|e| e.kind == kind && e.step.as_deref() == Some(step))
+        .count()
+}
+
+fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {report}"))
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Six slow steps: a chain, with a parallel pair in the middle.
+const SLOW: &str = r#"
+version: 1
+name: slow
+agents:
+  relay: { component: "@RELAY@" }
+params:
+  text: { type: string, default: "go" }
+budget: { max_concurrency: 2 }
+steps:
+  - { id: s1, agent: relay, input: { text: $params.text, mark: "-1", ms: 300 } }
+  - { id: s2, agent: relay, input: { text: $steps.s1.output.text, hops: $steps.s1.output.hops, mark: "-2", ms: 300 } }
+  - { id: s3a, agent: relay, input: { text: $steps.s2.output.text, hops: $steps.s2.output.hops, mark: "-3a", ms: 400 } }
+  - { id: s3b, agent: relay, input: { text: $steps.s2.output.text, hops: $steps.s2.output.hops, mark: "-3b", ms: 250 } }
+  - { id: s4, agent: relay, input: { text: $steps.s3a.output.text, hops: $steps.s3b.output.hops, mark: "-4", ms: 300 } }
+  - { id: s5, agent: relay, input: { text: $steps.s4.output.text, hops: $steps.s4.output.hops, mark: "-5", ms: 300 } }
+outputs:
+  text: $steps.s5.output.text
+  hops: $steps.s5.output.hops
+"#;
+
+const SLOW_STEPS: &[&str] = &["s1", "s2", "s3a", "s3b", "s4", "s5"];
+
+#[test]
+fn kill_9_at_several_points_then_resume_runs_every_step_exactly_once() {
+    let env = Env::new();
+    let wf = env.workflow("slow.yaml", SLOW);
+    let baseline = env.corral(&["run", &wf, "--json", "--run-id", "baseline"]);
+    assert_eq!(code(&baseline), 0, "{}", stderr(&baseline));
+    let expected = env.report(&baseline)["outputs"].clone();
+    assert_eq!(expected["text"], "go-1-2-3a-4-5");
+
+    // Kill points: mid-call of the first step; just after two completions;
+    // while the parallel pair runs; and right as the last step starts.
+    type Point = fn(&[JournalEntry]) -> bool;
+    let points: [(&str, Point); 4] = [
+        ("s1 started", |j| count(j, "call_started", "s1") >= 1),
+        ("s2 committed", |j| count(j, "step_completed", "s2") >= 1),
+        ("s3a started", |j| count(j, "call_started", "s3a") >= 1),
+        ("s5 started", |j| count(j, "call_started", "s5") >= 1),
+    ];
+    let mut child = env.spawn(&["run", &wf, "--json", "--run-id", "k"]);
+    for (i, (what, pred)) in points.iter().enumerate() {
+        env.wait_for("k", what, pred);
+        if what.ends_with("started") {
+            // Land inside the call, not at its first instruction.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let runs = env.corral(&["runs", "--json"]);
+        let k: Value = String::from_utf8_lossy(&runs.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|r| r["id"] == "k")
+            .unwrap();
+        assert_eq!(k["status"], "interrupted", "after kill {i} ({what})");
+        child = env.spawn(&["resume", "k", "--json"]);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let j = env.journal("k");
+    for s in SLOW_STEPS {
+        assert_eq!(count(&j, "step_completed", s), 1, "step {s} completed once");
+    }
+    let resumes: Vec<&JournalEntry> = j.iter().filter(|e| e.kind == "run_resumed").collect();
+    assert_eq!(resumes.len(), 4);
+    let show = env.corral(&["show", "k", "--json"]);
+    let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["run"]["status"], "completed");
+    assert_eq!(shown["run"]["sessions"], 5);
+    // The outputs are those of the uninterrupted run.
+    let s5 = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "s5")
+        .unwrap();
+    assert_eq!(s5["output_value"]["text"], expected["text"]);
+    assert_eq!(s5["output_value"]["hops"], expected["hops"]);
+    // A step cut off mid-call ran again as a new attempt, and both count.
+    let interrupted: Vec<String> = resumes
+        .iter()
+        .flat_map(|e| e.data["interrupted"].as_array().unwrap().clone())
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert!(interrupted.contains(&"s1".to_owned()), "{interrupted:?}");
+    for s in &interrupted {
+        let row = shown["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["step"] == s.as_str())
+            .unwrap();
+        let starts = count(&j, "call_started", s) as u64;
+        assert!(starts >= 2, "step {s}: {starts} call starts");
+        assert_eq!(row["attempts"].as_u64().unwrap(), starts, "step {s}");
+    }
+    // Committed steps were reused, not rerun.
+    assert!(count(&j, "step_reused", "s1") >= 2);
+}
+
+const GATED: &str = r#"
+version: 1
+name: gated
+agents:
+  relay: { component: "@RELAY@" }
+steps:
+  - { id: draft, agent: relay, input: { text: "draft" } }
+  - id: sign_off
+    approval:
+      prompt: Publish the draft?
+      schema:
+        type: object
+        properties: { approver: { type: string, minLength: 1 } }
+        required: [approver]
+        additionalProperties: false
+    input: { draft: $steps.draft.output.text }
+  - { id: publish, agent: relay, input: { text: $steps.sign_off.output.approver, mark: " approved" } }
+outputs:
+  published: $steps.publish.output.text
+"#;
+
+#[test]
+fn approval_pauses_rejects_bad_input_then_continues_after_approve() {
+    let env = Env::new();
+    let wf = env.workflow("gated.yaml", GATED);
+    let out = env.corral(&["run", &wf, "--json", "--run-id", "a"]);
+    assert_eq!(code(&out), 10, "{}", stderr(&out));
+    let r = env.report(&out);
+    assert_eq!(r["status"], "waiting");
+    assert_eq!(r["waiting"], json!(["sign_off"]));
+    assert_eq!(step(&r, "publish")["status"], "pending");
+
+    let show = env.corral(&["show", "a", "--json"]);
+    let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
+    let w = &shown["waiting"][0];
+    assert_eq!(w["step"], "sign_off");
+    assert_eq!(w["request"]["prompt"], "Publish the draft?");
+    assert_eq!(w["request"]["context"], json!({ "draft": "draft" }));
+    assert_eq!(w["request"]["schema"]["required"], json!(["approver"]));
+
+    // Invalid JSON, then input that breaks the schema: refused, still waiting.
+    let bad = env.corral(&["approve", "a", "sign_off", "--input", "{nope"]);
+    assert_eq!(code(&bad), 4);
+    assert!(stderr(&bad).contains("not valid JSON"), "{}", stderr(&bad));
+    let bad = env.corral(&["approve", "a", "sign_off", "--input", r#"{"approver": 7}"#]);
+    assert_eq!(code(&bad), 4);
+    assert!(
+        stderr(&bad).contains("/approver") && stderr(&bad).contains("still waits"),
+        "{}",
+        stderr(&bad)
+    );
+    let unknown = env.corral(&["approve", "a", "draft", "--input", "{}"]);
+    assert_eq!(code(&unknown), 2);
+    assert!(stderr(&unknown).contains("not waiting for a human"), "{}", stderr(&unknown));
+    let shown: Value =
+        serde_json::from_slice(&env.corral(&["show", "a", "--json"]).stdout).unwrap();
+    assert_eq!(shown["waiting"][0]["step"], "sign_off");
+
+    let ok = env.corral(&["approve", "a", "sign_off", "--input", r#"{"approver": "ana"}"#]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    let again = env.corral(&["approve", "a", "sign_off", "--input", r#"{"approver": "bo"}"#]);
+    assert_eq!(code(&again), 2, "a second answer is refused");
+    let done = env.corral(&["resume", "a", "--json"]);
+    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    let r = env.report(&done);
+    assert_eq!(r["outputs"]["published"], "ana approved");
+    let j = env.journal("a");
+    assert_eq!(count(&j, "approval_answered", "sign_off"), 1);
+    assert_eq!(count(&j, "step_completed", "draft"), 1, "draft ran once");
+}
+
+#[test]
+fn a_rejected_approval_fails_the_run_with_the_reason() {
+    let env = Env::new();
+    let wf = env.workflow("gated.yaml", GATED);
+    assert_eq!(code(&env.corral(&["run", &wf, "--run-id", "r"])), 10);
+    let rej = env.corral(&["reject", "r", "sign_off", "--reason", "too vague"]);
+    assert_eq!(code(&rej), 0, "{}", stderr(&rej));
+    let out = env.corral(&["resume", "r", "--json"]);
+    assert_eq!(code(&out), 1);
+    let r = env.report(&out);
+    assert_eq!(r["status"], "failed");
+    assert_eq!(step(&r, "sign_off")["error_kind"], "rejected");
+    assert!(r["error"].as_str().unwrap().contains("too vague"), "{r}");
+    // A failed run schedules nothing more.
+    assert_eq!(step(&r, "publish")["status"], "pending");
+}
+
+#[test]
+fn a_waiting_process_continues_when_another_process_approves() {
+    let env = Env::new();
+    let wf = env.workflow("gated.yaml", GATED);
+    let mut waiting = env.spawn(&["run", &wf, "--wait", "--run-id", "w"]);
+    env.wait_for("w", "the approval request", |j| {
+        count(j, "approval_requested", "sign_off") == 1
+    });
+    // Another process cannot drive the run while this one does.
+    let second = env.corral(&["resume", "w"]);
+    assert_eq!(code(&second), 11, "{}", stderr(&second));
+    assert!(stderr(&second).contains("is being driven by process"), "{}", stderr(&second));
+
+    let ok = env.corral(&["approve", "w", "sign_off", "--input", r#"{"approver": "li"}"#]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("the process driving it continues"));
+    let status = waiting.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let shown: Value =
+        serde_json::from_slice(&env.corral(&["show", "w", "--json"]).stdout).unwrap();
+    assert_eq!(shown["run"]["status"], "completed");
+    assert_eq!(shown["run"]["sessions"], 1, "no resume was needed");
+}
+
+const DEADLINE: &str = r#"
+version: 1
+name: deadline
+agents:
+  relay: { component: "@RELAY@" }
+steps:
+  - id: gate
+    approval:
+      prompt: Go ahead?
+      schema: { type: object, properties: { go: { type: boolean } }, required: [go] }
+      timeout: 300ms
+      on_timeout: @ON_TIMEOUT@
+  - { id: after, agent: relay, input: { text: "after" }, depends_on: [gate] }
+outputs:
+  go: $steps.gate.output.go
+"#;
+
+#[test]
+fn approval_deadlines_default_or_fail_the_step() {
+    let env = Env::new();
+    let wf = env.workflow(
+        "default.yaml",
+        &DEADLINE.replace(
+            "@ON_TIMEOUT@",
+            "default\n      default: { go: false }",
+        ),
+    );
+    let out = env.corral(&["run", &wf, "--wait", "--json", "--run-id", "d"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r = env.report(&out);
+    assert_eq!(r["outputs"]["go"], false);
+    assert_eq!(count(&env.journal("d"), "approval_expired", "gate"), 1);
+
+    let wf = env.workflow("fail.yaml", &DEADLINE.replace("@ON_TIMEOUT@", "fail"));
+    assert_eq!(code(&env.corral(&["run", &wf, "--run-id", "f"])), 10);
+    std::thread::sleep(Duration::from_millis(400));
+    let out = env.corral(&["resume", "f", "--json"]);
+    assert_eq!(code(&out), 1);
+    let r = env.report(&out);
+    assert_eq!(step(&r, "gate")["error_kind"], "approval_timeout");
+    assert!(
+        step(&r, "gate")["error"].as_str().unwrap().contains("approval.timeout"),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_failed_run_compensates_completed_steps_in_reverse_and_reports_failures() {
+    let env = Env::new();
+    let wf = env.workflow(
+        "saga.yaml",
+        r#"
+version: 1
+name: saga
+agents:
+  relay: { component: "@RELAY@" }
+  broken_undo: { component: "@HOSTILE@" }
+steps:
+  - { id: book, agent: relay, input: { text: "flight" }, compensate: relay }
+  - { id: charge, agent: relay, input: { text: $steps.book.output.text, mark: "+card" }, compensate: broken_undo }
+  - { id: note, agent: relay, input: { text: "no undo needed" } }
+  - { id: ship, agent: relay, input: { text: $steps.charge.output.text, fail: true }, depends_on: [note] }
+"#,
+    );
+    let out = env.corral(&["run", &wf, "--json", "--run-id", "s"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let r = env.report(&out);
+    assert_eq!(r["status"], "failed");
+    let comps = r["compensations"].as_array().unwrap();
+    let order: Vec<&str> = comps.iter().map(|c| c["step"].as_str().unwrap()).collect();
+    assert_eq!(order, ["charge", "book"], "reverse completion order");
+    assert_eq!(comps[0]["outcome"], "invalid_input", "{r}");
+    assert!(comps[0]["error"].as_str().unwrap().contains("compensation of step `charge` failed"));
+    assert_eq!(comps[1]["outcome"], "ok");
+    assert!(r["summary"].as_str().unwrap().contains("1 compensation(s) FAILED"));
+
+    let j = env.journal("s");
+    let started: Vec<&str> = j
+        .iter()
+        .filter(|e| e.kind == "compensation_started")
+        .map(|e| e.step.as_deref().unwrap())
+        .collect();
+    assert_eq!(started, ["charge", "book"]);
+    let shown: Value =
+        serde_json::from_slice(&env.corral(&["show", "s", "--json"]).stdout).unwrap();
+    let status = |id: &str| {
+        shown["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("book"), "compensated");
+    assert_eq!(status("charge"), "compensation_failed");
+    assert_eq!(status("note"), "completed");
+}
+
+#[test]
+fn the_step_cache_hits_for_the_same_input_and_misses_for_another() {
+    let env = Env::new();
+    let wf = env.workflow(
+        "cache.yaml",
+        r#"
+version: 1
+name: cached
+agents:
+  relay: { component: "@RELAY@" }
+params:
+  text: { type: string }
+steps:
+  - { id: slow, agent: relay, input: { text: $params.text, mark: "!" }, cache: { ttl: 1h } }
+  - { id: fresh, agent: relay, input: { text: $steps.slow.output.text } }
+outputs:
+  text: $steps.fresh.output.text
+"#,
+    );
+    let run = |id: &str, text: &str| {
+        let out = env.corral(&["run", &wf, "--json", "--run-id", id, "-p", &format!("text={text}")]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        env.report(&out)
+    };
+    let first = run("c1", "hello");
+    assert_eq!(step(&first, "slow")["cached"], false);
+    assert!(step(&first, "slow")["fuel_used"].as_u64().unwrap() > 0);
+    let second = run("c2", "hello");
+    assert_eq!(step(&second, "slow")["cached"], true);
+    assert_eq!(step(&second, "slow")["fuel_used"], 0);
+    assert_eq!(step(&second, "slow")["attempts"], 0);
+    assert_eq!(step(&second, "fresh")["cached"], false, "only cached steps hit");
+    assert_eq!(second["outputs"], first["outputs"]);
+    assert_eq!(count(&env.journal("c2"), "call_cached", "slow"), 1);
+    let third = run("c3", "other");
+    assert_eq!(step(&third, "slow")["cached"], false);
+    assert_eq!(third["outputs"]["text"], "other!");
+}
+
+/// Appends a custom section: the component behaves the same, its digest changes.
+fn touch_component(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes.extend_from_slice(&[0x00, 0x06, 0x05, b'p', b'a', b't', b'c', b'h']);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn resume_refuses_a_changed_component_unless_allowed() {
+    let env = Env::new();
+    let local = env.path().join("relay.wasm");
+    std::fs::copy(agents::RELAY, &local).unwrap();
+    let wf = env.workflow(
+        "pinned.yaml",
+        &GATED.replace("@RELAY@", &local.display().to_string()),
+    );
+    assert_eq!(code(&env.corral(&["run", &wf, "--run-id", "p"])), 10);
+    touch_component(&local);
+    let ok = env.corral(&["approve", "p", "sign_off", "--input", r#"{"approver": "x"}"#]);
+    assert_eq!(code(&ok), 0);
+    let refused = env.corral(&["resume", "p"]);
+    assert_eq!(code(&refused), 9, "{}", stderr(&refused));
+    let msg = stderr(&refused);
+    assert!(
+        msg.contains("agent `relay`: was sha256:") && msg.contains("--allow-changed-components"),
+        "{msg}"
+    );
+    let allowed = env.corral(&["resume", "p", "--allow-changed-components", "--json"]);
+    assert_eq!(code(&allowed), 0, "{}", stderr(&allowed));
+    let resumed = env
+        .journal("p")
+        .into_iter()
+        .find(|e| e.kind == "run_resumed")
+        .unwrap();
+    assert_eq!(resumed.data["changed_components"], json!(["relay"]));
+}
+
+#[test]
+fn resume_with_a_changed_param_reruns_only_what_reads_it() {
+    let env = Env::new();
+    let wf = env.workflow(
+        "params.yaml",
+        r#"
+version: 1
+name: params
+agents:
+  relay: { component: "@RELAY@" }
+params:
+  topic: { type: string, default: "cats" }
+  other: { type: string, default: "dogs" }
+steps:
+  - { id: a, agent: relay, input: { text: $params.topic } }
+  - { id: b, agent: relay, input: { text: $params.other } }
+  - { id: c, agent: relay, input: { text: $steps.a.output.text, mark: "!" } }
+  - { id: d, agent: relay, input: { text: $steps.b.output.text, mark: "?" } }
+outputs:
+  c: $steps.c.output.text
+  d: $steps.d.output.text
+"#,
+    );
+    assert_eq!(code(&env.corral(&["run", &wf, "--run-id", "q"])), 0);
+    let out = env.corral(&["resume", "q", "--param", "topic=birds", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r = env.report(&out);
+    assert_eq!(r["outputs"], json!({ "c": "birds!", "d": "dogs?" }));
+    for (id, reused) in [("a", false), ("b", true), ("c", false), ("d", true)] {
+        assert_eq!(step(&r, id)["reused"], reused, "step {id}");
+    }
+    let j = env.journal("q");
+    assert_eq!(count(&j, "step_rerun", "a"), 1);
+    assert_eq!(count(&j, "step_completed", "b"), 1, "b ran once in all");
+    let resumed = j.iter().find(|e| e.kind == "run_resumed").unwrap();
+    assert_eq!(resumed.data["changed_params"], json!(["topic"]));
+    // The new value sticks for later sessions.
+    let again = env.corral(&["resume", "q", "--param", "topic=birds", "--json"]);
+    let r = env.report(&again);
+    assert!(r["steps"].as_array().unwrap().iter().all(|s| s["reused"] == true), "{r}");
+}
+
+#[test]
+fn retry_reruns_the_failed_step_and_reuses_the_rest() {
+    let env = Env::new();
+    let wf = env.workflow(
+        "retry.yaml",
+        r#"
+version: 1
+name: retry
+agents:
+  relay: { component: "@RELAY@" }
+steps:
+  - { id: a, agent: relay, input: { text: "a" } }
+  - { id: b, agent: relay, input: { text: $steps.a.output.text, fail: true } }
+"#,
+    );
+    assert_eq!(code(&env.corral(&["run", &wf, "--run-id", "t"])), 1);
+    let refused = env.corral(&["resume", "t"]);
+    assert_eq!(code(&refused), 2);
+    assert!(stderr(&refused).contains("corral retry t --step"), "{}", stderr(&refused));
+    let out = env.corral(&["retry", "t", "--step", "b", "--json"]);
+    assert_eq!(code(&out), 1);
+    let r = env.report(&out);
+    assert_eq!(step(&r, "a")["reused"], true);
+    assert_eq!(step(&r, "b")["attempts"], 2, "the retry is the second attempt");
+    let unknown = env.corral(&["retry", "t", "--step", "zz"]);
+    assert_eq!(code(&unknown), 2);
+    assert!(stderr(&unknown).contains("no step `zz`; its steps are: a, b"), "{}", stderr(&unknown));
+}
+
+#[test]
+fn gc_prunes_finished_runs_and_unreferenced_blobs_only() {
+    let env = Env::new();
+    let slow = env.workflow("params.yaml", &SLOW.replace("ms: 300", "ms: 0").replace("ms: 400", "ms: 0").replace("ms: 250", "ms: 0"));
+    let gated = env.workflow("gated.yaml", GATED);
+    assert_eq!(code(&env.corral(&["run", &slow, "--run-id", "old1", "-p", "text=x"])), 0);
+    assert_eq!(code(&env.corral(&["run", &slow, "--run-id", "old2", "-p", "text=y"])), 0);
+    assert_eq!(code(&env.corral(&["run", &gated, "--run-id", "open"])), 10);
+    let out = env.corral(&["gc", "--older-than", "0s", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["runs"], 2);
+    assert!(stats["blobs"].as_u64().unwrap() >= 12, "{stats}");
+    let store = env.store();
+    let ids: Vec<String> = store.runs().unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, ["open"]);
+    assert!(store.journal("old1", 0, 10).unwrap().is_empty());
+    // The open run keeps its outputs and still finishes.
+    assert_eq!(
+        code(&env.corral(&["approve", "open", "sign_off", "--input", r#"{"approver": "z"}"#])),
+        0
+    );
+    let done = env.corral(&["resume", "open", "--json"]);
+    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    assert_eq!(env.report(&done)["outputs"]["published"], "z approved");
+    let again: Value =
+        serde_json::from_slice(&env.corral(&["gc", "--older-than", "1h", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(again["runs"], 0, "recent runs are kept");
+}
+
+#[test]
+fn concurrent_processes_share_one_state_directory() {
+    let env = Env::new();
+    let fast = SLOW
+        .replace("ms: 300", "ms: 20")
+        .replace("ms: 400", "ms: 20")
+        .replace("ms: 250", "ms: 20");
+    let wf = env.workflow("fast.yaml", &fast);
+    let children: Vec<(String, Child)> = (0..4)
+        .map(|i| {
+            let id = format!("c{i}");
+            let text = format!("text=t{i}");
+            (id.clone(), env.spawn(&["run", &wf, "--run-id", &id, "-p", &text]))
+        })
+        .collect();
+    for (id, mut c) in children {
+        assert_eq!(c.wait().unwrap().code(), Some(0), "run {id}");
+    }
+    let store = env.store();
+    let runs: BTreeMap<String, String> = store
+        .runs()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.status))
+        .collect();
+    assert_eq!(runs.len(), 4);
+    for i in 0..4 {
+        let id = format!("c{i}");
+        assert_eq!(runs[&id], "completed");
+        let j = store.journal(&id, 0, 10_000).unwrap();
+        for s in SLOW_STEPS {
+            assert_eq!(count(&j, "step_completed", s), 1, "run {id} step {s}");
+        }
+        let s5 = store
+            .steps(&id)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.step == "s5")
+            .unwrap();
+        let out: Value =
+            serde_json::from_slice(&store.blob(s5.output.as_ref().unwrap()).unwrap().unwrap())
+                .unwrap();
+        assert_eq!(out["text"], format!("t{i}-1-2-3a-4-5"));
+    }
+    // Reusing a run id is refused.
+    let dup = env.corral(&["run", &wf, "--run-id", "c0"]);
+    assert_eq!(code(&dup), 2);
+    assert!(stderr(&dup).contains("a run `c0` already exists"), "{}", stderr(&dup));
+}
+
+#[test]
+fn cancel_stops_a_driven_run_and_compensates_an_idle_one() {
+    let env = Env::new();
+    let wf = env.workflow("gated.yaml", &GATED.replace(
+        "- { id: draft, agent: relay, input: { text: \"draft\" } }",
+        "- { id: draft, agent: relay, input: { text: \"draft\" }, compensate: relay }",
+    ));
+    let mut driven = env.spawn(&["run", &wf, "--wait", "--run-id", "x"]);
+    env.wait_for("x", "the approval request", |j| {
+        count(j, "approval_requested", "sign_off") == 1
+    });
+    let out = env.corral(&["cancel", "x"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(driven.wait().unwrap().code(), Some(130));
+    assert_eq!(env.store().run("x").unwrap().status, "cancelled");
+    assert!(env.journal("x").iter().all(|e| e.kind != "compensation_started"));
+
+    assert_eq!(code(&env.corral(&["run", &wf, "--run-id", "y"])), 10);
+    let out = env.corral(&["cancel", "y", "--compensate"]);
+    assert_eq!(code(&out), 130, "{}", stderr(&out));
+    let j = env.journal("y");
+    assert_eq!(count(&j, "compensation_finished", "draft"), 1);
+    assert_eq!(env.store().run("y").unwrap().status, "cancelled");
+    let again = env.corral(&["cancel", "y"]);
+    assert_eq!(code(&again), 2);
+}
