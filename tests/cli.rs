@@ -18,6 +18,7 @@ fn corral(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(args)
         .env("CORRAL_CACHE_DIR", cache_dir())
+        .env("CORRAL_STATE_DIR", cache_dir().join("state"))
         .env_remove("CORRAL_LOG")
         .output()
         .unwrap()
