@@ -7,6 +7,10 @@
 //! - `chain/500`: 500 echo steps, each reading the previous one's output
 //!   (1 KiB packets), validated handoffs, receipts, events, the fuel pool.
 //!   Divide by 500 for the per-step cost.
+//! - `chain/500/durable`: the same chain journaled to SQLite at the default
+//!   durability (WAL, `synchronous=NORMAL`), flushed before the run counts as
+//!   done; `chain/500/durable-full` with `synchronous=FULL`. The difference
+//!   to `chain/500`, divided by 500, is the durable per-step overhead.
 //! - `fanout/500`: 500 independent echo steps under `max_concurrency: 2`.
 //! - `plan/100`: parse, validate and plan a 100-step workflow (agents
 //!   already loaded, as on any run after the first).
@@ -15,6 +19,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use corral::store::{Durability, SqliteStore, Store};
+use corral::workflow::durable::begin;
 use corral::workflow::events::discard;
 use corral::workflow::model::Workflow;
 use corral::workflow::plan::plan;
@@ -119,6 +125,20 @@ async fn run_once(rt: &Arc<Runtime>, w: &Arc<Workflow>) {
     assert_eq!(report.status, RunStatus::Completed, "{}", report.summary);
 }
 
+/// One journaled run, committed to the end.
+async fn run_durable(rt: &Arc<Runtime>, w: &Arc<Workflow>, store: &Arc<dyn Store>) {
+    let params = resolve_params(w, &[]).unwrap();
+    let run_id = format!("bench-{:016x}", fastrand::u64(..));
+    let cancel = CancellationToken::new();
+    let journal = begin(store.clone(), w, &params, &run_id, cancel.clone()).unwrap();
+    let mut opts = RunOptions::new(run_id, params);
+    opts.cancel = cancel;
+    opts.journal = Some(journal.clone());
+    let report = run(rt.clone(), w.clone(), opts).await;
+    journal.close().await.unwrap();
+    assert_eq!(report.status, RunStatus::Completed, "{}", report.summary);
+}
+
 fn workflows(c: &mut Criterion) {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -129,6 +149,17 @@ fn workflows(c: &mut Criterion) {
     let floor = call::Bare::new(corral_plugins::ECHO, true);
     let packet = serde_json::to_string(&call::one_kib_packet()).unwrap();
     let chain500 = tokio.block_on(load(&rt, &chain(500)));
+    let dir = tempfile::tempdir().unwrap();
+    let chain_file = dir.path().join("chain.yaml");
+    std::fs::write(&chain_file, chain(500)).unwrap();
+    let chain500_file = {
+        let src = source::load(&chain_file).unwrap();
+        Arc::new(tokio.block_on(validate(&src, &rt)).unwrap())
+    };
+    let normal: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("normal"), Durability::Normal).unwrap());
+    let full: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("full"), Durability::Full).unwrap());
     let fan500 = tokio.block_on(load(&rt, &fanout(500, 2)));
     let fan500_1 = tokio.block_on(load(&rt, &fanout(500, 1)));
 
@@ -139,6 +170,12 @@ fn workflows(c: &mut Criterion) {
     });
     g.bench_function("chain/500", |b| {
         b.iter(|| tokio.block_on(run_once(&rt, &chain500)))
+    });
+    g.bench_function("chain/500/durable", |b| {
+        b.iter(|| tokio.block_on(run_durable(&rt, &chain500_file, &normal)))
+    });
+    g.bench_function("chain/500/durable-full", |b| {
+        b.iter(|| tokio.block_on(run_durable(&rt, &chain500_file, &full)))
     });
     g.bench_function("fanout/500", |b| {
         b.iter(|| tokio.block_on(run_once(&rt, &fan500)))

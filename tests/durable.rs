@@ -283,14 +283,30 @@ fn approval_pauses_rejects_bad_input_then_continues_after_approve() {
     );
     let unknown = env.corral(&["approve", "a", "draft", "--input", "{}"]);
     assert_eq!(code(&unknown), 2);
-    assert!(stderr(&unknown).contains("not waiting for a human"), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("not waiting for a human"),
+        "{}",
+        stderr(&unknown)
+    );
     let shown: Value =
         serde_json::from_slice(&env.corral(&["show", "a", "--json"]).stdout).unwrap();
     assert_eq!(shown["waiting"][0]["step"], "sign_off");
 
-    let ok = env.corral(&["approve", "a", "sign_off", "--input", r#"{"approver": "ana"}"#]);
+    let ok = env.corral(&[
+        "approve",
+        "a",
+        "sign_off",
+        "--input",
+        r#"{"approver": "ana"}"#,
+    ]);
     assert_eq!(code(&ok), 0, "{}", stderr(&ok));
-    let again = env.corral(&["approve", "a", "sign_off", "--input", r#"{"approver": "bo"}"#]);
+    let again = env.corral(&[
+        "approve",
+        "a",
+        "sign_off",
+        "--input",
+        r#"{"approver": "bo"}"#,
+    ]);
     assert_eq!(code(&again), 2, "a second answer is refused");
     let done = env.corral(&["resume", "a", "--json"]);
     assert_eq!(code(&done), 0, "{}", stderr(&done));
@@ -329,9 +345,19 @@ fn a_waiting_process_continues_when_another_process_approves() {
     // Another process cannot drive the run while this one does.
     let second = env.corral(&["resume", "w"]);
     assert_eq!(code(&second), 11, "{}", stderr(&second));
-    assert!(stderr(&second).contains("is being driven by process"), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("is being driven by process"),
+        "{}",
+        stderr(&second)
+    );
 
-    let ok = env.corral(&["approve", "w", "sign_off", "--input", r#"{"approver": "li"}"#]);
+    let ok = env.corral(&[
+        "approve",
+        "w",
+        "sign_off",
+        "--input",
+        r#"{"approver": "li"}"#,
+    ]);
     assert_eq!(code(&ok), 0, "{}", stderr(&ok));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("the process driving it continues"));
     let status = waiting.wait().unwrap();
@@ -364,10 +390,7 @@ fn approval_deadlines_default_or_fail_the_step() {
     let env = Env::new();
     let wf = env.workflow(
         "default.yaml",
-        &DEADLINE.replace(
-            "@ON_TIMEOUT@",
-            "default\n      default: { go: false }",
-        ),
+        &DEADLINE.replace("@ON_TIMEOUT@", "default\n      default: { go: false }"),
     );
     let out = env.corral(&["run", &wf, "--wait", "--json", "--run-id", "d"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -383,7 +406,10 @@ fn approval_deadlines_default_or_fail_the_step() {
     let r = env.report(&out);
     assert_eq!(step(&r, "gate")["error_kind"], "approval_timeout");
     assert!(
-        step(&r, "gate")["error"].as_str().unwrap().contains("approval.timeout"),
+        step(&r, "gate")["error"]
+            .as_str()
+            .unwrap()
+            .contains("approval.timeout"),
         "{r}"
     );
 }
@@ -414,9 +440,19 @@ steps:
     let order: Vec<&str> = comps.iter().map(|c| c["step"].as_str().unwrap()).collect();
     assert_eq!(order, ["charge", "book"], "reverse completion order");
     assert_eq!(comps[0]["outcome"], "invalid_input", "{r}");
-    assert!(comps[0]["error"].as_str().unwrap().contains("compensation of step `charge` failed"));
+    assert!(
+        comps[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("compensation of step `charge` failed")
+    );
     assert_eq!(comps[1]["outcome"], "ok");
-    assert!(r["summary"].as_str().unwrap().contains("1 compensation(s) FAILED"));
+    assert!(
+        r["summary"]
+            .as_str()
+            .unwrap()
+            .contains("1 compensation(s) FAILED")
+    );
 
     let j = env.journal("s");
     let started: Vec<&str> = j
@@ -461,7 +497,15 @@ outputs:
 "#,
     );
     let run = |id: &str, text: &str| {
-        let out = env.corral(&["run", &wf, "--json", "--run-id", id, "-p", &format!("text={text}")]);
+        let out = env.corral(&[
+            "run",
+            &wf,
+            "--json",
+            "--run-id",
+            id,
+            "-p",
+            &format!("text={text}"),
+        ]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         env.report(&out)
     };
@@ -472,7 +516,11 @@ outputs:
     assert_eq!(step(&second, "slow")["cached"], true);
     assert_eq!(step(&second, "slow")["fuel_used"], 0);
     assert_eq!(step(&second, "slow")["attempts"], 0);
-    assert_eq!(step(&second, "fresh")["cached"], false, "only cached steps hit");
+    assert_eq!(
+        step(&second, "fresh")["cached"],
+        false,
+        "only cached steps hit"
+    );
     assert_eq!(second["outputs"], first["outputs"]);
     assert_eq!(count(&env.journal("c2"), "call_cached", "slow"), 1);
     let third = run("c3", "other");
@@ -498,7 +546,13 @@ fn resume_refuses_a_changed_component_unless_allowed() {
     );
     assert_eq!(code(&env.corral(&["run", &wf, "--run-id", "p"])), 10);
     touch_component(&local);
-    let ok = env.corral(&["approve", "p", "sign_off", "--input", r#"{"approver": "x"}"#]);
+    let ok = env.corral(&[
+        "approve",
+        "p",
+        "sign_off",
+        "--input",
+        r#"{"approver": "x"}"#,
+    ]);
     assert_eq!(code(&ok), 0);
     let refused = env.corral(&["resume", "p"]);
     assert_eq!(code(&refused), 9, "{}", stderr(&refused));
@@ -556,7 +610,14 @@ outputs:
     // The new value sticks for later sessions.
     let again = env.corral(&["resume", "q", "--param", "topic=birds", "--json"]);
     let r = env.report(&again);
-    assert!(r["steps"].as_array().unwrap().iter().all(|s| s["reused"] == true), "{r}");
+    assert!(
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["reused"] == true),
+        "{r}"
+    );
 }
 
 #[test]
@@ -577,24 +638,48 @@ steps:
     assert_eq!(code(&env.corral(&["run", &wf, "--run-id", "t"])), 1);
     let refused = env.corral(&["resume", "t"]);
     assert_eq!(code(&refused), 2);
-    assert!(stderr(&refused).contains("corral retry t --step"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("corral retry t --step"),
+        "{}",
+        stderr(&refused)
+    );
     let out = env.corral(&["retry", "t", "--step", "b", "--json"]);
     assert_eq!(code(&out), 1);
     let r = env.report(&out);
     assert_eq!(step(&r, "a")["reused"], true);
-    assert_eq!(step(&r, "b")["attempts"], 2, "the retry is the second attempt");
+    assert_eq!(
+        step(&r, "b")["attempts"],
+        2,
+        "the retry is the second attempt"
+    );
     let unknown = env.corral(&["retry", "t", "--step", "zz"]);
     assert_eq!(code(&unknown), 2);
-    assert!(stderr(&unknown).contains("no step `zz`; its steps are: a, b"), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("no step `zz`; its steps are: a, b"),
+        "{}",
+        stderr(&unknown)
+    );
 }
 
 #[test]
 fn gc_prunes_finished_runs_and_unreferenced_blobs_only() {
     let env = Env::new();
-    let slow = env.workflow("params.yaml", &SLOW.replace("ms: 300", "ms: 0").replace("ms: 400", "ms: 0").replace("ms: 250", "ms: 0"));
+    let slow = env.workflow(
+        "params.yaml",
+        &SLOW
+            .replace("ms: 300", "ms: 0")
+            .replace("ms: 400", "ms: 0")
+            .replace("ms: 250", "ms: 0"),
+    );
     let gated = env.workflow("gated.yaml", GATED);
-    assert_eq!(code(&env.corral(&["run", &slow, "--run-id", "old1", "-p", "text=x"])), 0);
-    assert_eq!(code(&env.corral(&["run", &slow, "--run-id", "old2", "-p", "text=y"])), 0);
+    assert_eq!(
+        code(&env.corral(&["run", &slow, "--run-id", "old1", "-p", "text=x"])),
+        0
+    );
+    assert_eq!(
+        code(&env.corral(&["run", &slow, "--run-id", "old2", "-p", "text=y"])),
+        0
+    );
     assert_eq!(code(&env.corral(&["run", &gated, "--run-id", "open"])), 10);
     let out = env.corral(&["gc", "--older-than", "0s", "--json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -607,7 +692,13 @@ fn gc_prunes_finished_runs_and_unreferenced_blobs_only() {
     assert!(store.journal("old1", 0, 10).unwrap().is_empty());
     // The open run keeps its outputs and still finishes.
     assert_eq!(
-        code(&env.corral(&["approve", "open", "sign_off", "--input", r#"{"approver": "z"}"#])),
+        code(&env.corral(&[
+            "approve",
+            "open",
+            "sign_off",
+            "--input",
+            r#"{"approver": "z"}"#
+        ])),
         0
     );
     let done = env.corral(&["resume", "open", "--json"]);
@@ -631,7 +722,10 @@ fn concurrent_processes_share_one_state_directory() {
         .map(|i| {
             let id = format!("c{i}");
             let text = format!("text=t{i}");
-            (id.clone(), env.spawn(&["run", &wf, "--run-id", &id, "-p", &text]))
+            (
+                id.clone(),
+                env.spawn(&["run", &wf, "--run-id", &id, "-p", &text]),
+            )
         })
         .collect();
     for (id, mut c) in children {
@@ -666,16 +760,23 @@ fn concurrent_processes_share_one_state_directory() {
     // Reusing a run id is refused.
     let dup = env.corral(&["run", &wf, "--run-id", "c0"]);
     assert_eq!(code(&dup), 2);
-    assert!(stderr(&dup).contains("a run `c0` already exists"), "{}", stderr(&dup));
+    assert!(
+        stderr(&dup).contains("a run `c0` already exists"),
+        "{}",
+        stderr(&dup)
+    );
 }
 
 #[test]
 fn cancel_stops_a_driven_run_and_compensates_an_idle_one() {
     let env = Env::new();
-    let wf = env.workflow("gated.yaml", &GATED.replace(
-        "- { id: draft, agent: relay, input: { text: \"draft\" } }",
-        "- { id: draft, agent: relay, input: { text: \"draft\" }, compensate: relay }",
-    ));
+    let wf = env.workflow(
+        "gated.yaml",
+        &GATED.replace(
+            "- { id: draft, agent: relay, input: { text: \"draft\" } }",
+            "- { id: draft, agent: relay, input: { text: \"draft\" }, compensate: relay }",
+        ),
+    );
     let mut driven = env.spawn(&["run", &wf, "--wait", "--run-id", "x"]);
     env.wait_for("x", "the approval request", |j| {
         count(j, "approval_requested", "sign_off") == 1
@@ -684,7 +785,11 @@ fn cancel_stops_a_driven_run_and_compensates_an_idle_one() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(driven.wait().unwrap().code(), Some(130));
     assert_eq!(env.store().run("x").unwrap().status, "cancelled");
-    assert!(env.journal("x").iter().all(|e| e.kind != "compensation_started"));
+    assert!(
+        env.journal("x")
+            .iter()
+            .all(|e| e.kind != "compensation_started")
+    );
 
     assert_eq!(code(&env.corral(&["run", &wf, "--run-id", "y"])), 10);
     let out = env.corral(&["cancel", "y", "--compensate"]);

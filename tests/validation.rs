@@ -40,7 +40,12 @@ async fn invalid_workflows_get_exact_diagnostics() {
         };
         let diags = result.expect_err(&format!("{name} must be invalid"));
         // The echo component's digest moves with every toolchain or SDK change.
-        let echo_digest = runtime().load(agents::ECHO).await.unwrap().digest().to_owned();
+        let echo_digest = runtime()
+            .load(agents::ECHO)
+            .await
+            .unwrap()
+            .digest()
+            .to_owned();
         for d in diags {
             actual.push_str(
                 &d.to_string()

@@ -61,7 +61,10 @@ fn open(state: &StateArgs) -> Result<std::sync::Arc<dyn Store>, Exit> {
 
 fn age(ms: i64) -> String {
     let secs = ((now_ms() - ms).max(0) / 1000) as u64;
-    format!("{} ago", humantime::format_duration(Duration::from_secs(secs)))
+    format!(
+        "{} ago",
+        humantime::format_duration(Duration::from_secs(secs))
+    )
 }
 
 pub fn runs(args: RunsArgs, state: &StateArgs) -> Exit {
@@ -122,7 +125,10 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
         Ok(s) => s,
         Err(e) => return e,
     };
-    let (run, steps) = match store.run(&args.run_id).and_then(|r| Ok((r, store.steps(&args.run_id)?))) {
+    let (run, steps) = match store
+        .run(&args.run_id)
+        .and_then(|r| Ok((r, store.steps(&args.run_id)?)))
+    {
         Ok(x) => x,
         Err(e) => return super::store_error(&e),
     };
@@ -193,7 +199,11 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
             .error
             .clone()
             .or_else(|| s.cached.then(|| "from the step cache".to_owned()))
-            .or_else(|| s.fallback.as_ref().map(|f| format!("output from fallback `{f}`")))
+            .or_else(|| {
+                s.fallback
+                    .as_ref()
+                    .map(|f| format!("output from fallback `{f}`"))
+            })
             .unwrap_or_default();
         println!(
             "  {:<16} {:<20} {:>8} {:>14} {:>10} {:>11}  {}",
@@ -208,7 +218,11 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
     }
     for s in waiting {
         let w = s.waiting.as_ref().expect("filtered");
-        println!("waiting: step `{}`: {}", s.step, w["prompt"].as_str().unwrap_or(""));
+        println!(
+            "waiting: step `{}`: {}",
+            s.step,
+            w["prompt"].as_str().unwrap_or("")
+        );
         if !w["context"].is_null() {
             println!("  context: {}", w["context"]);
         }

@@ -16,8 +16,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Exit, StateArgs};
 use super::validate::Report;
+use super::{Exit, StateArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -276,9 +276,12 @@ async fn drive(rt: Arc<Runtime>, w: Arc<Workflow>, mut opts: RunOptions, d: &Dri
                 report.run_id,
                 report.run_id,
                 match report.status {
-                    RunStatus::Waiting | RunStatus::Paused =>
-                        format!("; answer with `corral approve {} <step> --input <json>` or `corral reject`, then `corral resume {}`", report.run_id, report.run_id),
-                    RunStatus::Cancelled => format!(", `corral resume {}` to continue", report.run_id),
+                    RunStatus::Waiting | RunStatus::Paused => format!(
+                        "; answer with `corral approve {} <step> --input <json>` or `corral reject`, then `corral resume {}`",
+                        report.run_id, report.run_id
+                    ),
+                    RunStatus::Cancelled =>
+                        format!(", `corral resume {}` to continue", report.run_id),
                     _ => String::new(),
                 }
             );
@@ -366,7 +369,10 @@ fn print_report(r: &RunReport) {
             .error
             .clone()
             .or_else(|| s.skip_reason.clone())
-            .or_else(|| s.reused.then(|| "reused from an earlier session".to_owned()))
+            .or_else(|| {
+                s.reused
+                    .then(|| "reused from an earlier session".to_owned())
+            })
             .or_else(|| s.cached.then(|| "from the step cache".to_owned()))
             .or_else(|| {
                 s.fallback

@@ -324,7 +324,7 @@ impl Store for SqliteStore {
                         run: run.into(),
                         owner: Owner::decode(&held).map_or(held, |o| o.describe()),
                         age: Duration::from_millis(
-                            (now - rec.heartbeat_ms.unwrap_or(now)).max(0) as u64,
+                            (now - rec.heartbeat_ms.unwrap_or(now)).max(0) as u64
                         ),
                     });
                 }

@@ -133,9 +133,13 @@ pub async fn reopen(
             run: id.into(),
             status: record.status.clone(),
             hint: if record.status == "completed" {
-                format!("; `corral resume {id} --param k=v` reruns the steps that read a changed param")
+                format!(
+                    "; `corral resume {id} --param k=v` reruns the steps that read a changed param"
+                )
             } else {
-                format!("; `corral retry {id} --step <id>` runs a step and what depends on it again, `corral resume {id} --param k=v` reruns what reads a changed param")
+                format!(
+                    "; `corral retry {id} --step <id>` runs a step and what depends on it again, `corral resume {id} --param k=v` reruns what reads a changed param"
+                )
             },
         });
     }

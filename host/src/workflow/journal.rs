@@ -5,8 +5,8 @@
 //! lost to a crash only together with everything recorded after it.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -19,11 +19,12 @@ use crate::store::{Entry, HEARTBEAT, Owner, StepRecord, Store, digest};
 
 use super::events::{Event, StepStats};
 
-/// Most entries in one transaction.
-const BATCH: usize = 1024;
+/// Most entries in one transaction: whatever queued up while the previous
+/// transaction committed goes into the next (group commit).
+const BATCH: usize = 4096;
 
 enum Msg {
-    Event(Event, i64),
+    Event(Box<Event>, i64),
     Flush(oneshot::Sender<Result<(), String>>),
 }
 
@@ -111,7 +112,7 @@ impl Journal {
     /// Queues an event; it is committed shortly, in order.
     pub fn record(&self, e: &Event) {
         if let Some(tx) = self.tx.lock().unwrap().as_ref() {
-            let _ = tx.send(Msg::Event(e.clone(), crate::store::now_ms()));
+            let _ = tx.send(Msg::Event(Box::new(e.clone()), crate::store::now_ms()));
         }
     }
 
@@ -174,7 +175,7 @@ impl Writer {
             while let Some(m) = next {
                 match m {
                     Msg::Event(e, at) => {
-                        if let Some(entry) = self.entry(e, at) {
+                        if let Some(entry) = self.entry(*e, at) {
                             batch.push(entry);
                         }
                     }
@@ -186,10 +187,33 @@ impl Writer {
                     None
                 };
             }
-            if !batch.is_empty() && self.error.get().is_none() {
-                if let Err(e) = self.store.commit(&self.run_id, &batch) {
-                    self.fail(format!("cannot write the journal: {e}"));
+            // One transaction holds the batch: only each step's last state
+            // needs writing.
+            let mut last: HashMap<&str, usize> = HashMap::new();
+            for (k, e) in batch.iter().enumerate() {
+                if let Some(s) = &e.step_state {
+                    last.insert(s.step.as_str(), k);
                 }
+            }
+            let keep: Vec<bool> = batch
+                .iter()
+                .enumerate()
+                .map(|(k, e)| {
+                    e.step_state
+                        .as_ref()
+                        .is_none_or(|s| last[s.step.as_str()] == k)
+                })
+                .collect();
+            for (e, keep) in batch.iter_mut().zip(keep) {
+                if !keep {
+                    e.step_state = None;
+                }
+            }
+            if !batch.is_empty()
+                && self.error.get().is_none()
+                && let Err(e) = self.store.commit(&self.run_id, &batch)
+            {
+                self.fail(format!("cannot write the journal: {e}"));
             }
             batch.clear();
             let result = match self.error.get() {
@@ -390,7 +414,9 @@ impl Writer {
                 if r.status != "paused" {
                     r.status = "waiting".into();
                 }
-                r.waiting = Some(json!({ "prompt": prompt, "schema": schema, "context": context, "deadline_ms": deadline_ms }));
+                r.waiting = Some(
+                    json!({ "prompt": prompt, "schema": schema, "context": context, "deadline_ms": deadline_ms }),
+                );
                 r.answer = None;
                 entry.step_state = Some(r.clone());
             }

@@ -600,7 +600,10 @@ impl Exec {
             );
             // Compensations have their agent's own budget, outside the
             // workflow's pool: a run that failed for fuel must still undo.
-            let call = self.rt.call(&wa.agent, &packet, &wa.budget, &wa.grants).await;
+            let call = self
+                .rt
+                .call(&wa.agent, &packet, &wa.budget, &wa.grants)
+                .await;
             let (outcome, error) = match &call.result {
                 Ok(_) => ("ok".to_owned(), None),
                 Err(e) => (
@@ -947,7 +950,10 @@ impl Board {
             {
                 let f = Failure::permanent(
                     "invalid_input",
-                    format!("step `{}`: the approval's input does not match `approval.schema`: {e}", step.id),
+                    format!(
+                        "step `{}`: the approval's input does not match `approval.schema`: {e}",
+                        step.id
+                    ),
                 );
                 *halt = halt.take().or(finish_failed(exec, step, self, i, &f, s));
                 return;
@@ -1306,10 +1312,7 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                         continue;
                     }
                     "waiting" => {
-                        deadline = rec
-                            .waiting
-                            .as_ref()
-                            .and_then(|w| w["deadline_ms"].as_i64());
+                        deadline = rec.waiting.as_ref().and_then(|w| w["deadline_ms"].as_i64());
                     }
                     _ => {}
                 }
@@ -1330,8 +1333,7 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                         continue;
                     }
                 };
-                let deadline =
-                    deadline.or(a.timeout.map(|t| now_ms() + t.as_millis() as i64));
+                let deadline = deadline.or(a.timeout.map(|t| now_ms() + t.as_millis() as i64));
                 board.status[i] = StepStatus::Waiting;
                 board.reports[i].status = StepStatus::Waiting;
                 board.waiting.insert(i, deadline);
@@ -1456,7 +1458,7 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
         _ => false,
     };
     let compensations = if compensate {
-        compensable.sort_by(|a, b| b.0.cmp(&a.0));
+        compensable.sort_by_key(|c| std::cmp::Reverse(c.0));
         exec.compensate(&compensable).await
     } else {
         Vec::new()

@@ -372,7 +372,10 @@ impl Validator<'_> {
             Some(CacheDef::Enabled(true)) => Some(None),
             Some(CacheDef::Ttl { ttl }) => {
                 if ttl.0.is_zero() {
-                    self.err(format!("{f}.cache.ttl"), "must be longer than 0s".to_owned());
+                    self.err(
+                        format!("{f}.cache.ttl"),
+                        "must be longer than 0s".to_owned(),
+                    );
                 }
                 Some(Some(ttl.0))
             }
@@ -630,7 +633,9 @@ impl Validator<'_> {
             if set {
                 self.err(
                     format!("{f}.{field}"),
-                    format!("an approval step waits for a human; `{field}` only applies to agent steps"),
+                    format!(
+                        "an approval step waits for a human; `{field}` only applies to agent steps"
+                    ),
                 );
             }
         }
@@ -649,7 +654,10 @@ impl Validator<'_> {
             }
         };
         if a.timeout.is_some_and(|t| t.0.is_zero()) {
-            self.err(format!("{f}.approval.timeout"), "must be longer than 0s".to_owned());
+            self.err(
+                format!("{f}.approval.timeout"),
+                "must be longer than 0s".to_owned(),
+            );
         }
         let default = match (a.on_timeout, &a.default) {
             (OnTimeout::Default, None) => {
