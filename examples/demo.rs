@@ -8,19 +8,27 @@
 //!    against the agents' schemas, the CEL conditions, the components;
 //! 2. prints the plan: the waves of steps that can run in parallel and the
 //!    worst-case fuel against the workflow budget;
-//! 3. runs it: a support ticket is classified, routed to the summarizer its
-//!    label selects, merged and reviewed by a critic, each step in a fresh
-//!    sandbox with its own budget, each handoff checked against the schemas;
-//! 4. runs the `hostile` fixture's infinite loop, memory bomb and panic to
+//! 3. runs it, journaled in the embedded SQLite store (`.corral/` in the
+//!    working directory): a support ticket is classified, routed to the
+//!    summarizer its label selects, merged and reviewed by a critic, each step
+//!    in a fresh sandbox with its own budget, each handoff checked against the
+//!    schemas;
+//! 4. runs `examples/approval.yaml` until it waits for a human, approves it
+//!    the way `corral approve` does, and resumes it from the store: the steps
+//!    committed before the pause are reused, not rerun;
+//! 5. runs the `hostile` fixture's infinite loop, memory bomb and panic to
 //!    show the typed errors a breach produces.
 //!
-//! The same workflow runs from the command line with
-//! `corral run examples/triage.yaml`.
+//! The same workflows run from the command line with
+//! `corral run examples/triage.yaml`; `corral runs` lists the demo's runs.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use corral::store::{Durability, SqliteStore, Store};
+use corral::workflow::durable::{ResumeRequest, begin, reopen};
 use corral::workflow::events::{Event, EventSink};
+use corral::workflow::report::RunStatus;
 use corral::workflow::plan::plan;
 use corral::workflow::run::{RunOptions, resolve_params, run};
 use corral::workflow::{source, validate::validate};
@@ -64,6 +72,8 @@ async fn main() -> anyhow::Result<()> {
     println!("\n3. run");
     let events: EventSink = Arc::new(|e: &Event| match e {
         Event::StepCompleted { step, .. } => println!("   ✓ {step}"),
+        Event::StepReused { step } => println!("   ≡ {step} (committed earlier, reused)"),
+        Event::ApprovalRequested { step, prompt, .. } => println!("   ? {step} waits for a human: {prompt}"),
         Event::StepSkipped { step, reason } => println!("   – {step} skipped: {reason}"),
         Event::StepFailed { step, error, .. } => println!("   ✗ {step}: {error}"),
         Event::StepRetrying {
@@ -71,17 +81,25 @@ async fn main() -> anyhow::Result<()> {
         } => println!("   ↻ {step} retrying (attempt {next_attempt})"),
         _ => {}
     });
+    let state = Path::new(corral::store::DEFAULT_STATE_DIR);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(state, Durability::Normal)?);
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let run_id = format!("demo-{}", stamp.as_millis());
     let params = resolve_params(&workflow, &[]).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let opts = RunOptions {
-        run_id: "demo".into(),
-        params,
-        events,
-        cancel: CancellationToken::new(),
-        seed: 0,
-        ..RunOptions::new("", serde_json::Value::Null)
-    };
+    let cancel = CancellationToken::new();
+    let journal = begin(store.clone(), &workflow, &params, &run_id, cancel.clone())?;
+    let mut opts = RunOptions::new(run_id.clone(), params);
+    opts.events = events.clone();
+    opts.cancel = cancel;
+    opts.journal = Some(journal.clone());
     let report = run(runtime.clone(), workflow, opts).await;
+    journal.close().await.map_err(anyhow::Error::msg)?;
     println!("   {}", report.summary);
+    println!(
+        "   journaled as `{run_id}` in {}/: {} entries (`corral show {run_id}`)",
+        state.display(),
+        store.journal(&run_id, 0, 100_000)?.len()
+    );
     for s in &report.steps {
         println!(
             "     {:<14} {:<10} fuel {:>9}  peak {:>5} KiB  {:>9.2?}",
@@ -97,7 +115,60 @@ async fn main() -> anyhow::Result<()> {
         serde_json::to_string_pretty(&report.outputs)?.replace('\n', "\n   ")
     );
 
-    println!("\n4. a hostile agent, contained");
+    println!("\n4. a human in the loop, across two sessions");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/approval.yaml");
+    let src = source::load(&file).map_err(|d| anyhow::anyhow!("{d:#?}"))?;
+    let gated = Arc::new(
+        validate(&src, &runtime)
+            .await
+            .map_err(|d| anyhow::anyhow!("{d:#?}"))?,
+    );
+    let gated_id = format!("{run_id}-approval");
+    let params = resolve_params(&gated, &[]).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let cancel = CancellationToken::new();
+    let journal = begin(store.clone(), &gated, &params, &gated_id, cancel.clone())?;
+    let mut opts = RunOptions::new(gated_id.clone(), params);
+    opts.events = events.clone();
+    opts.cancel = cancel;
+    opts.journal = Some(journal.clone());
+    let first = run(runtime.clone(), gated, opts).await;
+    journal.close().await.map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(first.status == RunStatus::Waiting, "{}", first.summary);
+    println!("   session 1 stops: {}", first.error.unwrap_or_default());
+    store.answer(
+        &gated_id,
+        "sign_off",
+        &json!({ "approved": true, "input": { "approver": "the demo" } }),
+    )?;
+    println!("   approved as `corral approve {gated_id} sign_off --input '{{\"approver\": \"the demo\"}}'` would");
+    let req = ResumeRequest {
+        run_id: gated_id.clone(),
+        ..ResumeRequest::default()
+    };
+    let cancel = CancellationToken::new();
+    let r = reopen(&runtime, store.clone(), &req, cancel.clone()).await?;
+    let journal = r.journal.clone();
+    let mut opts = RunOptions::new(gated_id.clone(), r.params);
+    opts.events = events;
+    opts.cancel = cancel;
+    opts.journal = Some(r.journal);
+    opts.resume = Some(r.resume);
+    let second = run(runtime.clone(), r.workflow, opts).await;
+    journal.close().await.map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(second.status == RunStatus::Completed, "{}", second.summary);
+    let reused: Vec<&str> = second
+        .steps
+        .iter()
+        .filter(|s| s.reused)
+        .map(|s| s.id.as_str())
+        .collect();
+    println!(
+        "   session 2 (`corral resume {gated_id}`): {}; reused without rerunning: {}",
+        second.summary,
+        reused.join(", ")
+    );
+
+    println!("\n5. a hostile agent, contained");
     let hostile = runtime.load(corral_plugins::HOSTILE).await?;
     let tight = Budget {
         fuel: 50_000_000,
