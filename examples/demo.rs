@@ -28,8 +28,8 @@ use std::sync::Arc;
 use corral::store::{Durability, SqliteStore, Store};
 use corral::workflow::durable::{ResumeRequest, begin, reopen};
 use corral::workflow::events::{Event, EventSink};
-use corral::workflow::report::RunStatus;
 use corral::workflow::plan::plan;
+use corral::workflow::report::RunStatus;
 use corral::workflow::run::{RunOptions, resolve_params, run};
 use corral::workflow::{source, validate::validate};
 use corral::{Budget, Grants, HandoffPacket, Runtime, RuntimeConfig};
@@ -73,7 +73,9 @@ async fn main() -> anyhow::Result<()> {
     let events: EventSink = Arc::new(|e: &Event| match e {
         Event::StepCompleted { step, .. } => println!("   ✓ {step}"),
         Event::StepReused { step } => println!("   ≡ {step} (committed earlier, reused)"),
-        Event::ApprovalRequested { step, prompt, .. } => println!("   ? {step} waits for a human: {prompt}"),
+        Event::ApprovalRequested { step, prompt, .. } => {
+            println!("   ? {step} waits for a human: {prompt}")
+        }
         Event::StepSkipped { step, reason } => println!("   – {step} skipped: {reason}"),
         Event::StepFailed { step, error, .. } => println!("   ✗ {step}: {error}"),
         Event::StepRetrying {
@@ -140,7 +142,9 @@ async fn main() -> anyhow::Result<()> {
         "sign_off",
         &json!({ "approved": true, "input": { "approver": "the demo" } }),
     )?;
-    println!("   approved as `corral approve {gated_id} sign_off --input '{{\"approver\": \"the demo\"}}'` would");
+    println!(
+        "   approved as `corral approve {gated_id} sign_off --input '{{\"approver\": \"the demo\"}}'` would"
+    );
     let req = ResumeRequest {
         run_id: gated_id.clone(),
         ..ResumeRequest::default()

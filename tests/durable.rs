@@ -800,3 +800,50 @@ fn cancel_stops_a_driven_run_and_compensates_an_idle_one() {
     let again = env.corral(&["cancel", "y"]);
     assert_eq!(code(&again), 2);
 }
+
+#[test]
+fn a_paused_step_can_be_answered_with_the_output_it_should_have_produced() {
+    let env = Env::new();
+    let wf = env.workflow(
+        "pause.yaml",
+        r#"
+version: 1
+name: pause
+agents:
+  relay: { component: "@RELAY@" }
+steps:
+  - { id: flaky, agent: relay, input: { text: "x", fail: true }, on_error: pause }
+  - { id: after, agent: relay, input: { text: $steps.flaky.output.text, mark: "+" } }
+outputs:
+  text: $steps.after.output.text
+"#,
+    );
+    let out = env.corral(&["run", &wf, "--json", "--run-id", "p"]);
+    assert_eq!(code(&out), 10, "{}", stderr(&out));
+    assert_eq!(env.report(&out)["status"], "paused");
+    // The answer must match the agent's output schema.
+    let bad = env.corral(&["approve", "p", "flaky", "--input", r#"{"hops": 1}"#]);
+    assert_eq!(code(&bad), 4, "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("\"text\" is a required property"),
+        "{}",
+        stderr(&bad)
+    );
+    let ok = env.corral(&[
+        "approve",
+        "p",
+        "flaky",
+        "--input",
+        r#"{"text": "by hand", "hops": 1}"#,
+    ]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    let done = env.corral(&["resume", "p", "--json"]);
+    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    let r = env.report(&done);
+    assert_eq!(r["outputs"]["text"], "by hand+");
+    assert_eq!(
+        count(&env.journal("p"), "call_started", "flaky"),
+        1,
+        "not rerun"
+    );
+}

@@ -136,7 +136,7 @@ pub fn store_error(e: &StoreError) -> Exit {
         StoreError::UnknownRun(_) | StoreError::RunExists(_) | StoreError::Step { .. } => {
             Exit::Usage
         }
-        StoreError::Leased { .. } => Exit::Leased,
+        StoreError::Leased { .. } | StoreError::LeaseLost(_) => Exit::Leased,
         StoreError::Backend { .. } => Exit::Host,
     }
 }

@@ -29,6 +29,10 @@ pub enum StoreError {
         owner: String,
         age: Duration,
     },
+    #[error(
+        "run `{0}`: another process took over this run (its lease had expired); this one stops driving it"
+    )]
+    LeaseLost(String),
     #[error("run `{run}`, step `{step}`: {message}")]
     Step {
         run: String,

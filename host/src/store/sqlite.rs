@@ -353,11 +353,7 @@ impl Store for SqliteStore {
                         .optional()
                 })
                 .map_err(|e| self.err(e))?;
-            cancel.ok_or_else(|| StoreError::Step {
-                run: run.into(),
-                step: "(run)".into(),
-                message: "another process took over this run; this one stops driving it".into(),
-            })
+            cancel.ok_or_else(|| StoreError::LeaseLost(run.into()))
         })
     }
 
@@ -601,5 +597,107 @@ impl Store for SqliteStore {
                 .map_err(|e| self.err(e))?;
             Ok(stats)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{LEASE, Owner};
+
+    fn new_run(id: &str) -> NewRun {
+        NewRun {
+            id: id.into(),
+            workflow: "w".into(),
+            file: "w.yaml".into(),
+            definition: "version: 1".into(),
+            digest: "sha256:0".into(),
+            params: json!({}),
+            components: json!({}),
+        }
+    }
+
+    #[test]
+    fn a_live_owner_keeps_its_lease_and_a_dead_one_loses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+        let me = Owner::this_process();
+        store.create_run(&new_run("r"), &me).unwrap();
+        assert!(matches!(
+            store.create_run(&new_run("r"), &me),
+            Err(StoreError::RunExists(_))
+        ));
+        // Another driver in a live process (this one) is refused.
+        let rival = Owner {
+            token: "other".into(),
+            ..me.clone()
+        };
+        let err = store.claim("r", &rival, LEASE).unwrap_err();
+        assert!(
+            err.to_string().contains("is being driven by process"),
+            "{err}"
+        );
+        assert!(matches!(store.heartbeat("r", &me), Ok(0)));
+        // A driver whose process is gone is taken over at once.
+        let ghost = Owner {
+            pid: u32::MAX - 1,
+            ..me.clone()
+        };
+        store.release("r", &me).unwrap();
+        store.claim("r", &ghost, LEASE).unwrap();
+        let rec = store.claim("r", &rival, LEASE).unwrap();
+        assert_eq!(rec.sessions, 3);
+        assert!(matches!(
+            store.heartbeat("r", &ghost),
+            Err(StoreError::LeaseLost(_))
+        ));
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+            store
+                .create_run(&new_run("kept"), &Owner::this_process())
+                .unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+        assert_eq!(store.run("kept").unwrap().status, "running");
+        drop(store);
+        let conn = Connection::open(dir.path().join("corral.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(dir.path(), Durability::Normal)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("newer than this corral knows"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_commit_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+        store
+            .create_run(&new_run("r"), &Owner::this_process())
+            .unwrap();
+        let good = Entry::new("step_started", Some("a".into()), "{}".into());
+        // A trigger makes the second entry of the batch fail.
+        let conn = store.conn.lock().unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER boom BEFORE INSERT ON journal WHEN NEW.kind = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+        )
+        .unwrap();
+        drop(conn);
+        let bad = Entry::new("boom", None, "{}".into());
+        assert!(store.commit("r", &[good.clone(), bad]).is_err());
+        assert!(store.journal("r", 0, 10).unwrap().is_empty());
+        store.commit("r", &[good]).unwrap();
+        assert_eq!(store.journal("r", 0, 10).unwrap().len(), 1);
     }
 }

@@ -175,9 +175,8 @@ impl Writer {
             while let Some(m) = next {
                 match m {
                     Msg::Event(e, at) => {
-                        if let Some(entry) = self.entry(*e, at) {
-                            batch.push(entry);
-                        }
+                        let entry = self.entry(*e, at);
+                        batch.push(entry);
                     }
                     Msg::Flush(done) => waiting.push(done),
                 }
@@ -261,7 +260,7 @@ impl Writer {
     }
 
     /// The journal entry for an event, with the state change it implies.
-    fn entry(&mut self, e: Event, at_ms: i64) -> Option<Entry> {
+    fn entry(&mut self, e: Event, at_ms: i64) -> Entry {
         let kind = e.kind();
         let step = e.step().map(str::to_owned);
         let mut blob = None;
@@ -444,6 +443,6 @@ impl Writer {
             | Event::CompensationStarted { .. }
             | Event::Breaker { .. } => {}
         }
-        Some(entry)
+        entry
     }
 }
