@@ -25,6 +25,8 @@ const BATCH: usize = 4096;
 
 enum Msg {
     Event(Box<Event>, i64),
+    /// An entry that is not an event (a cache store), kept in order with them.
+    Entry(Box<Entry>),
     Flush(oneshot::Sender<Result<(), String>>),
 }
 
@@ -116,6 +118,13 @@ impl Journal {
         }
     }
 
+    /// Queues a ready-made entry, in order with the events.
+    pub fn append(&self, e: Entry) {
+        if let Some(tx) = self.tx.lock().unwrap().as_ref() {
+            let _ = tx.send(Msg::Entry(Box::new(e)));
+        }
+    }
+
     /// Waits until everything recorded so far is committed.
     pub async fn flush(&self) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
@@ -178,6 +187,7 @@ impl Writer {
                         let entry = self.entry(*e, at);
                         batch.push(entry);
                     }
+                    Msg::Entry(e) => batch.push(*e),
                     Msg::Flush(done) => waiting.push(done),
                 }
                 next = if batch.len() < BATCH {

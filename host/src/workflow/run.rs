@@ -307,9 +307,7 @@ impl Exec {
                 json!({ "step": step.id, "key": key, "output": d }).to_string(),
             )
         };
-        if let Err(e) = j.store().commit(j.run_id(), &[entry]) {
-            tracing::warn!("cannot store step `{}` in the cache: {e}", step.id);
-        }
+        j.append(entry);
     }
 
     fn announce(&self, agent: &str, t: Transition) {
