@@ -4,6 +4,7 @@ mod approve;
 mod call;
 mod history;
 mod inspect;
+mod new;
 mod render;
 mod run;
 mod validate;
@@ -113,6 +114,8 @@ enum Command {
     Cancel(history::CancelArgs),
     /// Delete finished runs older than a duration, and the blobs and cache entries nothing uses any more.
     Gc(history::GcArgs),
+    /// Scaffold a new agent project in Rust, Python or JavaScript.
+    New(new::NewArgs),
 }
 
 /// Where the state store is, and how durable its commits are.
@@ -192,6 +195,7 @@ pub fn main() -> ExitCode {
         Command::Approve(args) => approve::approve(args, &state),
         Command::Reject(args) => approve::reject(args, &state),
         Command::Gc(args) => history::gc(args, &state),
+        Command::New(args) => new::run(args),
         command => {
             return run_engine(cli.cache_dir, cli.no_cache, cli.max_stack, command, &state);
         }
@@ -240,7 +244,8 @@ fn run_engine(
             | Command::Show(_)
             | Command::Approve(_)
             | Command::Reject(_)
-            | Command::Gc(_) => unreachable!("handled without the engine"),
+            | Command::Gc(_)
+            | Command::New(_) => unreachable!("handled without the engine"),
         }
     });
     ExitCode::from(exit as u8)

@@ -1,7 +1,10 @@
-//! Builds every agent under `plugins/` for `wasm32-wasip2` and writes one path constant per agent.
+//! Builds every agent under `plugins/` (Rust for `wasm32-wasip2`, Python with componentize-py, JavaScript with componentize-js) and writes one path constant per agent.
 //!
-//! Cargo caches the nested build in `target/wasm-agents`, shared by every
-//! profile, so a second `cargo test` rebuilds nothing.
+//! Everything lands in `target/wasm-agents`, shared by every profile. Cargo
+//! caches the nested Rust build; a Python or JS component is rebuilt only
+//! when it is older than its sources, so a second `cargo test` rebuilds
+//! nothing. The Python toolchain is pinned in `plugins/python/requirements.txt`
+//! and installed into a venv there; the JS one in `plugins/js/package-lock.json`.
 
 use std::env;
 use std::fmt::Write as _;
@@ -30,8 +33,22 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let plugins = manifest_dir.parent().unwrap();
     let root = plugins.parent().unwrap();
-    for dir in [plugins, &root.join("plugin-sdk"), &root.join("wit")] {
-        println!("cargo:rerun-if-changed={}", dir.display());
+    // Not plugins/ as a whole: node_modules would be scanned on every build.
+    let mut watched = vec![
+        root.join("wit"),
+        root.join("plugin-sdk"),
+        plugins.join("python"),
+    ];
+    watched.extend(AGENTS.iter().map(|(package, _)| plugins.join(package)));
+    watched.push(plugins.join("textkit"));
+    watched.extend(
+        ["build.mjs", "package.json", "package-lock.json"]
+            .iter()
+            .map(|f| plugins.join("js").join(f)),
+    );
+    watched.extend(sources(&plugins.join("js"), "agent.js"));
+    for path in &watched {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
 
     ensure_target();
@@ -83,6 +100,24 @@ fn main() {
         .unwrap();
         writeln!(all, "    ({package:?}, {konst}),").unwrap();
     }
+    for (lang, path) in [
+        ("py", python_agents(root, &target_dir)),
+        ("js", js_agents(root, &target_dir)),
+    ]
+    .into_iter()
+    .flat_map(|(lang, built)| built.into_iter().map(move |b| (lang, b)))
+    {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let konst = format!("{lang}_{name}").to_uppercase().replace('-', "_");
+        writeln!(code, "/// The `{name}` agent, in {lang}.").unwrap();
+        writeln!(
+            code,
+            "pub const {konst}: &str = {:?};",
+            path.display().to_string()
+        )
+        .unwrap();
+        writeln!(all, "    ({:?}, {konst}),", format!("{lang}-{name}")).unwrap();
+    }
     writeln!(code, "/// Every component: (package name, path).").unwrap();
     writeln!(code, "pub const ALL: &[(&str, &str)] = &[\n{all}];").unwrap();
     std::fs::write(out_dir.join("agents.rs"), code).unwrap();
@@ -113,4 +148,171 @@ fn ensure_target() {
              Install it by hand with `rustup target add {TARGET}` and build again."
         ),
     }
+}
+
+/// Agent directories under `dir` that hold `entry` (`app.py`, `agent.js`).
+fn sources(dir: &Path, entry: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join(entry).is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// The newest modification time of the files under `paths`.
+fn newest(paths: &[PathBuf]) -> std::time::SystemTime {
+    fn walk(p: &Path, best: &mut std::time::SystemTime) {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return;
+        };
+        if meta.is_dir() {
+            if p.file_name()
+                .is_some_and(|n| n == "node_modules" || n == "__pycache__")
+            {
+                return;
+            }
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                walk(&e.path(), best);
+            }
+        } else if let Ok(m) = meta.modified() {
+            *best = (*best).max(m);
+        }
+    }
+    let mut best = std::time::SystemTime::UNIX_EPOCH;
+    for p in paths {
+        walk(p, &mut best);
+    }
+    best
+}
+
+/// Whether `out` is missing or older than any of `inputs`.
+fn stale(out: &Path, inputs: &[PathBuf]) -> bool {
+    match std::fs::metadata(out).and_then(|m| m.modified()) {
+        Ok(built) => newest(inputs) > built,
+        Err(_) => true,
+    }
+}
+
+fn run(cmd: &mut Command, what: &str, hint: &str) {
+    match cmd.status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!("{what} failed ({s}); {hint}"),
+        Err(e) => panic!("{what} could not start ({e}); {hint}"),
+    }
+}
+
+/// Builds `plugins/python/*/app.py` with componentize-py from a pinned venv.
+fn python_agents(root: &Path, target_dir: &Path) -> Vec<PathBuf> {
+    let agents = sources(&root.join("plugins/python"), "app.py");
+    let requirements = root.join("plugins/python/requirements.txt");
+    let venv = target_dir.join("py-venv");
+    let tool = venv.join("bin/componentize-py");
+    let hint = "the Python agents need python3 (3.10 or newer) with the venv module and pip, \
+                and access to PyPI for the pinned componentize-py";
+    if stale(&tool, std::slice::from_ref(&requirements)) {
+        println!(
+            "cargo:warning=installing the Python agent toolchain (plugins/python/requirements.txt) into {}",
+            venv.display()
+        );
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "creating a Python venv",
+            hint,
+        );
+        run(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&requirements),
+            "pip install -r plugins/python/requirements.txt",
+            hint,
+        );
+        // pip leaves the script's old mtime; mark the toolchain as current.
+        let _ = std::fs::File::options()
+            .append(true)
+            .open(&tool)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    }
+    let sdk = root.join("plugin-sdk/python");
+    let wit = root.join("wit/since_v0.1.0");
+    let out_dir = target_dir.join("python");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    agents
+        .iter()
+        .map(|dir| {
+            let name = dir.file_name().unwrap().to_string_lossy().to_string();
+            let out = out_dir.join(format!("{name}.wasm"));
+            if stale(&out, &[dir.clone(), sdk.clone(), wit.clone(), tool.clone()]) {
+                run(
+                    Command::new(&tool)
+                        .arg("--quiet")
+                        .arg("-d")
+                        .arg(&wit)
+                        .args(["-w", "agent", "componentize", "app", "-p"])
+                        .arg(dir)
+                        .arg("-p")
+                        .arg(&sdk)
+                        .arg("-o")
+                        .arg(&out),
+                    &format!("componentize-py for plugins/python/{name}"),
+                    "see its output above",
+                );
+            }
+            out
+        })
+        .collect()
+}
+
+/// Builds `plugins/js/*/agent.js` with componentize-js (through `plugins/js/build.mjs`).
+fn js_agents(root: &Path, target_dir: &Path) -> Vec<PathBuf> {
+    let js = root.join("plugins/js");
+    let agents = sources(&js, "agent.js");
+    let hint = "the JavaScript agents need node (18 or newer) and npm, \
+                with access to the npm registry for the pinned componentize-js";
+    let lock = js.join("package-lock.json");
+    let installed = js.join("node_modules/.package-lock.json");
+    if stale(&installed, &[lock.clone(), js.join("package.json")]) {
+        println!(
+            "cargo:warning=installing the JS agent toolchain (plugins/js/package-lock.json) with npm ci"
+        );
+        run(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&js),
+            "npm ci in plugins/js",
+            hint,
+        );
+    }
+    let inputs = [
+        root.join("plugin-sdk/js"),
+        root.join("wit/since_v0.1.0"),
+        js.join("build.mjs"),
+        installed,
+    ];
+    let out_dir = target_dir.join("js");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    agents
+        .iter()
+        .map(|dir| {
+            let name = dir.file_name().unwrap().to_string_lossy().to_string();
+            let out = out_dir.join(format!("{name}.wasm"));
+            let mut mine = inputs.to_vec();
+            mine.push(dir.clone());
+            if stale(&out, &mine) {
+                run(
+                    Command::new("node")
+                        .arg(js.join("build.mjs"))
+                        .arg(dir)
+                        .arg(&out)
+                        .current_dir(&js),
+                    &format!("building plugins/js/{name} with componentize-js"),
+                    hint,
+                );
+            }
+            out
+        })
+        .collect()
 }
