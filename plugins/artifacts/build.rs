@@ -248,6 +248,8 @@ fn python_agents(root: &Path, target_dir: &Path) -> Vec<PathBuf> {
             if stale(&out, &[dir.clone(), sdk.clone(), wit.clone(), tool.clone()]) {
                 run(
                     Command::new(&tool)
+                        // No __pycache__ in the source tree: it would retrigger this script.
+                        .env("PYTHONDONTWRITEBYTECODE", "1")
                         .arg("--quiet")
                         .arg("-d")
                         .arg(&wit)
