@@ -893,19 +893,14 @@ impl Board {
     fn complete(&mut self, exec: &Exec, i: usize, v: Arc<Value>, s: Stats) {
         let step = &exec.w.steps[i];
         self.status[i] = StepStatus::Completed;
+        // Cached: every call this session was a cache hit (no new attempts).
+        let cached = s.cache_hits > 0 && s.attempts == self.reports[i].attempts;
+        self.record_stats(i, &s);
         let r = &mut self.reports[i];
         r.status = StepStatus::Completed;
         r.error = None;
         r.error_kind = None;
-        r.cached = s.cache_hits > 0 && s.attempts == r.attempts;
-        (r.attempts, r.retries, r.fallback, r.items, r.iterations) = (
-            s.attempts,
-            s.retries,
-            s.fallback.clone(),
-            s.items,
-            s.iterations,
-        );
-        (r.fuel_used, r.peak_memory_bytes, r.wall_time_us) = (s.fuel, s.peak, s.wall_us);
+        r.cached = cached;
         self.outputs[i] = Some(v.clone());
         self.order[i] = Some(self.next_order);
         self.next_order += 1;
