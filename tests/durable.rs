@@ -315,6 +315,11 @@ fn approval_pauses_rejects_bad_input_then_continues_after_approve() {
     let j = env.journal("a");
     assert_eq!(count(&j, "approval_answered", "sign_off"), 1);
     assert_eq!(count(&j, "step_completed", "draft"), 1, "draft ran once");
+
+    // Asking again asks a human again: the old answer is not reused.
+    let again = env.corral(&["retry", "a", "--step", "sign_off", "--json"]);
+    assert_eq!(code(&again), 10, "{}", stderr(&again));
+    assert_eq!(env.report(&again)["waiting"], json!(["sign_off"]));
 }
 
 #[test]
@@ -790,6 +795,18 @@ fn cancel_stops_a_driven_run_and_compensates_an_idle_one() {
             .iter()
             .all(|e| e.kind != "compensation_started")
     );
+    // A cancelled run can be continued; the old cancel request does not stop it.
+    let mut resumed = env.spawn(&["resume", "x", "--wait"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let ok = env.corral(&[
+        "approve",
+        "x",
+        "sign_off",
+        "--input",
+        r#"{"approver": "v"}"#,
+    ]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    assert_eq!(resumed.wait().unwrap().code(), Some(0));
 
     assert_eq!(code(&env.corral(&["run", &wf, "--run-id", "y"])), 10);
     let out = env.corral(&["cancel", "y", "--compensate"]);
@@ -829,6 +846,19 @@ outputs:
         "{}",
         stderr(&bad)
     );
+    // Rejecting fails the run for good, it does not pause it again.
+    assert_eq!(code(&env.corral(&["run", &wf, "--run-id", "p2"])), 10);
+    assert_eq!(
+        code(&env.corral(&["reject", "p2", "flaky", "--reason", "no"])),
+        0
+    );
+    let rejected = env.corral(&["resume", "p2", "--json"]);
+    assert_eq!(code(&rejected), 1, "{}", stderr(&rejected));
+    assert_eq!(
+        step(&env.report(&rejected), "flaky")["error_kind"],
+        "rejected"
+    );
+
     let ok = env.corral(&[
         "approve",
         "p",

@@ -268,8 +268,9 @@ pub trait Store: Send + Sync {
     fn heartbeat(&self, run: &str, owner: &Owner) -> Result<u8, StoreError>;
     /// Drops the lease if `owner` holds it.
     fn release(&self, run: &str, owner: &Owner) -> Result<(), StoreError>;
-    /// Appends journal entries and applies their state changes atomically.
-    fn commit(&self, run: &str, entries: &[Entry]) -> Result<(), StoreError>;
+    /// Appends journal entries and applies their state changes atomically,
+    /// only while `owner` holds the run (else `LeaseLost`, nothing written).
+    fn commit(&self, run: &str, owner: &Owner, entries: &[Entry]) -> Result<(), StoreError>;
     fn run(&self, run: &str) -> Result<RunRecord, StoreError>;
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
     fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError>;
@@ -303,6 +304,28 @@ pub fn now_ms() -> i64 {
 pub fn digest(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// JSON with object keys sorted and no whitespace: the same value always
+/// gives the same bytes. Integers stay exact (RFC 8785 would round those
+/// above 2^53 to doubles and make different inputs collide).
+pub fn canonical_json(v: &Value) -> Vec<u8> {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&m[k])))
+                        .collect(),
+                )
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::to_vec(&sorted(v)).unwrap_or_default()
 }
 
 /// The default state directory: `.corral` in the working directory.

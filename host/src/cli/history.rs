@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use corral::Runtime;
 use corral::store::{LEASE, RunRecord, StepRecord, Store, now_ms};
-use corral::workflow::durable::{ResumeRequest, reopen};
+use corral::workflow::durable::{ResumeError, ResumeRequest, reopen};
 use corral::workflow::run::{RunOptions, run as run_workflow};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -312,9 +312,10 @@ pub async fn cancel(rt: Runtime, args: CancelArgs, state: &StateArgs) -> Exit {
         };
         let r = match reopen(&rt, store, &req, cancel.clone()).await {
             Ok(r) => r,
+            Err(ResumeError::Store(e)) => return super::store_error(&e),
             Err(e) => {
                 eprintln!("error: {e}");
-                return Exit::Usage;
+                return Exit::InvalidWorkflow;
             }
         };
         let journal = r.journal.clone();
@@ -336,7 +337,8 @@ pub async fn cancel(rt: Runtime, args: CancelArgs, state: &StateArgs) -> Exit {
         };
     }
     match store.request_cancel(&run.id, LEASE, args.compensate) {
-        Ok(_) if live => {
+        // Whether a driver was live is decided inside the store's transaction.
+        Ok(rec) if rec.cancel_requested => {
             println!(
                 "asked the process driving run `{}` to cancel it; it stops within about {}",
                 run.id,

@@ -209,9 +209,20 @@ fn insert_entry(conn: &Connection, run: &str, e: &Entry) -> rusqlite::Result<()>
         .execute(params![digest, bytes, e.at_ms])?;
     }
     if let Some(s) = &e.step_state {
+        // A human's answer is written by `answer`, never by a driver's copy
+        // of the row: while the step waits, the stored answer is kept.
         conn.prepare_cached(
-            "INSERT OR REPLACE INTO steps (run_id, step, status, attempts, retries, fuel_used, peak_memory_bytes, wall_time_us, output, fingerprint, cached, fallback, error, error_kind, completed_order, waiting, answer)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            "INSERT INTO steps (run_id, step, status, attempts, retries, fuel_used, peak_memory_bytes, wall_time_us, output, fingerprint, cached, fallback, error, error_kind, completed_order, waiting, answer)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             ON CONFLICT (run_id, step) DO UPDATE SET
+               status = excluded.status, attempts = excluded.attempts, retries = excluded.retries,
+               fuel_used = excluded.fuel_used, peak_memory_bytes = excluded.peak_memory_bytes,
+               wall_time_us = excluded.wall_time_us, output = excluded.output,
+               fingerprint = excluded.fingerprint, cached = excluded.cached, fallback = excluded.fallback,
+               error = excluded.error, error_kind = excluded.error_kind,
+               completed_order = excluded.completed_order, waiting = excluded.waiting,
+               answer = CASE WHEN excluded.status IN ('waiting', 'paused') AND excluded.answer IS NULL
+                             THEN steps.answer ELSE excluded.answer END",
         )?
         .execute(params![
             run,
@@ -330,14 +341,16 @@ impl Store for SqliteStore {
                 }
                 rec.sessions += 1;
             }
+            // A new driver starts with no cancel request pending.
             tx.execute(
-                "UPDATE runs SET owner = ?2, heartbeat_ms = ?3, sessions = ?4 WHERE id = ?1",
+                "UPDATE runs SET owner = ?2, heartbeat_ms = ?3, sessions = ?4, cancel_requested = 0 WHERE id = ?1",
                 params![run, mine, now, rec.sessions],
             )
             .map_err(|e| self.err(e))?;
             tx.commit().map_err(|e| self.err(e))?;
             rec.owner = Some(mine);
             rec.heartbeat_ms = Some(now);
+            rec.cancel_requested = false;
             Ok(rec)
         })
     }
@@ -368,11 +381,22 @@ impl Store for SqliteStore {
         })
     }
 
-    fn commit(&self, run: &str, entries: &[Entry]) -> Result<(), StoreError> {
+    fn commit(&self, run: &str, owner: &Owner, entries: &[Entry]) -> Result<(), StoreError> {
         self.with(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| self.err(e))?;
+            // A driver whose lease another process took writes nothing more.
+            let held = tx
+                .prepare_cached("SELECT 1 FROM runs WHERE id = ?1 AND owner = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![run, owner.encode()], |_| Ok(()))
+                        .optional()
+                })
+                .map_err(|e| self.err(e))?;
+            if held.is_none() {
+                return Err(StoreError::LeaseLost(run.into()));
+            }
             for e in entries {
                 insert_entry(&tx, run, e).map_err(|e| self.err(e))?;
             }
@@ -499,6 +523,17 @@ impl Store for SqliteStore {
                     "was already answered; resume the run to apply the answer".into(),
                 ));
             }
+            if let Some(deadline) = row
+                .waiting
+                .as_ref()
+                .and_then(|w| w["deadline_ms"].as_i64())
+                && deadline <= now_ms()
+            {
+                return Err(step_err(
+                    "its approval deadline has passed; resume the run to apply `on_timeout`"
+                        .into(),
+                ));
+            }
             row.answer = Some(answer.clone());
             let e = Entry {
                 step_state: Some(row),
@@ -565,7 +600,11 @@ impl Store for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| self.err(e))?;
             let mut stats = GcStats::default();
-            let finished = "status IN ('completed', 'degraded', 'failed', 'fuel_exhausted', 'cancelled') AND updated_ms < ?1";
+            // A finished run that a live process is retrying is kept.
+            let finished = format!(
+                "status IN ('completed', 'degraded', 'failed', 'fuel_exhausted', 'cancelled') AND updated_ms < ?1 AND (owner IS NULL OR heartbeat_ms < {})",
+                now_ms() - crate::store::LEASE.as_millis() as i64
+            );
             let run = |sql: &str| -> rusqlite::Result<u64> {
                 tx.execute(sql, [before_ms]).map(|n| n as u64)
             };
@@ -683,9 +722,8 @@ mod tests {
     fn a_commit_is_all_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
-        store
-            .create_run(&new_run("r"), &Owner::this_process())
-            .unwrap();
+        let me = Owner::this_process();
+        store.create_run(&new_run("r"), &me).unwrap();
         let good = Entry::new("step_started", Some("a".into()), "{}".into());
         // A trigger makes the second entry of the batch fail.
         let conn = store.conn.lock().unwrap();
@@ -695,9 +733,18 @@ mod tests {
         .unwrap();
         drop(conn);
         let bad = Entry::new("boom", None, "{}".into());
-        assert!(store.commit("r", &[good.clone(), bad]).is_err());
+        assert!(store.commit("r", &me, &[good.clone(), bad]).is_err());
         assert!(store.journal("r", 0, 10).unwrap().is_empty());
-        store.commit("r", &[good]).unwrap();
+        // Only the run's owner may write.
+        let other = Owner {
+            token: "other".into(),
+            ..me.clone()
+        };
+        assert!(matches!(
+            store.commit("r", &other, std::slice::from_ref(&good)),
+            Err(StoreError::LeaseLost(_))
+        ));
+        store.commit("r", &me, &[good]).unwrap();
         assert_eq!(store.journal("r", 0, 10).unwrap().len(), 1);
     }
 }

@@ -126,42 +126,27 @@ pub async fn reopen(
 ) -> Result<Resumed, ResumeError> {
     let id = req.run_id.as_str();
     let record = store.run(id)?;
-    // A finished run can be picked up again only to change something:
-    // a param (`resume --param`) or a step to rerun (`retry --step`).
-    if record.is_finished() && req.force.is_empty() && req.params.is_empty() {
-        return Err(ResumeError::Finished {
+    finished(&record, req)?;
+    // Validation loads (maybe compiles) components: do it before taking the
+    // lease, which nothing renews until the journal starts.
+    let src = source::parse(Path::new(&record.file), &record.definition).map_err(|d| {
+        ResumeError::Invalid {
             run: id.into(),
-            status: record.status.clone(),
-            hint: if record.status == "completed" {
-                format!(
-                    "; `corral resume {id} --param k=v` reruns the steps that read a changed param"
-                )
-            } else {
-                format!(
-                    "; `corral retry {id} --step <id>` runs a step and what depends on it again, `corral resume {id} --param k=v` reruns what reads a changed param"
-                )
-            },
-        });
-    }
+            diagnostics: d,
+        }
+    })?;
+    let mut w = validate(&src, rt).await.map_err(|d| ResumeError::Invalid {
+        run: id.into(),
+        diagnostics: d,
+    })?;
     let owner = Owner::this_process();
     let record = store.claim(id, &owner, LEASE)?;
     let release = |e: ResumeError| {
         let _ = store.release(id, &owner);
         e
     };
-
-    let src = source::parse(Path::new(&record.file), &record.definition).map_err(|d| {
-        release(ResumeError::Invalid {
-            run: id.into(),
-            diagnostics: d,
-        })
-    })?;
-    let mut w = validate(&src, rt).await.map_err(|d| {
-        release(ResumeError::Invalid {
-            run: id.into(),
-            diagnostics: d,
-        })
-    })?;
+    // It may have finished (or been cancelled) while this process validated.
+    finished(&record, req).map_err(release)?;
     // The definition comes from the store; the file may have changed since.
     w.file = PathBuf::from(&record.file);
     let w = Arc::new(w);
@@ -218,10 +203,11 @@ pub async fn reopen(
     }
 
     let mut steps = HashMap::new();
-    for rec in store.steps(id)? {
+    for rec in store.steps(id).map_err(|e| release(e.into()))? {
         let output = match &rec.output {
             Some(d) => store
-                .blob(d)?
+                .blob(d)
+                .map_err(|e| release(e.into()))?
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
                 .map(Arc::new),
             None => None,
@@ -253,5 +239,30 @@ pub async fn reopen(
         },
         journal,
         record,
+    })
+}
+
+/// A finished run can be picked up again only to change something: a param
+/// (`resume --param`) or a step to rerun (`retry --step`). A cancelled run
+/// can also simply be continued.
+fn finished(record: &RunRecord, req: &ResumeRequest) -> Result<(), ResumeError> {
+    let id = &record.id;
+    if !record.is_finished()
+        || record.status == "cancelled"
+        || !req.force.is_empty()
+        || !req.params.is_empty()
+    {
+        return Ok(());
+    }
+    Err(ResumeError::Finished {
+        run: id.clone(),
+        status: record.status.clone(),
+        hint: if record.status == "completed" {
+            format!("; `corral resume {id} --param k=v` reruns the steps that read a changed param")
+        } else {
+            format!(
+                "; `corral retry {id} --step <id>` runs a step and what depends on it again, `corral resume {id} --param k=v` reruns what reads a changed param"
+            )
+        },
     })
 }

@@ -105,6 +105,8 @@ pub enum Event {
         step: String,
         error: String,
         kind: String,
+        /// Digest of what the step read; a resume reuses the degraded outcome while it matches.
+        fingerprint: String,
         #[serde(flatten)]
         stats: StepStats,
     },

@@ -135,7 +135,7 @@ impl Journal {
             .as_ref()
             .is_some_and(|tx| tx.send(Msg::Flush(done)).is_ok());
         if !sent {
-            return self.result();
+            return self.result().and(Err("the journal writer stopped".into()));
         }
         wait.await
             .unwrap_or_else(|_| Err("the journal writer stopped".into()))
@@ -220,7 +220,7 @@ impl Writer {
             }
             if !batch.is_empty()
                 && self.error.get().is_none()
-                && let Err(e) = self.store.commit(&self.run_id, &batch)
+                && let Err(e) = self.store.commit(&self.run_id, &self.owner, &batch)
             {
                 self.fail(format!("cannot write the journal: {e}"));
             }
@@ -311,6 +311,10 @@ impl Writer {
             r.wall_time_us = s.wall_time_us;
             r.fallback = s.fallback.clone();
         };
+        let degraded_fingerprint = match &e {
+            Event::StepDegraded { fingerprint, .. } => Some(fingerprint.clone()),
+            _ => None,
+        };
         match e {
             Event::RunStarted { .. } => {
                 entry.run_state = Some(("running".into(), None));
@@ -333,6 +337,7 @@ impl Writer {
                 r.status = "running".into();
                 r.error = None;
                 r.error_kind = None;
+                clear_outcome(r);
                 entry.step_state = Some(r.clone());
             }
             Event::CallStarted { step, .. } => {
@@ -372,6 +377,7 @@ impl Writer {
                 r.error_kind = None;
                 r.completed_order = Some(order);
                 r.waiting = None;
+                r.answer = None;
                 entry.step_state = Some(r.clone());
             }
             Event::StepDegraded {
@@ -379,6 +385,7 @@ impl Writer {
                 error,
                 kind,
                 stats,
+                ..
             }
             | Event::StepFailed {
                 step,
@@ -402,14 +409,15 @@ impl Writer {
                 set_stats(r, &stats);
                 r.error = Some(error);
                 r.error_kind = Some(kind);
-                r.answer = None;
-                r.waiting = None;
+                clear_outcome(r);
+                r.fingerprint = degraded_fingerprint;
                 entry.step_state = Some(r.clone());
             }
             Event::StepSkipped { step, reason } => {
                 let r = self.row(&step);
                 r.status = "skipped".into();
                 r.error = Some(reason);
+                clear_outcome(r);
                 entry.step_state = Some(r.clone());
             }
             Event::ApprovalRequested {
@@ -455,4 +463,15 @@ impl Writer {
         }
         entry
     }
+}
+
+/// Forgets what an earlier outcome of the step left: its output, its place
+/// in the completion order, an approval request and its answer.
+fn clear_outcome(r: &mut StepRecord) {
+    r.output = None;
+    r.fingerprint = None;
+    r.cached = false;
+    r.completed_order = None;
+    r.waiting = None;
+    r.answer = None;
 }

@@ -147,6 +147,8 @@ enum Special {
     None,
     WorkflowFuel,
     Cancelled,
+    /// A human rejected the step: it fails, whatever its `on_error`.
+    Rejected,
 }
 
 impl Failure {
@@ -272,7 +274,7 @@ impl Exec {
     fn cache_key(&self, agent: &str, input: &Value) -> String {
         let mut bytes = self.w.agents[agent].agent.digest().as_bytes().to_vec();
         bytes.push(b'\n');
-        bytes.extend(serde_json_canonicalizer::to_vec(input).unwrap_or_default());
+        bytes.extend(crate::store::canonical_json(input));
         digest(&bytes)
     }
 
@@ -642,12 +644,10 @@ impl Exec {
             .map_err(|e| Failure::permanent("input", format!("step `{}`: {e}", step.id)))
     }
 
-    async fn run_step(self: Arc<Self>, index: usize, scope: Scope, base_attempts: u32) -> StepDone {
+    /// Runs one step; `base` is what earlier sessions of the run already spent on it.
+    async fn run_step(self: Arc<Self>, index: usize, scope: Scope, base: Stats) -> StepDone {
         let step = &self.w.steps[index];
-        let mut stats = Stats {
-            attempts: base_attempts,
-            ..Stats::default()
-        };
+        let mut stats = base;
         let outcome = if let Some(fe) = &step.for_each {
             self.clone().for_each(index, fe, &scope, &mut stats).await
         } else if step.repeat.is_some() {
@@ -954,10 +954,13 @@ impl Board {
             self.complete(exec, i, Arc::new(input), s);
         } else {
             let reason = answer["reason"].as_str().unwrap_or("no reason given");
-            let f = Failure::permanent(
-                "rejected",
-                format!("step `{}` was rejected by a human: {reason}", step.id),
-            );
+            let f = Failure {
+                special: Special::Rejected,
+                ..Failure::permanent(
+                    "rejected",
+                    format!("step `{}` was rejected by a human: {reason}", step.id),
+                )
+            };
             *halt = halt.take().or(finish_failed(exec, step, self, i, &f, s));
         }
     }
@@ -990,6 +993,7 @@ impl Board {
             .and_then(|j| j.store().steps(j.run_id()).ok())
             .unwrap_or_default()
             .into_iter()
+            .filter(|r| r.status == "waiting" || r.status == "paused")
             .filter_map(|r| Some((r.step, r.answer?)))
             .collect();
         let now = now_ms();
@@ -1057,7 +1061,7 @@ fn fingerprint(exec: &Exec, step: &Step, scope: &Scope) -> String {
     if conditions_read_params {
         reads.insert("params".into(), exec.params.clone());
     }
-    digest(&serde_json_canonicalizer::to_vec(&Value::Object(reads)).unwrap_or_default())
+    digest(&crate::store::canonical_json(&Value::Object(reads)))
 }
 
 /// Runs `w` to the end (or until it fails, pauses, waits for a human, runs out of fuel or is cancelled).
@@ -1247,11 +1251,18 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                 board.fingerprints[i] = Some(fingerprint(&exec, step, &scope));
             }
             // What an earlier session left decides whether the step runs.
-            let mut base_attempts = 0;
+            let mut base = Stats::default();
             let mut deadline = None;
             if let Some(p) = prior[i].take() {
                 let rec = &p.record;
-                base_attempts = rec.attempts;
+                base = Stats {
+                    attempts: rec.attempts,
+                    retries: rec.retries,
+                    fuel: rec.fuel_used,
+                    peak: rec.peak_memory_bytes,
+                    wall_us: rec.wall_time_us,
+                    ..Stats::default()
+                };
                 let forced = resume.force.contains(&step.id);
                 let r = &mut board.reports[i];
                 (r.retries, r.fuel_used, r.peak_memory_bytes, r.wall_time_us) = (
@@ -1263,9 +1274,7 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                 r.attempts = rec.attempts;
                 match rec.status.as_str() {
                     "completed" | "degraded"
-                        if !forced
-                            && (rec.status == "degraded"
-                                || rec.fingerprint == board.fingerprints[i]) =>
+                        if !forced && rec.fingerprint == board.fingerprints[i] =>
                     {
                         let degraded = rec.status == "degraded";
                         let st = if degraded {
@@ -1344,7 +1353,7 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
             exec.emit(Event::StepStarted {
                 step: step.id.clone(),
             });
-            let fut = exec.clone().run_step(i, scope, base_attempts);
+            let fut = exec.clone().run_step(i, scope, base);
             if inline.is_empty() {
                 inline.push(Box::pin(fut));
             } else {
@@ -1439,17 +1448,21 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
             compensable.push((o, i, v.clone()));
         }
     }
-    let compensate = match &halt {
-        Some((RunStatus::Failed | RunStatus::FuelExhausted, _)) => true,
-        Some((RunStatus::Cancelled, _)) => {
-            opts.compensate_on_cancel
-                || exec
-                    .journal
-                    .as_ref()
-                    .is_some_and(|j| j.compensate_requested())
-        }
-        _ => false,
-    };
+    // A run whose journal failed (or whose lease another process took) must
+    // not undo steps the store may still show as done.
+    let journal_ok = exec.journal.as_ref().is_none_or(|j| j.result().is_ok());
+    let compensate = journal_ok
+        && match &halt {
+            Some((RunStatus::Failed | RunStatus::FuelExhausted, _)) => true,
+            Some((RunStatus::Cancelled, _)) => {
+                opts.compensate_on_cancel
+                    || exec
+                        .journal
+                        .as_ref()
+                        .is_some_and(|j| j.compensate_requested())
+            }
+            _ => false,
+        };
     let compensations = if compensate {
         compensable.sort_by_key(|c| std::cmp::Reverse(c.0));
         exec.compensate(&compensable).await
@@ -1648,6 +1661,7 @@ fn finish_failed(
                 step: id,
                 error,
                 kind,
+                fingerprint: board.fingerprints[i].clone().unwrap_or_default(),
                 stats,
             });
             None
@@ -1686,7 +1700,7 @@ fn finish_failed(
                 ),
             ))
         }
-        Special::None => {
+        Special::None | Special::Rejected => {
             *status = StepStatus::Failed;
             r.status = StepStatus::Failed;
             exec.emit(Event::StepFailed {
