@@ -60,7 +60,8 @@ impl Env {
     fn workflow(&self, name: &str, yaml: &str) -> String {
         let text = yaml
             .replace("@RELAY@", agents::RELAY)
-            .replace("@HOSTILE@", agents::HOSTILE);
+            .replace("@HOSTILE@", agents::HOSTILE)
+            .replace("@MERGE@", agents::MERGE);
         let path = self.path().join(name);
         std::fs::write(&path, text).unwrap();
         path.display().to_string()
@@ -876,4 +877,31 @@ outputs:
         1,
         "not rerun"
     );
+}
+
+#[test]
+fn a_join_any_step_that_started_before_a_slow_branch_finished_is_reused() {
+    let env = Env::new();
+    let wf = env.workflow(
+        "race.yaml",
+        r#"
+version: 1
+name: race
+agents:
+  relay: { component: "@RELAY@" }
+  merge: { component: "@MERGE@" }
+steps:
+  - { id: fast, agent: relay, input: { text: "fast" } }
+  - { id: slow, agent: relay, input: { text: "slow", ms: 500 } }
+  - { id: first, agent: merge, join: any, input: { items: [$steps.fast.output, $steps.slow.output], field: text } }
+  - { id: last, agent: relay, input: { text: $steps.first.output.text, fail: true }, depends_on: [slow] }
+"#,
+    );
+    assert_eq!(code(&env.corral(&["run", &wf, "--run-id", "race"])), 1);
+    let out = env.corral(&["retry", "race", "--step", "last", "--json"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let r = env.report(&out);
+    // `first` read `fast` only (`slow` still ran): that still holds, so it is reused.
+    assert_eq!(step(&r, "first")["reused"], true, "{r}");
+    assert_eq!(count(&env.journal("race"), "step_completed", "first"), 1);
 }

@@ -1032,26 +1032,60 @@ impl Board {
 
 /// Digest of everything a step reads: the targets of its references, and
 /// all params when a condition reads `params`. A resume reuses a step's
-/// output only while this is unchanged.
-fn fingerprint(exec: &Exec, step: &Step, scope: &Scope) -> String {
+/// outcome only while this is unchanged.
+///
+/// A `join: any` or `at_least` step can start while some dependencies still
+/// run; what it would read of those is unknown then, so they are left out,
+/// and the stored fingerprint lists the steps it did read (`digest|a,b`).
+/// `only` recomputes it over that list; `None` if one of them has not
+/// finished now.
+fn fingerprint(
+    exec: &Exec,
+    step: &Step,
+    scope: &Scope,
+    only: Option<&BTreeSet<String>>,
+) -> Option<String> {
     let mut reads = Map::new();
-    let mut add = |t: &super::reference::Template| {
-        for placed in t.references() {
-            let r = placed.reference;
-            if matches!(r.source, Source::Item | Source::Output) {
-                continue;
+    let mut used = BTreeSet::new();
+    let mut partial = false;
+    let mut missing = false;
+    let mut add = |r: &Reference| {
+        match &r.source {
+            Source::Item | Source::Output => return,
+            Source::Step(id) => {
+                let finished = scope.get(id).is_some_and(|(st, _)| {
+                    !matches!(st, StepStatus::Pending | StepStatus::Waiting)
+                });
+                match only {
+                    Some(set) if !set.contains(id) => return,
+                    Some(_) if !finished => {
+                        missing = true;
+                        return;
+                    }
+                    None if !finished => {
+                        partial = true;
+                        return;
+                    }
+                    _ => {
+                        used.insert(id.clone());
+                    }
+                }
             }
-            let v = lookup(&exec.params, scope, r, None, None).unwrap_or(Value::Null);
-            reads.insert(r.text.clone(), v);
+            Source::Param(_) => {}
         }
+        let v = lookup(&exec.params, scope, r, None, None).unwrap_or(Value::Null);
+        reads.insert(r.text.clone(), v);
     };
-    add(&step.input);
-    if let Some(rep) = &step.repeat {
-        add(&rep.critic_input);
+    for t in std::iter::once(&step.input).chain(step.repeat.as_ref().map(|r| &r.critic_input)) {
+        for placed in t.references() {
+            add(placed.reference);
+        }
     }
     if let Some(fe) = &step.for_each {
-        let v = lookup(&exec.params, scope, &fe.list, None, None).unwrap_or(Value::Null);
-        reads.insert(fe.list.text.clone(), v);
+        add(&fe.list);
+    }
+    if missing {
+        return None;
     }
     let conditions_read_params = step
         .when
@@ -1061,7 +1095,30 @@ fn fingerprint(exec: &Exec, step: &Step, scope: &Scope) -> String {
     if conditions_read_params {
         reads.insert("params".into(), exec.params.clone());
     }
-    digest(&crate::store::canonical_json(&Value::Object(reads)))
+    let d = digest(&crate::store::canonical_json(&Value::Object(reads)));
+    Some(if partial || only.is_some() {
+        format!("{d}|{}", used.into_iter().collect::<Vec<_>>().join(","))
+    } else {
+        d
+    })
+}
+
+/// Whether a stored fingerprint still holds for the step as it stands now.
+fn still_holds(exec: &Exec, step: &Step, scope: &Scope, stored: Option<&str>) -> bool {
+    let Some(stored) = stored else {
+        return false;
+    };
+    match stored.split_once('|') {
+        None => fingerprint(exec, step, scope, None).as_deref() == Some(stored),
+        Some((_, list)) => {
+            let only: BTreeSet<String> = list
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            fingerprint(exec, step, scope, Some(&only)).as_deref() == Some(stored)
+        }
+    }
 }
 
 /// Runs `w` to the end (or until it fails, pauses, waits for a human, runs out of fuel or is cancelled).
@@ -1248,7 +1305,7 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                 }
             }
             if exec.journal.is_some() {
-                board.fingerprints[i] = Some(fingerprint(&exec, step, &scope));
+                board.fingerprints[i] = fingerprint(&exec, step, &scope, None);
             }
             // What an earlier session left decides whether the step runs.
             let mut base = Stats::default();
@@ -1274,7 +1331,8 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                 r.attempts = rec.attempts;
                 match rec.status.as_str() {
                     "completed" | "degraded"
-                        if !forced && rec.fingerprint == board.fingerprints[i] =>
+                        if !forced
+                            && still_holds(&exec, step, &scope, rec.fingerprint.as_deref()) =>
                     {
                         let degraded = rec.status == "degraded";
                         let st = if degraded {
