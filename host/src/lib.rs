@@ -9,6 +9,7 @@ pub mod agent;
 pub mod budget;
 pub mod cache;
 pub mod capture;
+pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod grants;

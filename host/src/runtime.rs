@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
@@ -105,7 +104,7 @@ impl Runtime {
     /// Loads `bytes` as an agent; `path` names it in errors.
     pub async fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Arc<Agent>, LoadError> {
         check_header(path, bytes)?;
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let digest = crate::digest::digest(bytes);
         let cell = self
             .agents
             .lock()

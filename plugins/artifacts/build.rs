@@ -83,6 +83,8 @@ fn main() {
     let wasm_dir = target_dir.join(TARGET).join("release");
     let mut code = String::new();
     let mut all = String::new();
+    // (name in ALL, constant, what it is, component path) for every agent.
+    let mut built: Vec<(String, String, String, PathBuf)> = Vec::new();
     for (package, stem) in AGENTS {
         let path = wasm_dir.join(format!("{stem}.wasm"));
         assert!(
@@ -91,32 +93,33 @@ fn main() {
             path.display()
         );
         let konst = package.to_uppercase().replace('-', "_");
-        writeln!(code, "/// The `{package}` component.").unwrap();
-        writeln!(
-            code,
-            "pub const {konst}: &str = {:?};",
-            path.display().to_string()
-        )
-        .unwrap();
-        writeln!(all, "    ({package:?}, {konst}),").unwrap();
+        built.push((
+            package.to_string(),
+            konst,
+            format!("The `{package}` component."),
+            path,
+        ));
     }
-    for (lang, path) in [
+    for (lang, paths) in [
         ("py", python_agents(root, &target_dir)),
         ("js", js_agents(root, &target_dir)),
-    ]
-    .into_iter()
-    .flat_map(|(lang, built)| built.into_iter().map(move |b| (lang, b)))
-    {
-        let name = path.file_stem().unwrap().to_string_lossy().to_string();
-        let konst = format!("{lang}_{name}").to_uppercase().replace('-', "_");
-        writeln!(code, "/// The `{name}` agent, in {lang}.").unwrap();
+    ] {
+        for path in paths {
+            let name = path.file_stem().unwrap().to_string_lossy().to_string();
+            let konst = format!("{lang}_{name}").to_uppercase().replace('-', "_");
+            let doc = format!("The `{name}` agent, in {lang}.");
+            built.push((format!("{lang}-{name}"), konst, doc, path));
+        }
+    }
+    for (name, konst, doc, path) in &built {
+        writeln!(code, "/// {doc}").unwrap();
         writeln!(
             code,
             "pub const {konst}: &str = {:?};",
             path.display().to_string()
         )
         .unwrap();
-        writeln!(all, "    ({:?}, {konst}),", format!("{lang}-{name}")).unwrap();
+        writeln!(all, "    ({name:?}, {konst}),").unwrap();
     }
     writeln!(code, "/// Every component: (package name, path).").unwrap();
     writeln!(code, "pub const ALL: &[(&str, &str)] = &[\n{all}];").unwrap();

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use clap::Args;
 use corral::Runtime;
-use corral::store::{LEASE, RunRecord, StepRecord, Store, now_ms};
+use corral::store::{LEASE, RunRecord, StepRecord, now_ms};
 use corral::workflow::durable::{ResumeError, ResumeRequest, reopen};
 use corral::workflow::run::{RunOptions, run as run_workflow};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{Exit, StateArgs};
+use super::{Exit, StateArgs, render};
 
 #[derive(Args)]
 pub struct RunsArgs {
@@ -55,10 +55,6 @@ pub struct GcArgs {
     json: bool,
 }
 
-fn open(state: &StateArgs) -> Result<std::sync::Arc<dyn Store>, Exit> {
-    state.open()
-}
-
 fn age(ms: i64) -> String {
     let secs = ((now_ms() - ms).max(0) / 1000) as u64;
     format!(
@@ -68,7 +64,7 @@ fn age(ms: i64) -> String {
 }
 
 pub fn runs(args: RunsArgs, state: &StateArgs) -> Exit {
-    let store = match open(state) {
+    let store = match state.open() {
         Ok(s) => s,
         Err(e) => return e,
     };
@@ -121,7 +117,7 @@ fn step_order(r: &RunRecord) -> Vec<String> {
 }
 
 pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
-    let store = match open(state) {
+    let store = match state.open() {
         Ok(s) => s,
         Err(e) => return e,
     };
@@ -190,32 +186,19 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
         run.sessions,
         run.digest
     );
-    println!(
-        "  {:<16} {:<20} {:>8} {:>14} {:>10} {:>11}  note",
-        "step", "status", "attempts", "fuel", "peak mem", "wall"
-    );
-    for s in &ordered {
-        let note = s
-            .error
-            .clone()
-            .or_else(|| s.cached.then(|| "from the step cache".to_owned()))
-            .or_else(|| {
-                s.fallback
-                    .as_ref()
-                    .map(|f| format!("output from fallback `{f}`"))
-            })
-            .unwrap_or_default();
-        println!(
-            "  {:<16} {:<20} {:>8} {:>14} {:>10} {:>11}  {}",
-            s.step,
-            s.status,
-            s.attempts,
-            s.fuel_used,
-            bytesize::ByteSize(s.peak_memory_bytes).to_string(),
-            format!("{:.2?}", Duration::from_micros(s.wall_time_us)),
-            note
-        );
-    }
+    let rows: Vec<render::StepLine> = ordered
+        .iter()
+        .map(|s| render::StepLine {
+            id: &s.step,
+            status: &s.status,
+            attempts: s.attempts,
+            fuel: s.fuel_used,
+            peak_memory_bytes: s.peak_memory_bytes,
+            wall_time_us: s.wall_time_us,
+            note: render::step_note(s.error.as_deref(), false, s.cached, s.fallback.as_deref()),
+        })
+        .collect();
+    render::step_table(20, &rows);
     for s in waiting {
         let w = s.waiting.as_ref().expect("filtered");
         println!(
@@ -245,7 +228,7 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
 }
 
 pub async fn events(args: EventsArgs, state: &StateArgs) -> Exit {
-    let store = match open(state) {
+    let store = match state.open() {
         Ok(s) => s,
         Err(e) => return e,
     };
@@ -289,7 +272,7 @@ pub async fn events(args: EventsArgs, state: &StateArgs) -> Exit {
 }
 
 pub async fn cancel(rt: Runtime, args: CancelArgs, state: &StateArgs) -> Exit {
-    let store = match open(state) {
+    let store = match state.open() {
         Ok(s) => s,
         Err(e) => return e,
     };
@@ -355,7 +338,7 @@ pub async fn cancel(rt: Runtime, args: CancelArgs, state: &StateArgs) -> Exit {
 }
 
 pub fn gc(args: GcArgs, state: &StateArgs) -> Exit {
-    let store = match open(state) {
+    let store = match state.open() {
         Ok(s) => s,
         Err(e) => return e,
     };

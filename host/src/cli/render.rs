@@ -85,3 +85,49 @@ pub fn receipt(r: &Receipt) {
         ByteSize(r.log_bytes_dropped)
     );
 }
+
+/// One row of a step table, as `corral run` and `corral show` print them.
+pub struct StepLine<'a> {
+    pub id: &'a str,
+    pub status: &'a str,
+    pub attempts: u32,
+    pub fuel: u64,
+    pub peak_memory_bytes: u64,
+    pub wall_time_us: u64,
+    pub note: String,
+}
+
+/// Prints the step table; `status_width` fits the longest status shown.
+pub fn step_table(status_width: usize, rows: &[StepLine<'_>]) {
+    println!(
+        "  {:<16} {:<status_width$} {:>8} {:>14} {:>10} {:>11}  note",
+        "step", "status", "attempts", "fuel", "peak mem", "wall"
+    );
+    for s in rows {
+        println!(
+            "  {:<16} {:<status_width$} {:>8} {:>14} {:>10} {:>11}  {}",
+            s.id,
+            s.status,
+            s.attempts,
+            s.fuel,
+            ByteSize(s.peak_memory_bytes).to_string(),
+            format!("{:.2?}", std::time::Duration::from_micros(s.wall_time_us)),
+            s.note
+        );
+    }
+}
+
+/// A step's note: the first of its error, skip reason and provenance.
+pub fn step_note(
+    error: Option<&str>,
+    reused: bool,
+    cached: bool,
+    fallback: Option<&str>,
+) -> String {
+    error
+        .map(str::to_owned)
+        .or_else(|| reused.then(|| "reused from an earlier session".to_owned()))
+        .or_else(|| cached.then(|| "from the step cache".to_owned()))
+        .or_else(|| fallback.map(|f| format!("output from fallback `{f}`")))
+        .unwrap_or_default()
+}

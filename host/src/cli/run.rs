@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::validate::Report;
-use super::{Exit, StateArgs};
+use super::{Exit, StateArgs, render};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -360,40 +360,31 @@ fn progress(total: usize) -> (EventSink, ProgressBar) {
 
 fn print_report(r: &RunReport) {
     println!("{}", r.summary);
-    println!(
-        "  {:<16} {:<11} {:>8} {:>14} {:>10} {:>11}  note",
-        "step", "status", "attempts", "fuel", "peak mem", "wall"
-    );
-    for s in &r.steps {
-        let note = s
-            .error
-            .clone()
-            .or_else(|| s.skip_reason.clone())
-            .or_else(|| {
-                s.reused
-                    .then(|| "reused from an earlier session".to_owned())
-            })
-            .or_else(|| s.cached.then(|| "from the step cache".to_owned()))
-            .or_else(|| {
-                s.fallback
-                    .as_ref()
-                    .map(|f| format!("output from fallback `{f}`"))
-            })
-            .unwrap_or_default();
-        println!(
-            "  {:<16} {:<11} {:>8} {:>14} {:>10} {:>11}  {}",
-            s.id,
-            serde_json::to_value(s.status)
-                .unwrap()
-                .as_str()
-                .unwrap_or_default(),
-            s.attempts,
-            s.fuel_used,
-            bytesize::ByteSize(s.peak_memory_bytes).to_string(),
-            format!("{:.2?}", std::time::Duration::from_micros(s.wall_time_us)),
-            note
-        );
-    }
+    let statuses: Vec<serde_json::Value> = r
+        .steps
+        .iter()
+        .map(|s| serde_json::to_value(s.status).unwrap_or_default())
+        .collect();
+    let rows: Vec<render::StepLine> = r
+        .steps
+        .iter()
+        .zip(&statuses)
+        .map(|(s, status)| render::StepLine {
+            id: &s.id,
+            status: status.as_str().unwrap_or_default(),
+            attempts: s.attempts,
+            fuel: s.fuel_used,
+            peak_memory_bytes: s.peak_memory_bytes,
+            wall_time_us: s.wall_time_us,
+            note: render::step_note(
+                s.error.as_deref().or(s.skip_reason.as_deref()),
+                s.reused,
+                s.cached,
+                s.fallback.as_deref(),
+            ),
+        })
+        .collect();
+    render::step_table(11, &rows);
     for b in r.breakers.iter().filter(|b| !b.transitions.is_empty()) {
         println!(
             "  breaker `{}`: {} ({})",

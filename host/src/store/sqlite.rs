@@ -263,6 +263,9 @@ fn insert_entry(conn: &Connection, run: &str, e: &Entry) -> rusqlite::Result<()>
     Ok(())
 }
 
+/// The columns `step_row` reads, in its order.
+const STEP_COLUMNS: &str = "step, status, attempts, retries, fuel_used, peak_memory_bytes, wall_time_us, output, fingerprint, cached, fallback, error, error_kind, completed_order, waiting, answer";
+
 fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
     let json = |i: usize| -> rusqlite::Result<Option<Value>> {
         let s: Option<String> = r.get(i)?;
@@ -428,10 +431,9 @@ impl Store for SqliteStore {
     fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError> {
         self.with(|conn| {
             let mut s = conn
-                .prepare_cached(
-                    "SELECT step, status, attempts, retries, fuel_used, peak_memory_bytes, wall_time_us, output, fingerprint, cached, fallback, error, error_kind, completed_order, waiting, answer
-                     FROM steps WHERE run_id = ?1",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1"
+                ))
                 .map_err(|e| self.err(e))?;
             s.query_map([run], step_row)
                 .and_then(|rows| rows.collect())
@@ -493,10 +495,9 @@ impl Store for SqliteStore {
                 .map_err(|e| self.err(e))?
                 .ok_or_else(|| StoreError::UnknownRun(run.into()))?;
             let row = tx
-                .prepare_cached(
-                    "SELECT step, status, attempts, retries, fuel_used, peak_memory_bytes, wall_time_us, output, fingerprint, cached, fallback, error, error_kind, completed_order, waiting, answer
-                     FROM steps WHERE run_id = ?1 AND step = ?2",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?1 AND step = ?2"
+                ))
                 .and_then(|mut s| s.query_row([run, step], step_row).optional())
                 .map_err(|e| self.err(e))?;
             let step_err = |message: String| StoreError::Step {
@@ -523,15 +524,11 @@ impl Store for SqliteStore {
                     "was already answered; resume the run to apply the answer".into(),
                 ));
             }
-            if let Some(deadline) = row
-                .waiting
-                .as_ref()
-                .and_then(|w| w["deadline_ms"].as_i64())
+            if let Some(deadline) = row.waiting.as_ref().and_then(|w| w["deadline_ms"].as_i64())
                 && deadline <= now_ms()
             {
                 return Err(step_err(
-                    "its approval deadline has passed; resume the run to apply `on_timeout`"
-                        .into(),
+                    "its approval deadline has passed; resume the run to apply `on_timeout`".into(),
                 ));
             }
             row.answer = Some(answer.clone());

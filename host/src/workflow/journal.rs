@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Entry, HEARTBEAT, Owner, StepRecord, Store, digest};
+use crate::digest::digest;
+use crate::store::{Entry, HEARTBEAT, Owner, StepRecord, Store};
 
 use super::events::{Event, StepStats};
 

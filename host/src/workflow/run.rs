@@ -13,7 +13,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{StepRecord, digest, now_ms};
+use crate::digest::{canonical_json, digest};
+use crate::store::{StepRecord, now_ms};
 use crate::{Budget, CallError, ErrorClass, HandoffPacket, Runtime};
 
 use super::breaker::{Breaker, Transition};
@@ -274,7 +275,7 @@ impl Exec {
     fn cache_key(&self, agent: &str, input: &Value) -> String {
         let mut bytes = self.w.agents[agent].agent.digest().as_bytes().to_vec();
         bytes.push(b'\n');
-        bytes.extend(crate::store::canonical_json(input));
+        bytes.extend(canonical_json(input));
         digest(&bytes)
     }
 
@@ -938,15 +939,25 @@ impl Board {
         let s = self.stats_of(i);
         if answer["approved"] == Value::Bool(true) {
             let input = answer.get("input").cloned().unwrap_or(Value::Null);
-            if let Some(a) = &step.approval
-                && let Err(e) = a.check(&input)
-            {
+            // Checked here too, not only by `corral approve`: an answer may
+            // come from any writer of the store.
+            let checked = match &step.approval {
+                Some(a) => a
+                    .check(&input)
+                    .map_err(|e| format!("does not match `approval.schema`: {e}")),
+                None => exec.w.agents[&step.agent]
+                    .agent
+                    .info()
+                    .output_schema
+                    .check(&input)
+                    .map_err(|e| {
+                        format!("does not match agent `{}`'s output schema: {e}", step.agent)
+                    }),
+            };
+            if let Err(e) = checked {
                 let f = Failure::permanent(
                     "invalid_input",
-                    format!(
-                        "step `{}`: the approval's input does not match `approval.schema`: {e}",
-                        step.id
-                    ),
+                    format!("step `{}`: the human's answer {e}", step.id),
                 );
                 *halt = halt.take().or(finish_failed(exec, step, self, i, &f, s));
                 return;
@@ -1095,7 +1106,7 @@ fn fingerprint(
     if conditions_read_params {
         reads.insert("params".into(), exec.params.clone());
     }
-    let d = digest(&crate::store::canonical_json(&Value::Object(reads)));
+    let d = digest(&canonical_json(&Value::Object(reads)));
     Some(if partial || only.is_some() {
         format!("{d}|{}", used.into_iter().collect::<Vec<_>>().join(","))
     } else {
@@ -1103,13 +1114,20 @@ fn fingerprint(
     })
 }
 
-/// Whether a stored fingerprint still holds for the step as it stands now.
-fn still_holds(exec: &Exec, step: &Step, scope: &Scope, stored: Option<&str>) -> bool {
+/// Whether a stored fingerprint still holds for the step as it stands now;
+/// `current` is the step's fingerprint computed for this session.
+fn still_holds(
+    exec: &Exec,
+    step: &Step,
+    scope: &Scope,
+    stored: Option<&str>,
+    current: Option<&str>,
+) -> bool {
     let Some(stored) = stored else {
         return false;
     };
     match stored.split_once('|') {
-        None => fingerprint(exec, step, scope, None).as_deref() == Some(stored),
+        None => current == Some(stored),
         Some((_, list)) => {
             let only: BTreeSet<String> = list
                 .split(',')
@@ -1312,14 +1330,6 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
             let mut deadline = None;
             if let Some(p) = prior[i].take() {
                 let rec = &p.record;
-                base = Stats {
-                    attempts: rec.attempts,
-                    retries: rec.retries,
-                    fuel: rec.fuel_used,
-                    peak: rec.peak_memory_bytes,
-                    wall_us: rec.wall_time_us,
-                    ..Stats::default()
-                };
                 let forced = resume.force.contains(&step.id);
                 let r = &mut board.reports[i];
                 (r.retries, r.fuel_used, r.peak_memory_bytes, r.wall_time_us) = (
@@ -1329,10 +1339,18 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                     rec.wall_time_us,
                 );
                 r.attempts = rec.attempts;
+                base = board.stats_of(i);
+                let r = &mut board.reports[i];
                 match rec.status.as_str() {
                     "completed" | "degraded"
                         if !forced
-                            && still_holds(&exec, step, &scope, rec.fingerprint.as_deref()) =>
+                            && still_holds(
+                                &exec,
+                                step,
+                                &scope,
+                                rec.fingerprint.as_deref(),
+                                board.fingerprints[i].as_deref(),
+                            ) =>
                     {
                         let degraded = rec.status == "degraded";
                         let st = if degraded {

@@ -169,13 +169,7 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkflowSource, Vec<Diagnostic>>
         fail(&map, line, &field, rest)
     })?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let digest = {
-        use sha2::Digest;
-        format!(
-            "sha256:{}",
-            hex::encode(sha2::Sha256::digest(text.as_bytes()))
-        )
-    };
+    let digest = crate::digest::digest(text.as_bytes());
     Ok(WorkflowSource {
         def,
         map,
