@@ -32,7 +32,7 @@ use corral::workflow::plan::plan;
 use corral::workflow::report::RunStatus;
 use corral::workflow::run::{RunOptions, resolve_params, run};
 use corral::workflow::{source, validate::validate};
-use corral::{Budget, Grants, HandoffPacket, Runtime, RuntimeConfig};
+use corral::{Budget, Grants, HandoffPacket, Runtime, RuntimeConfig, human};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     // The example workflows name components under target/; make sure they are built.
     let _ = corral_plugins::ALL;
     let runtime = Arc::new(Runtime::new(RuntimeConfig::with_default_cache())?);
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/triage.yaml");
+    let file = examples_dir().join("triage.yaml");
 
     println!("corral demo\n\n1. validate {}", file.display());
     let src = source::load(&file).map_err(|d| anyhow::anyhow!("{d:#?}"))?;
@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     opts.cancel = cancel;
     opts.journal = Some(journal.clone());
     let report = run(runtime.clone(), workflow, opts).await;
-    journal.close().await.map_err(anyhow::Error::msg)?;
+    journal.close().await?;
     println!("   {}", report.summary);
     println!(
         "   journaled as `{run_id}` in {}/: {} entries (`corral show {run_id}`)",
@@ -104,12 +104,12 @@ async fn main() -> anyhow::Result<()> {
     );
     for s in &report.steps {
         println!(
-            "     {:<14} {:<10} fuel {:>9}  peak {:>5} KiB  {:>9.2?}",
+            "     {:<14} {:<10} fuel {:>7}  peak {:>10}  {:>10}",
             s.id,
             serde_json::to_value(s.status)?.as_str().unwrap_or_default(),
-            s.fuel_used,
-            s.peak_memory_bytes / 1024,
-            std::time::Duration::from_micros(s.wall_time_us)
+            human::count(s.fuel_used),
+            human::bytes(s.peak_memory_bytes),
+            human::duration(std::time::Duration::from_micros(s.wall_time_us))
         );
     }
     println!(
@@ -118,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     println!("\n4. a human in the loop, across two sessions");
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/approval.yaml");
+    let file = examples_dir().join("approval.yaml");
     let src = source::load(&file).map_err(|d| anyhow::anyhow!("{d:#?}"))?;
     let gated = Arc::new(
         validate(&src, &runtime)
@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
     opts.cancel = cancel;
     opts.journal = Some(journal.clone());
     let first = run(runtime.clone(), gated, opts).await;
-    journal.close().await.map_err(anyhow::Error::msg)?;
+    journal.close().await?;
     anyhow::ensure!(first.status == RunStatus::Waiting, "{}", first.summary);
     println!("   session 1 stops: {}", first.error.unwrap_or_default());
     store.answer(
@@ -158,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
     opts.journal = Some(r.journal);
     opts.resume = Some(r.resume);
     let second = run(runtime.clone(), r.workflow, opts).await;
-    journal.close().await.map_err(anyhow::Error::msg)?;
+    journal.close().await?;
     anyhow::ensure!(second.status == RunStatus::Completed, "{}", second.summary);
     let reused: Vec<&str> = second
         .steps
@@ -195,4 +195,13 @@ async fn main() -> anyhow::Result<()> {
         s.compiled, s.disk_hits
     );
     Ok(())
+}
+
+/// `examples/` of the checkout, printed without a `..` in it.
+fn examples_dir() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ sits in the workspace root");
+    let dir = root.join("examples");
+    dir.canonicalize().unwrap_or(dir)
 }

@@ -350,3 +350,24 @@ fn run_exit_codes_follow_the_outcome() {
         "{stdout}"
     );
 }
+
+/// Agent log lines reach a file or a pipe as plain text: no colour codes.
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args([
+            "--log",
+            "info",
+            "call",
+            agents::HOSTILE,
+            "--input",
+            r#"{"action": "log_flood"}"#,
+        ])
+        .env("CORRAL_CACHE_DIR", cache_dir())
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("yyyy"), "the agent's log lines: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "escape codes in: {stderr:.400}");
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use corral::store::{Durability, JournalEntry, SqliteStore, Store};
+use corral::store::{Durability, JournalEntry, RunState, SqliteStore, Store};
 use serde_json::{Value, json};
 use support::agents;
 
@@ -60,6 +60,7 @@ impl Env {
     fn workflow(&self, name: &str, yaml: &str) -> String {
         let text = yaml
             .replace("@RELAY@", agents::RELAY)
+            .replace("@LATCH@", agents::LATCH)
             .replace("@HOSTILE@", agents::HOSTILE)
             .replace("@MERGE@", agents::MERGE);
         let path = self.path().join(name);
@@ -151,31 +152,98 @@ outputs:
 
 const SLOW_STEPS: &[&str] = &["s1", "s2", "s3a", "s3b", "s4", "s5"];
 
+/// Six steps like `SLOW`, each held at its gate (a file in `gates/`) until the test opens it.
+const LATCHED: &str = r#"
+version: 1
+name: latched
+agents:
+  latch: { component: "@LATCH@", grants: { dirs: [ { host: gates, guest: /gates } ] }, budget: { timeout: 60s } }
+params:
+  text: { type: string, default: "go" }
+budget: { max_concurrency: 2 }
+steps:
+  - { id: s1, agent: latch, input: { text: $params.text, mark: "-1", gate: s1 } }
+  - { id: s2, agent: latch, input: { text: $steps.s1.output.text, hops: $steps.s1.output.hops, mark: "-2", gate: s2 } }
+  - { id: s3a, agent: latch, input: { text: $steps.s2.output.text, hops: $steps.s2.output.hops, mark: "-3a", gate: s3a } }
+  - { id: s3b, agent: latch, input: { text: $steps.s2.output.text, hops: $steps.s2.output.hops, mark: "-3b", gate: s3b } }
+  - { id: s4, agent: latch, input: { text: $steps.s3a.output.text, hops: $steps.s3b.output.hops, mark: "-4", gate: s4 } }
+  - { id: s5, agent: latch, input: { text: $steps.s4.output.text, hops: $steps.s4.output.hops, mark: "-5", gate: s5 } }
+outputs:
+  text: $steps.s5.output.text
+  hops: $steps.s5.output.hops
+"#;
+
+fn resumes(j: &[JournalEntry]) -> usize {
+    j.iter().filter(|e| e.kind == "run_resumed").count()
+}
+
+/// Entries of `kind` for `step` since the run's last session began.
+fn since_last_session(j: &[JournalEntry], kind: &str, step: &str) -> usize {
+    let from = j
+        .iter()
+        .rposition(|e| e.kind == "run_resumed" || e.kind == "run_started")
+        .unwrap_or(0);
+    count(&j[from..], kind, step)
+}
+
+impl Env {
+    /// Opens the gates of the latch agent's `steps` (`gates/` beside the workflows).
+    fn open_gates(&self, steps: &[&str]) {
+        let dir = self.path().join("gates");
+        std::fs::create_dir_all(&dir).unwrap();
+        for s in steps {
+            std::fs::write(dir.join(s), "").unwrap();
+        }
+    }
+}
+
 #[test]
 fn kill_9_at_several_points_then_resume_runs_every_step_exactly_once() {
-    let env = Env::new();
-    let wf = env.workflow("slow.yaml", SLOW);
-    let baseline = env.corral(&["run", &wf, "--json", "--run-id", "baseline"]);
+    let baseline_env = Env::new();
+    baseline_env.open_gates(SLOW_STEPS);
+    let wf = baseline_env.workflow("latched.yaml", LATCHED);
+    let baseline = baseline_env.corral(&["run", &wf, "--json", "--run-id", "baseline"]);
     assert_eq!(code(&baseline), 0, "{}", stderr(&baseline));
-    let expected = env.report(&baseline)["outputs"].clone();
+    let expected = baseline_env.report(&baseline)["outputs"].clone();
     assert_eq!(expected["text"], "go-1-2-3a-4-5");
 
-    // Kill points: mid-call of the first step; just after two completions;
-    // while the parallel pair runs; and right as the last step starts.
+    // Each kill lands where the test holds the run: a call waits at its
+    // closed gate until the test opens it, so no kill races the work.
+    // (kill when, gates to open before the next session)
     type Point = fn(&[JournalEntry]) -> bool;
-    let points: [(&str, Point); 4] = [
-        ("s1 started", |j| count(j, "call_started", "s1") >= 1),
-        ("s2 committed", |j| count(j, "step_completed", "s2") >= 1),
-        ("s3a started", |j| count(j, "call_started", "s3a") >= 1),
-        ("s5 started", |j| count(j, "call_started", "s5") >= 1),
+    let points: [(&str, Point, &[&str]); 4] = [
+        // Mid-call of the first step.
+        (
+            "s1 started",
+            |j| since_last_session(j, "call_started", "s1") >= 1,
+            &["s1", "s2"],
+        ),
+        // Just after a commit (s3a and s3b may be starting).
+        (
+            "s2 committed",
+            |j| count(j, "step_completed", "s2") >= 1,
+            &["s3b"],
+        ),
+        // While the parallel pair runs: s3a held, s3b free.
+        (
+            "s3a started",
+            |j| since_last_session(j, "call_started", "s3a") >= 1,
+            &["s3a", "s4"],
+        ),
+        // As the last step starts.
+        (
+            "s5 started",
+            |j| since_last_session(j, "call_started", "s5") >= 1,
+            &["s5"],
+        ),
     ];
+    let env = Env::new();
+    env.open_gates(&[]);
+    let wf = env.workflow("latched.yaml", LATCHED);
     let mut child = env.spawn(&["run", &wf, "--json", "--run-id", "k"]);
-    for (i, (what, pred)) in points.iter().enumerate() {
-        env.wait_for("k", what, pred);
-        if what.ends_with("started") {
-            // Land inside the call, not at its first instruction.
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    for (i, (what, pred, open)) in points.iter().enumerate() {
+        // Session i+1 has begun (i resumes), and holds where the test wants.
+        env.wait_for("k", what, |j| resumes(j) == i && pred(j));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let runs = env.corral(&["runs", "--json"]);
@@ -185,6 +253,7 @@ fn kill_9_at_several_points_then_resume_runs_every_step_exactly_once() {
             .find(|r| r["id"] == "k")
             .unwrap();
         assert_eq!(k["status"], "interrupted", "after kill {i} ({what})");
+        env.open_gates(open);
         child = env.spawn(&["resume", "k", "--json"]);
     }
     let status = child.wait().unwrap();
@@ -215,7 +284,9 @@ fn kill_9_at_several_points_then_resume_runs_every_step_exactly_once() {
         .flat_map(|e| e.data["interrupted"].as_array().unwrap().clone())
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
-    assert!(interrupted.contains(&"s1".to_owned()), "{interrupted:?}");
+    for s in ["s1", "s3a", "s5"] {
+        assert!(interrupted.contains(&s.to_owned()), "{s}: {interrupted:?}");
+    }
     for s in &interrupted {
         let row = shown["steps"]
             .as_array()
@@ -228,7 +299,150 @@ fn kill_9_at_several_points_then_resume_runs_every_step_exactly_once() {
         assert_eq!(row["attempts"].as_u64().unwrap(), starts, "step {s}");
     }
     // Committed steps were reused, not rerun.
-    assert!(count(&j, "step_reused", "s1") >= 2);
+    assert_eq!(count(&j, "step_reused", "s1"), 3);
+}
+
+/// Three steps that burn `@BURN@` rounds each; `f2` is held at its gate.
+const FUELED: &str = r#"
+version: 1
+name: fueled
+agents:
+  latch: { component: "@LATCH@", grants: { dirs: [ { host: gates, guest: /gates } ] }, budget: { fuel: "@CALL@", timeout: 60s } }
+budget: { fuel: "@BUDGET@" }
+steps:
+  - { id: f1, agent: latch, input: { text: "a", burn: @BURN@ } }
+  - { id: f2, agent: latch, input: { text: $steps.f1.output.text, burn: @BURN@, gate: f2 } }
+  - { id: f3, agent: latch, input: { text: $steps.f2.output.text, burn: @BURN@ } }
+"#;
+
+/// Fuel the journal proves a run may have spent: what finished calls used,
+/// plus, for each call cut off by a kill, the most it could have used (its
+/// reservation when the journal records one, else its agent's `fuel`).
+fn fuel_proven(j: &[JournalEntry], call_limit: u64) -> u64 {
+    let key = |e: &JournalEntry| (e.step.clone(), e.data["attempt"].as_u64());
+    let finished: std::collections::HashSet<_> = j
+        .iter()
+        .filter(|e| e.kind == "call_finished")
+        .map(key)
+        .collect();
+    let used: u64 = j
+        .iter()
+        .filter(|e| e.kind == "call_finished")
+        .map(|e| e.data["receipt"]["fuel_used"].as_u64().unwrap())
+        .sum();
+    let cut_off: u64 = j
+        .iter()
+        .filter(|e| e.kind == "call_started" && !finished.contains(&key(e)))
+        .map(|e| e.data["fuel_reserved"].as_u64().unwrap_or(call_limit))
+        .sum();
+    used + cut_off
+}
+
+#[test]
+fn killed_and_resumed_runs_never_spend_more_than_the_fuel_budget() {
+    const BURN: u64 = 2_000_000;
+    // One step's fuel, measured: the burn is deterministic.
+    let probe = Env::new();
+    probe.open_gates(&["f2"]);
+    let wf = probe.workflow(
+        "fueled.yaml",
+        &FUELED
+            .replace("@BURN@", &BURN.to_string())
+            .replace("\"@CALL@\"", "1G")
+            .replace("\"@BUDGET@\"", "10G"),
+    );
+    let out = probe.corral(&["run", &wf, "--json", "--run-id", "probe"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let x = step(&probe.report(&out), "f1")["fuel_used"]
+        .as_u64()
+        .unwrap();
+    assert!(x > BURN, "the burn costs fuel: {x}");
+
+    // Each call may use 1.5 steps' worth; the budget covers an
+    // uninterrupted run (3 steps) with room, but not two lost calls more.
+    let call = x * 3 / 2;
+    let budget = x + 2 * call + x / 2;
+    let env = Env::new();
+    env.open_gates(&[]);
+    let wf = env.workflow(
+        "fueled.yaml",
+        &FUELED
+            .replace("@BURN@", &BURN.to_string())
+            .replace("\"@CALL@\"", &call.to_string())
+            .replace("\"@BUDGET@\"", &budget.to_string()),
+    );
+    let mut child = env.spawn(&["run", &wf, "--json", "--run-id", "f"]);
+    for kill in 0..2 {
+        env.wait_for("f", "f2 held at its gate", |j| {
+            resumes(j) == kill && since_last_session(j, "call_started", "f2") >= 1
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if kill == 0 {
+            child = env.spawn(&["resume", "f", "--json"]);
+        }
+    }
+    // The third session has less fuel left than a step needs.
+    env.open_gates(&["f2"]);
+    let out = env.corral(&["resume", "f", "--json"]);
+    let report = env.report(&out);
+    assert_eq!(report["status"], "fuel_exhausted", "{report}");
+    assert!(
+        report["fuel"]["used"].as_u64().unwrap() <= budget,
+        "{report}"
+    );
+
+    let j = env.journal("f");
+    assert_eq!(resumes(&j), 2);
+    let proven = fuel_proven(&j, call);
+    assert!(
+        proven <= budget,
+        "the journal shows up to {proven} fuel spent, over the budget of {budget}"
+    );
+    // The store's charge is what the report shows.
+    assert_eq!(
+        env.store().run("f").unwrap().fuel_charged,
+        report["fuel"]["used"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn the_step_cache_key_covers_what_the_agent_is_granted() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path().join("data")).unwrap();
+    std::fs::write(env.path().join("data/note.txt"), "hi").unwrap();
+    let workflow = |greeting: &str| {
+        format!(
+            r#"
+version: 1
+name: greet
+agents:
+  reader:
+    component: "{}"
+    grants: {{ env: ["GREETING={greeting}"], dirs: [ {{ host: data, guest: /data }} ] }}
+steps:
+  - {{ id: read, agent: reader, input: {{ file: note.txt }}, cache: true }}
+outputs:
+  greeting: $steps.read.output.greeting
+"#,
+            agents::ENV_READER
+        )
+    };
+    let run = |name: &str, greeting: &str| {
+        let wf = env.workflow(name, &workflow(greeting));
+        let out = env.corral(&["run", &wf, "--json", "--run-id", name]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        env.report(&out)
+    };
+    let hello = run("hello", "hello");
+    assert_eq!(hello["outputs"]["greeting"], "hello");
+    // Same component, same input, another granted value: not the same call.
+    let bye = run("bye", "bye");
+    assert_eq!(step(&bye, "read")["cached"], false, "{bye}");
+    assert_eq!(bye["outputs"]["greeting"], "bye");
+    // Same grants again: the cache answers.
+    let again = run("again", "hello");
+    assert_eq!(step(&again, "read")["cached"], true, "{again}");
 }
 
 const GATED: &str = r#"
@@ -738,7 +952,7 @@ fn concurrent_processes_share_one_state_directory() {
         assert_eq!(c.wait().unwrap().code(), Some(0), "run {id}");
     }
     let store = env.store();
-    let runs: BTreeMap<String, String> = store
+    let runs: BTreeMap<String, RunState> = store
         .runs()
         .unwrap()
         .into_iter()
@@ -747,7 +961,7 @@ fn concurrent_processes_share_one_state_directory() {
     assert_eq!(runs.len(), 4);
     for i in 0..4 {
         let id = format!("c{i}");
-        assert_eq!(runs[&id], "completed");
+        assert_eq!(runs[&id], RunState::Completed);
         let j = store.journal(&id, 0, 10_000).unwrap();
         for s in SLOW_STEPS {
             assert_eq!(count(&j, "step_completed", s), 1, "run {id} step {s}");
@@ -790,7 +1004,7 @@ fn cancel_stops_a_driven_run_and_compensates_an_idle_one() {
     let out = env.corral(&["cancel", "x"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(driven.wait().unwrap().code(), Some(130));
-    assert_eq!(env.store().run("x").unwrap().status, "cancelled");
+    assert_eq!(env.store().run("x").unwrap().status, RunState::Cancelled);
     assert!(
         env.journal("x")
             .iter()
@@ -814,7 +1028,7 @@ fn cancel_stops_a_driven_run_and_compensates_an_idle_one() {
     assert_eq!(code(&out), 130, "{}", stderr(&out));
     let j = env.journal("y");
     assert_eq!(count(&j, "compensation_finished", "draft"), 1);
-    assert_eq!(env.store().run("y").unwrap().status, "cancelled");
+    assert_eq!(env.store().run("y").unwrap().status, RunState::Cancelled);
     let again = env.corral(&["cancel", "y"]);
     assert_eq!(code(&again), 2);
 }

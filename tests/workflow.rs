@@ -686,3 +686,160 @@ async fn the_example_workflows_run() {
         }
     }
 }
+
+/// A store whose step-cache lookups block until the test lets them go.
+struct SlowCache {
+    inner: corral::store::SqliteStore,
+    released: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    /// Whether a lookup had to give up waiting (it blocked the scheduler).
+    gave_up: Arc<Mutex<bool>>,
+}
+
+impl corral::store::Store for SlowCache {
+    fn cache_get(
+        &self,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, corral::store::StoreError> {
+        let (lock, cv) = &*self.released;
+        let (released, timeout) = cv
+            .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(10), |r| !*r)
+            .unwrap();
+        if timeout.timed_out() && !*released {
+            *self.gave_up.lock().unwrap() = true;
+        }
+        self.inner.cache_get(key, now_ms)
+    }
+    fn create_run(
+        &self,
+        run: &corral::store::NewRun,
+        owner: &corral::store::Owner,
+    ) -> Result<corral::store::Lease, corral::store::StoreError> {
+        self.inner.create_run(run, owner)
+    }
+    fn claim(
+        &self,
+        run: &str,
+        owner: &corral::store::Owner,
+        lease: Duration,
+    ) -> Result<(corral::store::RunRecord, corral::store::Lease), corral::store::StoreError> {
+        self.inner.claim(run, owner, lease)
+    }
+    fn heartbeat(
+        &self,
+        run: &str,
+        lease: &corral::store::Lease,
+    ) -> Result<u8, corral::store::StoreError> {
+        self.inner.heartbeat(run, lease)
+    }
+    fn release(
+        &self,
+        run: &str,
+        lease: &corral::store::Lease,
+    ) -> Result<(), corral::store::StoreError> {
+        self.inner.release(run, lease)
+    }
+    fn commit(
+        &self,
+        run: &str,
+        lease: &corral::store::Lease,
+        entries: &[corral::store::Entry],
+    ) -> Result<(), corral::store::StoreError> {
+        self.inner.commit(run, lease, entries)
+    }
+    fn run(&self, run: &str) -> Result<corral::store::RunRecord, corral::store::StoreError> {
+        self.inner.run(run)
+    }
+    fn runs(&self) -> Result<Vec<corral::store::RunRecord>, corral::store::StoreError> {
+        self.inner.runs()
+    }
+    fn steps(
+        &self,
+        run: &str,
+    ) -> Result<Vec<corral::store::StepRecord>, corral::store::StoreError> {
+        self.inner.steps(run)
+    }
+    fn journal(
+        &self,
+        run: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<corral::store::JournalEntry>, corral::store::StoreError> {
+        self.inner.journal(run, after, limit)
+    }
+    fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, corral::store::StoreError> {
+        self.inner.blob(digest)
+    }
+    fn answer(
+        &self,
+        run: &str,
+        step: &str,
+        answer: &Value,
+    ) -> Result<(), corral::store::StoreError> {
+        self.inner.answer(run, step, answer)
+    }
+    fn request_cancel(
+        &self,
+        run: &str,
+        lease: Duration,
+        compensate: bool,
+    ) -> Result<corral::store::RunRecord, corral::store::StoreError> {
+        self.inner.request_cancel(run, lease, compensate)
+    }
+    fn gc(&self, before_ms: i64) -> Result<corral::store::GcStats, corral::store::StoreError> {
+        self.inner.gc(before_ms)
+    }
+}
+
+/// The scheduler never waits for the disk: while one step's cache lookup
+/// is stuck in the store, a parallel step still runs to completion (on
+/// this single-threaded runtime, a blocking lookup would stall both).
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_store_read_does_not_stall_other_steps() {
+    let w = workflow(
+        r#"
+version: 1
+name: slow-store
+agents:
+  echo: { component: "@AGENTS@/echo.wasm" }
+steps:
+  - { id: looked_up, agent: echo, input: { text: "a" }, cache: true }
+  - { id: other, agent: echo, input: { text: "b" } }
+"#,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let released = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let gave_up = Arc::new(Mutex::new(false));
+    let store: Arc<dyn corral::store::Store> = Arc::new(SlowCache {
+        inner: corral::store::SqliteStore::open(dir.path(), corral::store::Durability::Normal)
+            .unwrap(),
+        released: released.clone(),
+        gave_up: gave_up.clone(),
+    });
+    let cancel = CancellationToken::new();
+    let journal =
+        corral::workflow::durable::begin(store, &w, &json!({}), "slow-store", cancel.clone())
+            .unwrap();
+    // `other` completing lets the lookup go.
+    let sink: EventSink = Arc::new(move |e: &Event| {
+        if matches!(e, Event::StepCompleted { step, .. } if step == "other") {
+            let (lock, cv) = &*released;
+            *lock.lock().unwrap() = true;
+            cv.notify_all();
+        }
+    });
+    let opts = RunOptions {
+        events: sink,
+        cancel,
+        journal: Some(journal.clone()),
+        ..RunOptions::new("slow-store", json!({}))
+    };
+    let report = run(runtime().clone(), w, opts).await;
+    journal.close().await.unwrap();
+    assert_eq!(report.status, RunStatus::Completed, "{}", report.summary);
+    assert!(
+        !*gave_up.lock().unwrap(),
+        "the cache lookup blocked the scheduler's thread"
+    );
+}

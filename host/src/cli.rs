@@ -9,6 +9,7 @@ mod render;
 mod run;
 mod validate;
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -140,7 +141,9 @@ pub fn store_error(e: &StoreError) -> Exit {
             Exit::Usage
         }
         StoreError::Leased { .. } | StoreError::LeaseLost(_) => Exit::Leased,
-        StoreError::Backend { .. } => Exit::Host,
+        StoreError::Busy { .. } | StoreError::Corrupt { .. } | StoreError::Backend { .. } => {
+            Exit::Host
+        }
     }
 }
 
@@ -179,9 +182,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only for a person at a terminal: never in a file or in CI.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 
     let state = StateArgs {

@@ -13,6 +13,7 @@ pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod grants;
+pub mod human;
 pub mod inspect;
 pub mod packet;
 pub mod receipt;

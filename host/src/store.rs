@@ -6,6 +6,7 @@
 //! numbers come from the store, and blobs are keyed by their digest.
 
 pub mod sqlite;
+mod status;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use sqlite::{Durability, SqliteStore};
+pub use status::{RunState, StepState, UnknownStatus};
+
+/// The cause behind a backend failure, kept so callers can tell kinds apart.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What can go wrong at the store boundary.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +35,7 @@ pub enum StoreError {
         age: Duration,
     },
     #[error(
-        "run `{0}`: another process took over this run (its lease had expired); this one stops driving it"
+        "run `{0}`: this process no longer holds the run (another process took it over after its lease expired, or it was cancelled); this one stops driving it"
     )]
     LeaseLost(String),
     #[error("run `{run}`, step `{step}`: {message}")]
@@ -39,8 +44,28 @@ pub enum StoreError {
         step: String,
         message: String,
     },
-    #[error("the state store at {path}: {message}")]
-    Backend { path: String, message: String },
+    /// Another process held the store's write lock for longer than the wait.
+    #[error(
+        "the state store at {path} is busy: another process held it for too long ({source}); try again"
+    )]
+    Busy {
+        path: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The file is damaged, or not a corral store, or from a newer corral.
+    #[error("the state store at {path} is damaged or not a corral store: {source}")]
+    Corrupt {
+        path: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("the state store at {path}: {source}")]
+    Backend {
+        path: String,
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// A run as first recorded: enough to rebuild it in another process.
@@ -105,6 +130,16 @@ impl Owner {
     }
 }
 
+/// A claim on a run: who holds it and the fencing token (epoch) it was
+/// granted with. Every claim and every cancel of a stale lease bumps the
+/// run's epoch, and every commit checks it in its transaction, so a driver
+/// that lost the run (paused past its lease, then woken) writes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: Owner,
+    pub epoch: i64,
+}
+
 /// This machine's name, read once: lease checks ask for it per run.
 fn hostname() -> String {
     static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -130,9 +165,7 @@ pub struct RunRecord {
     pub digest: String,
     pub params: Value,
     pub components: Value,
-    /// `running`, `waiting`, `completed`, `degraded`, `failed`,
-    /// `fuel_exhausted`, `paused` or `cancelled`.
-    pub status: String,
+    pub status: RunState,
     pub error: Option<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
@@ -141,20 +174,23 @@ pub struct RunRecord {
     pub cancel_requested: bool,
     /// How many processes have driven it: 1, plus one per resume.
     pub sessions: u32,
+    /// The fencing token of the current lease (see [`Lease`]).
+    pub epoch: i64,
+    /// Fuel charged to the workflow's pool across all sessions: what
+    /// settled calls used, plus the whole reservation of calls that never
+    /// settled (cut off by a crash). A later session gets only the rest.
+    pub fuel_charged: u64,
 }
 
 impl RunRecord {
     /// Whether the run stopped for good (as opposed to running, waiting or paused).
     pub fn is_finished(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "completed" | "degraded" | "failed" | "fuel_exhausted" | "cancelled"
-        )
+        self.status.is_finished()
     }
 
     /// A `running` run whose driver is gone: it was killed or crashed.
     pub fn is_interrupted(&self, now_ms: i64, lease: Duration) -> bool {
-        self.status == "running" && !self.lease_live(now_ms, lease)
+        self.status == RunState::Running && !self.lease_live(now_ms, lease)
     }
 
     /// Whether a live process still holds the run.
@@ -170,11 +206,11 @@ impl RunRecord {
     }
 
     /// `status`, or `interrupted` for a run whose driver died.
-    pub fn display_status(&self, now_ms: i64, lease: Duration) -> String {
+    pub fn display_status(&self, now_ms: i64, lease: Duration) -> &'static str {
         if self.is_interrupted(now_ms, lease) {
-            "interrupted".into()
+            "interrupted"
         } else {
-            self.status.clone()
+            self.status.as_str()
         }
     }
 }
@@ -183,9 +219,7 @@ impl RunRecord {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct StepRecord {
     pub step: String,
-    /// `running`, `waiting`, `completed`, `degraded`, `failed`, `skipped`,
-    /// `paused`, `cancelled`, `compensated` or `compensation_failed`.
-    pub status: String,
+    pub status: StepState,
     pub attempts: u32,
     pub retries: u32,
     pub fuel_used: u64,
@@ -229,7 +263,10 @@ pub struct Entry {
     /// A payload this entry references: digest and bytes, stored once.
     pub blob: Option<(String, Vec<u8>)>,
     pub step_state: Option<StepRecord>,
-    pub run_state: Option<(String, Option<String>)>,
+    pub run_state: Option<(RunState, Option<String>)>,
+    /// Fuel charged to the run's pool (a reservation) or given back (the
+    /// unused part, when the call settles).
+    pub fuel_charge: i64,
     /// New params for the run (a resume with `--param`), as JSON text.
     pub run_params: Option<String>,
     /// A cache entry: key, output digest, expiry.
@@ -248,6 +285,7 @@ impl Entry {
             run_state: None,
             run_params: None,
             cache: None,
+            fuel_charge: 0,
         }
     }
 }
@@ -264,18 +302,24 @@ pub struct GcStats {
 
 /// A durable home for runs. Each method is one transaction.
 pub trait Store: Send + Sync {
-    /// Records a new run, owned by `owner`.
-    fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<(), StoreError>;
-    /// Takes the run's lease for `owner`, unless a live owner holds it.
-    fn claim(&self, run: &str, owner: &Owner, lease: Duration) -> Result<RunRecord, StoreError>;
-    /// Renews the lease; fails if another owner took it. Returns the cancel
+    /// Records a new run, leased to `owner`.
+    fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<Lease, StoreError>;
+    /// Takes the run's lease for `owner`, unless a live owner holds it; the
+    /// run's epoch is bumped, fencing off any earlier holder.
+    fn claim(
+        &self,
+        run: &str,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<(RunRecord, Lease), StoreError>;
+    /// Renews the lease; fails if it was lost. Returns the cancel
     /// request: 0 none, 1 cancel, 2 cancel and compensate.
-    fn heartbeat(&self, run: &str, owner: &Owner) -> Result<u8, StoreError>;
-    /// Drops the lease if `owner` holds it.
-    fn release(&self, run: &str, owner: &Owner) -> Result<(), StoreError>;
+    fn heartbeat(&self, run: &str, lease: &Lease) -> Result<u8, StoreError>;
+    /// Drops the lease if it is still held.
+    fn release(&self, run: &str, lease: &Lease) -> Result<(), StoreError>;
     /// Appends journal entries and applies their state changes atomically,
-    /// only while `owner` holds the run (else `LeaseLost`, nothing written).
-    fn commit(&self, run: &str, owner: &Owner, entries: &[Entry]) -> Result<(), StoreError>;
+    /// only while `lease` holds the run (else `LeaseLost`, nothing written).
+    fn commit(&self, run: &str, lease: &Lease, entries: &[Entry]) -> Result<(), StoreError>;
     fn run(&self, run: &str) -> Result<RunRecord, StoreError>;
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
     fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError>;

@@ -1,6 +1,7 @@
 //! Workflows: agents chained into a DAG by validated handoffs, checked before they run, scheduled under one budget.
 
 pub mod breaker;
+pub mod clock;
 pub mod condition;
 pub mod definition;
 pub mod durable;

@@ -25,6 +25,7 @@ const AGENTS: &[(&str, &str)] = &[
     ("merge", "merge"),
     ("flaky", "flaky"),
     ("relay", "relay"),
+    ("latch", "latch"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

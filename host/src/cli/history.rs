@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use corral::Runtime;
-use corral::store::{LEASE, RunRecord, StepRecord, now_ms};
+use corral::store::{LEASE, RunRecord, StepRecord, StepState, now_ms};
 use corral::workflow::durable::{ResumeError, ResumeRequest, reopen};
 use corral::workflow::run::{RunOptions, run as run_workflow};
 use serde_json::{Value, json};
@@ -91,7 +91,7 @@ pub fn runs(args: RunsArgs, state: &StateArgs) -> Exit {
     );
     for r in &runs {
         let status = r.display_status(now, LEASE);
-        let note = match status.as_str() {
+        let note = match status {
             "interrupted" => format!("its process died; `corral resume {}`", r.id),
             "running" => "a process is driving it".to_owned(),
             _ => r.error.clone().unwrap_or_default(),
@@ -135,7 +135,7 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
         .map(|id| {
             by_id.remove(&id).unwrap_or(StepRecord {
                 step: id,
-                status: "pending".into(),
+                status: StepState::Pending,
                 ..StepRecord::default()
             })
         })
@@ -190,7 +190,7 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
         .iter()
         .map(|s| render::StepLine {
             id: &s.step,
-            status: &s.status,
+            status: s.status.as_str(),
             attempts: s.attempts,
             fuel: s.fuel_used,
             peak_memory_bytes: s.peak_memory_bytes,

@@ -1,7 +1,7 @@
 //! Human and JSON rendering of receipts and errors, with whole cause chains.
 
 use bytesize::ByteSize;
-use corral::{CallError, LoadError, Receipt};
+use corral::{CallError, LoadError, Receipt, human};
 use serde_json::{Value, json};
 
 use super::Exit;
@@ -64,8 +64,8 @@ pub fn receipt(r: &Receipt) {
     eprintln!("receipt for `{}`", r.agent);
     eprintln!(
         "  fuel     {} of {} instructions ({:.2}%)",
-        r.fuel_used,
-        r.fuel_limit,
+        human::count(r.fuel_used),
+        human::count(r.fuel_limit),
         pct(r.fuel_used, r.fuel_limit)
     );
     eprintln!(
@@ -73,7 +73,11 @@ pub fn receipt(r: &Receipt) {
         ByteSize(r.peak_memory_bytes),
         ByteSize(r.memory_limit_bytes)
     );
-    eprintln!("  time     {:.3?} of {} ms", r.wall_time(), r.timeout_ms);
+    eprintln!(
+        "  time     {} of {}",
+        human::duration(r.wall_time()),
+        human::duration(std::time::Duration::from_millis(r.timeout_ms))
+    );
     eprintln!(
         "  packets  {} in, {} out",
         ByteSize(r.bytes_in),
@@ -109,9 +113,9 @@ pub fn step_table(status_width: usize, rows: &[StepLine<'_>]) {
             s.id,
             s.status,
             s.attempts,
-            s.fuel,
+            human::count(s.fuel),
             ByteSize(s.peak_memory_bytes).to_string(),
-            format!("{:.2?}", std::time::Duration::from_micros(s.wall_time_us)),
+            human::duration(std::time::Duration::from_micros(s.wall_time_us)),
             s.note
         );
     }

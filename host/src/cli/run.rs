@@ -308,11 +308,12 @@ fn new_run_id() -> String {
     format!("run-{:x}-{:04x}", nanos, fastrand::u16(..))
 }
 
-/// A progress bar fed by events: steps done, the running steps, fuel spent.
+/// A progress bar fed by events: steps done, time left (estimated from the
+/// pace of finished steps), the running steps, fuel spent.
 fn progress(total: usize) -> (EventSink, ProgressBar) {
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} steps · {msg}")
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} steps · ETA {eta} · {msg}")
             .unwrap()
             .progress_chars("=> "),
     );
@@ -352,7 +353,7 @@ fn progress(total: usize) -> (EventSink, ProgressBar) {
             } else {
                 running.join(", ")
             },
-            s.1
+            corral::human::count(s.1)
         ));
     });
     (sink, bar)

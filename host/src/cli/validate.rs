@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use corral::Runtime;
 use corral::workflow::model::Workflow;
 use corral::workflow::plan::{Plan, plan};
 use corral::workflow::source::{self, Diagnostic};
 use corral::workflow::validate::validate;
+use corral::{Runtime, human};
 use serde_json::json;
 
 use super::Exit;
@@ -113,8 +113,8 @@ pub fn print_plan(w: &Workflow, p: &Plan) {
     let f = &p.fuel;
     println!(
         "  fuel   worst case {} of the budget {}{}",
-        f.worst_case,
-        f.budget,
+        human::count(f.worst_case),
+        human::count(f.budget),
         if f.fits {
             ""
         } else {

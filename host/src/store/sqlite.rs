@@ -8,7 +8,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::{
-    Entry, GcStats, JournalEntry, NewRun, Owner, RunRecord, StepRecord, Store, StoreError, now_ms,
+    Entry, GcStats, JournalEntry, Lease, NewRun, Owner, RunRecord, RunState, StepRecord, Store,
+    StoreError, now_ms,
 };
 
 /// How hard each commit pushes to disk (SQLite's `synchronous`).
@@ -24,7 +25,8 @@ pub enum Durability {
 }
 
 /// The schema, one migration per entry; `PRAGMA user_version` counts the applied ones.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     workflow TEXT NOT NULL,
@@ -85,7 +87,13 @@ CREATE TABLE cache (
     created_ms INTEGER NOT NULL,
     expires_ms INTEGER
 );
-"#];
+"#,
+    // Fencing tokens for leases, and fuel charged across sessions.
+    r#"
+ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN fuel_charged INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 /// A SQLite store in `<dir>/corral.db`.
 pub struct SqliteStore {
@@ -96,26 +104,25 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating and migrating as needed) the store in `dir`.
     pub fn open(dir: &Path, sync: Durability) -> Result<Self, StoreError> {
-        let fail = |message: String| StoreError::Backend {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend {
             path: dir.display().to_string(),
-            message,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
+            source: format!("cannot create it: {e}").into(),
+        })?;
         let path = dir.join("corral.db");
-        let mut conn = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
+        let fail = |e: rusqlite::Error| classify(&path, e);
+        let mut conn = Connection::open(&path).map_err(fail)?;
         // Other processes may hold the write lock for a commit; wait for them.
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(|e| fail(e.to_string()))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(fail)?;
         // auto_vacuum only takes effect before the first table exists; it
         // lets `gc` hand freed pages back to the file system.
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;")
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(fail)?;
         conn.execute_batch(match sync {
             Durability::Normal => "PRAGMA synchronous = NORMAL;",
             Durability::Full => "PRAGMA synchronous = FULL;",
         })
-        .map_err(|e| fail(e.to_string()))?;
-        migrate(&mut conn).map_err(|e| fail(format!("cannot migrate the schema: {e}")))?;
+        .map_err(fail)?;
+        migrate(&mut conn).map_err(fail)?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
@@ -123,10 +130,7 @@ impl SqliteStore {
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
-        StoreError::Backend {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
-        }
+        classify(&self.path, e)
     }
 
     fn with<T>(
@@ -138,14 +142,52 @@ impl SqliteStore {
     }
 }
 
+/// A SQLite error as a store error of the right kind, its cause kept.
+fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    let path = path.display().to_string();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy {
+            path,
+            source: e.into(),
+        },
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
+            path,
+            source: e.into(),
+        },
+        _ if matches!(e, rusqlite::Error::FromSqlConversionFailure(..)) => StoreError::Corrupt {
+            path,
+            source: e.into(),
+        },
+        _ => StoreError::Backend {
+            path,
+            source: e.into(),
+        },
+    }
+}
+
+/// A status column, parsed; an unknown text is a damaged (or newer) store.
+fn status<T: std::str::FromStr<Err = super::UnknownStatus>>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    text.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > MIGRATIONS.len() {
-        return Err(rusqlite::Error::InvalidParameterName(format!(
-            "the store has schema version {version}, newer than this corral knows ({}); upgrade corral",
-            MIGRATIONS.len()
-        )));
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_NOTADB),
+            Some(format!(
+                "the store has schema version {version}, newer than this corral knows ({}); upgrade corral",
+                MIGRATIONS.len()
+            )),
+        ));
     }
     for sql in &MIGRATIONS[version..] {
         tx.execute_batch(sql)?;
@@ -154,7 +196,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-const RUN_COLUMNS: &str = "id, workflow, file, definition, digest, params, components, status, error, created_ms, updated_ms, owner, heartbeat_ms, cancel_requested, sessions";
+const RUN_COLUMNS: &str = "id, workflow, file, definition, digest, params, components, status, error, created_ms, updated_ms, owner, heartbeat_ms, cancel_requested, sessions, epoch, fuel_charged";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     let json = |i: usize| -> rusqlite::Result<Value> {
@@ -169,7 +211,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         digest: r.get(4)?,
         params: json(5)?,
         components: json(6)?,
-        status: r.get(7)?,
+        status: status(r, 7)?,
         error: r.get(8)?,
         created_ms: r.get(9)?,
         updated_ms: r.get(10)?,
@@ -177,6 +219,8 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         heartbeat_ms: r.get(12)?,
         cancel_requested: r.get(13)?,
         sessions: r.get(14)?,
+        epoch: r.get(15)?,
+        fuel_charged: r.get::<_, i64>(16)?.max(0) as u64,
     })
 }
 
@@ -227,7 +271,7 @@ fn insert_entry(conn: &Connection, run: &str, e: &Entry) -> rusqlite::Result<()>
         .execute(params![
             run,
             s.step,
-            s.status,
+            s.status.as_str(),
             s.attempts,
             s.retries,
             s.fuel_used as i64,
@@ -248,7 +292,13 @@ fn insert_entry(conn: &Connection, run: &str, e: &Entry) -> rusqlite::Result<()>
         conn.prepare_cached(
             "UPDATE runs SET status = ?2, error = ?3, updated_ms = ?4 WHERE id = ?1",
         )?
-        .execute(params![run, status, error, e.at_ms])?;
+        .execute(params![run, status.as_str(), error, e.at_ms])?;
+    }
+    if e.fuel_charge != 0 {
+        conn.prepare_cached(
+            "UPDATE runs SET fuel_charged = max(0, fuel_charged + ?2) WHERE id = ?1",
+        )?
+        .execute(params![run, e.fuel_charge])?;
     }
     if let Some(params) = &e.run_params {
         conn.prepare_cached("UPDATE runs SET params = ?2 WHERE id = ?1")?
@@ -273,7 +323,7 @@ fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
     };
     Ok(StepRecord {
         step: r.get(0)?,
-        status: r.get(1)?,
+        status: status(r, 1)?,
         attempts: r.get(2)?,
         retries: r.get(3)?,
         fuel_used: r.get::<_, i64>(4)? as u64,
@@ -292,13 +342,13 @@ fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
 }
 
 impl Store for SqliteStore {
-    fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<(), StoreError> {
+    fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<Lease, StoreError> {
         self.with(|conn| {
             let now = now_ms();
             let inserted = conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO runs (id, workflow, file, definition, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?8, ?9, ?8)",
+                    "INSERT OR IGNORE INTO runs (id, workflow, file, definition, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms, epoch)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?8, ?9, ?8, 1)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -317,11 +367,19 @@ impl Store for SqliteStore {
             if inserted == 0 {
                 return Err(StoreError::RunExists(run.id.clone()));
             }
-            Ok(())
+            Ok(Lease {
+                owner: owner.clone(),
+                epoch: 1,
+            })
         })
     }
 
-    fn claim(&self, run: &str, owner: &Owner, lease: Duration) -> Result<RunRecord, StoreError> {
+    fn claim(
+        &self,
+        run: &str,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<(RunRecord, Lease), StoreError> {
         self.with(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -344,56 +402,66 @@ impl Store for SqliteStore {
                 }
                 rec.sessions += 1;
             }
-            // A new driver starts with no cancel request pending.
+            // A new driver starts with no cancel request pending, and a new
+            // epoch: whoever held the run before can no longer commit.
+            rec.epoch += 1;
             tx.execute(
-                "UPDATE runs SET owner = ?2, heartbeat_ms = ?3, sessions = ?4, cancel_requested = 0 WHERE id = ?1",
-                params![run, mine, now, rec.sessions],
+                "UPDATE runs SET owner = ?2, heartbeat_ms = ?3, sessions = ?4, cancel_requested = 0, epoch = ?5 WHERE id = ?1",
+                params![run, mine, now, rec.sessions, rec.epoch],
             )
             .map_err(|e| self.err(e))?;
             tx.commit().map_err(|e| self.err(e))?;
             rec.owner = Some(mine);
             rec.heartbeat_ms = Some(now);
             rec.cancel_requested = false;
-            Ok(rec)
+            let lease = Lease {
+                owner: owner.clone(),
+                epoch: rec.epoch,
+            };
+            Ok((rec, lease))
         })
     }
 
-    fn heartbeat(&self, run: &str, owner: &Owner) -> Result<u8, StoreError> {
+    fn heartbeat(&self, run: &str, lease: &Lease) -> Result<u8, StoreError> {
         self.with(|conn| {
             let cancel: Option<u8> = conn
                 .prepare_cached(
-                    "UPDATE runs SET heartbeat_ms = ?3 WHERE id = ?1 AND owner = ?2 RETURNING cancel_requested",
+                    "UPDATE runs SET heartbeat_ms = ?3 WHERE id = ?1 AND owner = ?2 AND epoch = ?4 RETURNING cancel_requested",
                 )
                 .and_then(|mut s| {
-                    s.query_row(params![run, owner.encode(), now_ms()], |r| r.get(0))
-                        .optional()
+                    s.query_row(
+                        params![run, lease.owner.encode(), now_ms(), lease.epoch],
+                        |r| r.get(0),
+                    )
+                    .optional()
                 })
                 .map_err(|e| self.err(e))?;
             cancel.ok_or_else(|| StoreError::LeaseLost(run.into()))
         })
     }
 
-    fn release(&self, run: &str, owner: &Owner) -> Result<(), StoreError> {
+    fn release(&self, run: &str, lease: &Lease) -> Result<(), StoreError> {
         self.with(|conn| {
             conn.execute(
-                "UPDATE runs SET owner = NULL, heartbeat_ms = NULL WHERE id = ?1 AND owner = ?2",
-                params![run, owner.encode()],
+                "UPDATE runs SET owner = NULL, heartbeat_ms = NULL WHERE id = ?1 AND owner = ?2 AND epoch = ?3",
+                params![run, lease.owner.encode(), lease.epoch],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
         })
     }
 
-    fn commit(&self, run: &str, owner: &Owner, entries: &[Entry]) -> Result<(), StoreError> {
+    fn commit(&self, run: &str, lease: &Lease, entries: &[Entry]) -> Result<(), StoreError> {
         self.with(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| self.err(e))?;
-            // A driver whose lease another process took writes nothing more.
+            // A driver whose lease was taken or fenced off by a cancel
+            // writes nothing more: the epoch is the fencing token.
             let held = tx
-                .prepare_cached("SELECT 1 FROM runs WHERE id = ?1 AND owner = ?2")
+                .prepare_cached("SELECT 1 FROM runs WHERE id = ?1 AND owner = ?2 AND epoch = ?3")
                 .and_then(|mut s| {
-                    s.query_row(params![run, owner.encode()], |_| Ok(()))
+                    s.query_row(params![run, lease.owner.encode(), lease.epoch], |_| Ok(()))
                         .optional()
                 })
                 .map_err(|e| self.err(e))?;
@@ -513,7 +581,7 @@ impl Store for SqliteStore {
             if rec.is_finished() {
                 return Err(step_err(format!("the run is already {}", rec.status)));
             }
-            if row.status != "waiting" && row.status != "paused" {
+            if !row.status.awaits_human() {
                 return Err(step_err(format!(
                     "is not waiting for a human: its status is `{}`",
                     row.status
@@ -572,9 +640,17 @@ impl Store for SqliteStore {
                 .map_err(|e| self.err(e))?;
                 rec.cancel_requested = true;
             } else {
+                // Nobody live drives it: cancel it here, and fence off a
+                // driver whose lease went stale (paused, or cut off from
+                // the store) so that it cannot write over the cancel.
+                tx.execute(
+                    "UPDATE runs SET owner = NULL, heartbeat_ms = NULL, epoch = epoch + 1 WHERE id = ?1",
+                    params![run],
+                )
+                .map_err(|e| self.err(e))?;
                 let e = Entry {
                     run_state: Some((
-                        "cancelled".into(),
+                        RunState::Cancelled,
                         Some("cancelled with `corral cancel`".into()),
                     )),
                     ..Entry::new(
@@ -584,7 +660,7 @@ impl Store for SqliteStore {
                     )
                 };
                 insert_entry(&tx, run, &e).map_err(|e| self.err(e))?;
-                rec.status = "cancelled".into();
+                rec.status = RunState::Cancelled;
             }
             tx.commit().map_err(|e| self.err(e))?;
             Ok(rec)
@@ -660,7 +736,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
         let me = Owner::this_process();
-        store.create_run(&new_run("r"), &me).unwrap();
+        let mine = store.create_run(&new_run("r"), &me).unwrap();
         assert!(matches!(
             store.create_run(&new_run("r"), &me),
             Err(StoreError::RunExists(_))
@@ -675,18 +751,19 @@ mod tests {
             err.to_string().contains("is being driven by process"),
             "{err}"
         );
-        assert!(matches!(store.heartbeat("r", &me), Ok(0)));
+        assert!(matches!(store.heartbeat("r", &mine), Ok(0)));
         // A driver whose process is gone is taken over at once.
         let ghost = Owner {
             pid: u32::MAX - 1,
             ..me.clone()
         };
-        store.release("r", &me).unwrap();
-        store.claim("r", &ghost, LEASE).unwrap();
-        let rec = store.claim("r", &rival, LEASE).unwrap();
+        store.release("r", &mine).unwrap();
+        let (_, haunted) = store.claim("r", &ghost, LEASE).unwrap();
+        let (rec, _) = store.claim("r", &rival, LEASE).unwrap();
         assert_eq!(rec.sessions, 3);
+        assert_eq!(rec.epoch, 3, "every claim bumps the epoch");
         assert!(matches!(
-            store.heartbeat("r", &ghost),
+            store.heartbeat("r", &haunted),
             Err(StoreError::LeaseLost(_))
         ));
     }
@@ -701,7 +778,7 @@ mod tests {
                 .unwrap();
         }
         let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
-        assert_eq!(store.run("kept").unwrap().status, "running");
+        assert_eq!(store.run("kept").unwrap().status, RunState::Running);
         drop(store);
         let conn = Connection::open(dir.path().join("corral.db")).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
@@ -720,7 +797,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
         let me = Owner::this_process();
-        store.create_run(&new_run("r"), &me).unwrap();
+        let mine = store.create_run(&new_run("r"), &me).unwrap();
         let good = Entry::new("step_started", Some("a".into()), "{}".into());
         // A trigger makes the second entry of the batch fail.
         let conn = store.conn.lock().unwrap();
@@ -730,18 +807,100 @@ mod tests {
         .unwrap();
         drop(conn);
         let bad = Entry::new("boom", None, "{}".into());
-        assert!(store.commit("r", &me, &[good.clone(), bad]).is_err());
+        assert!(store.commit("r", &mine, &[good.clone(), bad]).is_err());
         assert!(store.journal("r", 0, 10).unwrap().is_empty());
         // Only the run's owner may write.
-        let other = Owner {
-            token: "other".into(),
-            ..me.clone()
+        let other = Lease {
+            owner: Owner {
+                token: "other".into(),
+                ..me.clone()
+            },
+            epoch: mine.epoch,
         };
         assert!(matches!(
             store.commit("r", &other, std::slice::from_ref(&good)),
             Err(StoreError::LeaseLost(_))
         ));
-        store.commit("r", &me, &[good]).unwrap();
+        store.commit("r", &mine, &[good]).unwrap();
         assert_eq!(store.journal("r", 0, 10).unwrap().len(), 1);
+    }
+
+    /// A driver whose lease went stale (paused past it, then woken) must
+    /// not write over a `corral cancel` made meanwhile.
+    #[test]
+    fn a_cancel_fences_off_a_stale_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+        // A live process of this host, so only the lease's age can make it stale.
+        let me = Owner::this_process();
+        let mine = store.create_run(&new_run("r"), &me).unwrap();
+        // Its heartbeat stopped: no renewal for longer than the lease.
+        let old = now_ms() - 2 * LEASE.as_millis() as i64;
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute("UPDATE runs SET heartbeat_ms = ?1", [old])
+            .unwrap();
+        let rec = store.request_cancel("r", LEASE, false).unwrap();
+        assert_eq!(rec.status, RunState::Cancelled);
+        // The woken driver's commit and heartbeat are refused; the cancel stands.
+        let late = Entry {
+            run_state: Some((RunState::Completed, None)),
+            ..Entry::new("run_finished", None, "{}".into())
+        };
+        assert!(matches!(
+            store.commit("r", &mine, &[late]),
+            Err(StoreError::LeaseLost(_))
+        ));
+        assert!(matches!(
+            store.heartbeat("r", &mine),
+            Err(StoreError::LeaseLost(_))
+        ));
+        assert_eq!(store.run("r").unwrap().status, RunState::Cancelled);
+    }
+
+    #[test]
+    fn fuel_charges_add_up_across_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+        let mine = store
+            .create_run(&new_run("r"), &Owner::this_process())
+            .unwrap();
+        let charge = |n: i64| Entry {
+            fuel_charge: n,
+            ..Entry::new("call_started", Some("a".into()), "{}".into())
+        };
+        store
+            .commit("r", &mine, &[charge(500), charge(-120)])
+            .unwrap();
+        store.commit("r", &mine, &[charge(300)]).unwrap();
+        assert_eq!(store.run("r").unwrap().fuel_charged, 680);
+    }
+
+    #[test]
+    fn busy_and_damaged_stores_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("corral.db"), vec![0x5a; 8192]).unwrap();
+        let err = SqliteStore::open(dir.path(), Durability::Normal)
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(std::error::Error::source(&err).is_some());
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .busy_timeout(Duration::ZERO)
+            .unwrap();
+        let other = Connection::open(dir.path().join("corral.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE;").unwrap();
+        let err = store
+            .create_run(&new_run("r"), &Owner::this_process())
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Busy { .. }), "{err:?}");
     }
 }

@@ -119,7 +119,7 @@ impl Breaker {
             (BreakerState::Closed, false) => {
                 s.consecutive_failures += 1;
                 if s.consecutive_failures >= self.cfg.failure_threshold {
-                    s.open_until = Some(now + self.cfg.cooldown.0);
+                    s.open_until = Some(super::clock::instant_after(now, self.cfg.cooldown.0));
                     s.set(BreakerState::Open)
                 } else {
                     None
@@ -136,7 +136,7 @@ impl Breaker {
             }
             (BreakerState::HalfOpen, false) => {
                 s.consecutive_failures += 1;
-                s.open_until = Some(now + self.cfg.cooldown.0);
+                s.open_until = Some(super::clock::instant_after(now, self.cfg.cooldown.0));
                 s.set(BreakerState::Open)
             }
             // A call admitted just before the breaker opened.

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::Runtime;
-use crate::store::{LEASE, NewRun, Owner, RunRecord, Store, StoreError};
+use crate::store::{LEASE, NewRun, Owner, RunRecord, RunState, Store, StoreError};
 
 use super::journal::Journal;
 use super::model::Workflow;
@@ -24,7 +24,7 @@ pub enum ResumeError {
     #[error("run `{run}` is {status}: there is nothing to resume{hint}")]
     Finished {
         run: String,
-        status: String,
+        status: RunState,
         hint: String,
     },
     #[error("run `{run}`: its workflow no longer validates")]
@@ -59,18 +59,14 @@ pub fn begin(
     run_id: &str,
     cancel: CancellationToken,
 ) -> Result<Arc<Journal>, StoreError> {
-    let definition = std::fs::read_to_string(&w.file).map_err(|e| StoreError::Backend {
-        path: w.file.display().to_string(),
-        message: format!("cannot read the workflow file again to record it: {e}"),
-    })?;
     let file = std::fs::canonicalize(&w.file).unwrap_or_else(|_| w.file.clone());
     let owner = Owner::this_process();
-    store.create_run(
+    let lease = store.create_run(
         &NewRun {
             id: run_id.into(),
             workflow: w.name.clone(),
             file: file.display().to_string(),
-            definition,
+            definition: w.definition.to_string(),
             digest: w.digest.clone(),
             params: params.clone(),
             components: components(w),
@@ -80,7 +76,7 @@ pub fn begin(
     Ok(Arc::new(Journal::start(
         store,
         run_id.into(),
-        owner,
+        lease,
         Vec::new(),
         cancel,
     )))
@@ -139,10 +135,9 @@ pub async fn reopen(
         run: id.into(),
         diagnostics: d,
     })?;
-    let owner = Owner::this_process();
-    let record = store.claim(id, &owner, LEASE)?;
+    let (record, lease) = store.claim(id, &Owner::this_process(), LEASE)?;
     let release = |e: ResumeError| {
-        let _ = store.release(id, &owner);
+        let _ = store.release(id, &lease);
         e
     };
     // It may have finished (or been cancelled) while this process validated.
@@ -223,7 +218,7 @@ pub async fn reopen(
     let journal = Arc::new(Journal::start(
         store.clone(),
         id.into(),
-        owner,
+        lease,
         steps.values().map(|p| p.record.clone()).collect(),
         cancel,
     ));
@@ -236,6 +231,7 @@ pub async fn reopen(
             force: req.force.clone(),
             changed_components: changed.into_iter().map(|c| c.0).collect(),
             changed_params,
+            fuel_charged: record.fuel_charged,
         },
         journal,
         record,
@@ -248,7 +244,7 @@ pub async fn reopen(
 fn finished(record: &RunRecord, req: &ResumeRequest) -> Result<(), ResumeError> {
     let id = &record.id;
     if !record.is_finished()
-        || record.status == "cancelled"
+        || record.status == RunState::Cancelled
         || !req.force.is_empty()
         || !req.params.is_empty()
     {
@@ -256,8 +252,8 @@ fn finished(record: &RunRecord, req: &ResumeRequest) -> Result<(), ResumeError> 
     }
     Err(ResumeError::Finished {
         run: id.clone(),
-        status: record.status.clone(),
-        hint: if record.status == "completed" {
+        status: record.status,
+        hint: if record.status == RunState::Completed {
             format!("; `corral resume {id} --param k=v` reruns the steps that read a changed param")
         } else {
             format!(

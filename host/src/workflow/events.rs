@@ -7,6 +7,8 @@ use serde_json::Value;
 
 use crate::Receipt;
 
+use super::report::RunStatus;
+
 /// What a finished step consumed, summed over its calls.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StepStats {
@@ -51,6 +53,9 @@ pub enum Event {
         attempt: u32,
         item: Option<usize>,
         iteration: Option<u32>,
+        /// Fuel reserved from the workflow's pool for this call; what it
+        /// does not use returns to the pool when it finishes.
+        fuel_reserved: u64,
     },
     CallFinished {
         step: String,
@@ -161,7 +166,8 @@ pub enum Event {
         to: String,
     },
     RunFinished {
-        status: String,
+        status: RunStatus,
+        /// Fuel charged to the workflow's pool across all sessions.
         fuel_used: u64,
         error: Option<String>,
     },

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::digest;
-use crate::store::{Entry, HEARTBEAT, Owner, StepRecord, Store};
+use crate::store::{Entry, HEARTBEAT, Lease, RunState, StepRecord, StepState, Store};
 
 use super::events::{Event, StepStats};
 
@@ -28,7 +28,22 @@ enum Msg {
     Event(Box<Event>, i64),
     /// An entry that is not an event (a cache store), kept in order with them.
     Entry(Box<Entry>),
-    Flush(oneshot::Sender<Result<(), String>>),
+    Flush(oneshot::Sender<Result<(), JournalError>>),
+}
+
+/// Why a run's journal is incomplete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    /// A commit failed (the store's error, or a lost lease); the run was
+    /// cancelled then, since running on unjournaled breaks durability.
+    #[error("{0}")]
+    Commit(String),
+    /// The writer thread is gone (it panicked, or the journal was closed).
+    #[error("the journal writer stopped")]
+    Stopped,
+    /// The run's lease could not be given up.
+    #[error("cannot release the run's lease: {0}")]
+    Release(String),
 }
 
 /// A run's journal: record events, flush before answering anyone.
@@ -39,14 +54,14 @@ pub struct Journal {
     compensate: Arc<AtomicBool>,
     store: Arc<dyn Store>,
     run_id: String,
-    owner: Owner,
+    lease: Lease,
 }
 
 /// What the writer thread needs.
 struct Writer {
     store: Arc<dyn Store>,
     run_id: String,
-    owner: Owner,
+    lease: Lease,
     rows: HashMap<String, StepRecord>,
     next_order: u64,
     cancel: CancellationToken,
@@ -55,14 +70,14 @@ struct Writer {
 }
 
 impl Journal {
-    /// Starts the writer for `run_id`, which `owner` has claimed. `rows` is
+    /// Starts the writer for `run_id`, which `lease` holds. `rows` is
     /// the stored step state (empty for a new run). A cancel requested
     /// through the store (`corral cancel`), a lost lease or a failed commit
     /// trips `cancel`.
     pub fn start(
         store: Arc<dyn Store>,
         run_id: String,
-        owner: Owner,
+        lease: Lease,
         rows: Vec<StepRecord>,
         cancel: CancellationToken,
     ) -> Self {
@@ -77,7 +92,7 @@ impl Journal {
         let writer = Writer {
             store: store.clone(),
             run_id: run_id.clone(),
-            owner: owner.clone(),
+            lease: lease.clone(),
             rows: rows.into_iter().map(|r| (r.step.clone(), r)).collect(),
             next_order,
             cancel,
@@ -95,7 +110,7 @@ impl Journal {
             compensate,
             store,
             run_id,
-            owner,
+            lease,
         }
     }
 
@@ -127,7 +142,7 @@ impl Journal {
     }
 
     /// Waits until everything recorded so far is committed.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), JournalError> {
         let (done, wait) = oneshot::channel();
         let sent = self
             .tx
@@ -136,22 +151,21 @@ impl Journal {
             .as_ref()
             .is_some_and(|tx| tx.send(Msg::Flush(done)).is_ok());
         if !sent {
-            return self.result().and(Err("the journal writer stopped".into()));
+            return self.result().and(Err(JournalError::Stopped));
         }
-        wait.await
-            .unwrap_or_else(|_| Err("the journal writer stopped".into()))
+        wait.await.unwrap_or(Err(JournalError::Stopped))
     }
 
     /// The first commit error, if any.
-    pub fn result(&self) -> Result<(), String> {
+    pub fn result(&self) -> Result<(), JournalError> {
         match self.error.get() {
-            Some(e) => Err(e.clone()),
+            Some(e) => Err(JournalError::Commit(e.clone())),
             None => Ok(()),
         }
     }
 
     /// Flushes, stops the writer and gives up the run's lease.
-    pub async fn close(&self) -> Result<(), String> {
+    pub async fn close(&self) -> Result<(), JournalError> {
         let flushed = self.flush().await;
         self.tx.lock().unwrap().take();
         let thread = self.thread.lock().unwrap().take();
@@ -160,8 +174,8 @@ impl Journal {
         }
         let released = self
             .store
-            .release(&self.run_id, &self.owner)
-            .map_err(|e| e.to_string());
+            .release(&self.run_id, &self.lease)
+            .map_err(|e| JournalError::Release(e.to_string()));
         flushed.and(released)
     }
 }
@@ -170,7 +184,7 @@ impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut last_beat = Instant::now();
         let mut batch: Vec<Entry> = Vec::new();
-        let mut waiting: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
+        let mut waiting: Vec<oneshot::Sender<Result<(), JournalError>>> = Vec::new();
         loop {
             let first = match rx.recv_timeout(HEARTBEAT) {
                 Ok(m) => m,
@@ -221,13 +235,13 @@ impl Writer {
             }
             if !batch.is_empty()
                 && self.error.get().is_none()
-                && let Err(e) = self.store.commit(&self.run_id, &self.owner, &batch)
+                && let Err(e) = self.store.commit(&self.run_id, &self.lease, &batch)
             {
                 self.fail(format!("cannot write the journal: {e}"));
             }
             batch.clear();
             let result = match self.error.get() {
-                Some(e) => Err(e.clone()),
+                Some(e) => Err(JournalError::Commit(e.clone())),
                 None => Ok(()),
             };
             for w in waiting.drain(..) {
@@ -248,7 +262,7 @@ impl Writer {
     }
 
     fn heartbeat(&self) {
-        match self.store.heartbeat(&self.run_id, &self.owner) {
+        match self.store.heartbeat(&self.run_id, &self.lease) {
             Ok(0) => {}
             Ok(flag) => {
                 if flag == 2 {
@@ -265,7 +279,7 @@ impl Writer {
             .entry(step.to_owned())
             .or_insert_with(|| StepRecord {
                 step: step.to_owned(),
-                status: "pending".into(),
+                status: StepState::Pending,
                 ..StepRecord::default()
             })
     }
@@ -318,35 +332,44 @@ impl Writer {
         };
         match e {
             Event::RunStarted { .. } => {
-                entry.run_state = Some(("running".into(), None));
+                entry.run_state = Some((RunState::Running, None));
             }
             Event::RunResumed {
                 changed_params,
                 params,
                 ..
             } => {
-                entry.run_state = Some(("running".into(), None));
+                entry.run_state = Some((RunState::Running, None));
                 if !changed_params.is_empty() {
                     entry.run_params = Some(params.to_string());
                 }
             }
             Event::RunFinished { status, error, .. } => {
-                entry.run_state = Some((status, error));
+                entry.run_state = Some((status.into(), error));
             }
             Event::StepStarted { step } => {
                 let r = self.row(&step);
-                r.status = "running".into();
+                r.status = StepState::Running;
                 r.error = None;
                 r.error_kind = None;
                 clear_outcome(r);
                 entry.step_state = Some(r.clone());
             }
-            Event::CallStarted { step, .. } => {
+            Event::CallStarted {
+                step,
+                fuel_reserved,
+                ..
+            } => {
+                // Charged now, settled when the call finishes: a call cut
+                // off by a crash stays charged its whole reservation.
+                entry.fuel_charge = fuel_reserved.min(i64::MAX as u64) as i64;
                 let r = self.row(&step);
                 r.attempts += 1;
                 entry.step_state = Some(r.clone());
             }
             Event::CallFinished { step, receipt, .. } => {
+                let unused = receipt.fuel_limit.saturating_sub(receipt.fuel_used);
+                entry.fuel_charge = -(unused.min(i64::MAX as u64) as i64);
                 let r = self.row(&step);
                 r.fuel_used += receipt.fuel_used;
                 r.peak_memory_bytes = r.peak_memory_bytes.max(receipt.peak_memory_bytes);
@@ -369,7 +392,7 @@ impl Writer {
                 self.next_order += 1;
                 let output = entry.blob.as_ref().map(|b| b.0.clone());
                 let r = self.row(&step);
-                r.status = "completed".into();
+                r.status = StepState::Completed;
                 set_stats(r, &stats);
                 r.output = output;
                 r.fingerprint = Some(fingerprint);
@@ -401,12 +424,12 @@ impl Writer {
                 stats,
             } => {
                 let status = match entry.kind.as_str() {
-                    "step_degraded" => "degraded",
-                    "step_failed" => "failed",
-                    _ => "paused",
+                    "step_degraded" => StepState::Degraded,
+                    "step_failed" => StepState::Failed,
+                    _ => StepState::Paused,
                 };
                 let r = self.row(&step);
-                r.status = status.into();
+                r.status = status;
                 set_stats(r, &stats);
                 r.error = Some(error);
                 r.error_kind = Some(kind);
@@ -416,7 +439,7 @@ impl Writer {
             }
             Event::StepSkipped { step, reason } => {
                 let r = self.row(&step);
-                r.status = "skipped".into();
+                r.status = StepState::Skipped;
                 r.error = Some(reason);
                 clear_outcome(r);
                 entry.step_state = Some(r.clone());
@@ -429,8 +452,8 @@ impl Writer {
                 deadline_ms,
             } => {
                 let r = self.row(&step);
-                if r.status != "paused" {
-                    r.status = "waiting".into();
+                if r.status != StepState::Paused {
+                    r.status = StepState::Waiting;
                 }
                 r.waiting = Some(
                     json!({ "prompt": prompt, "schema": schema, "context": context, "deadline_ms": deadline_ms }),
@@ -446,9 +469,9 @@ impl Writer {
             } => {
                 let r = self.row(&step);
                 if outcome == "ok" {
-                    r.status = "compensated".into();
+                    r.status = StepState::Compensated;
                 } else {
-                    r.status = "compensation_failed".into();
+                    r.status = StepState::CompensationFailed;
                     r.error = error;
                     r.error_kind = Some(outcome);
                 }

@@ -20,6 +20,8 @@ pub struct Workflow {
     pub file: PathBuf,
     /// `sha256:` of the file text.
     pub digest: String,
+    /// The validated text, recorded as is by a durable run.
+    pub definition: Arc<str>,
     pub agents: BTreeMap<String, WorkflowAgent>,
     pub params: BTreeMap<String, ParamDef>,
     /// Fuel for the whole run.
@@ -146,15 +148,20 @@ impl RetryPolicy {
     /// The delay before attempt `next` (2 for the first retry), before
     /// jitter: `initial * backoff^(next-2)`, capped at `max_delay`.
     pub fn base_delay(&self, next: u32) -> Duration {
-        let exp = self.backoff.powi(next.saturating_sub(2) as i32);
-        let secs = (self.initial_delay.as_secs_f64() * exp).min(self.max_delay.as_secs_f64());
-        Duration::from_secs_f64(secs.max(0.0))
+        let exp = self
+            .backoff
+            .powi(next.saturating_sub(2).min(i32::MAX as u32) as i32);
+        let secs = self.initial_delay.as_secs_f64() * exp;
+        super::clock::secs_f64(secs, self.max_delay)
     }
 
     /// The delay with jitter: scaled by a factor in `1 ± jitter` from `unit` in [0, 1).
     pub fn delay(&self, next: u32, unit: f64) -> Duration {
         let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
-        Duration::from_secs_f64((self.base_delay(next).as_secs_f64() * factor).max(0.0))
+        // Jitter may take a delay just past `max_delay`; never past the
+        // longest delay validation accepts.
+        let cap = self.max_delay.saturating_mul(2);
+        super::clock::secs_f64(self.base_delay(next).as_secs_f64() * factor, cap)
     }
 
     /// Whether a failure of this class and kind is retried.

@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::breaker::BreakerReport;
+use crate::human;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -19,6 +20,21 @@ pub enum RunStatus {
     /// Approval steps wait for a human; nothing else can run until they are answered.
     Waiting,
     Cancelled,
+}
+
+impl From<RunStatus> for crate::store::RunState {
+    fn from(s: RunStatus) -> Self {
+        use crate::store::RunState;
+        match s {
+            RunStatus::Completed => RunState::Completed,
+            RunStatus::Degraded => RunState::Degraded,
+            RunStatus::Failed => RunState::Failed,
+            RunStatus::FuelExhausted => RunState::FuelExhausted,
+            RunStatus::Paused => RunState::Paused,
+            RunStatus::Waiting => RunState::Waiting,
+            RunStatus::Cancelled => RunState::Cancelled,
+        }
+    }
 }
 
 impl RunStatus {
@@ -142,7 +158,7 @@ impl RunReport {
     pub(crate) fn summarize(&mut self) {
         let c = &self.counts;
         let mut s = format!(
-            "workflow `{}` {}: {} of {} steps completed, {} failed, {} degraded, {} skipped, {} retried; fuel {} of {} ({:.1}%); {:.1?}",
+            "workflow `{}` {}: {} of {} steps completed, {} failed, {} degraded, {} skipped, {} retried; fuel {} of {} ({:.1}%); {}",
             self.workflow,
             self.status.name(),
             c.completed,
@@ -151,19 +167,19 @@ impl RunReport {
             c.degraded,
             c.skipped,
             c.retried,
-            self.fuel.used,
-            self.fuel.budget,
+            human::count(self.fuel.used),
+            human::count(self.fuel.budget),
             if self.fuel.budget == 0 {
                 0.0
             } else {
                 self.fuel.used as f64 * 100.0 / self.fuel.budget as f64
             },
-            std::time::Duration::from_micros(self.wall_time_us),
+            human::duration(std::time::Duration::from_micros(self.wall_time_us)),
         );
         if self.fuel.unsettled > 0 {
             s.push_str(&format!(
                 " (plus at most {} reserved by calls cut off by cancellation)",
-                self.fuel.unsettled
+                human::count(self.fuel.unsettled)
             ));
         }
         if let Some(e) = &self.error {

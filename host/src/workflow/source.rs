@@ -94,6 +94,9 @@ pub struct WorkflowSource {
     pub base_dir: PathBuf,
     /// `sha256:` of the file's text.
     pub digest: String,
+    /// The text that was parsed: what a durable run records, never the
+    /// file read again.
+    pub text: std::sync::Arc<str>,
 }
 
 /// Reads and parses `path` (YAML, or JSON, which is YAML too).
@@ -175,6 +178,7 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkflowSource, Vec<Diagnostic>>
         map,
         base_dir,
         digest,
+        text: text.into(),
     })
 }
 

@@ -133,6 +133,7 @@ pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Ve
         name: def.name.clone(),
         file: src.map.file.clone(),
         digest: src.digest.clone(),
+        definition: src.text.clone(),
         agents,
         params: def.params.clone(),
         fuel_budget: def.budget.fuel.0,
