@@ -14,5 +14,6 @@ pub mod reference;
 pub mod report;
 pub mod run;
 pub mod source;
+pub mod step_state;
 pub mod units;
 pub mod validate;

@@ -16,9 +16,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::digest::digest;
-use crate::store::{Entry, HEARTBEAT, Lease, RunState, StepRecord, StepState, Store};
+use crate::store::{Entry, HEARTBEAT, Lease, RunState, StepRecord, Store};
 
-use super::events::{Event, StepStats};
+use super::events::Event;
+use super::step_state::StepMachine;
 
 /// Most entries in one transaction: whatever queued up while the previous
 /// transaction committed goes into the next (group commit).
@@ -63,7 +64,7 @@ struct Writer {
     run_id: String,
     lease: Lease,
     rows: HashMap<String, StepRecord>,
-    next_order: u64,
+    machine: StepMachine,
     cancel: CancellationToken,
     compensate: Arc<AtomicBool>,
     error: Arc<OnceLock<String>>,
@@ -84,17 +85,12 @@ impl Journal {
         let (tx, rx) = mpsc::channel();
         let error = Arc::new(OnceLock::new());
         let compensate = Arc::new(AtomicBool::new(false));
-        let next_order = rows
-            .iter()
-            .filter_map(|r| r.completed_order)
-            .max()
-            .map_or(0, |o| o + 1);
         let writer = Writer {
             store: store.clone(),
             run_id: run_id.clone(),
             lease: lease.clone(),
+            machine: StepMachine::new(&rows),
             rows: rows.into_iter().map(|r| (r.step.clone(), r)).collect(),
-            next_order,
             cancel,
             compensate: compensate.clone(),
             error: error.clone(),
@@ -274,16 +270,6 @@ impl Writer {
         }
     }
 
-    fn row(&mut self, step: &str) -> &mut StepRecord {
-        self.rows
-            .entry(step.to_owned())
-            .or_insert_with(|| StepRecord {
-                step: step.to_owned(),
-                status: StepState::Pending,
-                ..StepRecord::default()
-            })
-    }
-
     /// The journal entry for an event, with the state change it implies.
     fn entry(&mut self, e: Event, at_ms: i64) -> Entry {
         let kind = e.kind();
@@ -318,19 +304,7 @@ impl Writer {
             blob,
             ..Entry::new(kind, step, data.to_string())
         };
-        let set_stats = |r: &mut StepRecord, s: &StepStats| {
-            r.attempts = s.attempts;
-            r.retries = s.retries;
-            r.fuel_used = s.fuel_used;
-            r.peak_memory_bytes = s.peak_memory_bytes;
-            r.wall_time_us = s.wall_time_us;
-            r.fallback = s.fallback.clone();
-        };
-        let degraded_fingerprint = match &e {
-            Event::StepDegraded { fingerprint, .. } => Some(fingerprint.clone()),
-            _ => None,
-        };
-        match e {
+        match &e {
             Event::RunStarted { .. } => {
                 entry.run_state = Some((RunState::Running, None));
             }
@@ -345,157 +319,32 @@ impl Writer {
                 }
             }
             Event::RunFinished { status, error, .. } => {
-                entry.run_state = Some((status.into(), error));
+                entry.run_state = Some(((*status).into(), error.clone()));
             }
-            Event::StepStarted { step } => {
-                let r = self.row(&step);
-                r.status = StepState::Running;
-                r.error = None;
-                r.error_kind = None;
-                clear_outcome(r);
-                entry.step_state = Some(r.clone());
+            // Charged now, settled when the call finishes: a call cut off
+            // by a crash stays charged its whole reservation.
+            Event::CallStarted { fuel_reserved, .. } => {
+                entry.fuel_charge = (*fuel_reserved).min(i64::MAX as u64) as i64;
             }
-            Event::CallStarted {
-                step,
-                fuel_reserved,
-                ..
-            } => {
-                // Charged now, settled when the call finishes: a call cut
-                // off by a crash stays charged its whole reservation.
-                entry.fuel_charge = fuel_reserved.min(i64::MAX as u64) as i64;
-                let r = self.row(&step);
-                r.attempts += 1;
-                entry.step_state = Some(r.clone());
-            }
-            Event::CallFinished { step, receipt, .. } => {
+            Event::CallFinished { receipt, .. } => {
                 let unused = receipt.fuel_limit.saturating_sub(receipt.fuel_used);
                 entry.fuel_charge = -(unused.min(i64::MAX as u64) as i64);
-                let r = self.row(&step);
-                r.fuel_used += receipt.fuel_used;
-                r.peak_memory_bytes = r.peak_memory_bytes.max(receipt.peak_memory_bytes);
-                r.wall_time_us += receipt.wall_time_us;
-                entry.step_state = Some(r.clone());
             }
-            Event::StepRetrying { step, .. } => {
-                let r = self.row(&step);
-                r.retries += 1;
-                entry.step_state = Some(r.clone());
+            _ => {}
+        }
+        if let Some(step) = e.step() {
+            let output = entry.blob.as_ref().map(|b| b.0.clone());
+            let row = self
+                .rows
+                .entry(step.to_owned())
+                .or_insert_with(|| StepRecord {
+                    step: step.to_owned(),
+                    ..StepRecord::default()
+                });
+            if self.machine.apply(row, &e, output) {
+                entry.step_state = Some(row.clone());
             }
-            Event::StepCompleted {
-                step,
-                fingerprint,
-                cached,
-                stats,
-                ..
-            } => {
-                let order = self.next_order;
-                self.next_order += 1;
-                let output = entry.blob.as_ref().map(|b| b.0.clone());
-                let r = self.row(&step);
-                r.status = StepState::Completed;
-                set_stats(r, &stats);
-                r.output = output;
-                r.fingerprint = Some(fingerprint);
-                r.cached = cached;
-                r.error = None;
-                r.error_kind = None;
-                r.completed_order = Some(order);
-                r.waiting = None;
-                r.answer = None;
-                entry.step_state = Some(r.clone());
-            }
-            Event::StepDegraded {
-                step,
-                error,
-                kind,
-                stats,
-                ..
-            }
-            | Event::StepFailed {
-                step,
-                error,
-                kind,
-                stats,
-            }
-            | Event::StepPaused {
-                step,
-                error,
-                kind,
-                stats,
-            } => {
-                let status = match entry.kind.as_str() {
-                    "step_degraded" => StepState::Degraded,
-                    "step_failed" => StepState::Failed,
-                    _ => StepState::Paused,
-                };
-                let r = self.row(&step);
-                r.status = status;
-                set_stats(r, &stats);
-                r.error = Some(error);
-                r.error_kind = Some(kind);
-                clear_outcome(r);
-                r.fingerprint = degraded_fingerprint;
-                entry.step_state = Some(r.clone());
-            }
-            Event::StepSkipped { step, reason } => {
-                let r = self.row(&step);
-                r.status = StepState::Skipped;
-                r.error = Some(reason);
-                clear_outcome(r);
-                entry.step_state = Some(r.clone());
-            }
-            Event::ApprovalRequested {
-                step,
-                prompt,
-                schema,
-                context,
-                deadline_ms,
-            } => {
-                let r = self.row(&step);
-                if r.status != StepState::Paused {
-                    r.status = StepState::Waiting;
-                }
-                r.waiting = Some(
-                    json!({ "prompt": prompt, "schema": schema, "context": context, "deadline_ms": deadline_ms }),
-                );
-                r.answer = None;
-                entry.step_state = Some(r.clone());
-            }
-            Event::CompensationFinished {
-                step,
-                outcome,
-                error,
-                ..
-            } => {
-                let r = self.row(&step);
-                if outcome == "ok" {
-                    r.status = StepState::Compensated;
-                } else {
-                    r.status = StepState::CompensationFailed;
-                    r.error = error;
-                    r.error_kind = Some(outcome);
-                }
-                entry.step_state = Some(r.clone());
-            }
-            Event::StepReused { .. }
-            | Event::StepRerun { .. }
-            | Event::CallCached { .. }
-            | Event::StepFallback { .. }
-            | Event::ApprovalExpired { .. }
-            | Event::CompensationStarted { .. }
-            | Event::Breaker { .. } => {}
         }
         entry
     }
-}
-
-/// Forgets what an earlier outcome of the step left: its output, its place
-/// in the completion order, an approval request and its answer.
-fn clear_outcome(r: &mut StepRecord) {
-    r.output = None;
-    r.fingerprint = None;
-    r.cached = false;
-    r.completed_order = None;
-    r.waiting = None;
-    r.answer = None;
 }

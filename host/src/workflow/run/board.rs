@@ -6,25 +6,29 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::ErrorClass;
+use crate::store::{StepRecord, StepState};
 use crate::workflow::definition::OnError;
 use crate::workflow::events::Event;
 use crate::workflow::model::{Step, Workflow};
 use crate::workflow::report::{RunStatus, StepReport, StepStatus};
+use crate::workflow::step_state::StepMachine;
 
 use super::exec::Exec;
 use super::failure::{Failure, Special};
 use super::options::Resume;
 use super::stats::Stats;
 
-/// The scheduler's view of every step.
+/// The scheduler's view of every step. Each step's state is a
+/// [`StepRecord`] moved by the same [`StepMachine`] the journal writer
+/// uses, so the two can never disagree; `status` and `reports` are read
+/// from it.
 pub(super) struct Board {
     pub(super) status: Vec<StepStatus>,
     pub(super) running: Vec<bool>,
     pub(super) outputs: Vec<Option<Arc<Value>>>,
     pub(super) reports: Vec<StepReport>,
-    /// Completion order, for compensation in reverse.
-    pub(super) order: Vec<Option<u64>>,
-    pub(super) next_order: u64,
+    records: Vec<StepRecord>,
+    machine: StepMachine,
     /// Digest of what each started step read.
     pub(super) fingerprints: Vec<Option<String>>,
     /// Approval steps waiting: deadline in Unix milliseconds.
@@ -61,16 +65,81 @@ impl Board {
                     reused: false,
                 })
                 .collect(),
-            order: vec![None; n],
-            next_order: resume
+            records: w
                 .steps
-                .values()
-                .filter_map(|p| p.record.completed_order)
-                .max()
-                .map_or(0, |o| o + 1),
+                .iter()
+                .map(|s| StepRecord {
+                    step: s.id.clone(),
+                    ..StepRecord::default()
+                })
+                .collect(),
+            machine: StepMachine::new(resume.steps.values().map(|p| &p.record)),
             fingerprints: vec![None; n],
             waiting: BTreeMap::new(),
         }
+    }
+
+    /// Moves step `i` by `e`, then hands `e` on to the journal and the
+    /// sink: every transition of the board goes through here.
+    pub(super) fn emit(&mut self, exec: &Exec, i: usize, e: Event) {
+        self.machine.apply(&mut self.records[i], &e, None);
+        self.sync(i);
+        exec.emit(e);
+    }
+
+    /// Reads step `i`'s status and report from its record.
+    fn sync(&mut self, i: usize) {
+        let rec = &self.records[i];
+        let status = match rec.status {
+            // A running step is pending to readiness; `running` says more.
+            StepState::Pending | StepState::Running => StepStatus::Pending,
+            StepState::Waiting => StepStatus::Waiting,
+            StepState::Paused => StepStatus::Paused,
+            StepState::Completed | StepState::Compensated | StepState::CompensationFailed => {
+                StepStatus::Completed
+            }
+            StepState::Degraded => StepStatus::Degraded,
+            StepState::Failed => StepStatus::Failed,
+            StepState::Skipped => StepStatus::Skipped,
+            StepState::Cancelled => StepStatus::Cancelled,
+        };
+        self.status[i] = status;
+        let r = &mut self.reports[i];
+        r.status = status;
+        (r.attempts, r.retries, r.fallback, r.cached) =
+            (rec.attempts, rec.retries, rec.fallback.clone(), rec.cached);
+        (r.fuel_used, r.peak_memory_bytes, r.wall_time_us) =
+            (rec.fuel_used, rec.peak_memory_bytes, rec.wall_time_us);
+        // The store keeps a skip's reason as its error; the report apart.
+        if status == StepStatus::Skipped {
+            (r.skip_reason, r.error, r.error_kind) = (rec.error.clone(), None, None);
+        } else {
+            (r.error, r.error_kind) = (rec.error.clone(), rec.error_kind.clone());
+        }
+    }
+
+    /// Takes an earlier session's committed outcome of step `i` as its own.
+    pub(super) fn adopt(&mut self, i: usize, record: StepRecord, output: Option<Arc<Value>>) {
+        self.records[i] = record;
+        self.outputs[i] = output;
+        self.sync(i);
+        self.reports[i].reused = true;
+    }
+
+    /// Carries what earlier sessions spent on step `i` into this one.
+    pub(super) fn carry_stats(&mut self, i: usize, prior: &StepRecord) {
+        let r = &mut self.records[i];
+        (r.attempts, r.retries, r.fuel_used) = (prior.attempts, prior.retries, prior.fuel_used);
+        (r.peak_memory_bytes, r.wall_time_us) = (prior.peak_memory_bytes, prior.wall_time_us);
+        self.sync(i);
+    }
+
+    /// Step `i` was cancelled; no event records that, the run's end does.
+    fn cancel(&mut self, i: usize, error: &str) {
+        let r = &mut self.records[i];
+        r.status = StepState::Cancelled;
+        (r.error, r.error_kind) = (Some(error.into()), Some("cancelled".into()));
+        self.sync(i);
     }
 
     /// Marks the steps still running as cancelled (their tasks were dropped).
@@ -78,52 +147,40 @@ impl Board {
         for i in 0..self.running.len() {
             if self.running[i] {
                 self.running[i] = false;
-                self.status[i] = StepStatus::Cancelled;
-                let r = &mut self.reports[i];
-                r.status = StepStatus::Cancelled;
-                r.error = Some("the run was cancelled while this step ran".into());
-                r.error_kind = Some("cancelled".into());
+                self.cancel(i, "the run was cancelled while this step ran");
             }
         }
     }
 
+    /// Where step `i` stands in the run's completion order, if it completed.
+    pub(super) fn completed_order(&self, i: usize) -> Option<u64> {
+        self.records[i].completed_order
+    }
+
     pub(super) fn complete(&mut self, exec: &Exec, i: usize, v: Arc<Value>, s: Stats) {
         let step = &exec.w.steps[i];
-        self.status[i] = StepStatus::Completed;
         // Cached: every call this session was a cache hit (no new attempts).
-        let cached = s.cache_hits > 0 && s.attempts == self.reports[i].attempts;
-        self.record_stats(i, &s);
-        let r = &mut self.reports[i];
-        r.status = StepStatus::Completed;
-        r.error = None;
-        r.error_kind = None;
-        r.cached = cached;
+        let cached = s.cache_hits > 0 && s.attempts == self.records[i].attempts;
         self.outputs[i] = Some(v.clone());
-        self.order[i] = Some(self.next_order);
-        self.next_order += 1;
-        exec.emit(Event::StepCompleted {
+        self.set_extras(i, &s);
+        let e = Event::StepCompleted {
             step: step.id.clone(),
             output: v,
             fingerprint: self.fingerprints[i].clone().unwrap_or_default(),
-            cached: r.cached,
+            cached,
             stats: s.public(),
-        });
+        };
+        self.emit(exec, i, e);
     }
 
-    pub(super) fn record_stats(&mut self, i: usize, s: &Stats) {
+    /// What a step's report shows beyond its record: items and iterations.
+    fn set_extras(&mut self, i: usize, s: &Stats) {
         let r = &mut self.reports[i];
-        (r.attempts, r.retries, r.fallback, r.items, r.iterations) = (
-            s.attempts,
-            s.retries,
-            s.fallback.clone(),
-            s.items,
-            s.iterations,
-        );
-        (r.fuel_used, r.peak_memory_bytes, r.wall_time_us) = (s.fuel, s.peak, s.wall_us);
+        (r.items, r.iterations) = (s.items, s.iterations);
     }
 
     pub(super) fn stats_of(&self, i: usize) -> Stats {
-        let r = &self.reports[i];
+        let r = &self.records[i];
         Stats {
             attempts: r.attempts,
             retries: r.retries,
@@ -137,13 +194,11 @@ impl Board {
 
 /// Marks step `i` skipped, with the reason.
 pub(super) fn skip(exec: &Exec, board: &mut Board, i: usize, reason: String) {
-    board.status[i] = StepStatus::Skipped;
-    board.reports[i].status = StepStatus::Skipped;
-    board.reports[i].skip_reason = Some(reason.clone());
-    exec.emit(Event::StepSkipped {
+    let e = Event::StepSkipped {
         step: exec.w.steps[i].id.clone(),
         reason,
-    });
+    };
+    board.emit(exec, i, e);
 }
 
 /// Applies a step's final failure; returns how the run halts, if it does.
@@ -155,53 +210,45 @@ pub(super) fn finish_failed(
     f: &Failure,
     s: Stats,
 ) -> Option<(RunStatus, String)> {
-    board.record_stats(i, &s);
-    let r = &mut board.reports[i];
-    let status = &mut board.status[i];
-    r.error = Some(f.message.clone());
-    r.error_kind = Some(f.kind.clone());
+    board.set_extras(i, &s);
     let id = step.id.clone();
     let (error, kind, stats) = (f.message.clone(), f.kind.clone(), s.public());
     match f.special {
         Special::Cancelled => {
-            *status = StepStatus::Cancelled;
-            r.status = StepStatus::Cancelled;
+            board.cancel(i, &f.message);
             Some((RunStatus::Cancelled, "the run was cancelled".into()))
         }
         Special::WorkflowFuel => {
-            *status = StepStatus::Failed;
-            r.status = StepStatus::Failed;
-            exec.emit(Event::StepFailed {
+            let e = Event::StepFailed {
                 step: id,
                 error,
                 kind,
                 stats,
-            });
+            };
+            board.emit(exec, i, e);
             Some((RunStatus::FuelExhausted, f.message.clone()))
         }
         Special::None
             if f.class == ErrorClass::Degradable || step.on_error == OnError::Continue =>
         {
-            *status = StepStatus::Degraded;
-            r.status = StepStatus::Degraded;
-            exec.emit(Event::StepDegraded {
+            let e = Event::StepDegraded {
                 step: id,
                 error,
                 kind,
                 fingerprint: board.fingerprints[i].clone().unwrap_or_default(),
                 stats,
-            });
+            };
+            board.emit(exec, i, e);
             None
         }
         Special::None if step.on_error == OnError::Pause => {
-            *status = StepStatus::Paused;
-            r.status = StepStatus::Paused;
-            exec.emit(Event::StepPaused {
+            let e = Event::StepPaused {
                 step: id.clone(),
                 error,
                 kind,
                 stats,
-            });
+            };
+            board.emit(exec, i, e);
             // A human may answer with the output the step should have produced.
             let schema = exec
                 .w
@@ -209,7 +256,7 @@ pub(super) fn finish_failed(
                 .get(&step.agent)
                 .map(|a| a.agent.info().output_schema.source().clone())
                 .unwrap_or(Value::Null);
-            exec.emit(Event::ApprovalRequested {
+            let e = Event::ApprovalRequested {
                 step: id.clone(),
                 prompt: format!(
                     "step `{id}` failed: {}. Approve with the output it should have produced (it must match agent `{}`'s output schema), reject to fail the run, or `corral resume` to try it again",
@@ -218,7 +265,8 @@ pub(super) fn finish_failed(
                 schema,
                 context: Value::Null,
                 deadline_ms: None,
-            });
+            };
+            board.emit(exec, i, e);
             Some((
                 RunStatus::Paused,
                 format!(
@@ -228,14 +276,13 @@ pub(super) fn finish_failed(
             ))
         }
         Special::None | Special::Rejected => {
-            *status = StepStatus::Failed;
-            r.status = StepStatus::Failed;
-            exec.emit(Event::StepFailed {
+            let e = Event::StepFailed {
                 step: id.clone(),
                 error,
                 kind,
                 stats,
-            });
+            };
+            board.emit(exec, i, e);
             Some((
                 RunStatus::Failed,
                 format!("step `{id}` failed: {}", f.message),

@@ -127,7 +127,7 @@ impl Scheduler {
                 continue;
             }
             if board.status[i] == StepStatus::Completed
-                && let (Some(o), Some(v)) = (board.order[i], &board.outputs[i])
+                && let (Some(o), Some(v)) = (board.completed_order(i), &board.outputs[i])
             {
                 out.push((o, i, v.clone()));
             } else if let Some(p) = &self.prior[i]

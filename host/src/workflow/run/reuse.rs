@@ -141,15 +141,6 @@ pub(super) fn carry_over(
 ) -> Carried {
     let step = &exec.w.steps[i];
     let rec = &p.record;
-    let r = &mut board.reports[i];
-    (r.retries, r.fuel_used, r.peak_memory_bytes, r.wall_time_us) = (
-        rec.retries,
-        rec.fuel_used,
-        rec.peak_memory_bytes,
-        rec.wall_time_us,
-    );
-    r.attempts = rec.attempts;
-    let base = board.stats_of(i);
     let mut deadline = None;
     match rec.status {
         StepState::Completed | StepState::Degraded
@@ -162,21 +153,7 @@ pub(super) fn carry_over(
                     board.fingerprints[i].as_deref(),
                 ) =>
         {
-            let st = if rec.status == StepState::Degraded {
-                StepStatus::Degraded
-            } else {
-                StepStatus::Completed
-            };
-            board.status[i] = st;
-            let r = &mut board.reports[i];
-            r.status = st;
-            r.reused = true;
-            r.cached = rec.cached;
-            r.fallback = rec.fallback.clone();
-            r.error = rec.error.clone();
-            r.error_kind = rec.error_kind.clone();
-            board.outputs[i] = p.output.clone();
-            board.order[i] = rec.completed_order;
+            board.adopt(i, p.record, p.output);
             exec.emit(Event::StepReused {
                 step: step.id.clone(),
             });
@@ -193,6 +170,7 @@ pub(super) fn carry_over(
             });
         }
         StepState::Waiting | StepState::Paused if rec.answer.is_some() && !forced => {
+            board.carry_stats(i, rec);
             let answer = rec.answer.clone().unwrap_or_default();
             board.answer(exec, i, &answer, halt);
             return Carried::Settled;
@@ -202,5 +180,7 @@ pub(super) fn carry_over(
         }
         _ => {}
     }
+    board.carry_stats(i, rec);
+    let base = board.stats_of(i);
     Carried::Again { base, deadline }
 }

@@ -334,10 +334,11 @@ impl Scheduler {
             return;
         }
         self.in_flight += 1;
-        self.board.running[i] = true;
-        self.exec.emit(Event::StepStarted {
+        let e = Event::StepStarted {
             step: step.id.clone(),
-        });
+        };
+        self.board.emit(&self.exec, i, e);
+        self.board.running[i] = true;
         let fut = self.exec.clone().run_step(i, scope, base);
         if self.inline.is_empty() {
             self.inline.push(Box::pin(fut));
@@ -356,16 +357,15 @@ impl Scheduler {
             Err(f) => return self.fail(i, f),
         };
         let deadline = deadline.or(a.timeout.map(|t| ms_after(now_ms(), t)));
-        self.board.status[i] = StepStatus::Waiting;
-        self.board.reports[i].status = StepStatus::Waiting;
         self.board.waiting.insert(i, deadline);
-        self.exec.emit(Event::ApprovalRequested {
+        let e = Event::ApprovalRequested {
             step: step.id.clone(),
             prompt: a.prompt.clone(),
             schema: a.schema.clone(),
             context,
             deadline_ms: deadline,
-        });
+        };
+        self.board.emit(&self.exec, i, e);
     }
 }
 
