@@ -33,17 +33,43 @@ pub struct LogRecord {
 /// Bytes kept from stderr regardless of the cap, to find a panic message.
 const STDERR_TAIL: usize = 2048;
 
+/// Bytes charged per record on top of its text, so that a record with an
+/// empty message is never free.
+pub const RECORD_OVERHEAD: u64 = 32;
+/// Bytes charged per field of a log record on top of its key and value.
+pub const FIELD_OVERHEAD: u64 = 16;
+/// Records kept per call, whatever the byte cap.
+pub const MAX_LOG_RECORDS: usize = 10_000;
+/// Fields a kept record may carry; a record with more is dropped whole,
+/// and the text of fields past this many is never read.
+pub const MAX_LOG_FIELDS: usize = 64;
+
 /// Everything an agent wrote during one call, capped at `cap` bytes.
+///
+/// Every record is charged its text plus [`RECORD_OVERHEAD`] and
+/// [`FIELD_OVERHEAD`] per field, and is kept whole or dropped whole: the
+/// bytes kept never exceed the cap.
 #[derive(Debug, Default)]
 pub(crate) struct Capture {
     agent: String,
     cap: u64,
     pub kept: u64,
     pub dropped: u64,
+    pub records_dropped: u64,
     pub records: Vec<LogRecord>,
     stdout_line: Vec<u8>,
     stderr_line: Vec<u8>,
     stderr_tail: Vec<u8>,
+    /// Bytes ever written to stderr, to place the tail in the stream.
+    stderr_total: u64,
+}
+
+/// The cost of a log record, known before any of its text is read.
+pub(crate) fn log_record_cost(message: usize, field_count: usize, field_text: usize) -> u64 {
+    RECORD_OVERHEAD
+        .saturating_add(message as u64)
+        .saturating_add((field_count as u64).saturating_mul(FIELD_OVERHEAD))
+        .saturating_add(field_text as u64)
 }
 
 impl Capture {
@@ -55,42 +81,45 @@ impl Capture {
         }
     }
 
-    /// Keeps the record if it fits under the cap, else counts it as dropped.
-    fn admit(&mut self, record: LogRecord) {
-        let size = (record.message.len()
-            + record
-                .fields
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()) as u64;
-        if self.kept + size > self.cap {
-            self.dropped += size;
-            return;
+    /// Charges a record of `cost` bytes if it fits under the cap and the
+    /// record count; otherwise counts it as dropped. Its text is read only
+    /// after this says yes.
+    pub fn reserve(&mut self, cost: u64) -> bool {
+        if self.records.len() >= MAX_LOG_RECORDS || self.kept.saturating_add(cost) > self.cap {
+            self.drop_record(cost);
+            return false;
         }
-        self.kept += size;
+        self.kept += cost;
+        true
+    }
+
+    /// Counts a record that is not kept.
+    pub fn drop_record(&mut self, cost: u64) {
+        self.dropped = self.dropped.saturating_add(cost);
+        self.records_dropped += 1;
+    }
+
+    /// Keeps a record whose cost [`reserve`](Self::reserve) accepted.
+    pub fn keep(&mut self, record: LogRecord) {
         emit(&self.agent, &record);
         self.records.push(record);
     }
 
-    pub fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
-        let level = match level {
+    pub fn level_name(level: Level) -> &'static str {
+        match level {
             Level::Trace => "trace",
             Level::Debug => "debug",
             Level::Info => "info",
             Level::Warn => "warn",
             Level::Error => "error",
-        };
-        self.admit(LogRecord {
-            source: Source::Log,
-            level: level.into(),
-            message,
-            fields,
-        });
+        }
     }
 
     fn write(&mut self, source: Source, bytes: &[u8]) {
         if source == Source::Stderr {
-            self.stderr_tail.extend_from_slice(bytes);
+            self.stderr_total += bytes.len() as u64;
+            let keep = bytes.len().min(STDERR_TAIL);
+            self.stderr_tail.extend_from_slice(&bytes[bytes.len() - keep..]);
             let excess = self.stderr_tail.len().saturating_sub(STDERR_TAIL);
             self.stderr_tail.drain(..excess);
         }
@@ -116,18 +145,36 @@ impl Capture {
     }
 
     fn line(&mut self, source: Source, line: &[u8]) {
+        if !self.reserve(RECORD_OVERHEAD + line.len() as u64) {
+            return;
+        }
         let level = if source == Source::Stderr {
             "warn"
         } else {
             "info"
         };
-        let message = String::from_utf8_lossy(line).into_owned();
-        self.admit(LogRecord {
+        self.keep(LogRecord {
             source,
             level: level.into(),
-            message,
+            message: String::from_utf8_lossy(line).into_owned(),
             fields: Vec::new(),
         });
+    }
+
+    /// Bytes written to stderr so far: a mark for [`panicked_since`](Self::panicked_since).
+    pub fn stderr_mark(&self) -> u64 {
+        self.stderr_total
+    }
+
+    /// Whether the guest printed a Rust panic (`panicked at `) on stderr
+    /// after `mark`.
+    pub fn panicked_since(&self, mark: u64) -> bool {
+        const NEEDLE: &[u8] = b"panicked at ";
+        let start = self.stderr_total - self.stderr_tail.len() as u64;
+        self.stderr_tail
+            .windows(NEEDLE.len())
+            .rposition(|w| w == NEEDLE)
+            .is_some_and(|at| start + at as u64 >= mark)
     }
 
     /// Flushes unterminated lines at the end of the call.
@@ -268,11 +315,50 @@ mod tests {
 
     #[test]
     fn caps_bytes_and_counts_the_rest() {
-        let mut c = Capture::new("t", 10);
+        let line = RECORD_OVERHEAD + 5;
+        let mut c = Capture::new("t", 2 * line);
         c.write(Source::Stdout, b"12345\n67890\nabcdef\n");
-        assert_eq!(c.kept, 10);
-        assert_eq!(c.dropped, 6);
-        assert_eq!(c.records.len(), 2);
+        assert_eq!(c.kept, 2 * line);
+        assert_eq!(c.dropped, RECORD_OVERHEAD + 6);
+        assert_eq!((c.records.len(), c.records_dropped), (2, 1));
+    }
+
+    #[test]
+    fn empty_records_are_charged_and_counted() {
+        let mut c = Capture::new("t", 64 << 10);
+        for _ in 0..1_000_000 {
+            c.write(Source::Stdout, b"\n");
+        }
+        assert!(c.kept <= 64 << 10);
+        assert_eq!(c.records.len() as u64, (64 << 10) / RECORD_OVERHEAD);
+        assert_eq!(c.records.len() as u64 + c.records_dropped, 1_000_000);
+
+        let mut c = Capture::new("t", u64::MAX);
+        for _ in 0..MAX_LOG_RECORDS + 5 {
+            assert_eq!(c.reserve(log_record_cost(0, 0, 0)), c.records.len() < MAX_LOG_RECORDS);
+            if c.records.len() < MAX_LOG_RECORDS {
+                c.keep(LogRecord {
+                    source: Source::Log,
+                    level: "info".into(),
+                    message: String::new(),
+                    fields: Vec::new(),
+                });
+            }
+        }
+        assert_eq!((c.records.len(), c.records_dropped), (MAX_LOG_RECORDS, 5));
+    }
+
+    #[test]
+    fn a_panic_counts_only_after_the_mark() {
+        let mut c = Capture::new("t", 0);
+        c.write(Source::Stderr, b"panicked at src/lib.rs:1:1: early\n");
+        let mark = c.stderr_mark();
+        assert!(!c.panicked_since(mark));
+        c.write(Source::Stderr, b"memory allocation of 4096 bytes failed\n");
+        assert!(!c.panicked_since(mark));
+        c.write(Source::Stderr, &[b'x'; 5000]);
+        c.write(Source::Stderr, b"\npanicked at src/lib.rs:2:2: late\n");
+        assert!(c.panicked_since(mark));
     }
 
     #[test]

@@ -148,6 +148,16 @@ pub enum CallError {
         message: String,
     },
 
+    #[error(
+        "agent `{agent}` broke the component ABI: {reason}; this is a bug in the agent or the toolchain that built it"
+    )]
+    AbiViolation { agent: String, reason: String },
+
+    #[error(
+        "the host has no free instance slot for agent `{agent}` ({reason}); the call did not run, try again later (EngineConfig::max_instances sizes the pool)"
+    )]
+    Overloaded { agent: String, reason: String },
+
     #[error("the host failed while calling agent `{agent}`: {message}")]
     Host { agent: String, message: String },
 }
@@ -174,7 +184,8 @@ pub enum FailureKind {
     Contract,
     /// A requested capability was not granted.
     Policy,
-    /// The guest trapped (a panic, an abort) outside any budget.
+    /// The guest trapped (a panic, an abort) outside any budget, or broke
+    /// the component ABI.
     Trap,
     /// The host itself failed.
     Host,
@@ -192,9 +203,9 @@ impl CallError {
                 FailureKind::Contract
             }
             CallError::PolicyDenied { .. } => FailureKind::Policy,
-            CallError::GuestTrap { .. } => FailureKind::Trap,
+            CallError::GuestTrap { .. } | CallError::AbiViolation { .. } => FailureKind::Trap,
             CallError::Agent { .. } => FailureKind::Agent,
-            CallError::Host { .. } => FailureKind::Host,
+            CallError::Overloaded { .. } | CallError::Host { .. } => FailureKind::Host,
         }
     }
 
@@ -211,19 +222,38 @@ impl CallError {
             CallError::InvalidOutput { .. } => "invalid_output",
             CallError::PolicyDenied { .. } => "policy_denied",
             CallError::Agent { .. } => "agent",
+            CallError::AbiViolation { .. } => "abi_violation",
+            CallError::Overloaded { .. } => "overloaded",
             CallError::Host { .. } => "host",
         }
     }
 
-    /// How a workflow treats this failure: a deadline is transient, an
-    /// agent's own error has its class, the rest is permanent (host errors
-    /// here are configuration problems a retry cannot fix).
+    /// How a workflow treats this failure: a deadline and a full instance
+    /// pool are transient, an agent's own error has its class, the rest is
+    /// permanent (host errors here are configuration problems a retry
+    /// cannot fix).
     pub fn class(&self) -> ErrorClass {
         match self {
-            CallError::DeadlineExceeded { .. } => ErrorClass::Transient,
+            CallError::DeadlineExceeded { .. } | CallError::Overloaded { .. } => {
+                ErrorClass::Transient
+            }
             CallError::Agent { class, .. } => *class,
             _ => ErrorClass::Permanent,
         }
+    }
+
+    /// Whether the failure says something about the agent, so that it
+    /// counts against the agent's circuit breaker. A full instance pool, a
+    /// host failure, an ungranted capability or an input the caller built
+    /// wrong are not the agent's doing.
+    pub fn blames_agent(&self) -> bool {
+        !matches!(
+            self,
+            CallError::Overloaded { .. }
+                | CallError::Host { .. }
+                | CallError::PolicyDenied { .. }
+                | CallError::InvalidInput { .. }
+        )
     }
 
     /// The agent this error is about.
@@ -239,6 +269,8 @@ impl CallError {
             | CallError::InvalidOutput { agent, .. }
             | CallError::PolicyDenied { agent, .. }
             | CallError::Agent { agent, .. }
+            | CallError::AbiViolation { agent, .. }
+            | CallError::Overloaded { agent, .. }
             | CallError::Host { agent, .. } => agent,
         }
     }

@@ -23,6 +23,7 @@ pub mod store;
 pub mod wit;
 pub mod workflow;
 
+mod lift;
 mod sandbox;
 
 pub use agent::{Agent, AgentInfo, Capability, ErrorClass};

@@ -79,28 +79,80 @@ impl Default for PacketLimits {
 }
 
 /// Fails if `value` nests deeper than `max_depth`, naming where.
+///
+/// A depth-first walk whose stack holds one frame per open container, so
+/// it costs memory in the depth, not in the size: the pointer is built
+/// only for the container that fails.
 pub fn check_depth(value: &Value, max_depth: usize) -> Result<(), PacketProblem> {
-    // An explicit stack: a hostile payload must not overflow ours.
-    let mut stack: Vec<(&Value, usize, String)> = vec![(value, 0, String::new())];
-    while let Some((v, depth, pointer)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = (String, &Value)>> = match v {
-            Value::Array(a) => Box::new(a.iter().enumerate().map(|(i, v)| (i.to_string(), v))),
-            Value::Object(o) => Box::new(o.iter().map(|(k, v)| (escape(k), v))),
-            _ => continue,
-        };
-        if depth + 1 > max_depth {
-            return Err(PacketProblem::TooDeep {
-                limit: max_depth,
-                pointer,
-            });
+    let Some(root) = Children::of(value) else {
+        return Ok(());
+    };
+    let too_deep = |frames: &[(Children<'_>, Option<Key<'_>>)], last: Option<Key<'_>>| {
+        let mut pointer = String::new();
+        for key in frames.iter().filter_map(|(_, k)| k.as_ref()).chain(last.as_ref()) {
+            pointer.push('/');
+            pointer.push_str(&key.escaped());
         }
-        for (key, child) in children {
-            if matches!(child, Value::Array(_) | Value::Object(_)) {
-                stack.push((child, depth + 1, format!("{pointer}/{key}")));
+        PacketProblem::TooDeep {
+            limit: max_depth,
+            pointer,
+        }
+    };
+    if max_depth == 0 {
+        return Err(too_deep(&[], None));
+    }
+    let mut frames = vec![(root, None)];
+    while let Some((children, _)) = frames.last_mut() {
+        let Some((key, child)) = children.next() else {
+            frames.pop();
+            continue;
+        };
+        if let Some(grandchildren) = Children::of(child) {
+            if frames.len() + 1 > max_depth {
+                return Err(too_deep(&frames, Some(key)));
             }
+            frames.push((grandchildren, Some(key)));
         }
     }
     Ok(())
+}
+
+/// A step into a container: an array index or an object key.
+enum Key<'a> {
+    Index(usize),
+    Name(&'a str),
+}
+
+impl Key<'_> {
+    fn escaped(&self) -> String {
+        match self {
+            Key::Index(i) => i.to_string(),
+            Key::Name(k) => escape(k),
+        }
+    }
+}
+
+/// The children of an array or an object, in order.
+enum Children<'a> {
+    Array(std::iter::Enumerate<std::slice::Iter<'a, Value>>),
+    Object(serde_json::map::Iter<'a>),
+}
+
+impl<'a> Children<'a> {
+    fn of(value: &'a Value) -> Option<Self> {
+        match value {
+            Value::Array(a) => Some(Children::Array(a.iter().enumerate())),
+            Value::Object(o) => Some(Children::Object(o.iter())),
+            _ => None,
+        }
+    }
+
+    fn next(&mut self) -> Option<(Key<'a>, &'a Value)> {
+        match self {
+            Children::Array(it) => it.next().map(|(i, v)| (Key::Index(i), v)),
+            Children::Object(it) => it.next().map(|(k, v)| (Key::Name(k.as_str()), v)),
+        }
+    }
 }
 
 /// Escapes a key for a JSON Pointer (RFC 6901).

@@ -20,10 +20,14 @@ pub struct Receipt {
     pub bytes_in: u64,
     /// Bytes of the output packet's JSON text (0 when there was none).
     pub bytes_out: u64,
-    /// Bytes of log records, stdout and stderr kept.
+    /// Bytes of log records, stdout and stderr lines kept: their text plus
+    /// a fixed overhead per record and per field.
     pub log_bytes: u64,
-    /// Bytes of log records, stdout and stderr dropped past the cap.
+    /// Bytes of records dropped past the cap, counted the same way.
     pub log_bytes_dropped: u64,
+    /// Records dropped past the byte cap or the record cap.
+    #[serde(default)]
+    pub log_records_dropped: u64,
     /// The last progress the agent reported, in percent.
     pub progress: Option<u8>,
 }

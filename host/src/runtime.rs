@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde_json::Value;
 use wasmtime::Engine;
@@ -15,6 +16,7 @@ use crate::capture::LogRecord;
 use crate::error::{CallError, LoadError, PacketProblem};
 use crate::packet::{HandoffPacket, PACKET_VERSION, PacketLimits, check_depth};
 use crate::receipt::Receipt;
+use crate::lift::OutputText;
 use crate::sandbox::{Export, HostState, Returned, Sandbox, Usage};
 use crate::schema::PayloadSchema;
 use crate::wit::latest as wit;
@@ -59,6 +61,9 @@ pub struct Runtime {
     /// Loaded agents by digest. A cell per digest makes concurrent loads of
     /// one component compile and describe it once.
     agents: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Agent>>>>>,
+    /// One permit per slot of the instance pool, so that calls wait for a
+    /// slot instead of failing when every slot is taken.
+    admission: tokio::sync::Semaphore,
     config: RuntimeConfig,
 }
 
@@ -67,13 +72,14 @@ impl Runtime {
         let engine = crate::engine::build(&config.engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wit::Agent::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        crate::sandbox::add_host_to_linker(&mut linker)?;
         let cache = CompileCache::new(config.cache_dir.as_deref(), &engine);
         Ok(Self {
             engine,
             linker,
             cache,
             agents: Mutex::new(HashMap::new()),
+            admission: tokio::sync::Semaphore::new(config.engine.max_instances as usize),
             config,
         })
     }
@@ -187,6 +193,7 @@ impl Runtime {
         Sandbox {
             engine: &self.engine,
             max_stack: self.config.engine.max_wasm_stack,
+            admission: &self.admission,
         }
     }
 
@@ -276,6 +283,7 @@ impl Runtime {
             fuel_used,
             peak_memory,
             wall,
+            deadline,
             capture,
             progress,
         } = usage;
@@ -284,6 +292,7 @@ impl Runtime {
         receipt.wall_time_us = wall.as_micros() as u64;
         receipt.log_bytes = capture.kept;
         receipt.log_bytes_dropped = capture.dropped;
+        receipt.log_records_dropped = capture.records_dropped;
         receipt.progress = progress;
         let logs = capture.records;
 
@@ -293,11 +302,21 @@ impl Runtime {
             Ok(Returned::Run(Err(e))) => Err(CallError::Agent {
                 agent: name.into(),
                 class: e.class.into(),
-                message: e.message,
+                message: e.message.0,
             }),
-            Ok(Returned::Run(Ok(out))) => {
+            // Measured in guest memory and never copied.
+            Ok(Returned::Run(Ok(OutputText::TooLarge { bytes }))) => {
+                receipt.bytes_out = bytes;
+                Err(CallError::OutputTooLarge {
+                    agent: name.into(),
+                    limit: budget.max_output_bytes,
+                    actual: bytes,
+                })
+            }
+            Ok(Returned::Run(Ok(OutputText::Text(out)))) => {
                 receipt.bytes_out = out.len() as u64;
-                self.check_output(agent, packet, &out, budget)
+                self.check_output(agent, packet, out, budget, deadline)
+                    .await
             }
         };
         CallOutcome {
@@ -323,27 +342,75 @@ impl Runtime {
         Ok(text)
     }
 
-    /// Validates what the agent returned against the envelope and its output schema.
-    fn check_output(
+    /// Validates what the agent returned against the envelope and its
+    /// output schema, within what is left of the call's deadline.
+    ///
+    /// The text is at most the output cap (the lift copied nothing larger),
+    /// so parsing it holds the text and one `Value`. A large output is
+    /// checked on a blocking thread, so the executor is never held up; if
+    /// the deadline passes first the call is `DeadlineExceeded` (the thread
+    /// finishes and its work is dropped).
+    async fn check_output(
         &self,
         agent: &Agent,
         input: &HandoffPacket,
-        out: &str,
+        out: String,
         budget: &Budget,
+        deadline: Instant,
     ) -> Result<HandoffPacket, CallError> {
-        let name = agent.name();
-        if out.len() as u64 > budget.max_output_bytes {
-            return Err(CallError::OutputTooLarge {
-                agent: name.into(),
-                limit: budget.max_output_bytes,
-                actual: out.len() as u64,
-            });
+        let check = OutputCheck {
+            agent: agent.name().to_owned(),
+            run_id: input.run_id.clone(),
+            step_id: input.step_id.clone(),
+            max_depth: self.config.packet_limits.max_depth,
+            schema: agent.info.output_schema.clone(),
+        };
+        let deadline_exceeded = || CallError::DeadlineExceeded {
+            agent: agent.name().into(),
+            limit: budget.timeout,
+        };
+        let result = if out.len() <= INLINE_CHECK_BYTES {
+            check.run(out)
+        } else {
+            let task = tokio::task::spawn_blocking(move || check.run(out));
+            let until = tokio::time::Instant::from_std(deadline);
+            match tokio::time::timeout_at(until, task).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(join)) => Err(CallError::Host {
+                    agent: agent.name().into(),
+                    message: format!("the output check failed: {join}"),
+                }),
+                Err(_elapsed) => return Err(deadline_exceeded()),
+            }
+        };
+        if Instant::now() > deadline {
+            return Err(deadline_exceeded());
         }
+        result
+    }
+}
+
+/// Outputs up to this size are checked inline: it takes microseconds.
+const INLINE_CHECK_BYTES: usize = 64 << 10;
+
+/// Everything the output check needs, owned, so it can run on another thread.
+struct OutputCheck {
+    agent: String,
+    run_id: String,
+    step_id: String,
+    max_depth: usize,
+    schema: Arc<PayloadSchema>,
+}
+
+impl OutputCheck {
+    fn run(&self, out: String) -> Result<HandoffPacket, CallError> {
         let invalid = |problem| CallError::InvalidOutput {
-            agent: name.into(),
+            agent: self.agent.clone(),
             problem,
         };
-        let packet: HandoffPacket = serde_json::from_str(out).map_err(|e| {
+        let parsed = serde_json::from_str::<HandoffPacket>(&out);
+        drop(out);
+        let packet = parsed.map_err(|e| {
             invalid(match e.classify() {
                 serde_json::error::Category::Data => PacketProblem::Envelope {
                     message: e.to_string(),
@@ -354,20 +421,16 @@ impl Runtime {
             })
         })?;
         check_envelope(&packet).map_err(invalid)?;
-        if packet.run_id != input.run_id || packet.step_id != input.step_id {
+        if packet.run_id != self.run_id || packet.step_id != self.step_id {
             return Err(invalid(PacketProblem::Envelope {
                 message: format!(
                     "the output packet is for run `{}` step `{}`, but the input was for run `{}` step `{}`",
-                    packet.run_id, packet.step_id, input.run_id, input.step_id
+                    packet.run_id, packet.step_id, self.run_id, self.step_id
                 ),
             }));
         }
-        check_depth(&packet.payload, self.config.packet_limits.max_depth).map_err(invalid)?;
-        agent
-            .info
-            .output_schema
-            .check(&packet.payload)
-            .map_err(invalid)?;
+        check_depth(&packet.payload, self.max_depth).map_err(invalid)?;
+        self.schema.check(&packet.payload).map_err(invalid)?;
         Ok(packet)
     }
 }

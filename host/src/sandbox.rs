@@ -1,15 +1,22 @@
-//! One sandboxed call: a fresh store under the budget, the export invoked, and every failure classified.
+//! One sandboxed call: a slot from the admission limit, a fresh store under the budget, the export invoked, and every failure classified.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Instance, Linker, ResourceTable, TypedFunc};
+use wasmtime::{
+    AsContext, Engine, PoolConcurrencyLimitError, ResourceLimiter, Store, StoreContextMut, Trap,
+    UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capture::{Capture, CaptureStream, Source};
+use crate::capture::{Capture, CaptureStream, LogRecord, MAX_LOG_FIELDS, Source, log_record_cost};
 use crate::error::CallError;
+use crate::lift::{GuestStr, LogFields, OUTPUT_CAP, RunResult};
 use crate::wit::latest as wit;
+use crate::wit::latest::corral::agent::host::Level;
 use crate::{Budget, Grants};
 
 /// The store data of one call.
@@ -30,24 +37,74 @@ impl WasiView for HostState {
     }
 }
 
-impl wit::corral::agent::host::Host for HostState {
-    fn log(
-        &mut self,
-        level: wit::corral::agent::host::Level,
-        message: String,
-        fields: Vec<(String, String)>,
-    ) {
-        self.capture.lock().unwrap().log(level, message, fields);
-    }
+/// The longest progress note read; a longer one is logged by its length.
+const MAX_PROGRESS_NOTE: usize = 1024;
 
-    fn progress(&mut self, percent: u8, note: String) {
-        let percent = percent.min(100);
-        self.progress = Some(percent);
-        tracing::debug!(target: "corral::agent", percent, "progress: {note}");
-    }
+/// Links the contract's `host` interface. Its functions are written against
+/// the raw lift ([`GuestStr`], [`LogFields`]) rather than bindgen's `Host`
+/// trait, which would copy every string and field into the host before the
+/// log cap could look at it.
+pub(crate) fn add_host_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    // `types` declares types only; the instance must still exist.
+    linker.instance("corral:agent/types@0.1.0")?;
+    let mut host = linker.instance("corral:agent/host@0.1.0")?;
+    host.func_wrap(
+        "log",
+        |store: StoreContextMut<'_, HostState>,
+         (level, message, fields): (Level, GuestStr, LogFields)| {
+            log(store, level, message, fields)
+        },
+    )?;
+    host.func_wrap(
+        "progress",
+        |mut store: StoreContextMut<'_, HostState>, (percent, note): (u8, GuestStr)| {
+            let note = if note.bytes <= MAX_PROGRESS_NOTE {
+                note.read(&store)?.into_owned()
+            } else {
+                format!("({} bytes, not shown)", note.bytes)
+            };
+            let percent = percent.min(100);
+            store.data_mut().progress = Some(percent);
+            tracing::debug!(target: "corral::agent", percent, "progress: {note}");
+            Ok(())
+        },
+    )?;
+    Ok(())
 }
 
-impl wit::corral::agent::types::Host for HostState {}
+/// Charges a record its full size from the lengths alone, and reads its
+/// text only when it is kept, so the host never holds more than the cap.
+fn log(
+    store: StoreContextMut<'_, HostState>,
+    level: Level,
+    message: GuestStr,
+    fields: LogFields,
+) -> wasmtime::Result<()> {
+    let field_text = fields.first.iter().map(|(k, v)| k.bytes + v.bytes).sum();
+    let cost = log_record_cost(message.bytes, fields.count, field_text);
+    let capture = store.data().capture.clone();
+    let mut capture = capture.lock().unwrap();
+    if fields.count > MAX_LOG_FIELDS {
+        capture.drop_record(cost);
+        return Ok(());
+    }
+    if !capture.reserve(cost) {
+        return Ok(());
+    }
+    let read = |s: &GuestStr| s.read(store.as_context()).map(Cow::into_owned);
+    let record = LogRecord {
+        source: Source::Log,
+        level: Capture::level_name(level).into(),
+        message: read(&message)?,
+        fields: fields
+            .first
+            .iter()
+            .map(|(k, v)| Ok((read(k)?, read(v)?)))
+            .collect::<wasmtime::Result<_>>()?,
+    };
+    capture.keep(record);
+    Ok(())
+}
 
 /// Meters linear memory and tables of the whole instance against one limit,
 /// and remembers a refused growth: a guest that aborts on a failed
@@ -56,7 +113,17 @@ struct MemoryMeter {
     limit: u64,
     in_use: u64,
     peak: u64,
-    refused: Option<u64>,
+    refusal: Option<Refusal>,
+    capture: Arc<Mutex<Capture>>,
+}
+
+/// The last growth the meter refused.
+#[derive(Clone, Copy)]
+struct Refusal {
+    /// Bytes the instance would have held.
+    requested: u64,
+    /// Where stderr stood at the refusal.
+    stderr_mark: u64,
 }
 
 /// Bytes charged per table element (a function reference).
@@ -66,7 +133,11 @@ impl MemoryMeter {
     fn grow(&mut self, current: u64, desired: u64) -> bool {
         let next = self.in_use.saturating_sub(current).saturating_add(desired);
         if next > self.limit {
-            self.refused = Some(next);
+            let stderr_mark = self.capture.lock().unwrap().stderr_mark();
+            self.refusal = Some(Refusal {
+                requested: next,
+                stderr_mark,
+            });
             return false;
         }
         self.in_use = next;
@@ -107,7 +178,7 @@ pub(crate) enum Export {
 /// What the export returned, before any contract check.
 pub(crate) enum Returned {
     Info(wit::corral::agent::types::AgentInfo),
-    Run(Result<String, wit::corral::agent::types::AgentError>),
+    Run(RunResult),
 }
 
 /// What a call consumed, whatever its outcome.
@@ -115,6 +186,8 @@ pub(crate) struct Usage {
     pub fuel_used: u64,
     pub peak_memory: u64,
     pub wall: Duration,
+    /// When the call's time is up: checks after the call run against it.
+    pub deadline: Instant,
     pub capture: Capture,
     pub progress: Option<u8>,
 }
@@ -123,10 +196,31 @@ pub(crate) struct Usage {
 pub(crate) struct Sandbox<'a> {
     pub engine: &'a Engine,
     pub max_stack: usize,
+    /// One permit per instance slot of the pool: a call holds one from
+    /// before it instantiates until its store is gone.
+    pub admission: &'a Semaphore,
+}
+
+/// Where a failure happened: before the guest's export ran, or in it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Instantiate,
+    Call,
+}
+
+/// The deadline of a call that starts now. A timeout beyond the clock's
+/// range is as good as none: it is cut to a century.
+pub(crate) fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    start
+        .checked_add(timeout.min(CENTURY))
+        .or_else(|| start.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(start)
 }
 
 impl Sandbox<'_> {
-    /// Instantiates `pre` in a fresh store under `budget` and calls `export`.
+    /// Waits for a slot, instantiates `pre` in a fresh store under `budget`
+    /// and calls `export`. The wait counts against the deadline.
     pub async fn invoke(
         &self,
         agent: &str,
@@ -135,24 +229,94 @@ impl Sandbox<'_> {
         budget: &Budget,
         grants: &Grants,
     ) -> (Result<Returned, CallError>, Usage) {
-        let capture = Arc::new(Mutex::new(Capture::new(agent, budget.max_log_bytes)));
-        let empty_usage = |capture: Capture| Usage {
+        let start = Instant::now();
+        let deadline = deadline_after(start, budget.timeout);
+        let usage = |capture: Capture| Usage {
             fuel_used: 0,
             peak_memory: 0,
-            wall: Duration::ZERO,
+            wall: start.elapsed(),
+            deadline,
             capture,
             progress: None,
         };
-        let mut wasi = match grants.wasi_builder() {
-            Ok(b) => b,
-            Err(e) => {
-                let err = CallError::Host {
-                    agent: agent.into(),
-                    message: format!("{e:#}"),
-                };
-                return (Err(err), empty_usage(Capture::new(agent, 0)));
+        let deadline_exceeded = || CallError::DeadlineExceeded {
+            agent: agent.into(),
+            limit: budget.timeout,
+        };
+        let tokio_deadline = tokio::time::Instant::from_std(deadline);
+        // The pool has a fixed number of slots; waiting here for one is
+        // never the agent's fault, and is bounded by the call's deadline.
+        let permit = match tokio::time::timeout_at(tokio_deadline, self.admission.acquire()).await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => unreachable!("the admission semaphore is never closed"),
+            Err(_elapsed) => {
+                return (Err(deadline_exceeded()), usage(Capture::new(agent, 0)));
             }
         };
+        let capture = Arc::new(Mutex::new(Capture::new(agent, budget.max_log_bytes)));
+        let mut store = match self.store(agent, &capture, budget, grants, deadline) {
+            Ok(store) => store,
+            Err(e) => return (Err(e), usage(Capture::new(agent, 0))),
+        };
+
+        // The tokio timeout covers what epochs cannot: a guest blocked in an
+        // async host call (a WASI sleep or poll) is not running wasm, so
+        // only dropping the future ends it.
+        let result =
+            tokio::time::timeout_at(tokio_deadline, call(&mut store, pre, export, budget)).await;
+        let wall = start.elapsed();
+
+        let fuel_used = budget.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        // Dropping the store frees its slot and the WASI context, which
+        // holds the stdio streams; only then is the permit given back.
+        let HostState {
+            meter, progress, ..
+        } = store.into_data();
+        drop(permit);
+        drop(meter.capture);
+        let mut capture = Arc::try_unwrap(capture)
+            .map(|m| m.into_inner().unwrap())
+            .unwrap_or_else(|shared| std::mem::take(&mut *shared.lock().unwrap()));
+        capture.finish();
+        let result = match result {
+            Err(_elapsed) => Err(deadline_exceeded()),
+            Ok(Ok(returned)) => Ok(returned),
+            Ok(Err((phase, e))) => {
+                let facts = Facts {
+                    budget,
+                    fuel_used,
+                    refusal: meter.refusal,
+                    capture: &capture,
+                };
+                Err(self.classify(agent, phase, e, facts))
+            }
+        };
+        let usage = Usage {
+            fuel_used,
+            peak_memory: meter.peak,
+            wall,
+            deadline,
+            capture,
+            progress,
+        };
+        (result, usage)
+    }
+
+    /// A fresh store for one call: the grants' WASI context with captured
+    /// stdio, the memory meter, fuel and the epoch deadline.
+    fn store(
+        &self,
+        agent: &str,
+        capture: &Arc<Mutex<Capture>>,
+        budget: &Budget,
+        grants: &Grants,
+        deadline: Instant,
+    ) -> Result<Store<HostState>, CallError> {
+        let mut wasi = grants.wasi_builder().map_err(|e| CallError::Host {
+            agent: agent.into(),
+            message: format!("{e:#}"),
+        })?;
         wasi.stdout(CaptureStream::new(capture.clone(), Source::Stdout))
             .stderr(CaptureStream::new(capture.clone(), Source::Stderr));
         let state = HostState {
@@ -162,7 +326,8 @@ impl Sandbox<'_> {
                 limit: budget.memory_bytes,
                 in_use: 0,
                 peak: 0,
-                refused: None,
+                refusal: None,
+                capture: capture.clone(),
             },
             capture: capture.clone(),
             progress: None,
@@ -175,8 +340,6 @@ impl Sandbox<'_> {
         // Every epoch tick the guest yields to the executor, so a CPU-bound
         // call never holds up the task that polls it (the workflow
         // scheduler, a cancellation); past the deadline it traps.
-        let start = Instant::now();
-        let deadline = start + budget.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {
@@ -185,71 +348,25 @@ impl Sandbox<'_> {
                 UpdateDeadline::Yield(1)
             })
         });
-
-        // The tokio timeout covers what epochs cannot: a guest blocked in an
-        // async host call (a WASI sleep or poll) is not running wasm, so
-        // only dropping the future ends it.
-        let result = tokio::time::timeout(budget.timeout, async {
-            let bindings = pre.instantiate_async(&mut store).await?;
-            let guest = bindings.corral_agent_guest();
-            match export {
-                Export::Describe => guest.call_describe(&mut store).await.map(Returned::Info),
-                Export::Run(packet) => guest.call_run(&mut store, &packet).await.map(Returned::Run),
-            }
-        })
-        .await;
-        let wall = start.elapsed();
-
-        let fuel_used = budget.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        // Drop the WASI context and table first: they hold the stdio streams.
-        let HostState {
-            meter, progress, ..
-        } = store.into_data();
-        let mut capture = Arc::try_unwrap(capture)
-            .map(|m| m.into_inner().unwrap())
-            .unwrap_or_else(|shared| std::mem::take(&mut *shared.lock().unwrap()));
-        capture.finish();
-        let result = match result {
-            Err(_elapsed) => Err(CallError::DeadlineExceeded {
-                agent: agent.into(),
-                limit: budget.timeout,
-            }),
-            Ok(Ok(returned)) => Ok(returned),
-            Ok(Err(e)) => Err(self.classify(agent, e, budget, fuel_used, &meter, &capture)),
-        };
-        let usage = Usage {
-            fuel_used,
-            peak_memory: meter.peak,
-            wall,
-            capture,
-            progress,
-        };
-        (result, usage)
+        Ok(store)
     }
 
-    /// Names a failure by its cause: the budget that was breached, or the trap.
-    fn classify(
-        &self,
-        agent: &str,
-        err: wasmtime::Error,
-        budget: &Budget,
-        fuel_used: u64,
-        meter: &MemoryMeter,
-        capture: &Capture,
-    ) -> CallError {
+    /// Names a failure by its cause: the budget that was breached, the
+    /// trap, or the rule of the component ABI the guest broke.
+    fn classify(&self, agent: &str, phase: Phase, err: wasmtime::Error, f: Facts<'_>) -> CallError {
         let agent = agent.to_owned();
         match err.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => {
                 return CallError::FuelExhausted {
                     agent,
-                    used: fuel_used,
-                    limit: budget.fuel,
+                    used: f.fuel_used,
+                    limit: f.budget.fuel,
                 };
             }
             Some(Trap::Interrupt) => {
                 return CallError::DeadlineExceeded {
                     agent,
-                    limit: budget.timeout,
+                    limit: f.budget.timeout,
                 };
             }
             Some(Trap::StackOverflow) => {
@@ -260,12 +377,16 @@ impl Sandbox<'_> {
             }
             _ => {}
         }
-        // A refused growth followed by a trap is the guest giving up on
-        // memory, whatever instruction it trapped on.
-        if let Some(requested) = meter.refused {
+        if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+            return CallError::Overloaded {
+                agent,
+                reason: format!("{err:#}"),
+            };
+        }
+        if let Some(requested) = f.memory_failure(phase) {
             return CallError::MemoryLimit {
                 agent,
-                limit: budget.memory_bytes,
+                limit: f.budget.memory_bytes,
                 requested,
             };
         }
@@ -275,8 +396,17 @@ impl Sandbox<'_> {
         ) {
             (Some(t), _) => t.to_string(),
             (None, Some(exit)) => format!("the agent called exit({})", exit.0),
-            // Not the guest's doing: a host-side failure (an exhausted
-            // instance pool, an instantiation error).
+            // Once the export is running, an error that is not a trap comes
+            // from lifting what the guest handed the host (a bad
+            // discriminant, a pointer outside its memory, invalid UTF-8, a
+            // stale resource handle): the guest broke the ABI.
+            (None, None) if phase == Phase::Call => {
+                return CallError::AbiViolation {
+                    agent,
+                    reason: format!("{err:#}"),
+                };
+            }
+            // Before it: a host-side failure (an instantiation error).
             (None, None) => {
                 return CallError::Host {
                     agent,
@@ -287,7 +417,85 @@ impl Sandbox<'_> {
         CallError::GuestTrap {
             agent,
             trap,
-            message: capture.panic_message(),
+            message: f.capture.panic_message(),
         }
     }
+}
+
+/// What the classifier knows about a failed call besides the error.
+struct Facts<'a> {
+    budget: &'a Budget,
+    fuel_used: u64,
+    refusal: Option<Refusal>,
+    capture: &'a Capture,
+}
+
+impl Facts<'_> {
+    /// The bytes the instance asked for, when the failure follows from a
+    /// refused growth.
+    ///
+    /// A guest may handle a refusal (Rust's `try_reserve`, Python's
+    /// `MemoryError`) and fail later for an unrelated reason. The refusal
+    /// explains the failure only if the guest did not print a panic after
+    /// it: Rust aborts on a failed allocation with "memory allocation of N
+    /// bytes failed" and no panic, so a panic after the refusal is a
+    /// failure of its own, with its own message. Before the export runs
+    /// (an initial memory over the budget), any refusal is the cause.
+    fn memory_failure(&self, phase: Phase) -> Option<u64> {
+        let refusal = self.refusal?;
+        let panicked = phase == Phase::Call && self.capture.panicked_since(refusal.stderr_mark);
+        (!panicked).then_some(refusal.requested)
+    }
+}
+
+/// Instantiates and calls the export. `run` is called through a typed
+/// function whose result is lifted by [`crate::lift`]: the output's length
+/// is checked in guest memory, and only an output within the cap is copied.
+async fn call(
+    store: &mut Store<HostState>,
+    pre: &wit::AgentPre<HostState>,
+    export: Export,
+    budget: &Budget,
+) -> Result<Returned, (Phase, wasmtime::Error)> {
+    let at = |phase| move |e| (phase, e);
+    match export {
+        Export::Describe => {
+            let bindings = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(at(Phase::Instantiate))?;
+            let guest = bindings.corral_agent_guest();
+            let info = guest.call_describe(&mut *store).await;
+            info.map(Returned::Info).map_err(at(Phase::Call))
+        }
+        Export::Run(packet) => {
+            let instance = pre
+                .instance_pre()
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(at(Phase::Instantiate))?;
+            let run = run_func(store, &instance).map_err(at(Phase::Instantiate))?;
+            let called = run.call_async(&mut *store, (packet.as_str(),));
+            let (result,) = OUTPUT_CAP
+                .scope(budget.max_output_bytes, called)
+                .await
+                .map_err(at(Phase::Call))?;
+            Ok(Returned::Run(result))
+        }
+    }
+}
+
+/// The `run` export with the capped result types of [`crate::lift`].
+fn run_func<'p>(
+    store: &mut Store<HostState>,
+    instance: &Instance,
+) -> wasmtime::Result<TypedFunc<(&'p str,), (RunResult,)>> {
+    let missing = || wasmtime::format_err!("the component does not export `run`");
+    let guest = instance
+        .get_export_index(&mut *store, None, wit::GUEST_EXPORT)
+        .ok_or_else(missing)?;
+    let run = instance
+        .get_export_index(&mut *store, Some(&guest), "run")
+        .ok_or_else(missing)?;
+    instance.get_typed_func(&mut *store, &run)
 }
