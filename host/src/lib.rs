@@ -9,7 +9,9 @@ pub mod agent;
 pub mod budget;
 pub mod cache;
 pub mod capture;
+pub mod describe;
 pub mod digest;
+pub mod display;
 pub mod engine;
 pub mod error;
 pub mod grants;
@@ -23,10 +25,12 @@ pub mod wit;
 pub mod workflow;
 
 mod sandbox;
+mod surface;
 
 pub use agent::{Agent, AgentInfo, Capability, ErrorClass};
 pub use budget::Budget;
 pub use cache::{CacheStats, default_cache_dir};
+pub use describe::DescribeLimits;
 pub use capture::LogRecord;
 pub use engine::EngineConfig;
 pub use error::{CallError, Denial, FailureKind, LoadError, PacketProblem};
