@@ -843,3 +843,53 @@ steps:
         "the cache lookup blocked the scheduler's thread"
     );
 }
+
+/// A full instance pool is the host's limit, not the agent's fault: a call
+/// that finds no free slot before its deadline fails as `overloaded`
+/// (transient), and its agent's circuit breaker does not count it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_instance_pool_never_trips_a_breaker() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache");
+    let mut config = corral::RuntimeConfig {
+        cache_dir: Some(dir),
+        ..Default::default()
+    };
+    config.engine.max_instances = 1;
+    let rt = Arc::new(corral::Runtime::new(config).unwrap());
+    let text = r#"
+version: 1
+name: full-pool
+agents:
+  hog: { component: "@AGENTS@/hostile.wasm", budget: { timeout: 5s } }
+  echo: { component: "@AGENTS@/echo.wasm", budget: { timeout: 100ms }, breaker: { failure_threshold: 1, cooldown: 1h } }
+budget: { max_concurrency: 4 }
+steps:
+  - { id: hold, agent: hog, input: { action: nap, ms: 600 } }
+  - { id: starved, agent: echo, input: { text: "a" }, on_error: continue }
+  - { id: after, agent: echo, input: { text: "b" }, depends_on: [hold, starved] }
+"#
+    .replace("@AGENTS@", &agents_dir());
+    let src = source::parse(Path::new("pool.yaml"), &text).unwrap_or_else(|d| panic!("{d:#?}"));
+    let w = Arc::new(
+        validate(&src, &rt)
+            .await
+            .unwrap_or_else(|d| panic!("{d:#?}")),
+    );
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let opts = RunOptions {
+        events: Arc::new(move |e: &Event| seen.lock().unwrap().push(e.clone())),
+        ..RunOptions::new("pool", json!({}))
+    };
+    let report = run(rt, w, opts).await;
+    let starved = report.steps.iter().find(|s| s.id == "starved").unwrap();
+    assert_eq!(starved.status, StepStatus::Degraded, "{}", report.summary);
+    assert_eq!(starved.error_kind.as_deref(), Some("overloaded"));
+    let after = report.steps.iter().find(|s| s.id == "after").unwrap();
+    assert_eq!(after.status, StepStatus::Completed, "{}", report.summary);
+    let events = events.lock().unwrap();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Breaker { .. })),
+        "the breaker moved: {events:?}"
+    );
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use corral::store::{Durability, SqliteStore, Store, StoreError};
-use corral::{EngineConfig, FailureKind, Runtime, RuntimeConfig};
+use corral::{Budget, EngineConfig, FailureKind, Runtime, RuntimeConfig};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -54,6 +54,18 @@ struct Cli {
     /// Wasm stack per call; deeper recursion is a stack overflow.
     #[arg(long, global = true, value_name = "SIZE", default_value = "512KiB", value_parser = parse_bytes)]
     max_stack: u64,
+
+    /// Fuel `describe` may spend when an agent is loaded (the load budget).
+    #[arg(long, global = true, value_name = "N", default_value = "1G", value_parser = parse_count)]
+    load_fuel: u64,
+
+    /// Memory `describe` may use when an agent is loaded (the load budget).
+    #[arg(long, global = true, value_name = "SIZE", default_value = "256MiB", value_parser = parse_bytes)]
+    load_memory: u64,
+
+    /// Wall-clock time `describe` may take when an agent is loaded (the load budget).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    load_timeout: std::time::Duration,
 
     /// Where runs are journaled (a SQLite database inside).
     #[arg(
@@ -203,33 +215,43 @@ pub fn main() -> ExitCode {
         Command::Gc(args) => history::gc(args, &state),
         Command::New(args) => new::run(args),
         command => {
-            return run_engine(cli.cache_dir, cli.no_cache, cli.max_stack, command, &state);
+            let load_budget = Budget {
+                fuel: cli.load_fuel,
+                memory_bytes: cli.load_memory,
+                timeout: cli.load_timeout,
+                ..Budget::default()
+            };
+            let engine = EngineConfig {
+                max_wasm_stack: cli.max_stack as usize,
+                ..EngineConfig::default()
+            };
+            if load_budget.memory_bytes > engine.max_memory_bytes {
+                eprintln!(
+                    "error: --load-memory {} is over the engine's maximum of {}",
+                    bytesize::ByteSize(load_budget.memory_bytes),
+                    bytesize::ByteSize(engine.max_memory_bytes)
+                );
+                return ExitCode::from(Exit::Usage as u8);
+            }
+            let config = RuntimeConfig {
+                engine,
+                cache_dir: if cli.no_cache {
+                    None
+                } else {
+                    cli.cache_dir.or_else(corral::default_cache_dir)
+                },
+                describe_budget: load_budget,
+                ..RuntimeConfig::default()
+            };
+            return run_engine(config, command, &state);
         }
     };
     ExitCode::from(exit as u8)
 }
 
-fn run_engine(
-    cache_dir: Option<PathBuf>,
-    no_cache: bool,
-    max_stack: u64,
-    command: Command,
-    state: &StateArgs,
-) -> ExitCode {
+fn run_engine(config: RuntimeConfig, command: Command, state: &StateArgs) -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     let exit = runtime.block_on(async {
-        let config = RuntimeConfig {
-            engine: EngineConfig {
-                max_wasm_stack: max_stack as usize,
-                ..EngineConfig::default()
-            },
-            cache_dir: if no_cache {
-                None
-            } else {
-                cache_dir.or_else(corral::default_cache_dir)
-            },
-            ..RuntimeConfig::default()
-        };
         let rt = match Runtime::new(config) {
             Ok(rt) => rt,
             Err(e) => {

@@ -292,12 +292,8 @@ pub enum LoadError {
         path.display()
     )]
     NotAComponent { path: PathBuf },
-    #[error("{} is not a valid component", path.display())]
-    Invalid {
-        path: PathBuf,
-        #[source]
-        source: anyhow::Error,
-    },
+    #[error("{} is not a valid component: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
     #[error(
         "{} does not implement the `corral:agent/agent@0.1.0` world: it does not export `{expected}` (it exports: {}); build it with the corral SDK",
         path.display(), if found.is_empty() { "nothing".to_owned() } else { found.join(", ") }
@@ -307,17 +303,37 @@ pub enum LoadError {
         expected: String,
         found: Vec<String>,
     },
-    #[error("{} imports what corral does not provide", path.display())]
-    UnsupportedImports {
-        path: PathBuf,
-        #[source]
-        source: anyhow::Error,
-    },
-    #[error("{}: `describe` failed", path.display())]
+    #[error(
+        "{} imports what corral does not provide: {reason}; agents may import the `corral:agent` host and WASI's cli, clocks, filesystem, io, random and (always denied) sockets interfaces",
+        path.display()
+    )]
+    UnsupportedImports { path: PathBuf, reason: String },
+    /// `describe` did not return. The cause is in the message, phrased for
+    /// a load: its budget is the load budget (`--load-fuel`, `--load-memory`,
+    /// `--load-timeout`), not the call's.
+    #[error("{}: `describe` failed: {}", path.display(), describe_failure(cause))]
     Describe {
         path: PathBuf,
-        #[source]
-        source: Box<CallError>,
+        cause: Box<CallError>,
+    },
+    #[error(
+        "{}: agent `{agent}`: the {field} its `describe` returns has {actual} {unit}, over the limit of {limit}; shrink it",
+        path.display()
+    )]
+    DescribeTooLarge {
+        path: PathBuf,
+        agent: String,
+        field: &'static str,
+        unit: &'static str,
+        limit: u64,
+        actual: u64,
+    },
+    #[error("{}: agent `{agent}` declares an unusable {field} in `describe`: {problem}", path.display())]
+    BadDescribe {
+        path: PathBuf,
+        agent: String,
+        field: &'static str,
+        problem: String,
     },
     #[error("agent `{agent}` ({}) declares an invalid {which} schema: {message}", path.display())]
     BadSchema {
@@ -328,4 +344,33 @@ pub enum LoadError {
     },
     #[error("the compile cache failed")]
     Cache(#[source] anyhow::Error),
+    /// Artifacts are native code: one that someone else could have written
+    /// is never loaded.
+    #[error("refusing the compile cache at {}: {problem}; {fix}", path.display())]
+    UnsafeCache {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
+}
+
+/// A failed `describe`, with the load budget's flags where a limit was hit.
+fn describe_failure(e: &CallError) -> String {
+    match e {
+        CallError::FuelExhausted { used, limit, .. } => format!(
+            "it ran out of fuel: used {used} of {limit} instructions; raise the load budget with `--load-fuel`"
+        ),
+        CallError::MemoryLimit {
+            limit, requested, ..
+        } => format!(
+            "it hit the memory limit of {}: it asked for {} in all; raise the load budget with `--load-memory`",
+            ByteSize(*limit),
+            ByteSize(*requested)
+        ),
+        CallError::DeadlineExceeded { limit, .. } => format!(
+            "it exceeded the deadline of {}; raise the load budget with `--load-timeout`",
+            humantime::format_duration(*limit)
+        ),
+        other => other.to_string(),
+    }
 }

@@ -6,11 +6,12 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::agent::AgentInfo;
+use crate::agent::{AgentInfo, Capability};
 use crate::error::Denial;
 
 /// What an agent may touch. Empty by default: no files, no environment, no
-/// network. Nothing else is ever granted.
+/// network. Nothing else is ever granted, and an agent gets only the grants
+/// it requested ([`Grants::for_agent`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     pub dirs: Vec<DirGrant>,
@@ -83,8 +84,8 @@ impl Grants {
         info.capabilities
             .iter()
             .filter(|cap| match cap {
-                crate::agent::Capability::Env { name } => !self.env.iter().any(|e| &e.name == name),
-                crate::agent::Capability::Dir {
+                Capability::Env { name } => !self.env.iter().any(|e| &e.name == name),
+                Capability::Dir {
                     guest_path,
                     writable,
                 } => !self
@@ -96,6 +97,53 @@ impl Grants {
                 capability: cap.clone(),
             })
             .collect()
+    }
+
+    /// What the agent described by `info` gets: only the grants it
+    /// requested. A grant it did not ask for is withheld, and a directory
+    /// it asked for read-only is opened read-only even if granted writable.
+    /// Check [`denials`](Self::denials) first: this never adds anything.
+    pub fn for_agent(&self, info: &AgentInfo) -> Grants {
+        let env = self
+            .env
+            .iter()
+            .filter(|e| {
+                info.capabilities
+                    .iter()
+                    .any(|c| matches!(c, Capability::Env { name } if name == &e.name))
+            })
+            .cloned()
+            .collect();
+        let dirs = self
+            .dirs
+            .iter()
+            .filter_map(|d| {
+                info.capabilities.iter().find_map(|c| match c {
+                    Capability::Dir {
+                        guest_path,
+                        writable,
+                    } if guest_path == &d.guest => Some(DirGrant {
+                        writable: d.writable && *writable,
+                        ..d.clone()
+                    }),
+                    _ => None,
+                })
+            })
+            .collect();
+        Grants { dirs, env }
+    }
+
+    /// These grants as capabilities, for a receipt: variable names and
+    /// guest paths, never values or host paths.
+    pub fn capabilities(&self) -> Vec<Capability> {
+        let env = self.env.iter().map(|e| Capability::Env {
+            name: e.name.clone(),
+        });
+        let dirs = self.dirs.iter().map(|d| Capability::Dir {
+            guest_path: d.guest.clone(),
+            writable: d.writable,
+        });
+        env.chain(dirs).collect()
     }
 
     /// The WASI context these grants allow, with stdio wired by the caller.

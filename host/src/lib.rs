@@ -9,7 +9,9 @@ pub mod agent;
 pub mod budget;
 pub mod cache;
 pub mod capture;
+pub mod describe;
 pub mod digest;
+pub mod display;
 pub mod engine;
 pub mod error;
 pub mod grants;
@@ -25,11 +27,13 @@ pub mod workflow;
 
 mod lift;
 mod sandbox;
+mod surface;
 
 pub use agent::{Agent, AgentInfo, Capability, ErrorClass};
 pub use budget::Budget;
 pub use cache::{CacheStats, default_cache_dir};
 pub use capture::LogRecord;
+pub use describe::DescribeLimits;
 pub use engine::EngineConfig;
 pub use error::{CallError, Denial, FailureKind, LoadError, PacketProblem};
 pub use grants::{DirGrant, EnvGrant, Grants};

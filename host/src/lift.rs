@@ -11,12 +11,12 @@
 
 use std::borrow::Cow;
 
-use wasmtime::{bail, format_err};
+use wasmtime::StoreContext;
 use wasmtime::ValRaw;
 use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding;
 use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext};
-use wasmtime::StoreContext;
 use wasmtime::component::{ComponentType, Lift, WasmStr};
+use wasmtime::{bail, format_err};
 
 use crate::wit::latest as wit;
 
@@ -256,7 +256,9 @@ unsafe impl Lift for OutputText {
         bytes: &[u8],
     ) -> wasmtime::Result<Self> {
         let span = Span::from_memory(cx, bytes)?;
-        Self::lift(cx, span, |cx| String::linear_lift_from_memory(cx, ty, bytes))
+        Self::lift(cx, span, |cx| {
+            String::linear_lift_from_memory(cx, ty, bytes)
+        })
     }
 }
 
@@ -321,7 +323,9 @@ unsafe impl Lift for AgentMessage {
         bytes: &[u8],
     ) -> wasmtime::Result<Self> {
         let span = Span::from_memory(cx, bytes)?;
-        Self::lift(cx, span, |cx| String::linear_lift_from_memory(cx, ty, bytes))
+        Self::lift(cx, span, |cx| {
+            String::linear_lift_from_memory(cx, ty, bytes)
+        })
     }
 }
 

@@ -30,6 +30,10 @@ pub struct Receipt {
     pub log_records_dropped: u64,
     /// The last progress the agent reported, in percent.
     pub progress: Option<u8>,
+    /// The capabilities the call ran with: the grants the agent requested.
+    /// Grants it did not request were withheld and are not listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted: Vec<crate::agent::Capability>,
 }
 
 impl Receipt {

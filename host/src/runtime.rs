@@ -6,17 +6,17 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde_json::Value;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::agent::{Agent, AgentInfo};
+use crate::agent::Agent;
 use crate::cache::{CacheStats, CompileCache};
 use crate::capture::LogRecord;
+use crate::describe::{Declared, DescribeLimits};
 use crate::error::{CallError, LoadError, PacketProblem};
+use crate::lift::OutputText;
 use crate::packet::{HandoffPacket, PACKET_VERSION, PacketLimits, check_depth};
 use crate::receipt::Receipt;
-use crate::lift::OutputText;
 use crate::sandbox::{Export, HostState, Returned, Sandbox, Usage};
 use crate::schema::PayloadSchema;
 use crate::wit::latest as wit;
@@ -29,8 +29,12 @@ pub struct RuntimeConfig {
     /// Where precompiled components are kept; `None` disables the disk cache.
     pub cache_dir: Option<PathBuf>,
     pub packet_limits: PacketLimits,
-    /// The budget `describe` runs under when an agent is loaded.
+    /// The load budget: what `describe` may spend when an agent is loaded
+    /// (the CLI's `--load-fuel`, `--load-memory`, `--load-timeout`).
     pub describe_budget: Budget,
+    /// Bounds on what `describe` may declare, checked before its schemas
+    /// are parsed or compiled.
+    pub describe_limits: DescribeLimits,
 }
 
 impl RuntimeConfig {
@@ -57,7 +61,7 @@ pub struct CallOutcome {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
-    cache: CompileCache,
+    cache: Arc<CompileCache>,
     /// Loaded agents by digest. A cell per digest makes concurrent loads of
     /// one component compile and describe it once.
     agents: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Agent>>>>>,
@@ -71,9 +75,9 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
         let engine = crate::engine::build(&config.engine)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::surface::add_to_linker(&mut linker)?;
         crate::sandbox::add_host_to_linker(&mut linker)?;
-        let cache = CompileCache::new(config.cache_dir.as_deref(), &engine);
+        let cache = Arc::new(CompileCache::new(config.cache_dir.as_deref(), &engine));
         Ok(Self {
             engine,
             linker,
@@ -98,19 +102,45 @@ impl Runtime {
     }
 
     /// Loads the component at `path` as an agent.
+    ///
+    /// Reading, hashing, compiling (seconds for a Python or JavaScript
+    /// agent) and checking the schemas run on tokio's blocking pool, never
+    /// on the executor's threads; only `describe` runs on the executor, and
+    /// it yields at every epoch tick like any call.
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<Arc<Agent>, LoadError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        self.load_bytes(path, &bytes).await
+        let path = path.as_ref().to_owned();
+        let read_path = path.clone();
+        let (bytes, digest) = blocking(move || {
+            let bytes = std::fs::read(&read_path).map_err(|source| LoadError::Read {
+                path: read_path.clone(),
+                source,
+            })?;
+            check_header(&read_path, &bytes)?;
+            let digest = crate::digest::digest(&bytes);
+            Ok((Arc::new(bytes), digest))
+        })
+        .await?;
+        self.load_digested(&path, bytes, digest).await
     }
 
     /// Loads `bytes` as an agent; `path` names it in errors.
     pub async fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Arc<Agent>, LoadError> {
         check_header(path, bytes)?;
-        let digest = crate::digest::digest(bytes);
+        let bytes = Arc::new(bytes.to_vec());
+        let digest = blocking({
+            let bytes = bytes.clone();
+            move || Ok(crate::digest::digest(&bytes))
+        })
+        .await?;
+        self.load_digested(path, bytes, digest).await
+    }
+
+    async fn load_digested(
+        &self,
+        path: &Path,
+        bytes: Arc<Vec<u8>>,
+        digest: String,
+    ) -> Result<Arc<Agent>, LoadError> {
         let cell = self
             .agents
             .lock()
@@ -130,31 +160,75 @@ impl Runtime {
     async fn load_new(
         &self,
         path: &Path,
-        bytes: &[u8],
+        bytes: Arc<Vec<u8>>,
         digest: String,
     ) -> Result<Arc<Agent>, LoadError> {
-        let path_buf = path.to_owned();
-        let component = self
-            .cache
-            .component(&self.engine, bytes, &digest)
-            .map_err(|e| LoadError::Invalid {
-                path: path_buf.clone(),
-                source: e.into(),
-            })?;
+        let limits = self.config.describe_limits;
+        let (component, kept) = blocking({
+            let (cache, engine) = (self.cache.clone(), self.engine.clone());
+            let (path, digest) = (path.to_owned(), digest.clone());
+            move || {
+                let component = cache.component(&engine, &bytes, &digest, &path)?;
+                Ok((component, cache.declared(&digest, &limits)?))
+            }
+        })
+        .await?;
         check_world(&self.engine, path, &component)?;
+        let pre = self.link(path, &component)?;
+        let fresh = kept.is_none();
+        let declared = match kept {
+            Some(declared) => declared,
+            None => self.describe(path, &pre).await?,
+        };
+        declared.check(path, &limits)?;
+        let info = blocking({
+            let (cache, path, digest) = (self.cache.clone(), path.to_owned(), digest.clone());
+            move || {
+                let kept = fresh.then(|| declared.clone());
+                let info = declared.compile(&path, &limits)?;
+                // Only an answer that passed every check is kept.
+                if let Some(declared) = kept {
+                    cache.keep_declared(&digest, &declared);
+                }
+                Ok(info)
+            }
+        })
+        .await?;
+        Ok(Arc::new(Agent {
+            path: path.to_owned(),
+            digest,
+            component,
+            pre,
+            info,
+        }))
+    }
+
+    /// Links `component` once, for every later call.
+    fn link(
+        &self,
+        path: &Path,
+        component: &Component,
+    ) -> Result<wit::AgentPre<HostState>, LoadError> {
         let instance_pre =
             self.linker
-                .instantiate_pre(&component)
+                .instantiate_pre(component)
                 .map_err(|e| LoadError::UnsupportedImports {
-                    path: path_buf.clone(),
-                    source: e.into(),
+                    path: path.to_owned(),
+                    reason: format!("{e:#}"),
                 })?;
-        let pre = wit::AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
-            path: path_buf.clone(),
+        wit::AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+            path: path.to_owned(),
             expected: format!("{} (with matching signatures: {e:#})", wit::GUEST_EXPORT),
-            found: export_names(&self.engine, &component),
-        })?;
+            found: export_names(&self.engine, component),
+        })
+    }
 
+    /// Calls `describe` under the load budget, with no grants.
+    async fn describe(
+        &self,
+        path: &Path,
+        pre: &wit::AgentPre<HostState>,
+    ) -> Result<Declared, LoadError> {
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -163,30 +237,20 @@ impl Runtime {
             .sandbox()
             .invoke(
                 &name,
-                &pre,
+                pre,
                 Export::Describe,
                 &self.config.describe_budget,
                 &Grants::default(),
             )
             .await;
-        let info = match result {
-            Ok(Returned::Info(info)) => info,
+        match result {
+            Ok(Returned::Info(info)) => Ok(info.into()),
             Ok(Returned::Run(_)) => unreachable!("describe returns agent info"),
-            Err(e) => {
-                return Err(LoadError::Describe {
-                    path: path_buf,
-                    source: Box::new(e),
-                });
-            }
-        };
-        let info = convert_info(path, info)?;
-        Ok(Arc::new(Agent {
-            path: path_buf,
-            digest,
-            component,
-            pre,
-            info,
-        }))
+            Err(e) => Err(LoadError::Describe {
+                path: path.to_owned(),
+                cause: Box::new(e),
+            }),
+        }
     }
 
     fn sandbox(&self) -> Sandbox<'_> {
@@ -245,6 +309,9 @@ impl Runtime {
                 },
             );
         }
+        // The agent gets only what it requested; other grants are withheld.
+        let grants = &grants.for_agent(&agent.info);
+        receipt.granted = grants.capabilities();
         if budget.memory_bytes > self.config.engine.max_memory_bytes {
             let message = format!(
                 "the memory budget of {} bytes exceeds the engine's maximum of {} bytes",
@@ -484,26 +551,16 @@ fn check_world(engine: &Engine, path: &Path, component: &Component) -> Result<()
     })
 }
 
-fn convert_info(
-    path: &Path,
-    info: wit::corral::agent::types::AgentInfo,
-) -> Result<AgentInfo, LoadError> {
-    let schema = |which: &'static str, text: &str| -> Result<Arc<PayloadSchema>, LoadError> {
-        let bad = |message: String| LoadError::BadSchema {
-            path: path.to_owned(),
-            agent: info.name.clone(),
-            which,
-            message,
-        };
-        let value: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
-        PayloadSchema::compile(value).map(Arc::new).map_err(bad)
-    };
-    Ok(AgentInfo {
-        input_schema: schema("input", &info.input_schema)?,
-        output_schema: schema("output", &info.output_schema)?,
-        name: info.name.clone(),
-        version: info.version,
-        description: info.description,
-        capabilities: info.capabilities.into_iter().map(Into::into).collect(),
-    })
+/// Runs blocking load work (file reads, hashing, Cranelift, the disk cache,
+/// schema compilation) on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
+) -> Result<T, LoadError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(LoadError::Cache(anyhow::Error::from(e).context(
+            "the load was cancelled: the async runtime is shutting down",
+        ))),
+    }
 }

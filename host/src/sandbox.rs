@@ -246,12 +246,19 @@ impl Sandbox<'_> {
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
         // The pool has a fixed number of slots; waiting here for one is
         // never the agent's fault, and is bounded by the call's deadline.
-        let permit = match tokio::time::timeout_at(tokio_deadline, self.admission.acquire()).await
-        {
+        let permit = match tokio::time::timeout_at(tokio_deadline, self.admission.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_closed)) => unreachable!("the admission semaphore is never closed"),
+            // The pool stayed full: the host's limit, not the agent's doing.
             Err(_elapsed) => {
-                return (Err(deadline_exceeded()), usage(Capture::new(agent, 0)));
+                let err = CallError::Overloaded {
+                    agent: agent.into(),
+                    reason: format!(
+                        "every slot stayed taken for the call's whole deadline of {}",
+                        crate::human::duration(budget.timeout)
+                    ),
+                };
+                return (Err(err), usage(Capture::new(agent, 0)));
             }
         };
         let capture = Arc::new(Mutex::new(Capture::new(agent, budget.max_log_bytes)));

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use corral::Runtime;
+use corral::display::guest;
 use corral::inspect::Inspection;
 
 use super::{Exit, render};
@@ -28,16 +29,26 @@ pub async fn run(rt: &Runtime, args: InspectArgs) -> Exit {
         println!("{}", serde_json::to_string(&i).unwrap());
         return Exit::Success;
     }
-    println!("{} {}  ({})", i.name, i.version, i.description);
+    // Everything the agent declared is guest text: escaped and bounded.
+    println!(
+        "{} {}  ({})",
+        guest(&i.name),
+        guest(&i.version),
+        guest(&i.description)
+    );
     println!("  world        {}@{}", i.world, i.world_version);
     println!("  file         {}", i.path);
     println!("  digest       {}", i.digest);
     if i.capabilities.is_empty() {
-        println!("  capabilities none requested");
+        println!("  capabilities none requested (the agent gets no grants)");
     } else {
         for c in &i.capabilities {
-            println!("  capability   {}", serde_json::to_string(c).unwrap());
+            println!(
+                "  capability   {}",
+                guest(&serde_json::to_string(c).unwrap())
+            );
         }
+        println!("               (only these are given, whatever else is granted)");
     }
     println!("  imports      {}", i.imports.join("\n               "));
     println!("  exports      {}", i.exports.join(", "));

@@ -6,14 +6,21 @@ use serde_json::{Value, json};
 
 use super::Exit;
 
-/// Prints an error and every cause under it.
+/// Prints an error and every cause under it. Messages can quote what a
+/// guest wrote (its error or panic message), so they are escaped.
 pub fn error(e: &dyn std::error::Error) {
-    eprintln!("error: {e}");
+    eprintln!("error: {}", printable(&e.to_string()));
     let mut source = e.source();
     while let Some(s) = source {
-        eprintln!("  caused by: {s}");
+        eprintln!("  caused by: {}", printable(&s.to_string()));
         source = s.source();
     }
+}
+
+/// A message made safe for the terminal: control characters escaped, and
+/// cut at a few screens.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    corral::display::guest_text(s, 4 * corral::display::MAX_GUEST_TEXT_CHARS)
 }
 
 pub fn error_json(e: &CallError) -> Value {
@@ -27,11 +34,11 @@ pub fn error_json(e: &CallError) -> Value {
 pub fn load_error(e: &LoadError, json: bool) -> Exit {
     let exit = match e {
         LoadError::Read { .. } => Exit::Usage,
-        LoadError::Describe { source, .. } => match source.kind() {
+        LoadError::Describe { cause, .. } => match cause.kind() {
             corral::FailureKind::Host => Exit::Host,
             _ => Exit::NotAnAgent,
         },
-        LoadError::Cache(_) => Exit::Host,
+        LoadError::Cache(_) | LoadError::UnsafeCache { .. } => Exit::Host,
         _ => Exit::NotAnAgent,
     };
     if json {
@@ -116,7 +123,7 @@ pub fn step_table(status_width: usize, rows: &[StepLine<'_>]) {
             human::count(s.fuel),
             ByteSize(s.peak_memory_bytes).to_string(),
             human::duration(std::time::Duration::from_micros(s.wall_time_us)),
-            s.note
+            printable(&s.note)
         );
     }
 }

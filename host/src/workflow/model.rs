@@ -183,6 +183,8 @@ pub const RETRY_KINDS: &[&str] = &[
     "output_too_large",
     "invalid_output",
     "agent",
+    "abi_violation",
+    "overloaded",
     "breaker_open",
 ];
 

@@ -2,6 +2,8 @@
 //!
 //! The payload's `action` picks the misbehaviour; the tests drive one
 //! component through all of them, in the manner of Spin's limit tests.
+//! `describe` takes no input, so its misbehaviour is picked by patching
+//! [`DESCRIBE_MODE`] in a copy of the component (see `describe_mode`).
 
 use std::hint::black_box;
 
@@ -34,42 +36,14 @@ const ACTIONS: &[&str] = &[
     "nap",
     "error",
     "wrong_step",
+    "network",
 ];
 
 struct Hostile;
 
 impl Guest for Hostile {
     fn describe() -> AgentInfo {
-        AgentInfo {
-            name: "hostile".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: env!("CARGO_PKG_DESCRIPTION").into(),
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "action": { "enum": ACTIONS },
-                    "class": { "enum": ["transient", "permanent", "degradable"] },
-                    "bytes": { "type": "integer", "minimum": 0 },
-                    "ms": { "type": "integer", "minimum": 0 }
-                },
-                "required": ["action"],
-                "additionalProperties": false
-            })
-            .to_string(),
-            output_schema: json!({
-                "type": "object",
-                "properties": {
-                    "ok": { "type": "boolean" },
-                    "observed": { "type": "string" },
-                    "filler": { "type": "string" },
-                    "nested": {}
-                },
-                "required": ["ok"],
-                "additionalProperties": false
-            })
-            .to_string(),
-            capabilities: Vec::new(),
-        }
+        hostile_describe(describe_mode()).unwrap_or_else(normal_info)
     }
 
     fn run(packet: String) -> Result<String, AgentError> {
@@ -164,6 +138,7 @@ impl Guest for Hostile {
                     message: "the hostile agent failed on purpose".into(),
                 });
             }
+            "network" => json!({ "ok": true, "observed": network::try_all() }),
             "wrong_step" => {
                 return Ok(json!({
                     "version": 1, "run_id": packet["run_id"], "step_id": "someone-else",
@@ -182,6 +157,40 @@ impl Guest for Hostile {
     }
 }
 
+/// What the hostile agent declares when `describe` behaves.
+fn normal_info() -> AgentInfo {
+    AgentInfo {
+        name: "hostile".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        description: env!("CARGO_PKG_DESCRIPTION").into(),
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "action": { "enum": ACTIONS },
+                "class": { "enum": ["transient", "permanent", "degradable"] },
+                "bytes": { "type": "integer", "minimum": 0 },
+                "ms": { "type": "integer", "minimum": 0 }
+            },
+            "required": ["action"],
+            "additionalProperties": false
+        })
+        .to_string(),
+        output_schema: json!({
+            "type": "object",
+            "properties": {
+                "ok": { "type": "boolean" },
+                "observed": { "type": "string" },
+                "filler": { "type": "string" },
+                "nested": {}
+            },
+            "required": ["ok"],
+            "additionalProperties": false
+        })
+        .to_string(),
+        capabilities: Vec::new(),
+    }
+}
+
 static DEPTH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Recurses without taking addresses, so the frames live on the wasm stack
@@ -194,6 +203,139 @@ fn recurse(n: u64) -> u64 {
         return n;
     }
     recurse(n + 1).wrapping_sub(n)
+}
+
+/// What `describe` does, as a NUL-padded mode after a marker that occurs
+/// once in the component. A test copies the component and overwrites the
+/// mode (`normal` unless patched); the volatile read keeps the compiler
+/// from folding the constant into the code.
+#[used]
+static DESCRIBE_MODE: [u8; 64] =
+    *b"corral-hostile-describe-mode:normal\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+
+fn describe_mode() -> String {
+    // SAFETY: a plain read of a static; volatile only to defeat folding.
+    let bytes = unsafe { std::ptr::read_volatile(&DESCRIBE_MODE) };
+    let mode = &bytes["corral-hostile-describe-mode:".len()..];
+    let end = mode.iter().position(|&b| b == 0).unwrap_or(mode.len());
+    String::from_utf8_lossy(&mode[..end]).into_owned()
+}
+
+/// A misbehaving `describe`, or `None` for the normal one.
+fn hostile_describe(mode: String) -> Option<AgentInfo> {
+    let schema = |properties: usize| {
+        let props: serde_json::Map<String, Value> = (0..properties)
+            .map(|i| (format!("p{i}"), json!({})))
+            .collect();
+        json!({ "type": "object", "properties": props }).to_string()
+    };
+    let info = |name: &str, description: &str, input_schema: String| AgentInfo {
+        name: name.into(),
+        version: "1.0.0".into(),
+        description: description.into(),
+        input_schema,
+        output_schema: json!({ "type": "object" }).to_string(),
+        capabilities: Vec::new(),
+    };
+    match mode.as_str() {
+        "normal" => None,
+        // Colours, a window title, a cleared screen and a faked line.
+        "ansi" => Some(info(
+            "hostile",
+            "\u{1b}[31mred\u{1b}[0m\u{1b}]0;owned\u{7}\u{1b}[2J\r\nerror: faked",
+            schema(0),
+        )),
+        "ansi_name" => Some(info("\u{1b}[2Jhostile", "", schema(0))),
+        "long_description" => Some(info("hostile", &"d".repeat(100_000), schema(0))),
+        // 100,000 properties: megabytes of schema text.
+        "huge_schema" => Some(info("hostile", "", schema(100_000))),
+        // 20,000 properties in under 256 KiB of text.
+        "many_nodes" => Some(info("hostile", "", schema(20_000))),
+        "requests" => Some(AgentInfo {
+            capabilities: vec![
+                corral::agent::types::Capability::Env("HOSTILE_WANTED".into()),
+                corral::agent::types::Capability::Dir(corral::agent::types::DirRequest {
+                    guest_path: "/wanted".into(),
+                    writable: false,
+                }),
+            ],
+            ..normal_info()
+        }),
+        "loop" => {
+            let mut x = 1u64;
+            loop {
+                x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        "alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(black_box(vec![7u8; 1 << 20]));
+            }
+        }
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_secs(24 * 3600));
+            None
+        }
+        "panic" => panic!("describe panicked on purpose"),
+        other => panic!("unknown describe mode `{other}`"),
+    }
+}
+
+/// Every kind of network access a guest can try, each answered with the
+/// WASI error code it got (`access-denied` when the host denies it).
+mod network {
+    use wasip2::sockets::network::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
+    use wasip2::sockets::{instance_network, ip_name_lookup, tcp_create_socket, udp_create_socket};
+
+    const LOOPBACK: IpSocketAddress = IpSocketAddress::Ipv4(Ipv4SocketAddress {
+        port: 9,
+        address: (127, 0, 0, 1),
+    });
+
+    pub fn try_all() -> String {
+        let net = instance_network::instance_network();
+        let tcp = match tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
+            Err(e) => e.name().to_owned(),
+            Ok(socket) => match socket.start_connect(&net, LOOPBACK) {
+                Err(e) => format!("connect {}", e.name()),
+                Ok(()) => {
+                    socket.subscribe().block();
+                    match socket.finish_connect() {
+                        Err(e) => format!("connect {}", e.name()),
+                        Ok(_) => "connected".into(),
+                    }
+                }
+            },
+        };
+        let udp = match udp_create_socket::create_udp_socket(IpAddressFamily::Ipv4) {
+            Err(e) => e.name().to_owned(),
+            Ok(socket) => {
+                let any = IpSocketAddress::Ipv4(Ipv4SocketAddress {
+                    port: 0,
+                    address: (0, 0, 0, 0),
+                });
+                match socket.start_bind(&net, any) {
+                    Err(e) => format!("bind {}", e.name()),
+                    Ok(()) => match socket.finish_bind() {
+                        Err(e) => format!("bind {}", e.name()),
+                        Ok(()) => "bound".into(),
+                    },
+                }
+            }
+        };
+        let lookup = match ip_name_lookup::resolve_addresses(&net, "localhost") {
+            Err(e) => e.name().to_owned(),
+            Ok(stream) => {
+                stream.subscribe().block();
+                match stream.resolve_next_address() {
+                    Err(e) => format!("resolve {}", e.name()),
+                    Ok(_) => "resolved".into(),
+                }
+            }
+        };
+        format!("tcp: {tcp}; udp: {udp}; lookup: {lookup}")
+    }
 }
 
 export!(Hostile);

@@ -192,8 +192,13 @@ impl Exec {
                     self.w.fuel_budget, step.id, site.budget.fuel
                 )))
             }
-            // Bad input is the caller's fault, not the agent's health.
-            Err(e @ CallError::InvalidInput { .. }) => {
+            // Bad input is the caller's fault, and a full instance pool or a
+            // host failure the host's: neither says anything of the agent's health.
+            Err(
+                e @ (CallError::InvalidInput { .. }
+                | CallError::Overloaded { .. }
+                | CallError::Host { .. }),
+            ) => {
                 breaker.release(trial);
                 Err(Failure::from_call(&e))
             }
