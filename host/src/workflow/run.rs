@@ -18,6 +18,7 @@ use crate::store::{StepRecord, now_ms};
 use crate::{Budget, CallError, ErrorClass, HandoffPacket, Runtime};
 
 use super::breaker::{Breaker, Transition};
+use super::condition::Binding;
 use super::definition::{Join, OnError};
 use super::events::{Event, EventSink, StepStats};
 use super::journal::Journal;
@@ -1291,8 +1292,12 @@ pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunRep
                 })
                 .collect();
             if let Some(cond) = &step.when {
-                let steps_var = when_steps(cond.steps(), &scope);
-                match cond.eval(&[("params", &exec.params), ("steps", &steps_var)]) {
+                let lookup = |id: &str| Some(when_step(id, &scope));
+                let vars = [
+                    ("params", Binding::Json(&exec.params)),
+                    ("steps", Binding::Steps(&lookup)),
+                ];
+                match cond.eval_with(&vars) {
                     Ok(true) => {}
                     Ok(false) => {
                         skip(
@@ -1794,17 +1799,17 @@ fn finish_failed(
 }
 
 /// The `steps` variable of a `when`: status and output of the steps it reads.
-fn when_steps(ids: &std::collections::BTreeSet<String>, scope: &Scope) -> Value {
-    let mut map = Map::new();
-    for id in ids {
-        let (status, output) = scope
-            .get(id)
-            .cloned()
-            .unwrap_or((StepStatus::Pending, None));
-        map.insert(
-            id.clone(),
-            json!({ "status": serde_json::to_value(status).unwrap(), "output": output.map(|o| (*o).clone()).unwrap_or(Value::Null) }),
-        );
+/// A step as a `when` sees it, its output borrowed: the condition converts
+/// only the paths it reads.
+fn when_step<'s>(id: &str, scope: &'s Scope) -> (Value, Option<&'s Value>) {
+    match scope.get(id) {
+        Some((status, output)) => (
+            serde_json::to_value(status).unwrap_or(Value::Null),
+            output.as_deref(),
+        ),
+        None => (
+            serde_json::to_value(StepStatus::Pending).unwrap_or(Value::Null),
+            None,
+        ),
     }
-    Value::Object(map)
 }
