@@ -88,6 +88,8 @@ pub enum EvalError {
         "`{expr}` reads more than {MAX_VALUES} values (at `{path}`), the limit of a condition: read a narrower path"
     )]
     TooMuchData { expr: String, path: String },
+    #[error("`{expr}`: the CEL interpreter failed on this expression")]
+    Panicked { expr: String },
 }
 
 /// A compiled condition.
@@ -176,9 +178,15 @@ impl Condition {
         // The interpreter recurses once or twice per tree level, with frames
         // of tens of KiB in debug builds: a tree of MAX_TREE_DEPTH overflows
         // an executor thread's 2 MiB. It runs on a segment of its own.
-        let result = stacker::maybe_grow(EVAL_RED_ZONE, EVAL_STACK, || {
-            cel::Value::resolve(&self.compiled.metered, &ctx)
-        });
+        // A panic inside the interpreter is its bug, not the run's end.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            stacker::maybe_grow(EVAL_RED_ZONE, EVAL_STACK, || {
+                cel::Value::resolve(&self.compiled.metered, &ctx)
+            })
+        }))
+        .map_err(|_| EvalError::Panicked {
+            expr: self.source.clone(),
+        })?;
         if meter.exceeded() {
             return Err(EvalError::CostExceeded {
                 expr: self.source.clone(),
