@@ -32,7 +32,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("JSON numbers are finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("JSON numbers are finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         "[a-z ]{0,8}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 32, 6, |inner| {
@@ -106,10 +108,8 @@ fn cel_expr() -> impl Strategy<Value = String> {
             inner.clone().prop_map(|a| format!("{{'k': {a}}}")),
             (inner.clone(), inner.clone(), inner.clone())
                 .prop_map(|(c, a, b)| format!("({c}) ? ({a}) : ({b})")),
-            (inner.clone(), inner.clone())
-                .prop_map(|(r, p)| format!("({r}).all(x, {p})")),
-            (inner.clone(), inner.clone())
-                .prop_map(|(r, p)| format!("({r}).exists(x, x == {p})")),
+            (inner.clone(), inner.clone()).prop_map(|(r, p)| format!("({r}).all(x, {p})")),
+            (inner.clone(), inner.clone()).prop_map(|(r, p)| format!("({r}).exists(x, x == {p})")),
             (inner.clone(), inner.clone()).prop_map(|(r, p)| format!("({r}).map(x, {p})")),
             (inner.clone(), inner).prop_map(|(r, p)| format!("({r}).filter(x, {p})")),
         ]

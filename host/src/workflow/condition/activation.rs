@@ -118,7 +118,10 @@ impl Converter {
                 at.pop();
                 fields.insert(CelMapKey::from(field), converted);
             }
-            map.insert(CelMapKey::from(id.to_owned()), Box::new(CelMap::from(fields)));
+            map.insert(
+                CelMapKey::from(id.to_owned()),
+                Box::new(CelMap::from(fields)),
+            );
         }
         Ok(Box::new(CelMap::from(map)))
     }
@@ -234,7 +237,9 @@ impl Converter {
             match parent {
                 Frame::List(_, list) => list.push(done),
                 Frame::Map(_, map, key) => {
-                    let k = key.take().expect("a map entry's key is set before its value");
+                    let k = key
+                        .take()
+                        .expect("a map entry's key is set before its value");
                     map.insert(CelMapKey::from(k), done);
                 }
             }

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cel::common::ast::{
-    CallExpr, ComprehensionExpr, EntryExpr, Expr, IdedEntryExpr, IdedExpr, LiteralValue,
-    operators,
+    CallExpr, ComprehensionExpr, EntryExpr, Expr, IdedEntryExpr, IdedExpr, LiteralValue, operators,
 };
 use cel::common::types::{CelBytes, CelInt, CelList, CelMap, CelString};
 use cel::common::value::{CowVal, Val};
@@ -134,10 +133,7 @@ pub fn instrument(e: &IdedExpr) -> IdedExpr {
 }
 
 fn max_id(e: &IdedExpr) -> u64 {
-    children(e)
-        .into_iter()
-        .map(max_id)
-        .fold(e.id, u64::max)
+    children(e).into_iter().map(max_id).fold(e.id, u64::max)
 }
 
 fn fresh(expr: Expr, next_id: &mut u64) -> IdedExpr {
@@ -176,7 +172,10 @@ fn weave(e: &IdedExpr, accus: &mut Vec<String>, next_id: &mut u64) -> IdedExpr {
         Expr::Comprehension(c) => {
             let weight = (shape(&c.loop_cond).nodes + shape(&c.loop_step).nodes) as i64;
             let range = weave(&c.iter_range, accus, next_id);
-            let weight = fresh(Expr::Literal(LiteralValue::Int(CelInt::from(weight))), next_id);
+            let weight = fresh(
+                Expr::Literal(LiteralValue::Int(CelInt::from(weight))),
+                next_id,
+            );
             let iter_range = call(ITERATE, vec![range, weight], next_id);
             let accu_init = weave(&c.accu_init, accus, next_id);
             accus.push(c.accu_var.clone());
@@ -227,7 +226,8 @@ fn weave(e: &IdedExpr, accus: &mut Vec<String>, next_id: &mut u64) -> IdedExpr {
 }
 
 fn weave_call(c: &CallExpr, accus: &mut Vec<String>, next_id: &mut u64) -> Expr {
-    let is_accu = |a: &IdedExpr, accus: &[String]| matches!(&a.expr, Expr::Ident(n) if accus.contains(n));
+    let is_accu =
+        |a: &IdedExpr, accus: &[String]| matches!(&a.expr, Expr::Ident(n) if accus.contains(n));
     let name = c.func_name.as_str();
     // `@result + [x]` is how `map` and `filter` append; the interpreter
     // recognizes that shape to append in place.

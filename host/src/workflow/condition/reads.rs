@@ -61,7 +61,9 @@ pub fn as_path(e: &IdedExpr) -> Option<(&str, Vec<Key>)> {
                 keys.push(match &key.expr {
                     Expr::Literal(LiteralValue::String(s)) => Key::Str(s.inner().to_owned()),
                     Expr::Literal(LiteralValue::Int(i)) => Key::Int(*i.inner()),
-                    Expr::Literal(LiteralValue::UInt(u)) => Key::Int(i64::try_from(*u.inner()).ok()?),
+                    Expr::Literal(LiteralValue::UInt(u)) => {
+                        Key::Int(i64::try_from(*u.inner()).ok()?)
+                    }
                     _ => return None,
                 });
                 at = operand;
@@ -103,8 +105,14 @@ fn walk(e: &IdedExpr, bound: &mut Vec<String>, out: &mut BTreeMap<String, Reads>
             bound.truncate(before);
         }
         Expr::List(l) => l.elements.iter().for_each(|x| walk(x, bound, out)),
-        Expr::Map(m) => m.entries.iter().for_each(|x| walk_entry(&x.expr, bound, out)),
-        Expr::Struct(s) => s.entries.iter().for_each(|x| walk_entry(&x.expr, bound, out)),
+        Expr::Map(m) => m
+            .entries
+            .iter()
+            .for_each(|x| walk_entry(&x.expr, bound, out)),
+        Expr::Struct(s) => s
+            .entries
+            .iter()
+            .for_each(|x| walk_entry(&x.expr, bound, out)),
         Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
     }
 }

@@ -44,7 +44,10 @@ fn hostile_expressions_are_refused_not_crashing() {
         Err(CompileError::Syntax(_))
     ));
     let deep = format!("{}true{}", "(".repeat(200), ")".repeat(200));
-    assert_eq!(Condition::compile(&deep).unwrap_err(), CompileError::TooNested);
+    assert_eq!(
+        Condition::compile(&deep).unwrap_err(),
+        CompileError::TooNested
+    );
     assert!(Condition::compile(&"!".repeat(1000)).is_err());
     assert_eq!(
         Condition::compile(&"a".repeat(5000)).unwrap_err(),
@@ -56,7 +59,6 @@ fn hostile_expressions_are_refused_not_crashing() {
         Err(CompileError::TooDeep { .. })
     ));
 }
-
 
 /// The old hand-written pre-scan treated `\"` inside a raw string as an
 /// escape, so everything after `r"\"` looked quoted to it: 60 levels of
@@ -133,7 +135,13 @@ fn nested_comprehensions_over_data_are_refused_at_compile_time() {
     // Over literals, nesting is only as costly as the literals are long.
     let literal = "[1, 2, 3].all(x, [4, 5].exists(y, x != y))";
     assert!(Condition::compile(literal).unwrap().estimated_cost() < 100);
-    let hundred = format!("[{}]", (0..100).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+    let hundred = format!(
+        "[{}]",
+        (0..100)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let cube = format!("{hundred}.all(a, {hundred}.all(b, {hundred}.all(c, a + b != c)))");
     assert!(matches!(
         Condition::compile(&cube),
@@ -185,8 +193,7 @@ fn only_the_paths_read_are_converted() {
     .unwrap();
     let lookup = |id: &str| (id == "a").then(|| (json!("completed"), Some(&output)));
     let vars = [("steps", Binding::Steps(&lookup))];
-    let (_, converted) =
-        activation::build(&c.compiled.reads, c.steps(), &vars).unwrap();
+    let (_, converted) = activation::build(&c.compiled.reads, c.steps(), &vars).unwrap();
     // `steps`, `a`, `status`, `output`, `label`, `nested`, `y`, `y[0]`, `y[1]`.
     assert!(converted.values < 12, "{converted:?}");
     assert_eq!(c.eval_with(&vars), Ok(true));
