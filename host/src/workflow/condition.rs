@@ -1,29 +1,102 @@
-//! CEL conditions (`when`, `until`) with the `cel` crate: bounded before parsing, parsed on a large stack, steps they read found in the AST.
+//! CEL conditions (`when`, `until`) with the `cel` crate: parsed and bounded on one large-stack thread, evaluated under a cost meter over only the data they read.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+mod activation;
+mod cost;
+mod parse;
+mod reads;
+pub mod typecheck;
 
-use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
-use cel::{Context, Program};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock};
+
+use cel::common::ast::IdedExpr;
+use cel::{Context, Env};
 use serde_json::Value;
+
+pub use activation::{Binding, StepLookup};
+
+use super::definition::WorkflowDef;
 
 /// Longest expression accepted, in bytes.
 pub const MAX_LEN: usize = 2048;
-/// Deepest nesting of parentheses, brackets and braces accepted. The `cel`
-/// parser recurses per level and overflows an 8 MB stack near 100.
-pub const MAX_NESTING: usize = 24;
-/// Deepest expression tree accepted (`a + a + ...` chains count too).
-const MAX_TREE_DEPTH: usize = 64;
-/// Longest run of prefix operators (`!`, `-`) accepted; each is a recursion.
-const MAX_UNARY_RUN: usize = 16;
+/// Deepest nesting the parser accepts: parentheses, lists, maps, call
+/// arguments and conditionals each open a level. The parser counts it
+/// itself, on the real tokens, so no quoting trick gets past it.
+pub const MAX_NESTING: u16 = 24;
+/// Deepest expression tree accepted after parsing (`a + a + ...` and
+/// `a.b.c...` chains count too): evaluation recurses once per level.
+pub const MAX_TREE_DEPTH: usize = 64;
+/// Most operations (tree nodes, macros expanded) in one expression.
+pub const MAX_NODES: usize = 512;
+/// Most evaluation steps one condition may take: one step per operation,
+/// per element a comprehension visits, and per value or 64 bytes of text an
+/// operator reads. Checked as an estimate at validation, metered at run time.
+pub const MAX_COST: u64 = 1_000_000;
+/// Most JSON values one evaluation exposes to the expression: only the paths
+/// it reads count. The static estimate assumes a list read from data has at
+/// most this many elements.
+pub const MAX_VALUES: u64 = 10_000;
+
+/// Evaluation runs on a fresh stack of `EVAL_STACK` bytes unless the
+/// caller's has `EVAL_RED_ZONE` left.
+const EVAL_STACK: usize = 32 << 20;
+const EVAL_RED_ZONE: usize = 16 << 20;
+
+/// The standard library and macros, built once and shared by every parse
+/// and evaluation. Optional syntax (`a.?b`) is off; the meter wraps call
+/// targets, so `optional.of(x)` is an undeclared name, not a call.
+static ENV: LazyLock<Arc<Env>> =
+    LazyLock::new(|| Arc::new(Env::stdlib().with_optional_support(false)));
+
+/// Why an expression was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("the expression is {len} bytes; the limit is {MAX_LEN}")]
+    TooLong { len: usize },
+    #[error(
+        "the expression nests deeper than {MAX_NESTING} levels (parentheses, lists, maps, call arguments, conditionals); the limit is {MAX_NESTING}"
+    )]
+    TooNested,
+    #[error("the expression is {depth} operations deep; the limit is {MAX_TREE_DEPTH}")]
+    TooDeep { depth: usize },
+    #[error("the expression has {nodes} operations; the limit is {MAX_NODES}")]
+    TooManyNodes { nodes: usize },
+    #[error(
+        "the expression may take {estimate} evaluation steps, over the limit of {MAX_COST}: each `all`, `exists`, `exists_one`, `map` and `filter` runs its body once per element (up to {MAX_VALUES} for a list read from data), so do not nest them over data"
+    )]
+    TooCostly { estimate: u64 },
+    #[error("invalid CEL: {0}")]
+    Syntax(String),
+    #[error("the CEL parser failed on this expression")]
+    ParserFailed,
+    #[error("cannot start the CEL parser: {0}")]
+    ParserUnavailable(String),
+}
+
+/// Why an evaluation gave no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    #[error("`{expr}` must be true or false, but gave {got}")]
+    NotBoolean { expr: String, got: String },
+    #[error("`{expr}` failed: {message}")]
+    Failed { expr: String, message: String },
+    #[error(
+        "`{expr}` took more than {MAX_COST} evaluation steps, the limit of a condition: read less data or avoid nested loops"
+    )]
+    CostExceeded { expr: String },
+    #[error(
+        "`{expr}` reads more than {MAX_VALUES} values (at `{path}`), the limit of a condition: read a narrower path"
+    )]
+    TooMuchData { expr: String, path: String },
+    #[error("`{expr}`: the CEL interpreter failed on this expression")]
+    Panicked { expr: String },
+}
 
 /// A compiled condition.
 #[derive(Clone)]
 pub struct Condition {
     source: String,
-    program: Arc<Program>,
-    variables: BTreeSet<String>,
-    steps: BTreeSet<String>,
+    compiled: Arc<parse::Compiled>,
 }
 
 impl std::fmt::Debug for Condition {
@@ -33,40 +106,25 @@ impl std::fmt::Debug for Condition {
 }
 
 impl Condition {
-    /// Checks the bounds, then parses on a thread with a large stack so no
-    /// expression can overflow the caller's.
-    pub fn compile(source: &str) -> Result<Self, String> {
-        check_bounds(source)?;
-        let owned = source.to_owned();
-        let parsed = std::thread::Builder::new()
-            .name("corral-cel-parse".into())
-            .stack_size(64 << 20)
-            .spawn(move || {
-                let program = std::panic::catch_unwind(|| Program::compile(&owned))
-                    .map_err(|_| "the CEL parser failed on this expression".to_owned())
-                    .and_then(|r| r.map_err(|e| format!("invalid CEL: {e}")))?;
-                // Evaluation recurses over the tree on the caller's stack:
-                // measure it here, on the big one.
-                let depth = depth(program.expression());
-                if depth > MAX_TREE_DEPTH {
-                    return Err(format!(
-                        "the expression is {depth} operations deep; the limit is {MAX_TREE_DEPTH}"
-                    ));
-                }
-                Ok(program)
-            })
-            .map_err(|e| format!("cannot start the CEL parser: {e}"))?
-            .join()
-            .map_err(|_| "the CEL parser failed on this expression".to_owned())??;
-        let mut variables = BTreeSet::new();
-        let mut steps = BTreeSet::new();
-        walk(parsed.expression(), &mut variables, &mut steps);
-        Ok(Self {
+    /// Compiles on the parse thread and blocks this thread until it answers;
+    /// async callers use [`Condition::compile_async`] or [`compile_all`].
+    pub fn compile(source: &str) -> Result<Self, CompileError> {
+        let compiled = parse::compile_blocking(source)?;
+        Ok(Self::new(source, compiled))
+    }
+
+    /// Compiles on the parse thread; the caller's task awaits it without
+    /// holding an executor thread.
+    pub async fn compile_async(source: &str) -> Result<Self, CompileError> {
+        let compiled = parse::compile(source).await?;
+        Ok(Self::new(source, compiled))
+    }
+
+    fn new(source: &str, compiled: parse::Compiled) -> Self {
+        Self {
             source: source.to_owned(),
-            program: Arc::new(parsed),
-            variables,
-            steps,
-        })
+            compiled: Arc::new(compiled),
+        }
     }
 
     pub fn source(&self) -> &str {
@@ -75,290 +133,106 @@ impl Condition {
 
     /// Top-level variables the expression reads (`params`, `steps`, ...).
     pub fn variables(&self) -> &BTreeSet<String> {
-        &self.variables
+        &self.compiled.variables
     }
 
     /// Step ids read through `steps.<id>` or `steps["<id>"]`.
     pub fn steps(&self) -> &BTreeSet<String> {
-        &self.steps
+        &self.compiled.steps
     }
 
-    /// Evaluates with the given variables; anything but a boolean is an error.
-    pub fn eval(&self, vars: &[(&str, &Value)]) -> Result<bool, String> {
-        let mut ctx = Context::default();
-        for (name, value) in vars {
-            ctx.add_variable_from_value(*name, to_cel(value));
+    /// The static estimate of the steps one evaluation takes.
+    pub fn estimated_cost(&self) -> u64 {
+        self.compiled.estimate
+    }
+
+    /// The tree as written (macros expanded), for the type check.
+    pub(crate) fn tree(&self) -> &IdedExpr {
+        &self.compiled.tree
+    }
+
+    /// Evaluates with the given JSON variables; anything but a boolean is an error.
+    pub fn eval(&self, vars: &[(&str, &Value)]) -> Result<bool, EvalError> {
+        let bindings: Vec<(&str, Binding<'_>)> = vars
+            .iter()
+            .map(|(name, value)| (*name, Binding::Json(value)))
+            .collect();
+        self.eval_with(&bindings)
+    }
+
+    /// Evaluates with the given bindings. Only the paths the expression
+    /// reads are turned into CEL values (strings are borrowed, not copied),
+    /// and every step is metered against [`MAX_COST`].
+    pub fn eval_with(&self, vars: &[(&str, Binding<'_>)]) -> Result<bool, EvalError> {
+        let (values, _) = activation::build(&self.compiled.reads, &self.compiled.steps, vars)
+            .map_err(|path| EvalError::TooMuchData {
+                expr: self.source.clone(),
+                path,
+            })?;
+        let meter = cost::Meter::new(MAX_COST.saturating_sub(self.compiled.nodes));
+        let mut ctx = Context::with_env(Arc::clone(&ENV));
+        meter.install(&mut ctx);
+        for (name, value) in values {
+            ctx.add_variable_as_val(name, value);
         }
-        match self.program.execute(&ctx) {
+        // The interpreter recurses once or twice per tree level, with frames
+        // of tens of KiB in debug builds: a tree of MAX_TREE_DEPTH overflows
+        // an executor thread's 2 MiB. It runs on a segment of its own.
+        // A panic inside the interpreter is its bug, not the run's end.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            stacker::maybe_grow(EVAL_RED_ZONE, EVAL_STACK, || {
+                cel::Value::resolve(&self.compiled.metered, &ctx)
+            })
+        }))
+        .map_err(|_| EvalError::Panicked {
+            expr: self.source.clone(),
+        })?;
+        if meter.exceeded() {
+            return Err(EvalError::CostExceeded {
+                expr: self.source.clone(),
+            });
+        }
+        match result {
             Ok(cel::Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!(
-                "`{}` must be true or false, but gave {other:?}",
-                self.source
-            )),
-            Err(e) => Err(format!("`{}` failed: {e}", self.source)),
+            Ok(other) => Err(EvalError::NotBoolean {
+                expr: self.source.clone(),
+                got: format!("{other:?}"),
+            }),
+            Err(e) => Err(EvalError::Failed {
+                expr: self.source.clone(),
+                message: e.to_string(),
+            }),
         }
     }
 }
 
-/// JSON to CEL. Integers become CEL `int` whenever they fit, as CEL
-/// literals are: serde's default would make every non-negative number a
-/// `uint`, and `params.n + 1` would then have no overload.
-fn to_cel(v: &Value) -> cel::Value {
-    match v {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => cel::Value::Int(i),
-            (None, Some(u)) => cel::Value::UInt(u),
-            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
-        Value::Array(a) => cel::Value::List(Arc::new(a.iter().map(to_cel).collect())),
-        Value::Object(o) => cel::Value::Map(cel::objects::Map {
-            map: Arc::new(
-                o.iter()
-                    .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
-                    .collect(),
-            ),
-        }),
+/// Compiles every source on the parse thread, awaiting the answers; each
+/// distinct source is parsed once.
+pub async fn compile_all<'a>(
+    sources: impl IntoIterator<Item = &'a str>,
+) -> HashMap<String, Result<Condition, CompileError>> {
+    let mut out = HashMap::new();
+    for source in sources {
+        if !out.contains_key(source) {
+            let compiled = Condition::compile_async(source).await;
+            out.insert(source.to_owned(), compiled);
+        }
     }
+    out
 }
 
-fn check_bounds(source: &str) -> Result<(), String> {
-    if source.len() > MAX_LEN {
-        return Err(format!(
-            "the expression is {} bytes; the limit is {MAX_LEN}",
-            source.len()
-        ));
-    }
-    let (mut depth, mut max_depth, mut run, mut max_run) = (0usize, 0usize, 0usize, 0usize);
-    let mut in_string: Option<char> = None;
-    let mut escaped = false;
-    for c in source.chars() {
-        if let Some(q) = in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == q {
-                in_string = None;
-            }
-            continue;
-        }
-        match c {
-            '"' | '\'' => in_string = Some(c),
-            '(' | '[' | '{' => {
-                depth += 1;
-                max_depth = max_depth.max(depth);
-            }
-            ')' | ']' | '}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        if matches!(c, '!' | '-') {
-            run += 1;
-            max_run = max_run.max(run);
-        } else if !c.is_whitespace() {
-            run = 0;
-        }
-    }
-    if max_depth > MAX_NESTING {
-        return Err(format!(
-            "the expression nests {max_depth} levels deep; the limit is {MAX_NESTING}"
-        ));
-    }
-    if max_run > MAX_UNARY_RUN {
-        return Err(format!(
-            "the expression chains {max_run} prefix operators; the limit is {MAX_UNARY_RUN}"
-        ));
-    }
-    Ok(())
-}
-
-fn walk(e: &IdedExpr, vars: &mut BTreeSet<String>, steps: &mut BTreeSet<String>) {
-    match &e.expr {
-        Expr::Ident(name) => {
-            vars.insert(name.clone());
-        }
-        Expr::Select(s) => {
-            if let Expr::Ident(root) = &s.operand.expr
-                && root == "steps"
-            {
-                steps.insert(s.field.clone());
-            }
-            walk(&s.operand, vars, steps);
-        }
-        Expr::Call(c) => {
-            if c.func_name == "_[_]"
-                && let [target, key] = c.args.as_slice()
-                && matches!(&target.expr, Expr::Ident(r) if r == "steps")
-                && let Expr::Literal(LiteralValue::String(id)) = &key.expr
-            {
-                steps.insert(id.to_string());
-            }
-            if let Some(t) = &c.target {
-                walk(t, vars, steps);
-            }
-            for a in &c.args {
-                walk(a, vars, steps);
-            }
-        }
-        Expr::Comprehension(c) => {
-            for x in [
-                &c.iter_range,
-                &c.accu_init,
-                &c.loop_cond,
-                &c.loop_step,
-                &c.result,
-            ] {
-                walk(x, vars, steps);
-            }
-            // The comprehension's own variables are not free variables.
-            vars.remove(&c.iter_var);
-            vars.remove(&c.accu_var);
-            if let Some(v) = &c.iter_var2 {
-                vars.remove(v);
-            }
-        }
-        Expr::List(l) => l.elements.iter().for_each(|x| walk(x, vars, steps)),
-        Expr::Map(m) => m
-            .entries
+/// Compiles every `when` and `repeat.until` of a workflow file.
+pub async fn compile_workflow(
+    def: &WorkflowDef,
+) -> HashMap<String, Result<Condition, CompileError>> {
+    let sources = def.steps.iter().flat_map(|s| {
+        s.when
             .iter()
-            .for_each(|x| walk_entry(&x.expr, vars, steps)),
-        Expr::Struct(s) => s
-            .entries
-            .iter()
-            .for_each(|x| walk_entry(&x.expr, vars, steps)),
-        Expr::Literal(_) | Expr::Unspecified => {}
-    }
-}
-
-fn depth(e: &IdedExpr) -> usize {
-    let child = |x: &IdedExpr| depth(x);
-    1 + match &e.expr {
-        Expr::Select(s) => child(&s.operand),
-        Expr::Call(c) => c
-            .target
-            .iter()
-            .map(|t| child(t))
-            .chain(c.args.iter().map(child))
-            .max()
-            .unwrap_or(0),
-        Expr::Comprehension(c) => [
-            &c.iter_range,
-            &c.accu_init,
-            &c.loop_cond,
-            &c.loop_step,
-            &c.result,
-        ]
-        .into_iter()
-        .map(child)
-        .max()
-        .unwrap_or(0),
-        Expr::List(l) => l.elements.iter().map(child).max().unwrap_or(0),
-        Expr::Map(m) => m
-            .entries
-            .iter()
-            .map(|x| entry_depth(&x.expr))
-            .max()
-            .unwrap_or(0),
-        Expr::Struct(s) => s
-            .entries
-            .iter()
-            .map(|x| entry_depth(&x.expr))
-            .max()
-            .unwrap_or(0),
-        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => 0,
-    }
-}
-
-fn entry_depth(e: &EntryExpr) -> usize {
-    match e {
-        EntryExpr::StructField(f) => depth(&f.value),
-        EntryExpr::MapEntry(m) => depth(&m.key).max(depth(&m.value)),
-    }
-}
-
-fn walk_entry(e: &EntryExpr, vars: &mut BTreeSet<String>, steps: &mut BTreeSet<String>) {
-    match e {
-        EntryExpr::StructField(f) => walk(&f.value, vars, steps),
-        EntryExpr::MapEntry(m) => {
-            walk(&m.key, vars, steps);
-            walk(&m.value, vars, steps);
-        }
-    }
+            .chain(s.repeat.iter().map(|r| &r.until))
+            .map(String::as_str)
+    });
+    compile_all(sources).await
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn finds_steps_and_variables() {
-        let c = Condition::compile(
-            r#"steps.route.output.label == "bug" && params.n > 2 || steps["b"].status == "ok""#,
-        )
-        .unwrap();
-        assert_eq!(c.steps().iter().collect::<Vec<_>>(), ["b", "route"]);
-        assert_eq!(
-            c.variables().iter().collect::<Vec<_>>(),
-            ["params", "steps"]
-        );
-        let c = Condition::compile("critic.issues.all(i, i.rule != 'x')").unwrap();
-        assert_eq!(c.variables().iter().collect::<Vec<_>>(), ["critic"]);
-    }
-
-    #[test]
-    fn evaluates_to_booleans_only() {
-        let c = Condition::compile("params.n > 2").unwrap();
-        assert!(c.eval(&[("params", &json!({"n": 3}))]).unwrap());
-        assert!(!c.eval(&[("params", &json!({"n": 1}))]).unwrap());
-        let c = Condition::compile("params.n + 1 == 4 && size(params.xs) == 2 && params.f > 0.5")
-            .unwrap();
-        assert!(
-            c.eval(&[("params", &json!({"n": 3, "xs": [1, 2], "f": 0.75}))])
-                .unwrap()
-        );
-        let c = Condition::compile("params.s").unwrap();
-        assert!(
-            c.eval(&[("params", &json!({"s": "yes"}))])
-                .unwrap_err()
-                .contains("must be true or false")
-        );
-    }
-
-    #[test]
-    fn hostile_expressions_are_refused_not_crashing() {
-        assert!(
-            Condition::compile("steps.a.output.x ==")
-                .unwrap_err()
-                .contains("invalid CEL")
-        );
-        let deep = format!("{}true{}", "(".repeat(200), ")".repeat(200));
-        assert!(
-            Condition::compile(&deep)
-                .unwrap_err()
-                .contains("nests 200 levels")
-        );
-        assert!(
-            Condition::compile(&"!".repeat(1000))
-                .unwrap_err()
-                .contains("prefix operators")
-        );
-        assert!(
-            Condition::compile(&"a".repeat(5000))
-                .unwrap_err()
-                .contains("limit is 2048")
-        );
-        // Just under the bounds still parses, on any caller's stack.
-        let ok = format!("{}true{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
-        assert!(Condition::compile(&ok).is_ok());
-        let long = vec!["a"; 500].join("+");
-        assert!(
-            Condition::compile(&long)
-                .unwrap_err()
-                .contains("operations deep")
-        );
-    }
-}
+mod tests;

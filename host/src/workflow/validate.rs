@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::{Budget, Capability, DirGrant, EnvGrant, Grants, Runtime};
 
-use super::condition::Condition;
+use super::condition::{self, CompileError, Condition};
 use super::definition::{ApprovalDef, BudgetDef, CacheDef, Join, OnTimeout, ParamType, StepDef};
 use super::edges::{Child, SchemaAt, Types, fits, json_type, list};
 use super::model::{
@@ -28,6 +28,7 @@ pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Ve
         map: &src.map,
         diags: Vec::new(),
         max_memory: rt.config().engine.max_memory_bytes,
+        conditions: condition::compile_workflow(&src.def).await,
     };
     let agents = v.agents(src, rt).await;
     v.params(src);
@@ -94,6 +95,8 @@ pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Ve
     for step in &steps {
         v.edges(step, &steps, src, &agents);
     }
+    v.diags
+        .extend(condition::typecheck::check(src, &steps, &agents));
     for (name, t) in &outputs {
         for placed in t.references() {
             v.producer(
@@ -215,6 +218,8 @@ struct Validator<'m> {
     diags: Vec<Diagnostic>,
     /// The engine's largest memory: no budget may ask for more.
     max_memory: u64,
+    /// Every `when` and `until`, compiled off the executor before the checks.
+    conditions: HashMap<String, Result<Condition, CompileError>>,
 }
 
 impl Validator<'_> {
@@ -738,7 +743,8 @@ impl Validator<'_> {
     }
 
     fn condition(&mut self, field: &str, source: &str, allowed: &[&str]) -> Option<Condition> {
-        match Condition::compile(source) {
+        let compiled = self.conditions.get(source).cloned();
+        match compiled.unwrap_or_else(|| Condition::compile(source)) {
             Ok(c) => {
                 let unknown: Vec<&String> = c
                     .variables()
@@ -767,7 +773,7 @@ impl Validator<'_> {
                 None
             }
             Err(e) => {
-                self.err(field.to_owned(), e);
+                self.err(field.to_owned(), e.to_string());
                 None
             }
         }

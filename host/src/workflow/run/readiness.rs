@@ -1,8 +1,6 @@
 //! When a step may start: joins, `when` dependencies, and the `steps` variable its condition reads.
 
-use std::collections::BTreeSet;
-
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::workflow::definition::Join;
 use crate::workflow::model::Step;
@@ -66,17 +64,18 @@ pub(super) fn readiness(step: &Step, status: &[StepStatus], running: &[bool]) ->
         }
     }
 }
-pub(super) fn when_steps(ids: &BTreeSet<String>, scope: &Scope) -> Value {
-    let mut map = Map::new();
-    for id in ids {
-        let (status, output) = scope
-            .get(id)
-            .cloned()
-            .unwrap_or((StepStatus::Pending, None));
-        map.insert(
-            id.clone(),
-            json!({ "status": serde_json::to_value(status).unwrap(), "output": output.map(|o| (*o).clone()).unwrap_or(Value::Null) }),
-        );
+
+/// A step as a `when` sees it, its output borrowed: the condition converts
+/// only the paths it reads.
+pub(super) fn when_step<'s>(id: &str, scope: &'s Scope) -> (Value, Option<&'s Value>) {
+    match scope.get(id) {
+        Some((status, output)) => (
+            serde_json::to_value(status).unwrap_or(Value::Null),
+            output.as_deref(),
+        ),
+        None => (
+            serde_json::to_value(StepStatus::Pending).unwrap_or(Value::Null),
+            None,
+        ),
     }
-    Value::Object(map)
 }

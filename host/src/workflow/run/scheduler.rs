@@ -14,6 +14,7 @@ use crate::Runtime;
 use crate::store::{StepState, now_ms};
 use crate::workflow::breaker::Breaker;
 use crate::workflow::clock::ms_after;
+use crate::workflow::condition::Binding;
 use crate::workflow::events::Event;
 use crate::workflow::model::Workflow;
 use crate::workflow::report::{RunStatus, StepStatus};
@@ -24,7 +25,7 @@ use super::exec::{Exec, Scope, StepDone};
 use super::failure::Failure;
 use super::fuel::FuelPool;
 use super::options::{Prior, Resume, RunOptions};
-use super::readiness::{Ready, readiness, when_steps};
+use super::readiness::{Ready, readiness, when_step};
 use super::reuse::{Carried, carry_over, fingerprint};
 use super::stats::Stats;
 
@@ -296,8 +297,12 @@ impl Scheduler {
         let step = &self.w.steps[i];
         let scope = self.scope_of(i);
         if let Some(cond) = &step.when {
-            let steps_var = when_steps(cond.steps(), &scope);
-            match cond.eval(&[("params", &self.exec.params), ("steps", &steps_var)]) {
+            let lookup = |id: &str| Some(when_step(id, &scope));
+            let vars = [
+                ("params", Binding::Json(&self.exec.params)),
+                ("steps", Binding::Steps(&lookup)),
+            ];
+            match cond.eval_with(&vars) {
                 Ok(true) => {}
                 Ok(false) => {
                     let reason = format!("`when: {}` was false", cond.source());
