@@ -199,6 +199,7 @@ pub(crate) struct Sandbox<'a> {
     /// One permit per instance slot of the pool: a call holds one from
     /// before it instantiates until its store is gone.
     pub admission: &'a Semaphore,
+    pub slots: u32,
 }
 
 /// Where a failure happened: before the guest's export ran, or in it.
@@ -220,7 +221,8 @@ pub(crate) fn deadline_after(start: Instant, timeout: Duration) -> Instant {
 
 impl Sandbox<'_> {
     /// Waits for a slot, instantiates `pre` in a fresh store under `budget`
-    /// and calls `export`. The wait counts against the deadline.
+    /// and calls `export`. The wait counts against the deadline; a call
+    /// that gets no slot before it is `Overloaded`, never the agent's fault.
     pub async fn invoke(
         &self,
         agent: &str,
@@ -251,7 +253,15 @@ impl Sandbox<'_> {
             Ok(Ok(permit)) => permit,
             Ok(Err(_closed)) => unreachable!("the admission semaphore is never closed"),
             Err(_elapsed) => {
-                return (Err(deadline_exceeded()), usage(Capture::new(agent, 0)));
+                let err = CallError::Overloaded {
+                    agent: agent.into(),
+                    reason: format!(
+                        "all {} instance slots stayed busy for the call's whole deadline of {}",
+                        self.slots,
+                        humantime::format_duration(budget.timeout)
+                    ),
+                };
+                return (Err(err), usage(Capture::new(agent, 0)));
             }
         };
         let capture = Arc::new(Mutex::new(Capture::new(agent, budget.max_log_bytes)));
