@@ -430,3 +430,200 @@ async fn malformed_and_foreign_wasm_is_rejected_clearly() {
     let err = rt.load("no/such/agent.wasm").await.unwrap_err();
     assert!(matches!(err, LoadError::Read { .. }));
 }
+
+#[tokio::test]
+async fn a_panic_after_a_handled_refusal_is_a_guest_trap_with_its_message() {
+    // The guest asks for 1 GiB with `try_reserve`, is refused, goes on, and
+    // then panics for a reason of its own.
+    let budget = Budget {
+        memory_bytes: 64 << 20,
+        ..budget()
+    };
+    let out = hostile("alloc_then_panic", &budget).await;
+    match out.result {
+        Err(CallError::GuestTrap {
+            message: Some(m), ..
+        }) => assert!(
+            m.contains("gave up after the allocator refused 1 GiB (refused: true)"),
+            "message: {m}"
+        ),
+        other => panic!("expected GuestTrap with the panic message, got {other:?}"),
+    }
+}
+
+/// Calls the hostile fixture with an action and a packet of exactly `size`
+/// bytes of JSON text (padded through `pad`).
+async fn hostile_sized(action: &str, size: usize) -> corral::CallOutcome {
+    let mut payload = json!({ "action": action, "pad": "" });
+    let base = serde_json::to_string(&packet(payload.clone())).unwrap().len();
+    payload["pad"] = json!("p".repeat(size - base));
+    let input = packet(payload);
+    assert_eq!(serde_json::to_string(&input).unwrap().len(), size);
+    let agent = load(agents::HOSTILE).await;
+    runtime()
+        .call(&agent, &input, &budget(), &Grants::default())
+        .await
+}
+
+#[tokio::test]
+async fn malformed_results_and_arguments_are_abi_violations_that_say_why() {
+    let cases = [
+        ("bad_discriminant", "discriminant"),
+        ("oob_output", "outside guest memory"),
+        ("bad_utf8", "not valid UTF-8"),
+        ("log_bad_utf8", "utf-8"),
+    ];
+    let mut outcomes = Vec::new();
+    for (action, why) in cases {
+        outcomes.push((action, why, hostile(action, &budget()).await));
+    }
+    // The fixture's export realloc answers a request of exactly this many
+    // bytes (the input packet) with a pointer outside its memory.
+    const BAD_REALLOC_SIZE: usize = 12_345;
+    let out = hostile_sized("ok", BAD_REALLOC_SIZE).await;
+    outcomes.push(("bad_realloc", "realloc", out));
+    for (action, why, out) in outcomes {
+        let err = out.result.expect_err(action);
+        match &err {
+            CallError::AbiViolation { agent, reason } => {
+                assert_eq!(agent, "hostile");
+                assert!(
+                    reason.to_lowercase().contains(&why.to_lowercase()),
+                    "{action}: {reason}"
+                );
+            }
+            other => panic!("{action}: expected AbiViolation, got {other:?}"),
+        }
+        // The agent's fault, said in the message itself, not only in a cause.
+        assert_eq!(err.kind(), corral::FailureKind::Trap, "{action}");
+        assert_eq!(err.class(), ErrorClass::Permanent, "{action}");
+        assert!(err.blames_agent(), "{action}");
+        let message = err.to_string();
+        assert!(message.contains("broke the component ABI"), "{message}");
+        assert!(
+            message.to_lowercase().contains(&why.to_lowercase()),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn empty_and_wide_log_records_are_charged_and_capped() {
+    let budget = Budget {
+        max_log_bytes: 8 << 10,
+        ..budget()
+    };
+    // Records with empty messages: each costs its overhead.
+    let out = call(
+        agents::HOSTILE,
+        json!({"action": "empty_logs", "count": 200_000}),
+        &budget,
+    )
+    .await;
+    assert!(out.result.is_ok(), "{:?}", out.result);
+    let r = &out.receipt;
+    let per_record = corral::capture::RECORD_OVERHEAD;
+    assert!(r.log_bytes <= 8 << 10, "kept {}", r.log_bytes);
+    assert_eq!(out.logs.len() as u64, (8 << 10) / per_record);
+    assert_eq!(r.log_records_dropped + out.logs.len() as u64, 200_000);
+    assert_eq!(r.log_bytes_dropped, r.log_records_dropped * per_record);
+
+    // One record with a million empty fields: dropped whole, and charged.
+    let out = call(
+        agents::HOSTILE,
+        json!({"action": "wide_log", "count": 1_000_000}),
+        &budget,
+    )
+    .await;
+    assert!(out.result.is_ok(), "{:?}", out.result);
+    let r = &out.receipt;
+    assert!(out.logs.is_empty(), "kept {} records", out.logs.len());
+    assert_eq!((r.log_bytes, r.log_records_dropped), (0, 1));
+    assert!(
+        r.log_bytes_dropped >= 1_000_000 * corral::capture::FIELD_OVERHEAD,
+        "dropped {}",
+        r.log_bytes_dropped
+    );
+}
+
+#[tokio::test]
+async fn calls_wait_for_a_free_instance_slot_within_their_deadline() {
+    let config = corral::RuntimeConfig {
+        engine: corral::EngineConfig {
+            max_instances: 2,
+            ..Default::default()
+        },
+        cache_dir: runtime().config().cache_dir.clone(),
+        ..Default::default()
+    };
+    let rt = std::sync::Arc::new(corral::Runtime::new(config).unwrap());
+    let agent = rt.load(agents::HOSTILE).await.unwrap();
+    // Six slow calls through a pool of two: each waits for a slot, none
+    // fails for want of one.
+    let calls = (0..6).map(|_| {
+        let (rt, agent) = (rt.clone(), agent.clone());
+        tokio::spawn(async move {
+            let input = packet(json!({"action": "nap", "ms": 200}));
+            rt.call(&agent, &input, &budget(), &Grants::default()).await
+        })
+    });
+    for out in futures::future::join_all(calls).await {
+        let out = out.unwrap();
+        assert!(out.result.is_ok(), "{:?}", out.result);
+    }
+    assert_eq!(rt.idle_slots(), 2);
+
+    // With both slots held, a call whose deadline passes while it waits is
+    // `Overloaded`: transient, and not the agent's fault (it never ran).
+    let hold = |rt: std::sync::Arc<corral::Runtime>, agent: std::sync::Arc<corral::Agent>| {
+        tokio::spawn(async move {
+            let input = packet(json!({"action": "nap", "ms": 3000}));
+            rt.call(&agent, &input, &budget(), &Grants::default()).await
+        })
+    };
+    let holders = [hold(rt.clone(), agent.clone()), hold(rt.clone(), agent.clone())];
+    while rt.idle_slots() > 0 {
+        tokio::task::yield_now().await;
+    }
+    let short = Budget {
+        timeout: Duration::from_millis(100),
+        ..budget()
+    };
+    let input = packet(json!({"action": "ok"}));
+    let out = rt.call(&agent, &input, &short, &Grants::default()).await;
+    match &out.result {
+        Err(e @ CallError::Overloaded { reason, .. }) => {
+            assert_eq!(e.class(), ErrorClass::Transient);
+            assert!(!e.blames_agent());
+            assert!(reason.contains("2 instance slots"), "{reason}");
+        }
+        other => panic!("expected Overloaded, got {other:?}"),
+    }
+    assert_eq!(out.receipt.fuel_used, 0, "the call never ran");
+    for h in holders {
+        assert!(h.await.unwrap().result.is_ok());
+    }
+}
+
+#[tokio::test]
+async fn checking_the_output_counts_against_the_deadline() {
+    // The guest answers just before its deadline with an output whose check
+    // takes longer than the time left.
+    let budget = Budget {
+        timeout: Duration::from_secs(3),
+        max_output_bytes: 64 << 20,
+        ..budget()
+    };
+    let out = call(
+        agents::HOSTILE,
+        json!({"action": "big_valid", "ms": 2900, "bytes": 48 << 20}),
+        &budget,
+    )
+    .await;
+    match out.result {
+        Err(CallError::DeadlineExceeded { limit, .. }) => {
+            assert_eq!(limit, Duration::from_secs(3))
+        }
+        other => panic!("expected DeadlineExceeded, got {:?}", other.map(|_| "a packet")),
+    }
+}

@@ -154,7 +154,7 @@ pub enum CallError {
     AbiViolation { agent: String, reason: String },
 
     #[error(
-        "the host has no free instance slot for agent `{agent}` ({reason}); the call did not run, try again later (EngineConfig::max_instances sizes the pool)"
+        "the host had no free instance slot for agent `{agent}`: {reason}; the agent did not run, try again later (EngineConfig::max_instances sizes the pool)"
     )]
     Overloaded { agent: String, reason: String },
 

@@ -96,6 +96,12 @@ impl Runtime {
         &self.engine
     }
 
+    /// Instance slots free right now; a call waits for one before it
+    /// instantiates (`EngineConfig::max_instances` in all).
+    pub fn idle_slots(&self) -> usize {
+        self.admission.available_permits()
+    }
+
     /// How many components were compiled, read from disk, or already loaded.
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
@@ -258,6 +264,7 @@ impl Runtime {
             engine: &self.engine,
             max_stack: self.config.engine.max_wasm_stack,
             admission: &self.admission,
+            slots: self.config.engine.max_instances,
         }
     }
 

@@ -199,6 +199,7 @@ pub(crate) struct Sandbox<'a> {
     /// One permit per instance slot of the pool: a call holds one from
     /// before it instantiates until its store is gone.
     pub admission: &'a Semaphore,
+    pub slots: u32,
 }
 
 /// Where a failure happened: before the guest's export ran, or in it.
@@ -220,7 +221,8 @@ pub(crate) fn deadline_after(start: Instant, timeout: Duration) -> Instant {
 
 impl Sandbox<'_> {
     /// Waits for a slot, instantiates `pre` in a fresh store under `budget`
-    /// and calls `export`. The wait counts against the deadline.
+    /// and calls `export`. The wait counts against the deadline; a call
+    /// that gets no slot before it is `Overloaded`, never the agent's fault.
     pub async fn invoke(
         &self,
         agent: &str,
@@ -254,7 +256,8 @@ impl Sandbox<'_> {
                 let err = CallError::Overloaded {
                     agent: agent.into(),
                     reason: format!(
-                        "every slot stayed taken for the call's whole deadline of {}",
+                        "all {} instance slots stayed busy for the call's whole deadline of {}",
+                        self.slots,
                         crate::human::duration(budget.timeout)
                     ),
                 };

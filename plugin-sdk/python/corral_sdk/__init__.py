@@ -9,6 +9,7 @@ in a reply packet, and maps `AgentError` to the contract's error classes.
 
 import dataclasses
 import json
+import os
 import types as pytypes
 import typing
 from typing import Any, Dict, List, Optional
@@ -168,6 +169,24 @@ def guest(agent: Agent) -> type:
     """The class componentize-py exports as `Guest`: `Guest = guest(MyAgent())` in the app module."""
     input_schema, output_schema = _schemas(agent)
 
+    def handle(packet: str) -> str:
+        envelope = json.loads(packet)
+        ctx = Context(envelope.get("run_id", ""), envelope.get("step_id", ""))
+        payload = envelope.get("payload")
+        if agent.Input is not None and agent.input_schema is None:
+            payload = _build(agent.Input, payload)
+        try:
+            output = agent.run(ctx, payload)
+        except AgentError as e:
+            raise Err(wit.AgentError(AgentError.CLASSES[e.error_class], e.message))
+        except MemoryError:
+            raise  # see `run`: never an agent error
+        except Exception as e:  # an author's bug is a permanent failure, with its message
+            raise Err(wit.AgentError(wit.ErrorClass.PERMANENT, f"{type(e).__name__}: {e}"))
+        reply = {k: envelope[k] for k in ("version", "run_id", "step_id") if k in envelope}
+        reply["payload"] = _plain(output)
+        return json.dumps(reply)
+
     class Guest:
         def describe(self) -> wit.AgentInfo:
             return wit.AgentInfo(
@@ -180,23 +199,13 @@ def guest(agent: Agent) -> type:
             )
 
         def run(self, packet: str) -> str:
-            envelope = json.loads(packet)
-            ctx = Context(envelope.get("run_id", ""), envelope.get("step_id", ""))
-            payload = envelope.get("payload")
-            if agent.Input is not None and agent.input_schema is None:
-                payload = _build(agent.Input, payload)
             try:
-                output = agent.run(ctx, payload)
-            except AgentError as e:
-                raise Err(wit.AgentError(AgentError.CLASSES[e.error_class], e.message))
+                return handle(packet)
             except MemoryError:
-                # Let it trap: the host saw the refused growth and reports a
-                # typed memory-limit breach, not an agent error.
-                raise
-            except Exception as e:  # an author's bug is a permanent failure, with its message
-                raise Err(wit.AgentError(wit.ErrorClass.PERMANENT, f"{type(e).__name__}: {e}"))
-            reply = {k: envelope[k] for k in ("version", "run_id", "step_id") if k in envelope}
-            reply["payload"] = _plain(output)
-            return json.dumps(reply)
+                # Abort without a panic: the host saw the refused growth and
+                # reports a typed memory-limit breach. Re-raising would make
+                # componentize-py panic, and the host takes a panic after a
+                # refused growth for a failure of its own.
+                os.abort()
 
     return Guest

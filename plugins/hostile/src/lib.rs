@@ -6,6 +6,7 @@
 //! [`DESCRIBE_MODE`] in a copy of the component (see `describe_mode`).
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 
@@ -37,6 +38,18 @@ const ACTIONS: &[&str] = &[
     "error",
     "wrong_step",
     "network",
+    // Raw canonical-ABI results, written by `export_run` below.
+    "bad_discriminant",
+    "oob_output",
+    "bad_utf8",
+    "huge_raw",
+    // Lean large outputs and host-call abuse.
+    "big_valid",
+    "big_array",
+    "empty_logs",
+    "wide_log",
+    "log_bad_utf8",
+    "alloc_then_panic",
 ];
 
 struct Hostile;
@@ -146,6 +159,37 @@ impl Guest for Hostile {
                 })
                 .to_string());
             }
+            "big_valid" | "big_array" => {
+                nap(input);
+                let n = input["bytes"].as_u64().unwrap_or(1 << 20) as usize;
+                return Ok(lean_output(&packet, action == "big_array", n));
+            }
+            "empty_logs" => {
+                let n = input["count"].as_u64().unwrap_or(1_000_000);
+                for _ in 0..n {
+                    host::log(Level::Info, "", &[]);
+                }
+                json!({ "ok": true })
+            }
+            "wide_log" => {
+                let n = input["count"].as_u64().unwrap_or(1_000_000) as usize;
+                let fields = vec![(String::new(), String::new()); n];
+                host::log(Level::Info, "", &fields);
+                json!({ "ok": true })
+            }
+            "log_bad_utf8" => {
+                // Library UB on purpose: the bytes only pass through to the host.
+                let bytes = black_box([b'a', 0xff, 0xfe]);
+                let bad = unsafe { std::str::from_utf8_unchecked(&bytes) };
+                host::log(Level::Info, bad, &[]);
+                json!({ "ok": true })
+            }
+            "alloc_then_panic" => {
+                let mut v: Vec<u8> = Vec::new();
+                let refused = v.try_reserve(1 << 30).is_err();
+                black_box(&v);
+                panic!("gave up after the allocator refused 1 GiB (refused: {refused})");
+            }
             other => {
                 return Err(AgentError {
                     class: ErrorClass::Permanent,
@@ -169,7 +213,9 @@ fn normal_info() -> AgentInfo {
                 "action": { "enum": ACTIONS },
                 "class": { "enum": ["transient", "permanent", "degradable"] },
                 "bytes": { "type": "integer", "minimum": 0 },
-                "ms": { "type": "integer", "minimum": 0 }
+                "ms": { "type": "integer", "minimum": 0 },
+                "count": { "type": "integer", "minimum": 0 },
+                "pad": { "type": "string" }
             },
             "required": ["action"],
             "additionalProperties": false
@@ -189,6 +235,39 @@ fn normal_info() -> AgentInfo {
         .to_string(),
         capabilities: Vec::new(),
     }
+}
+
+fn nap(input: &Value) {
+    if let Some(ms) = input["ms"].as_u64() {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// A valid output packet of about `n` bytes built in one allocation, so the
+/// guest's own memory stays near the output's size: a filler string, or an
+/// array of small objects (`{"k":1}`), the costliest shape to parse.
+fn lean_output(packet: &Value, array: bool, n: usize) -> String {
+    let head = format!(
+        r#"{{"version":1,"run_id":{},"step_id":{},"payload":{{"ok":true,"#,
+        packet["run_id"], packet["step_id"]
+    );
+    let mut out = String::with_capacity(head.len() + n + 16);
+    out.push_str(&head);
+    if array {
+        out.push_str(r#""nested":["#);
+        while out.len() < n {
+            out.push_str(r#"{"k":1},"#);
+        }
+        out.push_str(r#"{"k":1}]}}"#);
+    } else {
+        out.push_str(r#""filler":""#);
+        // A memset rather than a loop of pushes: cheap in fuel.
+        let mut bytes = out.into_bytes();
+        bytes.resize(bytes.len() + n, b'x');
+        bytes.extend_from_slice(br#""}}"#);
+        out = String::from_utf8(bytes).expect("ASCII");
+    }
+    out
 }
 
 static DEPTH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -339,3 +418,102 @@ mod network {
 }
 
 export!(Hostile);
+
+// The exports are written by hand instead of with `export!`, so that `run`
+// can return what the canonical ABI forbids and `cabi_export_realloc` can
+// misbehave. Everything else goes through wit-bindgen's glue.
+
+#[unsafe(export_name = "corral:agent/guest@0.1.0#describe")]
+unsafe extern "C" fn export_describe() -> *mut u8 {
+    unsafe { exports::corral::agent::guest::_export_describe_cabi::<Hostile>() }
+}
+
+#[unsafe(export_name = "cabi_post_corral:agent/guest@0.1.0#describe")]
+unsafe extern "C" fn post_return_describe(ret: *mut u8) {
+    unsafe { exports::corral::agent::guest::__post_return_describe::<Hostile>(ret) }
+}
+
+/// Set when `run` returned a raw result, which post-return must not free.
+static RAW: AtomicBool = AtomicBool::new(false);
+
+#[unsafe(export_name = "corral:agent/guest@0.1.0#run")]
+unsafe extern "C" fn export_run(ptr: *mut u8, len: usize) -> *mut u8 {
+    let packet = unsafe { std::slice::from_raw_parts(ptr, len) };
+    if let Some(ret) = raw_result(packet) {
+        RAW.store(true, Ordering::Relaxed);
+        return ret;
+    }
+    unsafe { exports::corral::agent::guest::_export_run_cabi::<Hostile>(ptr, len) }
+}
+
+#[unsafe(export_name = "cabi_post_corral:agent/guest@0.1.0#run")]
+unsafe extern "C" fn post_return_run(ret: *mut u8) {
+    if !RAW.load(Ordering::Relaxed) {
+        unsafe { exports::corral::agent::guest::__post_return_run::<Hostile>(ret) }
+    }
+}
+
+/// The return area of `result<string, agent-error>`: a discriminant byte,
+/// then at offset 4 the string's pointer and length.
+#[repr(C, align(4))]
+struct RetArea([u8; 16]);
+
+static mut RET_AREA: RetArea = RetArea([0; 16]);
+
+/// Results a conforming agent never returns, for the actions that ask.
+fn raw_result(packet: &[u8]) -> Option<*mut u8> {
+    let packet: Value = serde_json::from_slice(packet).ok()?;
+    let input = &packet["payload"];
+    static BAD_UTF8: [u8; 4] = [b'{', 0xff, 0xfe, b'}'];
+    let (discriminant, ptr, len): (u8, usize, usize) = match input["action"].as_str()? {
+        "bad_discriminant" => (7, 0, 0),
+        "oob_output" => (0, 0xffff_0000, 64),
+        "bad_utf8" => (0, BAD_UTF8.as_ptr() as usize, BAD_UTF8.len()),
+        "huge_raw" => {
+            // Fresh pages that are never touched: the guest costs the host
+            // no resident memory, so any growth the test sees is the host's.
+            let n = input["bytes"].as_u64()? as usize;
+            let base = core::arch::wasm32::memory_grow(0, n.div_ceil(65536));
+            assert_ne!(base, usize::MAX, "memory.grow refused {n} bytes");
+            (0, base * 65536, n)
+        }
+        _ => return None,
+    };
+    let ret = unsafe { &mut *(&raw mut RET_AREA) };
+    ret.0[0] = discriminant;
+    ret.0[4..8].copy_from_slice(&(ptr as u32).to_le_bytes());
+    ret.0[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+    Some(ret.0.as_mut_ptr())
+}
+
+/// A packet of exactly this many bytes makes the export realloc return a
+/// pointer outside memory.
+pub const BAD_REALLOC_SIZE: usize = 12_345;
+
+/// The allocator the host uses to pass `run` its packet.
+#[unsafe(export_name = "cabi_export_realloc")]
+unsafe extern "C" fn export_realloc(
+    old: *mut u8,
+    old_len: usize,
+    align: usize,
+    new_len: usize,
+) -> *mut u8 {
+    use std::alloc::{Layout, alloc, handle_alloc_error, realloc};
+    if new_len == BAD_REALLOC_SIZE {
+        return 0xffff_0000usize as *mut u8;
+    }
+    if new_len == 0 {
+        return align as *mut u8;
+    }
+    unsafe {
+        let ptr = if old_len == 0 {
+            alloc(Layout::from_size_align_unchecked(new_len, align))
+        } else {
+            realloc(old, Layout::from_size_align_unchecked(old_len, align), new_len)
+        };
+        if ptr.is_null() {
+            handle_alloc_error(Layout::from_size_align_unchecked(new_len, align));
+        }
+        ptr
+    }
+}
