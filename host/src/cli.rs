@@ -50,6 +50,18 @@ struct Cli {
     #[arg(long, global = true)]
     no_cache: bool,
 
+    /// A directory, besides a workflow file's own, under which workflows may
+    /// name components and granted directories. Repeatable; the variable
+    /// takes a `:`-separated list.
+    #[arg(
+        long = "allow-path",
+        global = true,
+        env = "CORRAL_ALLOW_PATHS",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    allow_paths: Vec<PathBuf>,
+
     /// Wasm stack per call; deeper recursion is a stack overflow.
     #[arg(long, global = true, value_name = "SIZE", default_value = "512KiB", value_parser = parse_bytes)]
     max_stack: u64,
@@ -197,33 +209,28 @@ pub fn main() -> ExitCode {
         Command::Gc(args) => history::gc(args, &state),
         Command::New(args) => new::run(args),
         command => {
-            return run_engine(cli.cache_dir, cli.no_cache, cli.max_stack, command, &state);
+            let config = RuntimeConfig {
+                engine: EngineConfig {
+                    max_wasm_stack: cli.max_stack as usize,
+                    ..EngineConfig::default()
+                },
+                cache_dir: if cli.no_cache {
+                    None
+                } else {
+                    cli.cache_dir.or_else(corral::default_cache_dir)
+                },
+                allowed_paths: cli.allow_paths,
+                ..RuntimeConfig::default()
+            };
+            return run_engine(config, command, &state);
         }
     };
     ExitCode::from(exit as u8)
 }
 
-fn run_engine(
-    cache_dir: Option<PathBuf>,
-    no_cache: bool,
-    max_stack: u64,
-    command: Command,
-    state: &StateArgs,
-) -> ExitCode {
+fn run_engine(config: RuntimeConfig, command: Command, state: &StateArgs) -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     let exit = runtime.block_on(async {
-        let config = RuntimeConfig {
-            engine: EngineConfig {
-                max_wasm_stack: max_stack as usize,
-                ..EngineConfig::default()
-            },
-            cache_dir: if no_cache {
-                None
-            } else {
-                cache_dir.or_else(corral::default_cache_dir)
-            },
-            ..RuntimeConfig::default()
-        };
         let rt = match Runtime::new(config) {
             Ok(rt) => rt,
             Err(e) => {

@@ -29,6 +29,10 @@ pub struct RuntimeConfig {
     pub packet_limits: PacketLimits,
     /// The budget `describe` runs under when an agent is loaded.
     pub describe_budget: Budget,
+    /// Host directories, besides a workflow file's own, under which a
+    /// workflow may name components and granted directories
+    /// (`corral --allow-path`; see `workflow::paths`).
+    pub allowed_paths: Vec<PathBuf>,
 }
 
 impl RuntimeConfig {

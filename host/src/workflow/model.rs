@@ -20,6 +20,9 @@ pub struct Workflow {
     pub file: PathBuf,
     /// `sha256:` of the file text.
     pub digest: String,
+    /// Exactly the text that was validated and digested; a durable run
+    /// stores this, never a second read of the file.
+    pub text: Arc<str>,
     pub agents: BTreeMap<String, WorkflowAgent>,
     pub params: BTreeMap<String, ParamDef>,
     /// Fuel for the whole run.
@@ -145,16 +148,21 @@ impl RetryPolicy {
 
     /// The delay before attempt `next` (2 for the first retry), before
     /// jitter: `initial * backoff^(next-2)`, capped at `max_delay`.
+    /// Saturates (at `max_delay`, or zero) rather than panic, whatever the
+    /// policy holds: a policy built without the validator may hold anything.
     pub fn base_delay(&self, next: u32) -> Duration {
-        let exp = self.backoff.powi(next.saturating_sub(2) as i32);
+        let exp = self
+            .backoff
+            .powi(i32::try_from(next.saturating_sub(2)).unwrap_or(i32::MAX));
         let secs = (self.initial_delay.as_secs_f64() * exp).min(self.max_delay.as_secs_f64());
-        Duration::from_secs_f64(secs.max(0.0))
+        Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(self.max_delay)
     }
 
     /// The delay with jitter: scaled by a factor in `1 ± jitter` from `unit` in [0, 1).
     pub fn delay(&self, next: u32, unit: f64) -> Duration {
         let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
-        Duration::from_secs_f64((self.base_delay(next).as_secs_f64() * factor).max(0.0))
+        let secs = (self.base_delay(next).as_secs_f64() * factor).max(0.0);
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     }
 
     /// Whether a failure of this class and kind is retried.
@@ -199,6 +207,16 @@ mod tests {
         assert_eq!(p.delay(2, 0.5).as_millis(), 100);
         assert_eq!(p.delay(3, 0.999_999).as_millis(), 299);
         assert!(p.retries("transient", "deadline_exceeded"));
+        // Out of every bound the validator sets: saturates, never panics.
+        let wild = RetryPolicy {
+            initial_delay: Duration::MAX,
+            backoff: f64::INFINITY,
+            max_delay: Duration::MAX,
+            jitter: f64::NAN,
+            ..p.clone()
+        };
+        assert_eq!(wild.base_delay(u32::MAX), Duration::MAX);
+        let _ = wild.delay(u32::MAX, 0.9);
         assert!(!p.retries("permanent", "fuel_exhausted"));
     }
 }
