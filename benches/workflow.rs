@@ -145,7 +145,13 @@ fn workflows(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let rt = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
+    // The benchmark's workflows name the built agents by absolute path.
+    let agents = Path::new(corral_plugins::ECHO).ancestors().nth(3).unwrap();
+    let config = RuntimeConfig {
+        allowed_paths: vec![agents.to_path_buf()],
+        ..RuntimeConfig::default()
+    };
+    let rt = Arc::new(Runtime::new(config).unwrap());
     let floor = call::Bare::new(corral_plugins::ECHO, true);
     let packet = serde_json::to_string(&call::one_kib_packet()).unwrap();
     let chain500 = tokio.block_on(load(&rt, &chain(500)));

@@ -40,7 +40,13 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     // The example workflows name components under target/; make sure they are built.
     let _ = corral_plugins::ALL;
-    let runtime = Arc::new(Runtime::new(RuntimeConfig::with_default_cache())?);
+    // The examples name components under target/wasm-agents, outside
+    // examples/: the operator allows that directory, as `--allow-path` does.
+    let built = Path::new(corral_plugins::ECHO).ancestors().nth(3).unwrap();
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        allowed_paths: vec![built.to_path_buf()],
+        ..RuntimeConfig::with_default_cache()
+    })?);
     let file = examples_dir().join("triage.yaml");
 
     println!("corral demo\n\n1. validate {}", file.display());

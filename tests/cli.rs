@@ -19,6 +19,7 @@ fn corral(args: &[&str]) -> Output {
         .args(args)
         .env("CORRAL_CACHE_DIR", cache_dir())
         .env("CORRAL_STATE_DIR", cache_dir().join("state"))
+        .env("CORRAL_ALLOW_PATHS", support::wasm_agents_dir())
         .env_remove("CORRAL_LOG")
         .output()
         .unwrap()

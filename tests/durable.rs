@@ -37,6 +37,7 @@ impl Env {
         c.args(args)
             .current_dir(self.path())
             .env("CORRAL_STATE_DIR", self.state())
+            .env("CORRAL_ALLOW_PATHS", support::wasm_agents_dir())
             .env(
                 "CORRAL_CACHE_DIR",
                 Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache"),

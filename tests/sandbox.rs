@@ -455,7 +455,9 @@ async fn a_panic_after_a_handled_refusal_is_a_guest_trap_with_its_message() {
 /// bytes of JSON text (padded through `pad`).
 async fn hostile_sized(action: &str, size: usize) -> corral::CallOutcome {
     let mut payload = json!({ "action": action, "pad": "" });
-    let base = serde_json::to_string(&packet(payload.clone())).unwrap().len();
+    let base = serde_json::to_string(&packet(payload.clone()))
+        .unwrap()
+        .len();
     payload["pad"] = json!("p".repeat(size - base));
     let input = packet(payload);
     assert_eq!(serde_json::to_string(&input).unwrap().len(), size);
@@ -581,7 +583,10 @@ async fn calls_wait_for_a_free_instance_slot_within_their_deadline() {
             rt.call(&agent, &input, &budget(), &Grants::default()).await
         })
     };
-    let holders = [hold(rt.clone(), agent.clone()), hold(rt.clone(), agent.clone())];
+    let holders = [
+        hold(rt.clone(), agent.clone()),
+        hold(rt.clone(), agent.clone()),
+    ];
     while rt.idle_slots() > 0 {
         tokio::task::yield_now().await;
     }
@@ -624,6 +629,9 @@ async fn checking_the_output_counts_against_the_deadline() {
         Err(CallError::DeadlineExceeded { limit, .. }) => {
             assert_eq!(limit, Duration::from_secs(3))
         }
-        other => panic!("expected DeadlineExceeded, got {:?}", other.map(|_| "a packet")),
+        other => panic!(
+            "expected DeadlineExceeded, got {:?}",
+            other.map(|_| "a packet")
+        ),
     }
 }

@@ -18,10 +18,22 @@ pub fn runtime() -> &'static Arc<Runtime> {
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache");
         let config = RuntimeConfig {
             cache_dir: Some(dir),
+            // The tests' workflows name the built agents and temporary
+            // directories by absolute path.
+            allowed_paths: vec![wasm_agents_dir(), std::env::temp_dir()],
             ..Default::default()
         };
         Arc::new(Runtime::new(config).unwrap())
     })
+}
+
+/// The directory every agent component is built under (`target/wasm-agents`).
+pub fn wasm_agents_dir() -> std::path::PathBuf {
+    std::path::Path::new(agents::ECHO)
+        .ancestors()
+        .nth(3)
+        .expect("agents live in <target>/wasm-agents/<target>/release")
+        .to_path_buf()
 }
 
 pub async fn load(path: &str) -> Arc<Agent> {

@@ -25,7 +25,7 @@ async fn invalid_workflows_get_exact_diagnostics() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(corpus().join("invalid"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "json"))
         .collect();
     files.sort();
     let mut actual = String::new();

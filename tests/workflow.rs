@@ -852,6 +852,7 @@ async fn a_full_instance_pool_never_trips_a_breaker() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache");
     let mut config = corral::RuntimeConfig {
         cache_dir: Some(dir),
+        allowed_paths: vec![wasm_agents_dir()],
         ..Default::default()
     };
     config.engine.max_instances = 1;

@@ -51,6 +51,18 @@ struct Cli {
     #[arg(long, global = true)]
     no_cache: bool,
 
+    /// A directory, besides a workflow file's own, under which workflows may
+    /// name components and granted directories. Repeatable; the variable
+    /// takes a `:`-separated list.
+    #[arg(
+        long = "allow-path",
+        global = true,
+        env = "CORRAL_ALLOW_PATHS",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    allow_paths: Vec<PathBuf>,
+
     /// Wasm stack per call; deeper recursion is a stack overflow.
     #[arg(long, global = true, value_name = "SIZE", default_value = "512KiB", value_parser = parse_bytes)]
     max_stack: u64,
@@ -241,6 +253,7 @@ pub fn main() -> ExitCode {
                     cli.cache_dir.or_else(corral::default_cache_dir)
                 },
                 describe_budget: load_budget,
+                allowed_paths: cli.allow_paths,
                 ..RuntimeConfig::default()
             };
             return run_engine(config, command, &state);

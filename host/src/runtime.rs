@@ -35,6 +35,10 @@ pub struct RuntimeConfig {
     /// Bounds on what `describe` may declare, checked before its schemas
     /// are parsed or compiled.
     pub describe_limits: DescribeLimits,
+    /// Host directories, besides a workflow file's own, under which a
+    /// workflow may name components and granted directories
+    /// (`corral --allow-path`; see `workflow::paths`).
+    pub allowed_paths: Vec<PathBuf>,
 }
 
 impl RuntimeConfig {

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::units::{Bytes, Count, Dur};
@@ -283,8 +284,8 @@ pub enum OnError {
 }
 
 /// Fan-in: how many dependencies must complete before the step starts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(try_from = "JoinRepr", into = "JoinRepr")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(into = "JoinRepr")]
 #[schemars(with = "JoinRepr")]
 pub enum Join {
     /// Every dependency; a skipped dependency skips this step.
@@ -296,8 +297,9 @@ pub enum Join {
     AtLeast(u32),
 }
 
-/// How `join` is written: `all`, `any`, or `{at_least: N}`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+/// How `join` is written: `all`, `any`, or `{at_least: N}` (serialized
+/// and described by this; read by [`Join`]'s own `Deserialize`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(untagged)]
 enum JoinRepr {
     /// `all` or `any`.
@@ -307,22 +309,69 @@ enum JoinRepr {
     },
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum JoinMode {
     All,
     Any,
 }
 
-impl TryFrom<JoinRepr> for Join {
-    type Error = String;
-    fn try_from(r: JoinRepr) -> Result<Self, String> {
-        Ok(match r {
-            JoinRepr::Mode(JoinMode::All) => Join::All,
-            JoinRepr::Mode(JoinMode::Any) => Join::Any,
-            JoinRepr::AtLeast { at_least } => Join::AtLeast(at_least),
-        })
+const JOIN_FORMS: &str = "write `all`, `any` or `{at_least: N}`";
+
+/// Reads `join` by visiting its one node, so that an error names the
+/// field, its line and the accepted forms (an untagged enum would say only
+/// that no variant matched, at the step's first line).
+impl<'de> Deserialize<'de> for Join {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Join;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "a join: {JOIN_FORMS}")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Join, E> {
+                match s {
+                    "all" => Ok(Join::All),
+                    "any" => Ok(Join::Any),
+                    _ => Err(E::custom(format!("`{s}` is not a join: {JOIN_FORMS}"))),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Join, A::Error> {
+                let n = only_key(&mut map, "at_least", "a join", JOIN_FORMS)?;
+                Ok(Join::AtLeast(n))
+            }
+        }
+        d.deserialize_any(V)
     }
+}
+
+/// The value of a mapping that must have exactly the key `key`.
+fn only_key<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    key: &str,
+    what: &str,
+    forms: &str,
+) -> Result<T, A::Error> {
+    match map.next_key::<String>()? {
+        Some(k) if k == key => {}
+        Some(k) => {
+            return Err(de::Error::custom(format!(
+                "unknown field `{k}` in {what}: {forms}"
+            )));
+        }
+        None => {
+            return Err(de::Error::custom(format!(
+                "an empty mapping is not {what}: {forms}"
+            )));
+        }
+    }
+    let value = map.next_value()?;
+    if let Some(k) = map.next_key::<String>()? {
+        return Err(de::Error::custom(format!(
+            "unknown field `{k}` in {what}: {forms}"
+        )));
+    }
+    Ok(value)
 }
 
 impl From<Join> for JoinRepr {
@@ -393,7 +442,7 @@ pub enum OnTimeout {
 }
 
 /// Step caching: `true`, or a table with a time to live.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum CacheDef {
     Enabled(bool),
@@ -401,4 +450,27 @@ pub enum CacheDef {
         /// How long an entry stays usable. Example: `ttl: 1h`.
         ttl: Dur,
     },
+}
+
+const CACHE_FORMS: &str = "write `true`, `false` or `{ttl: <duration>}` such as `{ttl: 1h}`";
+
+/// Reads `cache` by visiting its one node (see [`Join`]'s).
+impl<'de> Deserialize<'de> for CacheDef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CacheDef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "a cache setting: {CACHE_FORMS}")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<CacheDef, E> {
+                Ok(CacheDef::Enabled(b))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<CacheDef, A::Error> {
+                let ttl = only_key(&mut map, "ttl", "a cache setting", CACHE_FORMS)?;
+                Ok(CacheDef::Ttl { ttl })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }

@@ -66,7 +66,7 @@ pub fn begin(
             id: run_id.into(),
             workflow: w.name.clone(),
             file: file.display().to_string(),
-            definition: w.definition.to_string(),
+            definition: w.text.to_string(),
             digest: w.digest.clone(),
             params: params.clone(),
             components: components(w),

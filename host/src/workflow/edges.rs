@@ -17,7 +17,7 @@ pub struct SchemaAt<'a> {
 pub enum Child<'a> {
     /// The child has this schema.
     Known(SchemaAt<'a>),
-    /// The schema does not constrain the child.
+    /// The schema does not constrain the child, or is too tangled to tell.
     Any,
     /// The schema forbids the child.
     Absent,
@@ -26,43 +26,84 @@ pub enum Child<'a> {
 /// JSON types a schema admits; `None` means any.
 pub type Types = Option<BTreeSet<String>>;
 
+/// `$ref`s followed in a row before a chain counts as a cycle.
+const MAX_REF_HOPS: usize = 32;
+/// Schemas nested inside one another (through `anyOf`, `oneOf`, `allOf`)
+/// one question may descend into.
+const MAX_WALK_DEPTH: usize = 64;
+/// Schema nodes one question may look at in all, so that branches which
+/// share `$ref` targets cannot make a walk exponential.
+const MAX_WALK_NODES: usize = 10_000;
+
+/// The bounds of one walk. Agent schemas are untrusted: a schema that
+/// refers to itself, nests absurdly or fans out without end is not
+/// reasoned about. It is treated as opaque (any type, any child), so the
+/// static edge check says nothing about it and the handoff check at run
+/// time, which validates the actual packet, decides.
+#[derive(Default)]
+struct Walk {
+    /// Nodes being expanded right now: meeting one again is a cycle.
+    open: Vec<*const Value>,
+    seen: usize,
+}
+
+impl Walk {
+    /// Enters `node`, or `false` when the walk must treat it as opaque.
+    fn enter(&mut self, node: &Value) -> bool {
+        let ptr = node as *const Value;
+        if self.open.len() >= MAX_WALK_DEPTH
+            || self.seen >= MAX_WALK_NODES
+            || self.open.contains(&ptr)
+        {
+            return false;
+        }
+        self.seen += 1;
+        self.open.push(ptr);
+        true
+    }
+
+    fn leave(&mut self) {
+        self.open.pop();
+    }
+}
+
 impl<'a> SchemaAt<'a> {
     pub fn root(root: &'a Value) -> Self {
         Self { root, node: root }
     }
 
-    /// Follows local `$ref`s (`#/$defs/..`, `#/definitions/..`).
-    fn resolved(self) -> Self {
-        let mut node = self.node;
-        for _ in 0..32 {
-            let Some(r) = node.get("$ref").and_then(Value::as_str) else {
-                break;
-            };
-            match r.strip_prefix('#').and_then(|p| self.root.pointer(p)) {
-                Some(target) => node = target,
-                None => break,
-            }
-        }
+    fn at(self, node: &'a Value) -> Self {
         Self {
             root: self.root,
             node,
         }
     }
 
-    /// Branches of `anyOf`/`oneOf`/`allOf` other than a bare `null`.
+    /// Follows local `$ref`s (`#/$defs/..`, `#/definitions/..`); `None`
+    /// when the chain does not end (a cycle of bare `$ref`s).
+    fn resolved(self) -> Option<Self> {
+        let mut node = self.node;
+        for _ in 0..MAX_REF_HOPS {
+            let Some(r) = node.get("$ref").and_then(Value::as_str) else {
+                return Some(self.at(node));
+            };
+            match r.strip_prefix('#').and_then(|p| self.root.pointer(p)) {
+                Some(target) => node = target,
+                // Not a local reference: nothing to follow.
+                None => return Some(self.at(node)),
+            }
+        }
+        None
+    }
+
+    /// Branches of `anyOf`/`oneOf`/`allOf` other than a bare `null`, unresolved.
     fn branches(self) -> Vec<SchemaAt<'a>> {
         let mut out = Vec::new();
         for key in ["anyOf", "oneOf", "allOf"] {
             if let Some(list) = self.node.get(key).and_then(Value::as_array) {
                 for b in list {
                     if b.get("type").and_then(Value::as_str) != Some("null") {
-                        out.push(
-                            SchemaAt {
-                                root: self.root,
-                                node: b,
-                            }
-                            .resolved(),
-                        );
+                        out.push(self.at(b));
                     }
                 }
             }
@@ -73,13 +114,26 @@ impl<'a> SchemaAt<'a> {
     /// The schema of a child as a consumer sees it: an object without
     /// `additionalProperties` accepts unknown fields.
     pub fn child(self, seg: &Seg) -> Child<'a> {
-        self.child_in(seg, false)
+        self.child_in(seg, false, &mut Walk::default())
     }
 
     /// With `produced`, the schema describes what an agent returns: a field
     /// it does not declare is absent, whatever `additionalProperties` says.
-    fn child_in(self, seg: &Seg, produced: bool) -> Child<'a> {
-        let s = self.resolved();
+    fn child_in(self, seg: &Seg, produced: bool, walk: &mut Walk) -> Child<'a> {
+        let Some(s) = self.resolved() else {
+            return Child::Any;
+        };
+        if !walk.enter(s.node) {
+            return Child::Any;
+        }
+        let child = s.child_here(seg, produced, walk);
+        walk.leave();
+        child
+    }
+
+    /// [`Self::child_in`] on a resolved node the walk has entered.
+    fn child_here(self, seg: &Seg, produced: bool, walk: &mut Walk) -> Child<'a> {
+        let s = self;
         if s.node == &Value::Bool(true) {
             return Child::Any;
         }
@@ -90,7 +144,7 @@ impl<'a> SchemaAt<'a> {
         if !branches.is_empty() {
             let mut any = false;
             for b in branches {
-                match b.child_in(seg, produced) {
+                match b.child_in(seg, produced, walk) {
                     Child::Known(k) => return Child::Known(k),
                     Child::Any => any = true,
                     Child::Absent => {}
@@ -98,7 +152,10 @@ impl<'a> SchemaAt<'a> {
             }
             return if any { Child::Any } else { Child::Absent };
         }
-        let at = |node: &'a Value| Child::Known(SchemaAt { root: s.root, node }.resolved());
+        let at = |node: &'a Value| match s.at(node).resolved() {
+            Some(k) => Child::Known(k),
+            None => Child::Any,
+        };
         match seg {
             Seg::Key(k) => {
                 if let Some(p) = s.node.get("properties").and_then(|p| p.get(k)) {
@@ -111,7 +168,7 @@ impl<'a> SchemaAt<'a> {
                     _ if s.node.get("properties").is_some() && has_type(s.node, "object") => {
                         Child::Any
                     }
-                    _ if s.types().is_some_and(|t| !t.contains("object")) => Child::Absent,
+                    _ if s.types_in(walk).is_some_and(|t| !t.contains("object")) => Child::Absent,
                     _ => Child::Any,
                 }
             }
@@ -120,7 +177,7 @@ impl<'a> SchemaAt<'a> {
                 if s.node.get("properties").is_some()
                     || s.node.get("additionalProperties").is_some() =>
             {
-                s.child_in(&Seg::Key(i.to_string()), produced)
+                s.child_here(&Seg::Key(i.to_string()), produced, walk)
             }
             Seg::Index(i) => {
                 if let Some(p) = s.node.get("prefixItems").and_then(|p| p.get(*i)) {
@@ -128,7 +185,7 @@ impl<'a> SchemaAt<'a> {
                 }
                 match s.node.get("items") {
                     Some(schema @ Value::Object(_)) => at(schema),
-                    _ if s.types().is_some_and(|t| !t.contains("array")) => Child::Absent,
+                    _ if s.types_in(walk).is_some_and(|t| !t.contains("array")) => Child::Absent,
                     _ => Child::Any,
                 }
             }
@@ -137,7 +194,21 @@ impl<'a> SchemaAt<'a> {
 
     /// The JSON types the schema admits.
     pub fn types(self) -> Types {
-        let s = self.resolved();
+        self.types_in(&mut Walk::default())
+    }
+
+    fn types_in(self, walk: &mut Walk) -> Types {
+        let s = self.resolved()?;
+        if !walk.enter(s.node) {
+            return None;
+        }
+        let types = s.types_here(walk);
+        walk.leave();
+        types
+    }
+
+    fn types_here(self, walk: &mut Walk) -> Types {
+        let s = self;
         if let Some(t) = s.node.get("type") {
             let mut set = BTreeSet::new();
             match t {
@@ -151,14 +222,11 @@ impl<'a> SchemaAt<'a> {
             }
             return Some(set);
         }
-        let values = s
-            .node
-            .get("enum")
-            .and_then(Value::as_array)
-            .cloned()
-            .or_else(|| s.node.get("const").map(|c| vec![c.clone()]));
-        if let Some(values) = values {
+        if let Some(values) = s.node.get("enum").and_then(Value::as_array) {
             return Some(values.iter().map(|v| json_type(v).to_owned()).collect());
+        }
+        if let Some(c) = s.node.get("const") {
+            return Some(BTreeSet::from([json_type(c).to_owned()]));
         }
         let mut union = BTreeSet::new();
         let mut any_branch = false;
@@ -166,13 +234,7 @@ impl<'a> SchemaAt<'a> {
             if let Some(list) = s.node.get(key).and_then(Value::as_array) {
                 for b in list {
                     any_branch = true;
-                    union.extend(
-                        SchemaAt {
-                            root: s.root,
-                            node: b,
-                        }
-                        .types()?,
-                    );
+                    union.extend(s.at(b).types_in(walk)?);
                 }
             }
         }
@@ -181,7 +243,9 @@ impl<'a> SchemaAt<'a> {
 
     /// Fields the schema requires, when it is an object schema.
     pub fn required(self) -> Vec<String> {
-        let s = self.resolved();
+        let Some(s) = self.resolved() else {
+            return Vec::new();
+        };
         s.node
             .get("required")
             .and_then(Value::as_array)
@@ -196,7 +260,9 @@ impl<'a> SchemaAt<'a> {
 
     /// Property names of an object schema.
     pub fn property_names(self) -> Vec<String> {
-        let s = self.resolved();
+        let Some(s) = self.resolved() else {
+            return Vec::new();
+        };
         s.node
             .get("properties")
             .and_then(Value::as_object)
@@ -217,7 +283,7 @@ impl<'a> SchemaAt<'a> {
     fn walk_in(self, path: &[Seg], produced: bool) -> Child<'a> {
         let mut at = self;
         for seg in path {
-            match at.child_in(seg, produced) {
+            match at.child_in(seg, produced, &mut Walk::default()) {
                 Child::Known(next) => at = next,
                 other => return other,
             }
@@ -278,6 +344,73 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn obj(key: &str, inner: Value) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert(key.to_owned(), inner);
+        Value::Object(m)
+    }
+
+    /// Every question a validation asks of a schema, on `schema`.
+    fn ask_everything(schema: &Value) -> (bool, Types) {
+        let root = SchemaAt::root(schema);
+        let path = [Seg::Key("a".into()), Seg::Index(0), Seg::Key("b".into())];
+        let _ = (root.required(), root.property_names());
+        let known = matches!(root.walk_produced(&path), Child::Known(_));
+        let _ = root.walk(&path);
+        (known, root.types())
+    }
+
+    #[test]
+    fn self_referring_schemas_are_opaque_not_a_stack_overflow() {
+        for schema in [
+            json!({"$ref": "#"}),
+            json!({"anyOf": [{"$ref": "#"}]}),
+            json!({"oneOf": [{"$ref": "#"}, {"allOf": [{"$ref": "#"}]}]}),
+            json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
+            json!({"$defs": {"a": {"anyOf": [{"$ref": "#/$defs/b"}]}, "b": {"oneOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"}),
+            json!({"properties": {"a": {"items": {"anyOf": [{"$ref": "#"}]}}}}),
+        ] {
+            let (_, types) = ask_everything(&schema);
+            assert_eq!(types, None, "{schema}");
+        }
+        // A recursive schema that does say something is still read.
+        let tree = json!({"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}, "n": {"type": "integer"}}});
+        let Child::Known(n) = SchemaAt::root(&tree).walk(&[
+            Seg::Key("kids".into()),
+            Seg::Index(3),
+            Seg::Key("kids".into()),
+            Seg::Index(0),
+            Seg::Key("n".into()),
+        ]) else {
+            panic!()
+        };
+        assert_eq!(n.types(), Some(BTreeSet::from(["integer".to_owned()])));
+    }
+
+    #[test]
+    fn deep_wide_and_exponential_schemas_are_opaque() {
+        let deep = (0..10_000).fold(json!({"type": "string"}), |v, _| {
+            obj("anyOf", Value::Array(vec![v, json!({"type": "null"})]))
+        });
+        assert_eq!(ask_everything(&deep).1, None);
+        std::mem::forget(deep);
+        let wide: Vec<Value> = (0..100_000).map(|i| json!({"const": i})).collect();
+        let wide = json!({"anyOf": wide});
+        // More branches than one walk looks at: opaque too.
+        assert_eq!(ask_everything(&wide).1, None);
+        let mut defs = serde_json::Map::new();
+        for i in 0..40 {
+            let next = format!("#/$defs/d{}", i + 1);
+            defs.insert(
+                format!("d{i}"),
+                json!({"anyOf": [{"$ref": next}, {"$ref": next}]}),
+            );
+        }
+        defs.insert("d40".into(), json!({"type": "string"}));
+        let exponential = json!({"$defs": defs, "$ref": "#/$defs/d0"});
+        assert_eq!(ask_everything(&exponential).1, None);
+    }
 
     #[test]
     fn walks_refs_options_and_arrays() {

@@ -20,8 +20,9 @@ pub struct Workflow {
     pub file: PathBuf,
     /// `sha256:` of the file text.
     pub digest: String,
-    /// The validated text, recorded as is by a durable run.
-    pub definition: Arc<str>,
+    /// Exactly the text that was validated and digested; a durable run
+    /// stores this, never a second read of the file.
+    pub text: Arc<str>,
     pub agents: BTreeMap<String, WorkflowAgent>,
     pub params: BTreeMap<String, ParamDef>,
     /// Fuel for the whole run.
@@ -147,6 +148,8 @@ impl RetryPolicy {
 
     /// The delay before attempt `next` (2 for the first retry), before
     /// jitter: `initial * backoff^(next-2)`, capped at `max_delay`.
+    /// Saturates (at `max_delay`, or zero) rather than panic, whatever the
+    /// policy holds: a policy built without the validator may hold anything.
     pub fn base_delay(&self, next: u32) -> Duration {
         let exp = self
             .backoff
@@ -208,6 +211,16 @@ mod tests {
         assert_eq!(p.delay(2, 0.5).as_millis(), 100);
         assert_eq!(p.delay(3, 0.999_999).as_millis(), 299);
         assert!(p.retries("transient", "deadline_exceeded"));
+        // Out of every bound the validator sets: saturates, never panics.
+        let wild = RetryPolicy {
+            initial_delay: Duration::MAX,
+            backoff: f64::INFINITY,
+            max_delay: Duration::MAX,
+            jitter: f64::NAN,
+            ..p.clone()
+        };
+        assert_eq!(wild.base_delay(u32::MAX), Duration::MAX);
+        let _ = wild.delay(u32::MAX, 0.9);
         assert!(!p.retries("permanent", "fuel_exhausted"));
     }
 }

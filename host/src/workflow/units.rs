@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
+use serde::de::{Error, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An instruction count: an integer, or a string such as `5M`, `2G` or `1_000_000`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,7 +31,7 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{s}` is not a count such as 5000000, 5_000_000 or 5M"))
+        .ok_or_else(|| format!("`{s}` is not a count: {COUNT_FORMS}"))
 }
 
 /// Parses sizes such as `64MiB`, `1GB` or `4096`.
@@ -38,22 +39,68 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     s.trim()
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
-        .map_err(|e| format!("`{s}` is not a size such as 64MiB: {e}"))
+        .map_err(|_| format!("`{s}` is not a size: {BYTES_FORMS}"))
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum IntOrStr {
-    Int(u64),
-    Str(String),
+/// What a count may look like, for messages.
+const COUNT_FORMS: &str =
+    "write a whole number, with an optional suffix k, M or G, such as 5000000, 5_000_000 or 5M";
+/// What a size may look like, for messages.
+const BYTES_FORMS: &str = "write a number of bytes, or one with a unit, such as 4096, 64MiB or 1GB";
+/// What a duration may look like, for messages.
+const DUR_FORMS: &str = "write a number with a unit, such as 250ms, 10s, 5m, 2h or 1m 30s";
+
+/// Deserializes the forms a count or a size accepts: a non-negative
+/// integer, or a string for `parse`. Visiting (rather than an untagged
+/// enum) keeps each error at the value's own line and field.
+struct IntOrStr<T> {
+    what: &'static str,
+    forms: &'static str,
+    parse: fn(&str) -> Result<u64, String>,
+    make: fn(u64) -> T,
+}
+
+impl<T> Visitor<'_> for IntOrStr<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.forms)
+    }
+
+    fn visit_u64<E: Error>(self, n: u64) -> Result<T, E> {
+        Ok((self.make)(n))
+    }
+
+    fn visit_i64<E: Error>(self, n: i64) -> Result<T, E> {
+        match u64::try_from(n) {
+            Ok(n) => Ok((self.make)(n)),
+            Err(_) => Err(E::custom(format!(
+                "`{n}` is negative, not {}: {}",
+                self.what, self.forms
+            ))),
+        }
+    }
+
+    fn visit_f64<E: Error>(self, n: f64) -> Result<T, E> {
+        Err(E::custom(format!(
+            "`{n}` is not {}: {}",
+            self.what, self.forms
+        )))
+    }
+
+    fn visit_str<E: Error>(self, s: &str) -> Result<T, E> {
+        (self.parse)(s).map(self.make).map_err(E::custom)
+    }
 }
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match IntOrStr::deserialize(d)? {
-            IntOrStr::Int(n) => Ok(Count(n)),
-            IntOrStr::Str(s) => parse_count(&s).map(Count).map_err(D::Error::custom),
-        }
+        d.deserialize_any(IntOrStr {
+            what: "a count",
+            forms: COUNT_FORMS,
+            parse: parse_count,
+            make: Count,
+        })
     }
 }
 
@@ -80,10 +127,12 @@ impl JsonSchema for Count {
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match IntOrStr::deserialize(d)? {
-            IntOrStr::Int(n) => Ok(Bytes(n)),
-            IntOrStr::Str(s) => parse_bytes(&s).map(Bytes).map_err(D::Error::custom),
-        }
+        d.deserialize_any(IntOrStr {
+            what: "a size",
+            forms: BYTES_FORMS,
+            parse: parse_bytes,
+            make: Bytes,
+        })
     }
 }
 
@@ -105,12 +154,40 @@ impl JsonSchema for Bytes {
     }
 }
 
+/// Parses durations such as `250ms`, `10s` or `1m 30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}): {DUR_FORMS}"))
+}
+
+struct DurVisitor;
+
+impl Visitor<'_> for DurVisitor {
+    type Value = Dur;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "a duration: {DUR_FORMS}")
+    }
+
+    fn visit_u64<E: Error>(self, n: u64) -> Result<Dur, E> {
+        Err(E::custom(format!("`{n}` has no unit; {DUR_FORMS}")))
+    }
+
+    fn visit_i64<E: Error>(self, n: i64) -> Result<Dur, E> {
+        Err(E::custom(format!("`{n}` is not a duration: {DUR_FORMS}")))
+    }
+
+    fn visit_f64<E: Error>(self, n: f64) -> Result<Dur, E> {
+        self.visit_i64(n as i64)
+    }
+
+    fn visit_str<E: Error>(self, s: &str) -> Result<Dur, E> {
+        parse_duration(s).map(Dur).map_err(E::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(Dur).map_err(|e| {
-            D::Error::custom(format!("`{s}` is not a duration such as 250ms or 10s: {e}"))
-        })
+        d.deserialize_any(DurVisitor)
     }
 }
 

@@ -8,7 +8,9 @@ use serde_json::Value;
 use crate::{Budget, Capability, DirGrant, EnvGrant, Grants, Runtime};
 
 use super::condition::{self, CompileError, Condition};
-use super::definition::{ApprovalDef, BudgetDef, CacheDef, Join, OnTimeout, ParamType, StepDef};
+use super::definition::{
+    ApprovalDef, BreakerDef, BudgetDef, CacheDef, Join, OnTimeout, ParamType, StepDef,
+};
 use super::edges::{Child, SchemaAt, Types, fits, json_type, list};
 use super::model::{
     Approval, ForEach, RETRY_KINDS, Repeat, RetryPolicy, Step, Workflow, WorkflowAgent,
@@ -16,11 +18,13 @@ use super::model::{
 use super::reference::{Parsed, Reference, Seg, Source, Template};
 use super::source::{Diagnostic, SourceMap, WorkflowSource};
 
-/// Bounds on knobs a file sets, so a typo cannot ask for the absurd.
-const MAX_CONCURRENCY: u32 = 64;
-const MAX_ATTEMPTS: u32 = 20;
-const MAX_ITERATIONS: u32 = 20;
-const DEFAULT_MAX_ITEMS: u32 = 100;
+use super::limits::{
+    DEFAULT_MAX_ITEMS, MAX_AGENTS, MAX_APPROVAL_TIMEOUT, MAX_ATTEMPTS, MAX_BACKOFF,
+    MAX_BREAKER_THRESHOLD, MAX_CACHE_TTL, MAX_CONCURRENCY, MAX_COOLDOWN, MAX_FUEL, MAX_ITEMS,
+    MAX_ITERATIONS, MAX_JITTER, MAX_PARAM_BYTES, MAX_RETRY_DELAY, MAX_STEPS, MAX_TIMEOUT,
+    MIN_BACKOFF,
+};
+use super::paths::Confinement;
 
 /// Validates a parsed workflow; every problem found is reported, not just the first.
 pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Vec<Diagnostic>> {
@@ -33,9 +37,7 @@ pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Ve
     let agents = v.agents(src, rt).await;
     v.params(src);
     let def = &src.def;
-    if def.budget.fuel.0 == 0 {
-        v.err("budget.fuel", "must be at least 1".to_owned());
-    }
+    v.fuel("budget.fuel", def.budget.fuel.0);
     if def.budget.max_concurrency == 0 || def.budget.max_concurrency > MAX_CONCURRENCY {
         v.err(
             "budget.max_concurrency",
@@ -64,6 +66,17 @@ pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Ve
     }
     if def.steps.is_empty() {
         v.err("steps", "a workflow needs at least one step".to_owned());
+    }
+    if def.steps.len() > MAX_STEPS {
+        v.err(
+            "steps",
+            format!(
+                "the workflow has {} steps; the limit is {MAX_STEPS}",
+                def.steps.len()
+            ),
+        );
+        // Every later check is per step: stop before doing them by the thousand.
+        return Err(v.diags);
     }
 
     let mut steps: Vec<Option<Step>> = Vec::new();
@@ -136,7 +149,7 @@ pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Ve
         name: def.name.clone(),
         file: src.map.file.clone(),
         digest: src.digest.clone(),
-        definition: src.text.clone(),
+        text: src.text.clone(),
         agents,
         params: def.params.clone(),
         fuel_budget: def.budget.fuel.0,
@@ -233,9 +246,27 @@ impl Validator<'_> {
         rt: &Runtime,
     ) -> BTreeMap<String, WorkflowAgent> {
         let mut agents = BTreeMap::new();
+        if src.def.agents.len() > MAX_AGENTS {
+            self.err(
+                "agents",
+                format!(
+                    "the workflow declares {} agents; the limit is {MAX_AGENTS}",
+                    src.def.agents.len()
+                ),
+            );
+            return agents;
+        }
+        let confined = Confinement::new(&src.base_dir, &rt.config().allowed_paths);
         for (name, a) in &src.def.agents {
             let field = format!("agents.{name}");
-            let path = src.base_dir.join(&a.component);
+            // By path, before anything is read.
+            let path = match confined.resolve(&a.component) {
+                Ok(path) => path,
+                Err(e) => {
+                    self.err(format!("{field}.component"), e);
+                    continue;
+                }
+            };
             let agent = match rt.load(&path).await {
                 Ok(agent) => agent,
                 Err(e) => {
@@ -263,12 +294,16 @@ impl Validator<'_> {
                 }
             }
             for (i, d) in a.grants.dirs.iter().enumerate() {
-                let host = src.base_dir.join(&d.host);
+                let at = format!("{field}.grants.dirs[{i}].host");
+                let host = match confined.resolve(&d.host) {
+                    Ok(host) => host,
+                    Err(e) => {
+                        self.err(at, e);
+                        continue;
+                    }
+                };
                 if !host.is_dir() {
-                    self.err(
-                        format!("{field}.grants.dirs[{i}].host"),
-                        format!("{} is not a directory", host.display()),
-                    );
+                    self.err(at, format!("{} is not a directory", host.display()));
                 }
                 grants.dirs.push(DirGrant {
                     host,
@@ -295,12 +330,7 @@ impl Validator<'_> {
                     format!("agent `{name}` requests {how} under agents.{name}.grants"),
                 );
             }
-            if a.breaker.failure_threshold == 0 || a.breaker.success_threshold == 0 {
-                self.err(
-                    format!("{field}.breaker"),
-                    "thresholds must be at least 1".to_owned(),
-                );
-            }
+            self.breaker(&format!("{field}.breaker"), &a.breaker);
             self.budget(&format!("{field}.budget"), &a.budget);
             let budget = merge_budget(&Budget::default(), &a.budget);
             agents.insert(
@@ -377,12 +407,7 @@ impl Validator<'_> {
             None | Some(CacheDef::Enabled(false)) => None,
             Some(CacheDef::Enabled(true)) => Some(None),
             Some(CacheDef::Ttl { ttl }) => {
-                if ttl.0.is_zero() {
-                    self.err(
-                        format!("{f}.cache.ttl"),
-                        "must be longer than 0s".to_owned(),
-                    );
-                }
+                self.duration(&format!("{f}.cache.ttl"), ttl.0, MAX_CACHE_TTL);
                 Some(Some(ttl.0))
             }
         };
@@ -448,8 +473,11 @@ impl Validator<'_> {
                         _ => self.err(field.clone(), "must reference a list: `$params.<name>` or `$steps.<id>.output.<field>`".to_owned()),
                     }
                     let max_items = s.max_items.unwrap_or(DEFAULT_MAX_ITEMS);
-                    if max_items == 0 {
-                        self.err(format!("{f}.max_items"), "must be at least 1".to_owned());
+                    if max_items == 0 || max_items > MAX_ITEMS {
+                        self.err(
+                            format!("{f}.max_items"),
+                            format!("must be between 1 and {MAX_ITEMS}"),
+                        );
                     }
                     Some(ForEach {
                         list: r,
@@ -473,10 +501,12 @@ impl Validator<'_> {
                 "`max_concurrency` and `max_items` only apply with `for_each`".to_owned(),
             );
         }
-        if s.max_concurrency == Some(0) {
+        if s.max_concurrency
+            .is_some_and(|n| n == 0 || n > MAX_CONCURRENCY)
+        {
             self.err(
                 format!("{f}.max_concurrency"),
-                "must be at least 1".to_owned(),
+                format!("must be between 1 and {MAX_CONCURRENCY}"),
             );
         }
 
@@ -493,17 +523,29 @@ impl Validator<'_> {
                         format!("must be between 1 and {MAX_ATTEMPTS}"),
                     );
                 }
-                if !(r.backoff >= 1.0 && r.backoff <= 10.0) {
+                // Written so that NaN fails too.
+                if !(r.backoff >= MIN_BACKOFF && r.backoff <= MAX_BACKOFF) {
                     self.err(
                         format!("{f}.retry.backoff"),
-                        "must be between 1 and 10".to_owned(),
+                        format!("must be between {MIN_BACKOFF} and {MAX_BACKOFF}"),
                     );
                 }
-                if !(0.0..=1.0).contains(&r.jitter) {
+                if !(0.0..=MAX_JITTER).contains(&r.jitter) {
                     self.err(
                         format!("{f}.retry.jitter"),
-                        "must be between 0 and 1".to_owned(),
+                        format!("must be between 0 and {MAX_JITTER}"),
                     );
+                }
+                for (name, d) in [
+                    ("initial_delay", r.initial_delay),
+                    ("max_delay", r.max_delay),
+                ] {
+                    if d.0 > MAX_RETRY_DELAY {
+                        self.err(
+                            format!("{f}.retry.{name}"),
+                            format!("must be at most {}", show(MAX_RETRY_DELAY)),
+                        );
+                    }
                 }
                 for (k, on) in r.on.iter().enumerate() {
                     if !RETRY_KINDS.contains(&on.as_str()) {
@@ -649,7 +691,9 @@ impl Validator<'_> {
             .schema
             .clone()
             .unwrap_or_else(|| serde_json::json!({ "type": "object" }));
-        let validator = match jsonschema::validator_for(&schema) {
+        let compiled = crate::schema::bounded(&schema)
+            .and_then(|()| jsonschema::validator_for(&schema).map_err(|e| e.to_string()));
+        let validator = match compiled {
             Ok(v) => Arc::new(v),
             Err(e) => {
                 self.err(
@@ -659,11 +703,8 @@ impl Validator<'_> {
                 return None;
             }
         };
-        if a.timeout.is_some_and(|t| t.0.is_zero()) {
-            self.err(
-                format!("{f}.approval.timeout"),
-                "must be longer than 0s".to_owned(),
-            );
+        if let Some(t) = a.timeout {
+            self.duration(&format!("{f}.approval.timeout"), t.0, MAX_APPROVAL_TIMEOUT);
         }
         let default = match (a.on_timeout, &a.default) {
             (OnTimeout::Default, None) => {
@@ -708,8 +749,8 @@ impl Validator<'_> {
     }
 
     fn budget(&mut self, field: &str, b: &BudgetDef) {
-        if b.fuel.is_some_and(|f| f.0 == 0) {
-            self.err(format!("{field}.fuel"), "must be at least 1".to_owned());
+        if let Some(f) = b.fuel {
+            self.fuel(&format!("{field}.fuel"), f.0);
         }
         if let Some(m) = b.memory
             && (m.0 == 0 || m.0 > self.max_memory)
@@ -722,12 +763,43 @@ impl Validator<'_> {
                 ),
             );
         }
-        if b.timeout.is_some_and(|t| t.0.is_zero()) {
+        if let Some(t) = b.timeout {
+            self.duration(&format!("{field}.timeout"), t.0, MAX_TIMEOUT);
+        }
+    }
+
+    fn fuel(&mut self, field: &str, fuel: u64) {
+        if fuel == 0 || fuel > MAX_FUEL {
             self.err(
-                format!("{field}.timeout"),
-                "must be longer than zero".to_owned(),
+                field.to_owned(),
+                format!("must be between 1 and {MAX_FUEL} (1000000G)"),
             );
         }
+    }
+
+    /// A duration that must be positive and at most `max`.
+    fn duration(&mut self, field: &str, d: std::time::Duration, max: std::time::Duration) {
+        if d.is_zero() || d > max {
+            self.err(
+                field.to_owned(),
+                format!("must be longer than 0s and at most {}", show(max)),
+            );
+        }
+    }
+
+    fn breaker(&mut self, field: &str, b: &BreakerDef) {
+        for (name, n) in [
+            ("failure_threshold", b.failure_threshold),
+            ("success_threshold", b.success_threshold),
+        ] {
+            if n == 0 || n > MAX_BREAKER_THRESHOLD {
+                self.err(
+                    format!("{field}.{name}"),
+                    format!("must be between 1 and {MAX_BREAKER_THRESHOLD}"),
+                );
+            }
+        }
+        self.duration(&format!("{field}.cooldown"), b.cooldown.0, MAX_COOLDOWN);
     }
 
     fn template(&mut self, field: &str, value: &Value) -> Option<Template> {
@@ -1158,9 +1230,27 @@ fn param_accepts(ty: ParamType, v: &Value) -> bool {
     ) || (ty == ParamType::Integer && (v.is_i64() || v.is_u64()))
 }
 
+/// A limit as the file would write it: `24h`, `365d`.
+fn show(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s % 86_400 == 0 && s > 86_400 => format!("{}d", s / 86_400),
+        _ if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
 /// Checks and converts a `--param` value for `ty`: strings stay strings,
-/// other types are parsed as JSON.
+/// other types are parsed as JSON. A value over [`MAX_PARAM_BYTES`] is
+/// refused before it is parsed.
 pub fn param_value(name: &str, ty: ParamType, raw: &str) -> Result<Value, String> {
+    if raw.len() > MAX_PARAM_BYTES {
+        return Err(format!(
+            "param `{name}` is {} bytes; a param value may have at most {MAX_PARAM_BYTES} bytes (1 MiB)",
+            raw.len()
+        ));
+    }
     let value = match ty {
         ParamType::String => Value::String(raw.to_owned()),
         _ => serde_json::from_str(raw)
