@@ -104,7 +104,10 @@ async fn the_cache_is_private_named_by_a_stable_engine_hash_and_written_whole() 
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.iter().any(|n| n.ends_with(".cwasm")), "{names:?}");
-    assert!(names.iter().any(|n| n.ends_with(".describe.json")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.ends_with(".describe.json")),
+        "{names:?}"
+    );
     for f in &kept {
         assert_eq!(mode_of(f), 0o600, "{}", f.display());
     }
@@ -172,10 +175,7 @@ async fn an_artifact_others_own_or_can_write_is_refused_with_the_fix() {
             }
             let msg = err.to_string();
             assert!(msg.contains(expect), "{msg}");
-            assert!(
-                msg.contains(&format!("rm {}", artifact.display())),
-                "{msg}"
-            );
+            assert!(msg.contains(&format!("rm {}", artifact.display())), "{msg}");
             assert_eq!(rt.cache_stats().compiled + rt.cache_stats().disk_hits, 0);
         }
     };
@@ -215,7 +215,12 @@ async fn describe_is_kept_with_the_artifact_and_not_called_again() {
         serde_json::to_value(&ib).unwrap()
     );
     let out = second
-        .call(&b, &packet(json!({"action": "ok"})), &budget(), &Grants::default())
+        .call(
+            &b,
+            &packet(json!({"action": "ok"})),
+            &budget(),
+            &Grants::default(),
+        )
         .await;
     assert!(out.result.is_ok(), "{:?}", out.result);
 
@@ -232,7 +237,13 @@ async fn describe_is_kept_with_the_artifact_and_not_called_again() {
     let third = runtime_at(Some(tmp.path()), Budget::default());
     let err = third.load(agents::HOSTILE).await.unwrap_err();
     assert!(
-        matches!(&err, LoadError::DescribeTooLarge { field: "description", .. }),
+        matches!(
+            &err,
+            LoadError::DescribeTooLarge {
+                field: "description",
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -275,14 +286,27 @@ async fn describe_runs_under_the_load_budget_and_its_errors_name_the_load_flags(
             panic!("{mode}: expected Describe, got {err:?}");
         };
         let expected = match mode {
-            "loop" => matches!(**cause, CallError::FuelExhausted { used: 5_000_000, .. }),
+            "loop" => matches!(
+                **cause,
+                CallError::FuelExhausted {
+                    used: 5_000_000,
+                    ..
+                }
+            ),
             "alloc" => matches!(**cause, CallError::MemoryLimit { limit, .. } if limit == 32 << 20),
-            _ => matches!(**cause, CallError::DeadlineExceeded { limit, .. } if limit == Duration::from_millis(300)),
+            _ => {
+                matches!(**cause, CallError::DeadlineExceeded { limit, .. } if limit == Duration::from_millis(300))
+            }
         };
         assert!(expected, "{mode}: {cause:?}");
         let msg = err.to_string();
         assert!(msg.contains(flag), "{mode}: {msg}");
-        assert!(!msg.contains("`--fuel`") && !msg.contains("`--memory`") && !msg.contains("`--timeout`"), "{msg}");
+        assert!(
+            !msg.contains("`--fuel`")
+                && !msg.contains("`--memory`")
+                && !msg.contains("`--timeout`"),
+            "{msg}"
+        );
     }
 }
 
@@ -331,22 +355,46 @@ async fn oversized_or_unprintable_declarations_are_refused_naming_the_limit() {
         } => assert!(*limit == 256 << 10 && *actual > *limit),
         other => panic!("expected DescribeTooLarge, got {other:?}"),
     }
-    assert!(err.to_string().contains("over the limit of 262144"), "{err}");
+    assert!(
+        err.to_string().contains("over the limit of 262144"),
+        "{err}"
+    );
 
     let err = load("many_nodes").await;
     assert!(
-        matches!(&err, LoadError::DescribeTooLarge { field: "input schema", unit: "JSON values", limit: 10_000, .. }),
+        matches!(
+            &err,
+            LoadError::DescribeTooLarge {
+                field: "input schema",
+                unit: "JSON values",
+                limit: 10_000,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let err = load("long_description").await;
     assert!(
-        matches!(&err, LoadError::DescribeTooLarge { field: "description", actual: 100_000, .. }),
+        matches!(
+            &err,
+            LoadError::DescribeTooLarge {
+                field: "description",
+                actual: 100_000,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let err = load("ansi_name").await;
-    assert!(matches!(&err, LoadError::BadDescribe { field: "name", .. }), "{err:?}");
+    assert!(
+        matches!(&err, LoadError::BadDescribe { field: "name", .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
-    assert!(!msg.contains('\u{1b}') && msg.contains("\\u{1b}[2J"), "{msg}");
+    assert!(
+        !msg.contains('\u{1b}') && msg.contains("\\u{1b}[2J"),
+        "{msg}"
+    );
 }
 
 fn corral(cache: &Path, args: &[&str]) -> std::process::Output {
@@ -365,9 +413,14 @@ fn inspect_escapes_what_the_agent_declared() {
     let out = corral(&shared_cache(), &["inspect", file.to_str().unwrap()]);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{7}'), "{stdout:?}");
     assert!(
-        stdout.contains("\\u{1b}[31mred\\u{1b}[0m\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{d}\\u{a}error: faked"),
+        !stdout.contains('\u{1b}') && !stdout.contains('\u{7}'),
+        "{stdout:?}"
+    );
+    assert!(
+        stdout.contains(
+            "\\u{1b}[31mred\\u{1b}[0m\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{d}\\u{a}error: faked"
+        ),
         "{stdout}"
     );
     assert!(
@@ -387,7 +440,9 @@ fn the_load_budget_flags_reach_describe() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "{stderr}");
     assert!(
-        stderr.contains("used 5000000 of 5000000 instructions; raise the load budget with `--load-fuel`"),
+        stderr.contains(
+            "used 5000000 of 5000000 instructions; raise the load budget with `--load-fuel`"
+        ),
         "{stderr}"
     );
 }

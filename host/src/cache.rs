@@ -82,7 +82,9 @@ impl CompileCache {
         digest: &str,
         path: &Path,
     ) -> Result<Component, LoadError> {
-        let artifact = self.private_dir()?.map(|d| d.join(file_name(digest, "cwasm")));
+        let artifact = self
+            .private_dir()?
+            .map(|d| d.join(file_name(digest, "cwasm")));
         if let Some(artifact) = &artifact
             && private_file(artifact)?
         {
@@ -136,7 +138,10 @@ impl CompileCache {
         let read = || -> anyhow::Result<Declared> {
             let max = limits.max_encoded_bytes();
             let size = std::fs::metadata(&file)?.len();
-            anyhow::ensure!(size <= max, "{size} bytes, over the {max} a valid answer takes");
+            anyhow::ensure!(
+                size <= max,
+                "{size} bytes, over the {max} a valid answer takes"
+            );
             Ok(serde_json::from_slice(&std::fs::read(&file)?)?)
         };
         match read() {
@@ -145,7 +150,10 @@ impl CompileCache {
                 Ok(Some(declared))
             }
             Err(e) => {
-                tracing::warn!("ignoring unusable cached describe {}: {e:#}", file.display());
+                tracing::warn!(
+                    "ignoring unusable cached describe {}: {e:#}",
+                    file.display()
+                );
                 Ok(None)
             }
         }
@@ -215,11 +223,18 @@ fn check_private(path: &Path, meta: &Metadata, kind: Kind) -> Result<(), LoadErr
     let me = unsafe { libc::geteuid() };
     let shown = path.display();
     let problem = if meta.uid() != me {
-        format!("it is owned by uid {}, not by this user (uid {me})", meta.uid())
+        format!(
+            "it is owned by uid {}, not by this user (uid {me})",
+            meta.uid()
+        )
     } else if meta.mode() & 0o022 != 0 {
         format!(
             "it is writable by {} (mode {:03o})",
-            if meta.mode() & 0o020 != 0 { "its group" } else { "others" },
+            if meta.mode() & 0o020 != 0 {
+                "its group"
+            } else {
+                "others"
+            },
             meta.mode() & 0o777
         )
     } else {
@@ -227,9 +242,9 @@ fn check_private(path: &Path, meta: &Metadata, kind: Kind) -> Result<(), LoadErr
     };
     let fix = match kind {
         Kind::Dir if meta.uid() == me => format!("make it private with `chmod 700 {shown}`"),
-        Kind::Dir => format!(
-            "remove it (`rm -r {shown}`) or choose another directory with `--cache-dir`"
-        ),
+        Kind::Dir => {
+            format!("remove it (`rm -r {shown}`) or choose another directory with `--cache-dir`")
+        }
         // Someone else may already have written it: only removing it is safe.
         Kind::File => format!("remove it (`rm {shown}`); corral compiles the component again"),
     };
@@ -257,8 +272,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         f.write_all(bytes)
             .and_then(|()| f.sync_all())
             .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming into {}", path.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing {}", dir.display()))

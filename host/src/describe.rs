@@ -104,11 +104,36 @@ impl Declared {
         let (bytes, entries) = ("bytes", "entries");
         let sizes = [
             ("name", bytes, limits.max_name_bytes, self.name.len()),
-            ("version", bytes, limits.max_version_bytes, self.version.len()),
-            ("description", bytes, limits.max_description_bytes, self.description.len()),
-            ("input schema", bytes, limits.max_schema_bytes, self.input_schema.len()),
-            ("output schema", bytes, limits.max_schema_bytes, self.output_schema.len()),
-            ("capability list", entries, limits.max_capabilities, self.capabilities.len()),
+            (
+                "version",
+                bytes,
+                limits.max_version_bytes,
+                self.version.len(),
+            ),
+            (
+                "description",
+                bytes,
+                limits.max_description_bytes,
+                self.description.len(),
+            ),
+            (
+                "input schema",
+                bytes,
+                limits.max_schema_bytes,
+                self.input_schema.len(),
+            ),
+            (
+                "output schema",
+                bytes,
+                limits.max_schema_bytes,
+                self.output_schema.len(),
+            ),
+            (
+                "capability list",
+                entries,
+                limits.max_capabilities,
+                self.capabilities.len(),
+            ),
         ];
         for (field, unit, limit, actual) in sizes {
             if actual > limit {

@@ -41,7 +41,8 @@ pub fn guest(s: &str) -> Cow<'_, str> {
 /// Control characters, and the Unicode controls that reorder text on
 /// screen (so `abc` can display as `cba`).
 fn needs_escape(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]

@@ -280,7 +280,10 @@ pub enum LoadError {
     /// a load: its budget is the load budget (`--load-fuel`, `--load-memory`,
     /// `--load-timeout`), not the call's.
     #[error("{}: `describe` failed: {}", path.display(), describe_failure(cause))]
-    Describe { path: PathBuf, cause: Box<CallError> },
+    Describe {
+        path: PathBuf,
+        cause: Box<CallError>,
+    },
     #[error(
         "{}: agent `{agent}`: the {field} its `describe` returns has {actual} {unit}, over the limit of {limit}; shrink it",
         path.display()

@@ -10,8 +10,8 @@ use wasmtime::component::{Component, Linker};
 
 use crate::agent::Agent;
 use crate::cache::{CacheStats, CompileCache};
-use crate::describe::{Declared, DescribeLimits};
 use crate::capture::LogRecord;
+use crate::describe::{Declared, DescribeLimits};
 use crate::error::{CallError, LoadError, PacketProblem};
 use crate::packet::{HandoffPacket, PACKET_VERSION, PacketLimits, check_depth};
 use crate::receipt::Receipt;
@@ -197,7 +197,11 @@ impl Runtime {
     }
 
     /// Links `component` once, for every later call.
-    fn link(&self, path: &Path, component: &Component) -> Result<wit::AgentPre<HostState>, LoadError> {
+    fn link(
+        &self,
+        path: &Path,
+        component: &Component,
+    ) -> Result<wit::AgentPre<HostState>, LoadError> {
         let instance_pre =
             self.linker
                 .instantiate_pre(component)
@@ -491,8 +495,8 @@ async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(LoadError::Cache(
-            anyhow::Error::from(e).context("the load was cancelled: the async runtime is shutting down"),
-        )),
+        Err(e) => Err(LoadError::Cache(anyhow::Error::from(e).context(
+            "the load was cancelled: the async runtime is shutting down",
+        ))),
     }
 }

@@ -84,7 +84,10 @@ impl sockets::network::Host for NoNetwork {
         error.downcast()
     }
 
-    fn network_error_code(&mut self, _: Resource<wasmtime::Error>) -> wasmtime::Result<Option<ErrorCode>> {
+    fn network_error_code(
+        &mut self,
+        _: Resource<wasmtime::Error>,
+    ) -> wasmtime::Result<Option<ErrorCode>> {
         Ok(None)
     }
 }
@@ -92,7 +95,9 @@ impl sockets::network::Host for NoNetwork {
 impl sockets::network::HostNetwork for NoNetwork {
     fn drop(&mut self, _: Resource<Network>) -> wasmtime::Result<()> {
         // Never called: the `network` interface is linked to wasmtime's.
-        Err(wasmtime::Error::msg("the network resource is not served here"))
+        Err(wasmtime::Error::msg(
+            "the network resource is not served here",
+        ))
     }
 }
 
@@ -108,10 +113,7 @@ impl tcp_create_socket::Host for NoNetwork {
 }
 
 impl udp_create_socket::Host for NoNetwork {
-    async fn create_udp_socket(
-        &mut self,
-        _: IpAddressFamily,
-    ) -> SocketResult<Resource<UdpSocket>> {
+    async fn create_udp_socket(&mut self, _: IpAddressFamily) -> SocketResult<Resource<UdpSocket>> {
         denied()
     }
 }
@@ -139,7 +141,9 @@ impl ip_name_lookup::HostResolveAddressStream for NoNetwork {
         &mut self,
         _: Resource<ResolveAddressStream>,
     ) -> wasmtime::Result<Resource<wasmtime_wasi::p2::DynPollable>> {
-        Err(wasmtime::Error::msg("name lookup is denied: there is no stream"))
+        Err(wasmtime::Error::msg(
+            "name lookup is denied: there is no stream",
+        ))
     }
 
     fn drop(&mut self, _: Resource<ResolveAddressStream>) -> wasmtime::Result<()> {

@@ -43,7 +43,10 @@ pub async fn run(rt: &Runtime, args: InspectArgs) -> Exit {
         println!("  capabilities none requested (the agent gets no grants)");
     } else {
         for c in &i.capabilities {
-            println!("  capability   {}", guest(&serde_json::to_string(c).unwrap()));
+            println!(
+                "  capability   {}",
+                guest(&serde_json::to_string(c).unwrap())
+            );
         }
         println!("               (only these are given, whatever else is granted)");
     }

@@ -224,8 +224,9 @@ fn describe_mode() -> String {
 /// A misbehaving `describe`, or `None` for the normal one.
 fn hostile_describe(mode: String) -> Option<AgentInfo> {
     let schema = |properties: usize| {
-        let props: serde_json::Map<String, Value> =
-            (0..properties).map(|i| (format!("p{i}"), json!({}))).collect();
+        let props: serde_json::Map<String, Value> = (0..properties)
+            .map(|i| (format!("p{i}"), json!({})))
+            .collect();
         json!({ "type": "object", "properties": props }).to_string()
     };
     let info = |name: &str, description: &str, input_schema: String| AgentInfo {
