@@ -67,7 +67,11 @@ async fn a_huge_output_is_refused_without_copying_it_into_the_host() {
             other => panic!("{bytes}: expected OutputTooLarge, got {other:?}"),
         }
         assert_eq!(out.receipt.bytes_out, bytes);
-        eprintln!("huge output of {} MiB: host grew {} KiB", bytes / MIB, growth >> 10);
+        eprintln!(
+            "huge output of {} MiB: host grew {} KiB",
+            bytes / MIB,
+            growth >> 10
+        );
         assert!(
             growth < 16 * MIB,
             "a {bytes}-byte output grew the host by {growth} bytes"
@@ -110,9 +114,8 @@ async fn log_floods_of_empty_records_keep_the_host_small() {
 
 /// The output text the fixture's `big_valid` and `big_array` build.
 fn lean_output(array: bool, n: usize) -> String {
-    let mut out =
-        r#"{"version":1,"run_id":"run-test","step_id":"step-test","payload":{"ok":true,"#
-            .to_owned();
+    let mut out = r#"{"version":1,"run_id":"run-test","step_id":"step-test","payload":{"ok":true,"#
+        .to_owned();
     if array {
         out.push_str(r#""nested":["#);
         while out.len() < n {
@@ -156,7 +159,11 @@ async fn checking_a_large_valid_output_costs_little_beyond_its_value() {
         let packet = out.result.unwrap_or_else(|e| panic!("{action}: {e}"));
         drop(packet);
         let size = out.receipt.bytes_out;
-        assert_eq!(size, text.len() as u64, "{action}: the test builds the same text");
+        assert_eq!(
+            size,
+            text.len() as u64,
+            "{action}: the test builds the same text"
+        );
         let guest = out.receipt.peak_memory_bytes;
         eprintln!(
             "{action}: output {} KiB, its Value {} KiB, guest {} KiB, host grew {} KiB",

@@ -224,6 +224,13 @@ async fn the_host_serves_the_next_call_after_every_hostile_one() {
         "sleep",
         "error",
         "wrong_step",
+        "bad_discriminant",
+        "oob_output",
+        "bad_utf8",
+        "log_bad_utf8",
+        "alloc_then_panic",
+        "empty_logs",
+        "wide_log",
     ] {
         let _ = hostile(action, &budget).await;
         let next = call(
@@ -455,7 +462,9 @@ async fn a_panic_after_a_handled_refusal_is_a_guest_trap_with_its_message() {
 /// bytes of JSON text (padded through `pad`).
 async fn hostile_sized(action: &str, size: usize) -> corral::CallOutcome {
     let mut payload = json!({ "action": action, "pad": "" });
-    let base = serde_json::to_string(&packet(payload.clone())).unwrap().len();
+    let base = serde_json::to_string(&packet(payload.clone()))
+        .unwrap()
+        .len();
     payload["pad"] = json!("p".repeat(size - base));
     let input = packet(payload);
     assert_eq!(serde_json::to_string(&input).unwrap().len(), size);
@@ -471,7 +480,10 @@ async fn malformed_results_and_arguments_are_abi_violations_that_say_why() {
         ("bad_discriminant", "discriminant"),
         ("oob_output", "outside guest memory"),
         ("bad_utf8", "not valid UTF-8"),
-        ("log_bad_utf8", "passed `log` a string that is not valid UTF-8"),
+        (
+            "log_bad_utf8",
+            "passed `log` a string that is not valid UTF-8",
+        ),
     ];
     let mut outcomes = Vec::new();
     for (action, why) in cases {
@@ -581,7 +593,10 @@ async fn calls_wait_for_a_free_instance_slot_within_their_deadline() {
             rt.call(&agent, &input, &budget(), &Grants::default()).await
         })
     };
-    let holders = [hold(rt.clone(), agent.clone()), hold(rt.clone(), agent.clone())];
+    let holders = [
+        hold(rt.clone(), agent.clone()),
+        hold(rt.clone(), agent.clone()),
+    ];
     while rt.idle_slots() > 0 {
         tokio::task::yield_now().await;
     }

@@ -119,7 +119,8 @@ impl Capture {
         if source == Source::Stderr {
             self.stderr_total += bytes.len() as u64;
             let keep = bytes.len().min(STDERR_TAIL);
-            self.stderr_tail.extend_from_slice(&bytes[bytes.len() - keep..]);
+            self.stderr_tail
+                .extend_from_slice(&bytes[bytes.len() - keep..]);
             let excess = self.stderr_tail.len().saturating_sub(STDERR_TAIL);
             self.stderr_tail.drain(..excess);
         }
@@ -335,7 +336,10 @@ mod tests {
 
         let mut c = Capture::new("t", u64::MAX);
         for _ in 0..MAX_LOG_RECORDS + 5 {
-            assert_eq!(c.reserve(log_record_cost(0, 0, 0)), c.records.len() < MAX_LOG_RECORDS);
+            assert_eq!(
+                c.reserve(log_record_cost(0, 0, 0)),
+                c.records.len() < MAX_LOG_RECORDS
+            );
             if c.records.len() < MAX_LOG_RECORDS {
                 c.keep(LogRecord {
                     source: Source::Log,

@@ -11,12 +11,12 @@
 
 use std::borrow::Cow;
 
-use wasmtime::{bail, format_err};
+use wasmtime::StoreContext;
 use wasmtime::ValRaw;
 use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding;
 use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext};
-use wasmtime::StoreContext;
 use wasmtime::component::{ComponentType, Lift, WasmStr};
+use wasmtime::{bail, format_err};
 
 use crate::wit::latest as wit;
 
@@ -58,7 +58,7 @@ impl Span {
             StringEncoding::CompactUtf16 if len & UTF16_TAG == 0 => (Some(len), 2),
             StringEncoding::CompactUtf16 => ((len ^ UTF16_TAG).checked_mul(2), 2),
         };
-        if ptr % align != 0 {
+        if !ptr.is_multiple_of(align) {
             bail!("string pointer {ptr:#x} is not aligned to {align}");
         }
         match bytes.and_then(|b| Some((b, ptr.checked_add(b)?))) {
@@ -175,7 +175,7 @@ impl LogFields {
             Some(end) if end <= memory.len() => {}
             _ => bail!("log fields at {ptr:#x} ({count} entries) lie outside guest memory"),
         }
-        if ptr % align != 0 {
+        if !ptr.is_multiple_of(align) {
             bail!("log fields pointer {ptr:#x} is not aligned to {align}");
         }
         let read = count.min(crate::capture::MAX_LOG_FIELDS + 1);
@@ -256,7 +256,9 @@ unsafe impl Lift for OutputText {
         bytes: &[u8],
     ) -> wasmtime::Result<Self> {
         let span = Span::from_memory(cx, bytes)?;
-        Self::lift(cx, span, |cx| String::linear_lift_from_memory(cx, ty, bytes))
+        Self::lift(cx, span, |cx| {
+            String::linear_lift_from_memory(cx, ty, bytes)
+        })
     }
 }
 
@@ -321,7 +323,9 @@ unsafe impl Lift for AgentMessage {
         bytes: &[u8],
     ) -> wasmtime::Result<Self> {
         let span = Span::from_memory(cx, bytes)?;
-        Self::lift(cx, span, |cx| String::linear_lift_from_memory(cx, ty, bytes))
+        Self::lift(cx, span, |cx| {
+            String::linear_lift_from_memory(cx, ty, bytes)
+        })
     }
 }
 

@@ -89,7 +89,11 @@ pub fn check_depth(value: &Value, max_depth: usize) -> Result<(), PacketProblem>
     };
     let too_deep = |frames: &[(Children<'_>, Option<Key<'_>>)], last: Option<Key<'_>>| {
         let mut pointer = String::new();
-        for key in frames.iter().filter_map(|(_, k)| k.as_ref()).chain(last.as_ref()) {
+        for key in frames
+            .iter()
+            .filter_map(|(_, k)| k.as_ref())
+            .chain(last.as_ref())
+        {
             pointer.push('/');
             pointer.push_str(&key.escaped());
         }

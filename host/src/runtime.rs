@@ -14,9 +14,9 @@ use crate::agent::{Agent, AgentInfo};
 use crate::cache::{CacheStats, CompileCache};
 use crate::capture::LogRecord;
 use crate::error::{CallError, LoadError, PacketProblem};
+use crate::lift::OutputText;
 use crate::packet::{HandoffPacket, PACKET_VERSION, PacketLimits, check_depth};
 use crate::receipt::Receipt;
-use crate::lift::OutputText;
 use crate::sandbox::{Export, HostState, Returned, Sandbox, Usage};
 use crate::schema::PayloadSchema;
 use crate::wit::latest as wit;
@@ -372,15 +372,12 @@ impl Runtime {
             max_depth: self.config.packet_limits.max_depth,
             schema: agent.info.output_schema.clone(),
         };
-        check
-            .run_until(out, deadline)
-            .await
-            .unwrap_or_else(|| {
-                Err(CallError::DeadlineExceeded {
-                    agent: agent.name().into(),
-                    limit: budget.timeout,
-                })
+        check.run_until(out, deadline).await.unwrap_or_else(|| {
+            Err(CallError::DeadlineExceeded {
+                agent: agent.name().into(),
+                limit: budget.timeout,
             })
+        })
     }
 }
 

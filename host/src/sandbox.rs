@@ -59,7 +59,9 @@ pub(crate) fn add_host_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Re
         |mut store: StoreContextMut<'_, HostState>, (percent, note): (u8, GuestStr)| {
             let note = if note.bytes <= MAX_PROGRESS_NOTE {
                 let text = note.read(&store).map_err(|e| {
-                    wasmtime::format_err!("the agent passed `progress` a note that is not valid UTF-8 ({e})")
+                    wasmtime::format_err!(
+                        "the agent passed `progress` a note that is not valid UTF-8 ({e})"
+                    )
                 })?;
                 text.into_owned()
             } else {
@@ -255,8 +257,7 @@ impl Sandbox<'_> {
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
         // The pool has a fixed number of slots; waiting here for one is
         // never the agent's fault, and is bounded by the call's deadline.
-        let permit = match tokio::time::timeout_at(tokio_deadline, self.admission.acquire()).await
-        {
+        let permit = match tokio::time::timeout_at(tokio_deadline, self.admission.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_closed)) => unreachable!("the admission semaphore is never closed"),
             Err(_elapsed) => {
@@ -526,5 +527,5 @@ fn run_func<'p>(
     let run = instance
         .get_export_index(&mut *store, Some(&guest), "run")
         .ok_or_else(missing)?;
-    instance.get_typed_func(&mut *store, &run)
+    instance.get_typed_func(&mut *store, run)
 }

@@ -365,7 +365,11 @@ unsafe extern "C" fn export_realloc(
         let ptr = if old_len == 0 {
             alloc(Layout::from_size_align_unchecked(new_len, align))
         } else {
-            realloc(old, Layout::from_size_align_unchecked(old_len, align), new_len)
+            realloc(
+                old,
+                Layout::from_size_align_unchecked(old_len, align),
+                new_len,
+            )
         };
         if ptr.is_null() {
             handle_alloc_error(Layout::from_size_align_unchecked(new_len, align));
