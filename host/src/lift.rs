@@ -178,7 +178,7 @@ impl LogFields {
         if !ptr.is_multiple_of(align) {
             bail!("log fields pointer {ptr:#x} is not aligned to {align}");
         }
-        let read = count.min(crate::capture::MAX_LOG_FIELDS + 1);
+        let read = count.min(crate::capture::MAX_LOG_FIELDS);
         let mut first = Vec::with_capacity(read);
         for i in 0..read {
             let bytes = &memory[ptr + i * size..][..size];
