@@ -224,6 +224,13 @@ async fn the_host_serves_the_next_call_after_every_hostile_one() {
         "sleep",
         "error",
         "wrong_step",
+        "bad_discriminant",
+        "oob_output",
+        "bad_utf8",
+        "log_bad_utf8",
+        "alloc_then_panic",
+        "empty_logs",
+        "wide_log",
     ] {
         let _ = hostile(action, &budget).await;
         let next = call(
@@ -473,7 +480,10 @@ async fn malformed_results_and_arguments_are_abi_violations_that_say_why() {
         ("bad_discriminant", "discriminant"),
         ("oob_output", "outside guest memory"),
         ("bad_utf8", "not valid UTF-8"),
-        ("log_bad_utf8", "utf-8"),
+        (
+            "log_bad_utf8",
+            "passed `log` a string that is not valid UTF-8",
+        ),
     ];
     let mut outcomes = Vec::new();
     for (action, why) in cases {
@@ -607,31 +617,5 @@ async fn calls_wait_for_a_free_instance_slot_within_their_deadline() {
     assert_eq!(out.receipt.fuel_used, 0, "the call never ran");
     for h in holders {
         assert!(h.await.unwrap().result.is_ok());
-    }
-}
-
-#[tokio::test]
-async fn checking_the_output_counts_against_the_deadline() {
-    // The guest answers just before its deadline with an output whose check
-    // takes longer than the time left.
-    let budget = Budget {
-        timeout: Duration::from_secs(3),
-        max_output_bytes: 64 << 20,
-        ..budget()
-    };
-    let out = call(
-        agents::HOSTILE,
-        json!({"action": "big_valid", "ms": 2900, "bytes": 48 << 20}),
-        &budget,
-    )
-    .await;
-    match out.result {
-        Err(CallError::DeadlineExceeded { limit, .. }) => {
-            assert_eq!(limit, Duration::from_secs(3))
-        }
-        other => panic!(
-            "expected DeadlineExceeded, got {:?}",
-            other.map(|_| "a packet")
-        ),
     }
 }

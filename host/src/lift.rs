@@ -58,7 +58,7 @@ impl Span {
             StringEncoding::CompactUtf16 if len & UTF16_TAG == 0 => (Some(len), 2),
             StringEncoding::CompactUtf16 => ((len ^ UTF16_TAG).checked_mul(2), 2),
         };
-        if ptr % align != 0 {
+        if !ptr.is_multiple_of(align) {
             bail!("string pointer {ptr:#x} is not aligned to {align}");
         }
         match bytes.and_then(|b| Some((b, ptr.checked_add(b)?))) {
@@ -175,10 +175,10 @@ impl LogFields {
             Some(end) if end <= memory.len() => {}
             _ => bail!("log fields at {ptr:#x} ({count} entries) lie outside guest memory"),
         }
-        if ptr % align != 0 {
+        if !ptr.is_multiple_of(align) {
             bail!("log fields pointer {ptr:#x} is not aligned to {align}");
         }
-        let read = count.min(crate::capture::MAX_LOG_FIELDS + 1);
+        let read = count.min(crate::capture::MAX_LOG_FIELDS);
         let mut first = Vec::with_capacity(read);
         for i in 0..read {
             let bytes = &memory[ptr + i * size..][..size];

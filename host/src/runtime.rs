@@ -443,28 +443,12 @@ impl Runtime {
             max_depth: self.config.packet_limits.max_depth,
             schema: agent.info.output_schema.clone(),
         };
-        let deadline_exceeded = || CallError::DeadlineExceeded {
-            agent: agent.name().into(),
-            limit: budget.timeout,
-        };
-        let result = if out.len() <= INLINE_CHECK_BYTES {
-            check.run(out)
-        } else {
-            let task = tokio::task::spawn_blocking(move || check.run(out));
-            let until = tokio::time::Instant::from_std(deadline);
-            match tokio::time::timeout_at(until, task).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(join)) => Err(CallError::Host {
-                    agent: agent.name().into(),
-                    message: format!("the output check failed: {join}"),
-                }),
-                Err(_elapsed) => return Err(deadline_exceeded()),
-            }
-        };
-        if Instant::now() > deadline {
-            return Err(deadline_exceeded());
-        }
-        result
+        check.run_until(out, deadline).await.unwrap_or_else(|| {
+            Err(CallError::DeadlineExceeded {
+                agent: agent.name().into(),
+                limit: budget.timeout,
+            })
+        })
     }
 }
 
@@ -481,6 +465,31 @@ struct OutputCheck {
 }
 
 impl OutputCheck {
+    /// Checks `out`, on a blocking thread when it is large; `None` when the
+    /// deadline passes first.
+    async fn run_until(
+        self,
+        out: String,
+        deadline: Instant,
+    ) -> Option<Result<HandoffPacket, CallError>> {
+        let agent = self.agent.clone();
+        let result = if out.len() <= INLINE_CHECK_BYTES {
+            self.run(out)
+        } else {
+            let task = tokio::task::spawn_blocking(move || self.run(out));
+            let until = tokio::time::Instant::from_std(deadline);
+            match tokio::time::timeout_at(until, task).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(join)) => Err(CallError::Host {
+                    agent,
+                    message: format!("the output check failed: {join}"),
+                }),
+                Err(_elapsed) => return None,
+            }
+        };
+        (Instant::now() <= deadline).then_some(result)
+    }
+
     fn run(&self, out: String) -> Result<HandoffPacket, CallError> {
         let invalid = |problem| CallError::InvalidOutput {
             agent: self.agent.clone(),
@@ -573,5 +582,42 @@ async fn blocking<T: Send + 'static>(
         Err(e) => Err(LoadError::Cache(anyhow::Error::from(e).context(
             "the load was cancelled: the async runtime is shutting down",
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn check() -> OutputCheck {
+        OutputCheck {
+            agent: "a".into(),
+            run_id: "r".into(),
+            step_id: "s".into(),
+            max_depth: 64,
+            schema: Arc::new(PayloadSchema::compile(json!({})).unwrap()),
+        }
+    }
+
+    fn output(filler: usize) -> String {
+        let packet = HandoffPacket::new("r", "s", json!({ "filler": "x".repeat(filler) }));
+        serde_json::to_string(&packet).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_output_check_ends_at_the_deadline() {
+        // Large (checked on a blocking thread) and small (inline) outputs.
+        for size in [4 << 20, 100] {
+            let far = Instant::now() + Duration::from_secs(600);
+            let result = check().run_until(output(size), far).await;
+            assert!(matches!(result, Some(Ok(_))), "{size}");
+            let past = Instant::now();
+            let result = check().run_until(output(size), past).await;
+            assert!(result.is_none(), "{size}: checked after its deadline");
+        }
     }
 }

@@ -1,6 +1,5 @@
 //! One sandboxed call: a slot from the admission limit, a fresh store under the budget, the export invoked, and every failure classified.
 
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,7 +58,12 @@ pub(crate) fn add_host_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Re
         "progress",
         |mut store: StoreContextMut<'_, HostState>, (percent, note): (u8, GuestStr)| {
             let note = if note.bytes <= MAX_PROGRESS_NOTE {
-                note.read(&store)?.into_owned()
+                let text = note.read(&store).map_err(|e| {
+                    wasmtime::format_err!(
+                        "the agent passed `progress` a note that is not valid UTF-8 ({e})"
+                    )
+                })?;
+                text.into_owned()
             } else {
                 format!("({} bytes, not shown)", note.bytes)
             };
@@ -91,7 +95,12 @@ fn log(
     if !capture.reserve(cost) {
         return Ok(());
     }
-    let read = |s: &GuestStr| s.read(store.as_context()).map(Cow::into_owned);
+    let read = |s: &GuestStr| {
+        let text = s.read(store.as_context()).map_err(|e| {
+            wasmtime::format_err!("the agent passed `log` a string that is not valid UTF-8 ({e})")
+        })?;
+        Ok::<_, wasmtime::Error>(text.into_owned())
+    };
     let record = LogRecord {
         source: Source::Log,
         level: Capture::level_name(level).into(),
@@ -413,7 +422,7 @@ impl Sandbox<'_> {
             (None, None) if phase == Phase::Call => {
                 return CallError::AbiViolation {
                     agent,
-                    reason: format!("{err:#}"),
+                    reason: without_backtrace(&err),
                 };
             }
             // Before it: a host-side failure (an instantiation error).
@@ -430,6 +439,18 @@ impl Sandbox<'_> {
             message: f.capture.panic_message(),
         }
     }
+}
+
+/// The error's chain of causes without the wasm backtrace wasmtime attaches
+/// to errors raised in host calls: the reason is what the reader needs.
+fn without_backtrace(err: &wasmtime::Error) -> String {
+    let outer_backtrace = err.downcast_ref::<wasmtime::WasmBacktrace>().is_some();
+    let causes: Vec<String> = err
+        .chain()
+        .skip(usize::from(outer_backtrace))
+        .map(|e| e.to_string())
+        .collect();
+    causes.join(": ")
 }
 
 /// What the classifier knows about a failed call besides the error.
@@ -507,5 +528,5 @@ fn run_func<'p>(
     let run = instance
         .get_export_index(&mut *store, Some(&guest), "run")
         .ok_or_else(missing)?;
-    instance.get_typed_func(&mut *store, &run)
+    instance.get_typed_func(&mut *store, run)
 }

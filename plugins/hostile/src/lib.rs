@@ -417,8 +417,6 @@ mod network {
     }
 }
 
-export!(Hostile);
-
 // The exports are written by hand instead of with `export!`, so that `run`
 // can return what the canonical ABI forbids and `cabi_export_realloc` can
 // misbehave. Everything else goes through wit-bindgen's glue.
