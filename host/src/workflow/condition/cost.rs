@@ -243,7 +243,10 @@ fn weave_call(c: &CallExpr, accus: &mut Vec<String>, next_id: &mut u64) -> Expr 
     let mut read = |a: &IdedExpr| {
         let woven = weave(a, accus, next_id);
         match wrapper {
-            Some(w) if !is_accu(a, accus) => call(w, vec![woven], next_id),
+            // A literal's size is known and small: its node pays for it.
+            Some(w) if !is_accu(a, accus) && !matches!(a.expr, Expr::Literal(_)) => {
+                call(w, vec![woven], next_id)
+            }
             _ => woven,
         }
     };

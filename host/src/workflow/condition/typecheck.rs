@@ -331,9 +331,11 @@ impl<'c, 'a> Checker<'c, 'a> {
                 self.member(of, &Key::Str(s.field.clone()))
             }
             Expr::Call(c) => {
-                let target = c.target.as_ref().map(|t| self.infer(t));
+                if let Some(t) = &c.target {
+                    self.infer(t);
+                }
                 let args: Vec<Ty<'a>> = c.args.iter().map(|a| self.infer(a)).collect();
-                self.call(&c.func_name, target, args, &c.args)
+                self.call(&c.func_name, args, &c.args)
             }
             Expr::Comprehension(c) => {
                 let range = self.infer(&c.iter_range);
@@ -364,13 +366,7 @@ impl<'c, 'a> Checker<'c, 'a> {
         }
     }
 
-    fn call(
-        &mut self,
-        name: &str,
-        _target: Option<Ty<'a>>,
-        args: Vec<Ty<'a>>,
-        exprs: &[IdedExpr],
-    ) -> Ty<'a> {
+    fn call(&mut self, name: &str, args: Vec<Ty<'a>>, exprs: &[IdedExpr]) -> Ty<'a> {
         let op = operator(name);
         match (name, args.as_slice()) {
             (operators::INDEX, [of, _]) => match key_of(&exprs[1]) {
@@ -386,43 +382,19 @@ impl<'c, 'a> Checker<'c, 'a> {
                 | operators::GREATER_EQUALS,
                 [a, b],
             ) => {
-                if let (Some(ka), Some(kb)) = (a.kinds(), b.kinds())
-                    && !ka.is_empty()
-                    && !kb.is_empty()
-                    && ka.is_disjoint(&kb)
-                {
-                    self.report(format!(
-                        "{} is {} but {} is {}; `{op}` needs the same type on both sides",
-                        side(&exprs[0]),
-                        a.describe(),
-                        side(&exprs[1]),
-                        b.describe()
-                    ));
-                }
+                self.same_type(op, (a, &exprs[0]), (b, &exprs[1]));
                 Ty::of("boolean")
             }
+            // `all` and `exists` fold their predicate into an accumulator
+            // with `&&` and `||`: it is checked here too.
             (operators::LOGICAL_AND | operators::LOGICAL_OR | operators::LOGICAL_NOT, _) => {
                 for (t, e) in args.iter().zip(exprs) {
-                    // `all` and `exists` fold into an accumulator; its
-                    // operand is the predicate, checked here too.
-                    if !t.is_boolean_or_unknown() {
-                        self.report(format!(
-                            "{} gives {}, not true or false; `{op}` needs booleans",
-                            side(e),
-                            t.describe()
-                        ));
-                    }
+                    self.boolean(t, e, &format!("`{op}` needs booleans"));
                 }
                 Ty::of("boolean")
             }
             (operators::CONDITIONAL, [cond, a, b]) => {
-                if !cond.is_boolean_or_unknown() {
-                    self.report(format!(
-                        "{} gives {}, not true or false; the condition of `?:` needs a boolean",
-                        side(&exprs[0]),
-                        cond.describe()
-                    ));
-                }
+                self.boolean(cond, &exprs[0], "the condition of `?:` needs a boolean");
                 union(a, b)
             }
             (operators::IN, [_, container]) => {
@@ -449,9 +421,41 @@ impl<'c, 'a> Checker<'c, 'a> {
             ("size" | "int" | "uint", _) => Ty::of("integer"),
             ("double", _) => Ty::of("number"),
             ("string", _) => Ty::of("string"),
-            ("bool", _) => Ty::of("boolean"),
-            ("contains" | "startsWith" | "endsWith" | "matches", _) => Ty::of("boolean"),
+            ("bool" | "contains" | "startsWith" | "endsWith" | "matches", _) => Ty::of("boolean"),
             _ => Ty::unknown(),
+        }
+    }
+
+    /// Reports a comparison of two known types that never match.
+    fn same_type(
+        &mut self,
+        op: &str,
+        (a, ea): (&Ty<'a>, &IdedExpr),
+        (b, eb): (&Ty<'a>, &IdedExpr),
+    ) {
+        if let (Some(ka), Some(kb)) = (a.kinds(), b.kinds())
+            && !ka.is_empty()
+            && !kb.is_empty()
+            && ka.is_disjoint(&kb)
+        {
+            self.report(format!(
+                "{} is {} but {} is {}; `{op}` needs the same type on both sides",
+                side(ea),
+                a.describe(),
+                side(eb),
+                b.describe()
+            ));
+        }
+    }
+
+    /// Reports an operand known not to be a boolean.
+    fn boolean(&mut self, t: &Ty<'a>, e: &IdedExpr, why: &str) {
+        if !t.is_boolean_or_unknown() {
+            self.report(format!(
+                "{} gives {}, not true or false; {why}",
+                side(e),
+                t.describe()
+            ));
         }
     }
 }
