@@ -53,7 +53,6 @@ impl PayloadSchema {
     }
 }
 
-
 /// Nesting a schema may have: objects and arrays, and `$ref` hops, together.
 pub const MAX_SCHEMA_DEPTH: usize = 128;
 /// Subschemas a schema may have with every `$ref` expanded (a `$ref` back
@@ -218,7 +217,8 @@ mod tests {
             json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"anyOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"}),
             json!({"type": "object", "properties": {"next": {"$ref": "#"}, "v": {"type": "integer"}}}),
         ] {
-            let s = PayloadSchema::compile(schema.clone()).unwrap_or_else(|e| panic!("{schema}: {e}"));
+            let s =
+                PayloadSchema::compile(schema.clone()).unwrap_or_else(|e| panic!("{schema}: {e}"));
             let _ = s.check(&json!({"next": {"next": {"v": "x"}}, "v": 1}));
             let _ = s.check(&json!(1));
         }
@@ -252,17 +252,29 @@ mod tests {
     #[test]
     fn references_the_host_cannot_follow_are_refused() {
         for (schema, says) in [
-            (json!({"$ref": "#A", "$defs": {"a": {"$anchor": "A"}}}), "not a JSON Pointer"),
+            (
+                json!({"$ref": "#A", "$defs": {"a": {"$anchor": "A"}}}),
+                "not a JSON Pointer",
+            ),
             (json!({"$ref": "other.json"}), "not a JSON Pointer"),
             (json!({"$ref": "#/$defs/missing"}), "not a JSON Pointer"),
-            (json!({"$dynamicRef": "#meta"}), "`$dynamicRef` is not supported"),
-            (json!({"properties": {"a": {"$id": "http://x/", "$ref": "#/b"}}}), "`$id` is only supported"),
+            (
+                json!({"$dynamicRef": "#meta"}),
+                "`$dynamicRef` is not supported",
+            ),
+            (
+                json!({"properties": {"a": {"$id": "http://x/", "$ref": "#/b"}}}),
+                "`$id` is only supported",
+            ),
         ] {
             let e = refused(schema);
             assert!(e.contains(says), "{e}");
         }
         // Data that looks like a reference is data.
-        assert!(bounded(&json!({"const": {"$ref": "#A"}, "properties": {"$ref": {"type": "string"}}})).is_ok());
+        assert!(
+            bounded(&json!({"const": {"$ref": "#A"}, "properties": {"$ref": {"type": "string"}}}))
+                .is_ok()
+        );
     }
 
     /// How deep `jsonschema` can go before it overflows (run by hand:
@@ -272,7 +284,10 @@ mod tests {
     fn probe() {
         for levels in [100usize, 200, 400, 800, 1600, 3200, 10_000] {
             for (name, wrap) in [
-                ("properties", (|v| obj("properties", obj("a", v))) as fn(Value) -> Value),
+                (
+                    "properties",
+                    (|v| obj("properties", obj("a", v))) as fn(Value) -> Value,
+                ),
                 ("not", |v| obj("not", v)),
                 ("anyOf", |v| obj("anyOf", Value::Array(vec![v]))),
             ] {

@@ -51,7 +51,10 @@ impl Walk {
     /// Enters `node`, or `false` when the walk must treat it as opaque.
     fn enter(&mut self, node: &Value) -> bool {
         let ptr = node as *const Value;
-        if self.open.len() >= MAX_WALK_DEPTH || self.seen >= MAX_WALK_NODES || self.open.contains(&ptr) {
+        if self.open.len() >= MAX_WALK_DEPTH
+            || self.seen >= MAX_WALK_NODES
+            || self.open.contains(&ptr)
+        {
             return false;
         }
         self.seen += 1;
@@ -399,7 +402,10 @@ mod tests {
         let mut defs = serde_json::Map::new();
         for i in 0..40 {
             let next = format!("#/$defs/d{}", i + 1);
-            defs.insert(format!("d{i}"), json!({"anyOf": [{"$ref": next}, {"$ref": next}]}));
+            defs.insert(
+                format!("d{i}"),
+                json!({"anyOf": [{"$ref": next}, {"$ref": next}]}),
+            );
         }
         defs.insert("d40".into(), json!({"type": "string"}));
         let exponential = json!({"$defs": defs, "$ref": "#/$defs/d0"});

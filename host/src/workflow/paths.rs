@@ -124,7 +124,12 @@ mod tests {
         let only = Confinement::new(&wf, &[]);
         assert!(only.resolve(Path::new("agents/a.wasm")).is_ok());
         assert!(only.resolve(Path::new("./x/../a.wasm")).is_ok());
-        for bad in ["../secret/key", "../../../../etc/passwd", "/etc/passwd", "x/../../lib/a.wasm"] {
+        for bad in [
+            "../secret/key",
+            "../../../../etc/passwd",
+            "/etc/passwd",
+            "x/../../lib/a.wasm",
+        ] {
             let e = only.resolve(Path::new(bad)).unwrap_err();
             assert!(e.contains("outside the workflow's directory"), "{bad}: {e}");
             assert!(e.contains("--allow-path"), "{e}");

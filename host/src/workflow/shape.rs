@@ -73,14 +73,12 @@ pub fn check(text: &str, max_depth: usize) -> Result<(), Refusal> {
         };
         if anchor != 0 {
             return refuse(
-                "anchors (`&name`) are not supported in workflow files; write the value out"
-                    .into(),
+                "anchors (`&name`) are not supported in workflow files; write the value out".into(),
             );
         }
         if tagged {
             return refuse(
-                "tags (`!name`) are not supported in workflow files; quote a string instead"
-                    .into(),
+                "tags (`!name`) are not supported in workflow files; quote a string instead".into(),
             );
         }
     }
@@ -128,7 +126,9 @@ mod tests {
         // Block sequences nest two bytes a level; block mappings by indentation.
         let text = format!("x:\n{}1\n", "- ".repeat(100_000));
         assert!(refused(&text).message.contains("more than 64"));
-        let text: String = (0..1_000).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+        let text: String = (0..1_000)
+            .map(|i| format!("{}k:\n", " ".repeat(i)))
+            .collect();
         assert_eq!(refused(&text).line, 65);
     }
 

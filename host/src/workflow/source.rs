@@ -127,13 +127,8 @@ fn too_large(path: &Path, size: u64) -> Vec<Diagnostic> {
 /// Reads and parses `path` (YAML; strict JSON when the name ends in `.json`).
 /// A file over [`MAX_FILE_BYTES`] is refused before it is read whole.
 pub fn load(path: &Path) -> Result<WorkflowSource, Vec<Diagnostic>> {
-    let cannot = |e: std::io::Error| {
-        file_diag(
-            path,
-            None,
-            format!("cannot read the workflow file: {e}"),
-        )
-    };
+    let cannot =
+        |e: std::io::Error| file_diag(path, None, format!("cannot read the workflow file: {e}"));
     let file = std::fs::File::open(path).map_err(cannot)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
@@ -175,11 +170,17 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkflowSource, Vec<Diagnostic>>
     if text.len() as u64 > MAX_FILE_BYTES {
         return Err(too_large(path, text.len() as u64));
     }
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
         // serde_json bounds its own recursion; JSON is then read as the
         // YAML it also is, for the line map and field paths.
         // Into a `Value` (not `IgnoredAny`): only that path names a trailing comma.
-        guarded(path, || serde_json::from_str::<serde_json::Value>(text).map(drop))?.map_err(|e| {
+        guarded(path, || {
+            serde_json::from_str::<serde_json::Value>(text).map(drop)
+        })?
+        .map_err(|e| {
             let message = e.to_string();
             let message = message.split(" at line ").next().unwrap_or(&message);
             file_diag(
@@ -202,8 +203,8 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkflowSource, Vec<Diagnostic>>
 
     // The version first: a file for another version gets that message, not
     // a cascade of field errors.
-    let loose: serde_yaml_ng::Value = guarded(path, || serde_yaml_ng::from_str(text))?
-        .map_err(|e| {
+    let loose: serde_yaml_ng::Value =
+        guarded(path, || serde_yaml_ng::from_str(text))?.map_err(|e| {
             let line = e.location().map(|l| l.line());
             fail(&map, line, "(file)", format!("not valid YAML: {e}"))
         })?;
@@ -266,9 +267,9 @@ fn line_map(path: &Path, text: &str) -> Result<SourceMap, Vec<Diagnostic>> {
         map.index(String::new(), &node);
     }
     let strict = LoaderOptions::default().error_on_duplicate_keys(true);
-    if let Err(LoadError::DuplicateKey(dup)) =
-        guarded(path, || marked_yaml::parse_yaml_with_options(0, text, strict))?
-    {
+    if let Err(LoadError::DuplicateKey(dup)) = guarded(path, || {
+        marked_yaml::parse_yaml_with_options(0, text, strict)
+    })? {
         let line = |n: &marked_yaml::types::MarkedScalarNode| n.span().start().map(|m| m.line());
         let (first, again) = (line(&dup.prev_key), line(&dup.key));
         let key = dup.key.as_str();
@@ -348,24 +349,98 @@ mod tests {
     fn several_shaped_forms_name_the_field_its_line_and_the_forms() {
         let head = "version: 1\nname: t\nagents:\n  a:\n    component: a.wasm\nsteps:\n  - id: s\n    agent: a\n";
         let cases = [
-            ("    budget:\n      fuel: 10X\n", "steps[0].budget.fuel", 10, "5_000_000 or 5M"),
-            ("    budget:\n      fuel: -5\n", "steps[0].budget.fuel", 10, "is negative"),
-            ("    budget:\n      memory: 12parsecs\n", "steps[0].budget.memory", 10, "64MiB"),
-            ("    budget:\n      memory: -5\n", "steps[0].budget.memory", 10, "64MiB"),
-            ("    budget:\n      timeout: 5\n", "steps[0].budget.timeout", 10, "has no unit"),
-            ("    budget:\n      timeout: 10X\n", "steps[0].budget.timeout", 10, "250ms, 10s"),
-            ("    budget:\n      timeout: 99999999999999999999h\n", "steps[0].budget.timeout", 10, "250ms, 10s"),
-            ("    join: some\n", "steps[0].join", 9, "`all`, `any` or `{at_least: N}`"),
-            ("    join: {at_most: 2}\n", "steps[0].join", 9, "unknown field `at_most`"),
-            ("    join: {at_least: -1}\n", "steps[0].join.at_least", 9, "-1"),
-            ("    join: 5\n", "steps[0].join", 9, "`all`, `any` or `{at_least: N}`"),
-            ("    cache: maybe\n", "steps[0].cache", 9, "`true`, `false` or `{ttl: <duration>}`"),
-            ("    cache: {ttl: 5}\n", "steps[0].cache.ttl", 9, "has no unit"),
-            ("    cache: {tll: 1h}\n", "steps[0].cache", 9, "unknown field `tll`"),
+            (
+                "    budget:\n      fuel: 10X\n",
+                "steps[0].budget.fuel",
+                10,
+                "5_000_000 or 5M",
+            ),
+            (
+                "    budget:\n      fuel: -5\n",
+                "steps[0].budget.fuel",
+                10,
+                "is negative",
+            ),
+            (
+                "    budget:\n      memory: 12parsecs\n",
+                "steps[0].budget.memory",
+                10,
+                "64MiB",
+            ),
+            (
+                "    budget:\n      memory: -5\n",
+                "steps[0].budget.memory",
+                10,
+                "64MiB",
+            ),
+            (
+                "    budget:\n      timeout: 5\n",
+                "steps[0].budget.timeout",
+                10,
+                "has no unit",
+            ),
+            (
+                "    budget:\n      timeout: 10X\n",
+                "steps[0].budget.timeout",
+                10,
+                "250ms, 10s",
+            ),
+            (
+                "    budget:\n      timeout: 99999999999999999999h\n",
+                "steps[0].budget.timeout",
+                10,
+                "250ms, 10s",
+            ),
+            (
+                "    join: some\n",
+                "steps[0].join",
+                9,
+                "`all`, `any` or `{at_least: N}`",
+            ),
+            (
+                "    join: {at_most: 2}\n",
+                "steps[0].join",
+                9,
+                "unknown field `at_most`",
+            ),
+            (
+                "    join: {at_least: -1}\n",
+                "steps[0].join.at_least",
+                9,
+                "-1",
+            ),
+            (
+                "    join: 5\n",
+                "steps[0].join",
+                9,
+                "`all`, `any` or `{at_least: N}`",
+            ),
+            (
+                "    cache: maybe\n",
+                "steps[0].cache",
+                9,
+                "`true`, `false` or `{ttl: <duration>}`",
+            ),
+            (
+                "    cache: {ttl: 5}\n",
+                "steps[0].cache.ttl",
+                9,
+                "has no unit",
+            ),
+            (
+                "    cache: {tll: 1h}\n",
+                "steps[0].cache",
+                9,
+                "unknown field `tll`",
+            ),
         ];
         for (tail, field, line, says) in cases {
             let d = one("w.yaml", &format!("{head}{tail}"));
-            assert_eq!((d.field.as_str(), d.line), (field, Some(line)), "{tail}: {d}");
+            assert_eq!(
+                (d.field.as_str(), d.line),
+                (field, Some(line)),
+                "{tail}: {d}"
+            );
             assert!(d.message.contains(says), "{tail}: {d}");
             assert!(!d.message.contains("untagged"), "{d}");
         }
@@ -380,8 +455,11 @@ mod tests {
         let d = one("w.yaml", &format!("{OK}name: again\n"));
         assert_eq!((d.field.as_str(), d.line), ("name", Some(9)), "{d}");
         // JSON too: serde_json would keep the last one silently.
-        let d = one("w.json", r#"{"version": 1, "name": "a",
-            "name": "b"}"#);
+        let d = one(
+            "w.json",
+            r#"{"version": 1, "name": "a",
+            "name": "b"}"#,
+        );
         assert_eq!(d.line, Some(2), "{d}");
     }
 
@@ -407,20 +485,29 @@ mod tests {
         let d = one("w.yaml", &deep);
         assert_eq!(d.line, Some(10), "{d}");
         assert!(d.message.contains("more than 64"), "{d}");
-        let d = one("w.json", &format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)));
+        let d = one(
+            "w.json",
+            &format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+        );
         assert_eq!(d.line, Some(1), "{d}");
     }
 
     #[test]
     fn oversized_files_are_refused_before_parsing() {
-        let big = format!("{OK}description: \"{}\"\n", "x".repeat(MAX_FILE_BYTES as usize));
+        let big = format!(
+            "{OK}description: \"{}\"\n",
+            "x".repeat(MAX_FILE_BYTES as usize)
+        );
         let d = one("w.yaml", &big);
         assert!(d.message.contains("at most 1048576 bytes"), "{d}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("big.yaml");
         std::fs::write(&file, &big).unwrap();
         let err = load(&file).unwrap_err();
-        assert!(err[0].message.contains(&format!("is {} bytes", big.len())), "{err:?}");
+        assert!(
+            err[0].message.contains(&format!("is {} bytes", big.len())),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -433,7 +520,10 @@ mod tests {
         assert!(parse(Path::new("w.yaml"), text).is_ok());
         let compact = r#"{"version":1,"name":"t","agents":{"a":{"component":"a.wasm"}},"steps":[{"id":"s","agent":"a"}]}"#;
         assert!(parse(Path::new("w.json"), compact).is_ok());
-        let d = one("w.json", &text.replace(",]", "]").replace("\"agent\"", "\"agnet\""));
+        let d = one(
+            "w.json",
+            &text.replace(",]", "]").replace("\"agent\"", "\"agnet\""),
+        );
         assert_eq!((d.field.as_str(), d.line), ("steps[0]", Some(5)), "{d}");
     }
 
@@ -447,9 +537,27 @@ mod tests {
     #[test]
     fn odd_text_gets_a_diagnostic_not_a_panic() {
         for text in [
-            "", "\0", "[", "]", "{", "}", ":", "- -", "? ? ?", "&a", "*a", "!x", "%YAML 1.2\n---\n",
-            "---\n...\n---", "version: 1\nsteps: [", "\t\tversion: 1", "'", "\"", "|\n  x",
-            "version: 1\nname: [1, 2]\nagents: 5\nsteps: {}\n", "\u{feff}version: 1",
+            "",
+            "\0",
+            "[",
+            "]",
+            "{",
+            "}",
+            ":",
+            "- -",
+            "? ? ?",
+            "&a",
+            "*a",
+            "!x",
+            "%YAML 1.2\n---\n",
+            "---\n...\n---",
+            "version: 1\nsteps: [",
+            "\t\tversion: 1",
+            "'",
+            "\"",
+            "|\n  x",
+            "version: 1\nname: [1, 2]\nagents: 5\nsteps: {}\n",
+            "\u{feff}version: 1",
         ] {
             for name in ["w.yaml", "w.json"] {
                 let _ = parse(Path::new(name), text);

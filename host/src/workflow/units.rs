@@ -169,15 +169,11 @@ impl Visitor<'_> for DurVisitor {
     }
 
     fn visit_u64<E: Error>(self, n: u64) -> Result<Dur, E> {
-        Err(E::custom(format!(
-            "`{n}` has no unit; {DUR_FORMS}"
-        )))
+        Err(E::custom(format!("`{n}` has no unit; {DUR_FORMS}")))
     }
 
     fn visit_i64<E: Error>(self, n: i64) -> Result<Dur, E> {
-        Err(E::custom(format!(
-            "`{n}` is not a duration: {DUR_FORMS}"
-        )))
+        Err(E::custom(format!("`{n}` is not a duration: {DUR_FORMS}")))
     }
 
     fn visit_f64<E: Error>(self, n: f64) -> Result<Dur, E> {

@@ -496,8 +496,7 @@ impl Validator<'_> {
                 "`max_concurrency` and `max_items` only apply with `for_each`".to_owned(),
             );
         }
-        if s
-            .max_concurrency
+        if s.max_concurrency
             .is_some_and(|n| n == 0 || n > MAX_CONCURRENCY)
         {
             self.err(
@@ -532,7 +531,10 @@ impl Validator<'_> {
                         format!("must be between 0 and {MAX_JITTER}"),
                     );
                 }
-                for (name, d) in [("initial_delay", r.initial_delay), ("max_delay", r.max_delay)] {
+                for (name, d) in [
+                    ("initial_delay", r.initial_delay),
+                    ("max_delay", r.max_delay),
+                ] {
                     if d.0 > MAX_RETRY_DELAY {
                         self.err(
                             format!("{f}.retry.{name}"),
@@ -1226,9 +1228,9 @@ fn param_accepts(ty: ParamType, v: &Value) -> bool {
 fn show(d: std::time::Duration) -> String {
     let s = d.as_secs();
     match s {
-        _ if s % 86_400 == 0 && s > 86_400 => format!("{}d", s / 86_400),
-        _ if s % 3_600 == 0 => format!("{}h", s / 3_600),
-        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ if s > 86_400 && s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
         _ => humantime::format_duration(d).to_string(),
     }
 }
