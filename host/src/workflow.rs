@@ -4,7 +4,6 @@ pub mod breaker;
 pub mod condition;
 pub mod definition;
 pub mod durable;
-pub mod edges;
 pub mod events;
 pub mod journal;
 pub mod limits;
@@ -18,3 +17,6 @@ pub mod shape;
 pub mod source;
 pub mod units;
 pub mod validate;
+
+// The type edges moved into validation; the scheduler names `json_type` here.
+pub use validate::edges;
