@@ -20,7 +20,8 @@
 //!    show the typed errors a breach produces.
 //!
 //! The same workflows run from the command line with
-//! `corral run examples/triage.yaml`; `corral runs` lists the demo's runs.
+//! `corral --allow-path target/wasm-agents run examples/triage.yaml` (the
+//! agents are built outside `examples/`); `corral runs` lists the demo's runs.
 
 use std::path::Path;
 use std::sync::Arc;

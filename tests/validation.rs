@@ -93,3 +93,61 @@ async fn the_examples_are_valid() {
         }
     }
 }
+
+/// `corral validate` on a workflow in `dir` whose agent sits in the built
+/// agents' directory, outside it: refused by path, unless allowed.
+#[test]
+fn components_outside_the_workflow_need_an_allowed_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1\nname: w\nagents:\n  echo: {{ component: '{}' }}\nsteps:\n  - {{ id: a, agent: echo, input: {{ text: x }} }}\n",
+            agents::ECHO
+        ),
+    )
+    .unwrap();
+    let corral = |allow: Option<&Path>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_corral"));
+        c.args(["validate", file.to_str().unwrap()])
+            .env("CORRAL_CACHE_DIR", dir.path().join("cache"))
+            .env_remove("CORRAL_ALLOW_PATHS");
+        if let Some(p) = allow {
+            c.arg("--allow-path").arg(p);
+        }
+        c.output().unwrap()
+    };
+    let out = corral(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(9), "{stderr}");
+    assert!(
+        stderr.contains("w.yaml:4: agents.echo.component: `")
+            && stderr.contains("is outside the workflow's directory")
+            && stderr.contains("--allow-path <dir>"),
+        "{stderr}"
+    );
+    let out = corral(Some(&wasm_agents_dir()));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn oversized_params_are_refused_before_parsing() {
+    use corral::workflow::definition::ParamType;
+    use corral::workflow::limits::MAX_PARAM_BYTES;
+    use corral::workflow::validate::param_value;
+    let big = format!("[{}1]", "1,".repeat(MAX_PARAM_BYTES / 2));
+    let e = param_value("list", ParamType::Array, &big).unwrap_err();
+    assert!(
+        e.contains("param `list` is") && e.contains("at most 1048576 bytes"),
+        "{e}"
+    );
+    let e = param_value("text", ParamType::String, &"x".repeat(MAX_PARAM_BYTES + 1)).unwrap_err();
+    assert!(e.contains("at most 1048576 bytes"), "{e}");
+    assert!(param_value("text", ParamType::String, &"x".repeat(MAX_PARAM_BYTES)).is_ok());
+}

@@ -5,7 +5,6 @@ pub mod clock;
 pub mod condition;
 pub mod definition;
 pub mod durable;
-pub mod edges;
 pub mod events;
 pub mod journal;
 pub mod limits;
@@ -20,3 +19,6 @@ pub mod source;
 pub mod step_state;
 pub mod units;
 pub mod validate;
+
+// The type edges moved into validation; the scheduler names `json_type` here.
+pub use validate::edges;

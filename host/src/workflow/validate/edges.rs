@@ -1,10 +1,13 @@
-//! Typed edges: walking JSON Schemas along reference paths and checking that a producer's type fits the consumer's.
+//! Typed edges: walking JSON Schemas along reference paths, and checking that every producer's type fits its consumer's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::reference::Seg;
+use super::super::model::{Step, WorkflowAgent};
+use super::super::reference::{Reference, Seg, Source, Template};
+use super::super::source::WorkflowSource;
+use super::{Validator, dotted};
 
 /// A place inside a schema document, with the root its `$ref`s resolve against.
 #[derive(Clone, Copy)]
@@ -337,6 +340,360 @@ pub fn fits(producer: &Types, consumer: &Types) -> Result<(), String> {
 
 pub fn list(types: &BTreeSet<String>) -> String {
     types.iter().cloned().collect::<Vec<_>>().join(" or ")
+}
+
+impl Validator<'_> {
+    /// Checks every edge of every step, then every reference of the run's outputs.
+    pub(super) fn all_edges(
+        &mut self,
+        steps: &[Step],
+        outputs: &[(String, Template)],
+        src: &WorkflowSource,
+        agents: &BTreeMap<String, WorkflowAgent>,
+    ) {
+        for step in steps {
+            self.edges(step, steps, src, agents);
+        }
+        for (name, t) in outputs {
+            for placed in t.references() {
+                self.producer(
+                    &format!("outputs.{name}"),
+                    placed.reference,
+                    None,
+                    steps,
+                    src,
+                    agents,
+                );
+            }
+        }
+    }
+
+    /// The schema a reference's target has, checking that its path exists.
+    /// `None` means unknown (any type).
+    fn producer(
+        &mut self,
+        field: &str,
+        r: &Reference,
+        generator: Option<&Step>,
+        steps: &[Step],
+        src: &WorkflowSource,
+        agents: &BTreeMap<String, WorkflowAgent>,
+    ) -> Types {
+        match &r.source {
+            Source::Param(name) => {
+                let ty = src.def.params.get(name)?.ty;
+                if r.path.is_empty() {
+                    Some(BTreeSet::from([ty.json_type().to_owned()]))
+                } else {
+                    None
+                }
+            }
+            Source::Step(id) => {
+                let p = steps.iter().find(|s| &s.id == id)?;
+                if let Some(a) = &p.approval {
+                    return self.walk_output(
+                        field,
+                        r,
+                        &r.path,
+                        SchemaAt::root(&a.schema),
+                        "(the approval's input)",
+                        &p.id,
+                    );
+                }
+                let mut agents_of = vec![p.agent.as_str()];
+                agents_of.extend(p.fallback.as_deref());
+                let mut types: Types = Some(BTreeSet::new());
+                for agent in agents_of {
+                    let t = self.step_output(field, r, p, agent, agents);
+                    types = match (types, t) {
+                        (Some(mut a), Some(b)) => {
+                            a.extend(b);
+                            Some(a)
+                        }
+                        _ => None,
+                    };
+                }
+                types
+            }
+            Source::Output => {
+                let g = generator?;
+                let schema = agents.get(&g.agent)?.agent.info().output_schema.clone();
+                self.walk_output(
+                    field,
+                    r,
+                    &r.path,
+                    SchemaAt::root(schema.source()),
+                    &g.agent,
+                    &g.id,
+                )
+            }
+            Source::Item => None,
+        }
+    }
+
+    fn step_output(
+        &mut self,
+        field: &str,
+        r: &Reference,
+        p: &Step,
+        agent: &str,
+        agents: &BTreeMap<String, WorkflowAgent>,
+    ) -> Types {
+        let schema = agents.get(agent)?.agent.info().output_schema.clone();
+        let root = SchemaAt::root(schema.source());
+        if p.for_each.is_none() {
+            return self.walk_output(field, r, &r.path, root, agent, &p.id);
+        }
+        // A for-each step's output is the list of its items' outputs.
+        match r.path.split_first() {
+            None => Some(BTreeSet::from(["array".to_owned()])),
+            Some((Seg::Index(_), rest)) => self.walk_output(field, r, rest, root, agent, &p.id),
+            Some((Seg::Key(k), _)) => {
+                self.err(field.to_owned(), format!(
+                    "`{}`: step `{}` runs for each item, so its output is a list; index it first, such as `$steps.{}.output.0.{k}`",
+                    r.text, p.id, p.id
+                ));
+                None
+            }
+        }
+    }
+
+    fn walk_output(
+        &mut self,
+        field: &str,
+        r: &Reference,
+        path: &[Seg],
+        root: SchemaAt<'_>,
+        agent: &str,
+        step: &str,
+    ) -> Types {
+        match root.walk_produced(path) {
+            Child::Known(at) => at.types(),
+            Child::Any => None,
+            Child::Absent => {
+                let fields = root.property_names();
+                self.err(
+                    field.to_owned(),
+                    format!(
+                        "`{}`: agent `{agent}` (step `{step}`) has no output at `{}`{}",
+                        r.text,
+                        path.iter()
+                            .map(|s| s.to_string())
+                            .collect::<Vec<_>>()
+                            .join("."),
+                        if fields.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; its output fields are: {}", fields.join(", "))
+                        }
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks every reference and literal of a step against the schemas on both ends.
+    fn edges(
+        &mut self,
+        step: &Step,
+        steps: &[Step],
+        src: &WorkflowSource,
+        agents: &BTreeMap<String, WorkflowAgent>,
+    ) {
+        let f = format!("steps[{}]", step.index);
+        let Some(consumer) = agents.get(&step.agent) else {
+            return;
+        };
+        let mut consumers = vec![consumer];
+        consumers.extend(step.fallback.as_ref().and_then(|fb| agents.get(fb)));
+        for c in &consumers {
+            self.template_edges(
+                &format!("{f}.input"),
+                &step.input,
+                c,
+                None,
+                steps,
+                src,
+                agents,
+            );
+        }
+        if let Some(fe) = &step.for_each {
+            let t = self.producer(&format!("{f}.for_each"), &fe.list, None, steps, src, agents);
+            if let Some(types) = t
+                && !types.contains("array")
+            {
+                self.err(
+                    format!("{f}.for_each"),
+                    format!("`{}` gives {}, not a list", fe.list.text, list(&types)),
+                );
+            }
+        }
+        if let Some(rep) = &step.repeat
+            && let Some(critic) = agents.get(&rep.critic)
+        {
+            self.template_edges(
+                &format!("{f}.repeat.critic.input"),
+                &rep.critic_input,
+                critic,
+                Some(step),
+                steps,
+                src,
+                agents,
+            );
+            if let Some(field) = &rep.feedback {
+                let schema = consumer.agent.info().input_schema.clone();
+                match SchemaAt::root(schema.source()).child(&Seg::Key(field.clone())) {
+                    Child::Absent => self.err(format!("{f}.repeat.feedback"), format!(
+                        "agent `{}`'s input has no field `{field}` to receive the critic's feedback", step.agent
+                    )),
+                    Child::Known(at) => {
+                        if let Err(e) = fits(&Some(BTreeSet::from(["object".to_owned()])), &at.types()) {
+                            self.err(format!("{f}.repeat.feedback"), format!("the critic's output (an object) {e}"));
+                        }
+                    }
+                    Child::Any => {}
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn template_edges(
+        &mut self,
+        field: &str,
+        t: &Template,
+        consumer: &WorkflowAgent,
+        generator: Option<&Step>,
+        steps: &[Step],
+        src: &WorkflowSource,
+        agents: &BTreeMap<String, WorkflowAgent>,
+    ) {
+        let schema = consumer.agent.info().input_schema.clone();
+        let root = SchemaAt::root(schema.source());
+        let mut leaves = Vec::new();
+        leaves_of(t, &mut Vec::new(), &mut leaves);
+        for (at, leaf) in leaves {
+            let place = format!("{field}{}", dotted(&at));
+            // Numeric places are list elements (leaves_of numbers them).
+            let segs: Vec<Seg> = at
+                .iter()
+                .map(|k| {
+                    k.parse()
+                        .map(Seg::Index)
+                        .unwrap_or_else(|_| Seg::Key(k.clone()))
+                })
+                .collect();
+            let consumer_types = match root.walk(&segs) {
+                Child::Known(s) => s.types(),
+                Child::Any => None,
+                Child::Absent => {
+                    let fields = root.property_names();
+                    self.err(
+                        place,
+                        format!(
+                            "agent `{}`'s input has no field `{}`; its input fields are: {}",
+                            consumer.name,
+                            at.join("."),
+                            fields.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let (producer, what) = match leaf {
+                Leaf::Literal(v) => (
+                    Some(BTreeSet::from([json_type(v).to_owned()])),
+                    format!("the literal {v}"),
+                ),
+                Leaf::Ref(r) => (
+                    self.producer(&place, r, generator, steps, src, agents),
+                    format!("`{}`", r.text),
+                ),
+            };
+            if let Err(e) = fits(&producer, &consumer_types) {
+                self.err(
+                    place,
+                    format!("{what} {e} (agent `{}`'s input schema)", consumer.name),
+                );
+            }
+        }
+        self.required_fields(field, t, consumer, root);
+    }
+
+    /// Required fields of every object the template builds.
+    fn required_fields(
+        &mut self,
+        field: &str,
+        t: &Template,
+        consumer: &WorkflowAgent,
+        root: SchemaAt<'_>,
+    ) {
+        let mut objects = Vec::new();
+        objects_of(t, &mut Vec::new(), &mut objects);
+        for (at, keys) in objects {
+            let segs: Vec<Seg> = at.iter().map(|k| Seg::Key(k.clone())).collect();
+            if let Child::Known(s) = root.walk(&segs) {
+                for req in s.required() {
+                    if !keys.contains(&req) {
+                        self.err(
+                            format!("{field}{}", dotted(&at)),
+                            format!(
+                                "agent `{}` requires input field `{}`, which is not set",
+                                consumer.name,
+                                at.iter()
+                                    .chain(std::iter::once(&req))
+                                    .cloned()
+                                    .collect::<Vec<_>>()
+                                    .join(".")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Leaf<'t> {
+    Literal(&'t Value),
+    Ref(&'t Reference),
+}
+
+fn leaves_of<'t>(t: &'t Template, at: &mut Vec<String>, out: &mut Vec<(Vec<String>, Leaf<'t>)>) {
+    match t {
+        Template::Literal(v) => out.push((at.clone(), Leaf::Literal(v))),
+        Template::Ref(r) => out.push((at.clone(), Leaf::Ref(r))),
+        Template::Object(fields) => {
+            for (k, v) in fields {
+                at.push(k.clone());
+                leaves_of(v, at, out);
+                at.pop();
+            }
+        }
+        // The list itself, then each element against the schema's `items`.
+        Template::Array(items) => {
+            out.push((at.clone(), Leaf::Literal(&ARRAY)));
+            for (i, v) in items.iter().enumerate() {
+                at.push(i.to_string());
+                leaves_of(v, at, out);
+                at.pop();
+            }
+        }
+    }
+}
+
+static ARRAY: Value = Value::Array(Vec::new());
+
+fn objects_of(t: &Template, at: &mut Vec<String>, out: &mut Vec<(Vec<String>, Vec<String>)>) {
+    if let Template::Object(fields) = t {
+        out.push((at.clone(), fields.iter().map(|(k, _)| k.clone()).collect()));
+        for (k, v) in fields {
+            at.push(k.clone());
+            objects_of(v, at, out);
+            at.pop();
+        }
+    }
 }
 
 #[cfg(test)]
