@@ -49,9 +49,10 @@ pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Ve
         .map(|s| s.expect("no diagnostics means every step compiled"))
         .collect();
     let ordered = v.ordered(&steps)?;
-    v.all_edges(&steps, &outputs, src, &agents);
+    v.step_edges(&steps, src, &agents);
     v.diags
         .extend(condition::typecheck::check(src, &steps, &agents));
+    v.output_edges(&steps, &outputs, src, &agents);
     v.checkpoint()?;
     Ok(Workflow {
         name: def.name.clone(),

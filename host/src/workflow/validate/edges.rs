@@ -343,17 +343,26 @@ pub fn list(types: &BTreeSet<String>) -> String {
 }
 
 impl Validator<'_> {
-    /// Checks every edge of every step, then every reference of the run's outputs.
-    pub(super) fn all_edges(
+    /// Checks every edge of every step.
+    pub(super) fn step_edges(
         &mut self,
         steps: &[Step],
-        outputs: &[(String, Template)],
         src: &WorkflowSource,
         agents: &BTreeMap<String, WorkflowAgent>,
     ) {
         for step in steps {
             self.edges(step, steps, src, agents);
         }
+    }
+
+    /// Checks every reference of the run's outputs.
+    pub(super) fn output_edges(
+        &mut self,
+        steps: &[Step],
+        outputs: &[(String, Template)],
+        src: &WorkflowSource,
+        agents: &BTreeMap<String, WorkflowAgent>,
+    ) {
         for (name, t) in outputs {
             for placed in t.references() {
                 self.producer(
