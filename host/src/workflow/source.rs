@@ -353,7 +353,7 @@ mod tests {
                 "    budget:\n      fuel: 10X\n",
                 "steps[0].budget.fuel",
                 10,
-                "5_000_000 or 5M",
+                "5_000_000, 5M or 8.15G",
             ),
             (
                 "    budget:\n      fuel: -5\n",

@@ -6,7 +6,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{Error, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// An instruction count: an integer, or a string such as `5M`, `2G` or `1_000_000`.
+/// An instruction count: an integer, or a string such as `5M`, `8.15G` or `1_000_000`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Count(pub u64);
 
@@ -27,11 +27,30 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
         Some('G') => (&t[..t.len() - 1], 1_000_000_000),
         _ => (&t[..], 1),
     };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{s}` is not a count: {COUNT_FORMS}"))
+    scaled(digits, mult).ok_or_else(|| format!("`{s}` is not a count: {COUNT_FORMS}"))
+}
+
+/// `digits` times `mult`, exactly: `8.15` with `1_000_000_000` is
+/// 8,150,000,000, the form counts are printed in. A fraction finer than
+/// the unit (`1.5` with no suffix) is refused, never rounded.
+fn scaled(digits: &str, mult: u64) -> Option<u64> {
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) || (digits.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let mut value = whole.parse::<u64>().ok()?.checked_mul(mult)?;
+    let mut unit = mult;
+    for d in frac.bytes() {
+        if !unit.is_multiple_of(10) {
+            return None;
+        }
+        unit /= 10;
+        value = value.checked_add(u64::from(d - b'0') * unit)?;
+    }
+    Some(value)
 }
 
 /// Parses sizes such as `64MiB`, `1GB` or `4096`.
@@ -43,8 +62,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// What a count may look like, for messages.
-const COUNT_FORMS: &str =
-    "write a whole number, with an optional suffix k, M or G, such as 5000000, 5_000_000 or 5M";
+const COUNT_FORMS: &str = "write a whole number, with an optional suffix k, M or G, such as 5000000, 5_000_000, 5M or 8.15G";
 /// What a size may look like, for messages.
 const BYTES_FORMS: &str = "write a number of bytes, or one with a unit, such as 4096, 64MiB or 1GB";
 /// What a duration may look like, for messages.
@@ -119,7 +137,7 @@ impl JsonSchema for Count {
             "description": "An instruction count: an integer, or a string such as `5M`, `2G` or `1_000_000`.",
             "anyOf": [
                 { "type": "integer", "minimum": 0 },
-                { "type": "string", "pattern": "^[0-9_]+[kKMG]?$" }
+                { "type": "string", "pattern": "^[0-9_]+([.][0-9]+[kKMG]|[kKMG]?)$" }
             ]
         })
     }
@@ -206,5 +224,33 @@ impl JsonSchema for Dur {
             "description": "A duration such as `250ms`, `10s` or `1m 30s`.",
             "type": "string"
         })
+    }
+}
+
+#[cfg(test)]
+mod count_tests {
+    use super::parse_count;
+
+    #[test]
+    fn counts_parse_in_the_form_they_are_printed() {
+        assert_eq!(parse_count("8.15G"), Ok(8_150_000_000));
+        assert_eq!(parse_count("1.5k"), Ok(1_500));
+        assert_eq!(parse_count("5M"), Ok(5_000_000));
+        assert_eq!(parse_count("1_000"), Ok(1_000));
+        for bad in [
+            "1.5",
+            "1.0000000001G",
+            ".5M",
+            "5.M",
+            "-5",
+            "1.2.3G",
+            "99999999999G",
+        ] {
+            assert!(parse_count(bad).is_err(), "{bad}");
+        }
+        // Every printed count reads back as itself.
+        for n in [999u64, 1_500, 8_150_000_000, 10_000_000_000, 5_000_000] {
+            assert_eq!(parse_count(&crate::human::count(n)), Ok(n));
+        }
     }
 }
