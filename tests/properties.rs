@@ -18,9 +18,14 @@ use proptest::test_runner::Config;
 use serde_json::{Value, json};
 use support::*;
 
+/// 256 cases unless `CORRAL_PROPTEST_CASES` asks for a longer campaign.
 fn config() -> Config {
+    let cases = std::env::var("CORRAL_PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(256);
     Config {
-        cases: 256,
+        cases,
         failure_persistence: None,
         ..Config::default()
     }
