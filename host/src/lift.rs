@@ -92,6 +92,35 @@ macro_rules! string_type {
     };
 }
 
+/// A string type lifted by its own `lift(cx, span, copy)`: it sees the
+/// string's span in guest memory first, and calls `copy` (wasmtime's own
+/// lift) only for what it keeps.
+macro_rules! capped_string_lift {
+    ($t:ty) => {
+        unsafe impl Lift for $t {
+            fn linear_lift_from_flat(
+                cx: &mut LiftContext<'_>,
+                ty: InterfaceType,
+                src: &Self::Lower,
+            ) -> wasmtime::Result<Self> {
+                let span = Span::from_flat(cx, src)?;
+                Self::lift(cx, span, |cx| String::linear_lift_from_flat(cx, ty, src))
+            }
+
+            fn linear_lift_from_memory(
+                cx: &mut LiftContext<'_>,
+                ty: InterfaceType,
+                bytes: &[u8],
+            ) -> wasmtime::Result<Self> {
+                let span = Span::from_memory(cx, bytes)?;
+                Self::lift(cx, span, |cx| {
+                    String::linear_lift_from_memory(cx, ty, bytes)
+                })
+            }
+        }
+    };
+}
+
 /// A string a guest passes to a host call, left in guest memory: its byte
 /// length is known at once, its text is read only when it is kept.
 pub(crate) struct GuestStr {
@@ -240,27 +269,7 @@ impl OutputText {
     }
 }
 
-unsafe impl Lift for OutputText {
-    fn linear_lift_from_flat(
-        cx: &mut LiftContext<'_>,
-        ty: InterfaceType,
-        src: &Self::Lower,
-    ) -> wasmtime::Result<Self> {
-        let span = Span::from_flat(cx, src)?;
-        Self::lift(cx, span, |cx| String::linear_lift_from_flat(cx, ty, src))
-    }
-
-    fn linear_lift_from_memory(
-        cx: &mut LiftContext<'_>,
-        ty: InterfaceType,
-        bytes: &[u8],
-    ) -> wasmtime::Result<Self> {
-        let span = Span::from_memory(cx, bytes)?;
-        Self::lift(cx, span, |cx| {
-            String::linear_lift_from_memory(cx, ty, bytes)
-        })
-    }
-}
+capped_string_lift!(OutputText);
 
 /// An agent error's message, cut at [`MAX_AGENT_MESSAGE`] bytes.
 pub(crate) struct AgentMessage(pub String);
@@ -307,27 +316,7 @@ fn cut(text: &mut String, total: usize) {
     }
 }
 
-unsafe impl Lift for AgentMessage {
-    fn linear_lift_from_flat(
-        cx: &mut LiftContext<'_>,
-        ty: InterfaceType,
-        src: &Self::Lower,
-    ) -> wasmtime::Result<Self> {
-        let span = Span::from_flat(cx, src)?;
-        Self::lift(cx, span, |cx| String::linear_lift_from_flat(cx, ty, src))
-    }
-
-    fn linear_lift_from_memory(
-        cx: &mut LiftContext<'_>,
-        ty: InterfaceType,
-        bytes: &[u8],
-    ) -> wasmtime::Result<Self> {
-        let span = Span::from_memory(cx, bytes)?;
-        Self::lift(cx, span, |cx| {
-            String::linear_lift_from_memory(cx, ty, bytes)
-        })
-    }
-}
+capped_string_lift!(AgentMessage);
 
 /// The contract's `agent-error`, with its message bounded.
 #[derive(ComponentType, Lift)]
