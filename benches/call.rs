@@ -26,7 +26,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 mod bare {
     wasmtime::component::bindgen!({
-        path: "../wit/since_v0.1.0",
+        path: "../../wit/since_v0.1.0",
         world: "agent",
         exports: { default: async },
     });

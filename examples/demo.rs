@@ -207,8 +207,9 @@ async fn main() -> anyhow::Result<()> {
 /// `examples/` of the checkout, printed without a `..` in it.
 fn examples_dir() -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ sits in the workspace root");
+        .ancestors()
+        .nth(2)
+        .expect("host/cli sits two levels below the workspace root");
     let dir = root.join("examples");
     dir.canonicalize().unwrap_or(dir)
 }

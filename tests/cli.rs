@@ -235,7 +235,7 @@ fn a_missing_granted_directory_is_a_usage_error() {
 
 fn example(name: &str) -> String {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
+        .join("../../examples")
         .join(name)
         .display()
         .to_string()

@@ -194,7 +194,7 @@ async fn the_js_severity_agent_grades_lines() {
 
 #[tokio::test]
 async fn a_workflow_chains_rust_python_and_javascript_agents() {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mixed.yaml");
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mixed.yaml");
     let src = source::load(&file).unwrap_or_else(|d| panic!("{d:#?}"));
     let w = Arc::new(
         validate(&src, support::runtime())

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 fn check(file: &str, generated: serde_json::Value) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../schemas")
+        .join("../../schemas")
         .join(file);
     let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
     if std::env::var_os("BLESS").is_some() {

@@ -12,7 +12,7 @@ use corral::workflow::{source, validate::validate};
 use support::*;
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workflows")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/workflows")
 }
 
 #[tokio::test]
@@ -82,7 +82,7 @@ async fn invalid_workflows_get_exact_diagnostics() {
 #[tokio::test]
 async fn the_examples_are_valid() {
     for entry in
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")).unwrap()
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")).unwrap()
     {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {

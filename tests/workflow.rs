@@ -660,7 +660,7 @@ async fn the_example_workflows_run() {
         ("retry_fallback.yaml", "summary", Value::Null),
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples")
+            .join("../../examples")
             .join(file);
         let src = source::load(&path).unwrap_or_else(|d| panic!("{file}: {d:#?}"));
         let w = Arc::new(

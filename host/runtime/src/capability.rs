@@ -1,0 +1,26 @@
+//! What an agent may ask for in `describe`: an environment variable or a directory.
+
+use serde::Serialize;
+
+use crate::wit::latest as wit;
+
+/// A capability an agent requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Capability {
+    Env { name: String },
+    Dir { guest_path: String, writable: bool },
+}
+
+impl From<wit::corral::agent::types::Capability> for Capability {
+    fn from(c: wit::corral::agent::types::Capability) -> Self {
+        use wit::corral::agent::types::Capability as W;
+        match c {
+            W::Env(name) => Capability::Env { name },
+            W::Dir(d) => Capability::Dir {
+                guest_path: d.guest_path,
+                writable: d.writable,
+            },
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! corral's sandbox: load agents as WebAssembly components and call them under hard budgets, with checked JSON handoffs.
+//!
+//! Data flows one way: an agent is loaded ([`Runtime::load`]: compile cache,
+//! link, `describe`), then called ([`Runtime::call`]: policy check, input
+//! check, sandboxed call under a [`Budget`], output check), and every call
+//! yields a [`Receipt`].
+//!
+//! Modules depend on each other in one direction only, leaves first:
+//! `wit`, `digest`, `display`, `human`, `budget`, `capability` → `error` →
+//! `schema`, `packet`, `grants`, `capture` → `lift`, `surface`, `sandbox` →
+//! `agent` → `describe`, `cache`, `receipt`, `inspect` → `runtime`.
+
+pub mod agent;
+pub mod budget;
+pub mod cache;
+pub mod capability;
+pub mod capture;
+pub mod describe;
+pub mod digest;
+pub mod display;
+pub mod engine;
+pub mod error;
+pub mod grants;
+pub mod human;
+pub mod inspect;
+pub mod packet;
+pub mod receipt;
+pub mod runtime;
+pub mod schema;
+pub mod wit;
+
+mod lift;
+mod sandbox;
+mod surface;
+
+pub use agent::{Agent, AgentInfo};
+pub use budget::Budget;
+pub use cache::{CacheStats, default_cache_dir};
+pub use capability::Capability;
+pub use capture::LogRecord;
+pub use describe::DescribeLimits;
+pub use engine::EngineConfig;
+pub use error::{CallError, Denial, ErrorClass, FailureKind, LoadError, PacketProblem};
+pub use grants::{DirGrant, EnvGrant, Grants};
+pub use packet::{ArtifactRef, HandoffPacket, PacketLimits};
+pub use receipt::Receipt;
+pub use runtime::{CallOutcome, Runtime, RuntimeConfig};

@@ -1,0 +1,43 @@
+//! The resource receipt every call produces, successful or not.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What one call consumed against its budget.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub agent: String,
+    pub fuel_used: u64,
+    pub fuel_limit: u64,
+    /// Peak bytes of linear memory and tables held by the instance.
+    pub peak_memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    /// Wall-clock time of instantiation and the call.
+    pub wall_time_us: u64,
+    pub timeout_ms: u64,
+    /// Bytes of the input packet's JSON text.
+    pub bytes_in: u64,
+    /// Bytes of the output packet's JSON text (0 when there was none).
+    pub bytes_out: u64,
+    /// Bytes of log records, stdout and stderr lines kept: their text plus
+    /// a fixed overhead per record and per field.
+    pub log_bytes: u64,
+    /// Bytes of records dropped past the cap, counted the same way.
+    pub log_bytes_dropped: u64,
+    /// Records dropped past the byte cap or the record cap.
+    #[serde(default)]
+    pub log_records_dropped: u64,
+    /// The last progress the agent reported, in percent.
+    pub progress: Option<u8>,
+    /// The capabilities the call ran with: the grants the agent requested.
+    /// Grants it did not request were withheld and are not listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted: Vec<crate::Capability>,
+}
+
+impl Receipt {
+    pub fn wall_time(&self) -> Duration {
+        Duration::from_micros(self.wall_time_us)
+    }
+}

@@ -1,0 +1,191 @@
+//! The SQLite store's behaviour: leases and fencing, migrations, atomic commits, fuel charges, busy and damaged files.
+
+use serde_json::json;
+
+use super::*;
+use crate::{LEASE, Owner};
+
+fn new_run(id: &str) -> NewRun {
+    NewRun {
+        id: id.into(),
+        workflow: "w".into(),
+        file: "w.yaml".into(),
+        definition: "version: 1".into(),
+        digest: "sha256:0".into(),
+        params: json!({}),
+        components: json!({}),
+    }
+}
+
+#[test]
+fn a_live_owner_keeps_its_lease_and_a_dead_one_loses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let me = Owner::this_process();
+    let mine = store.create_run(&new_run("r"), &me).unwrap();
+    assert!(matches!(
+        store.create_run(&new_run("r"), &me),
+        Err(StoreError::RunExists(_))
+    ));
+    // Another driver in a live process (this one) is refused.
+    let rival = Owner {
+        token: "other".into(),
+        ..me.clone()
+    };
+    let err = store.claim("r", &rival, LEASE).unwrap_err();
+    assert!(
+        err.to_string().contains("is being driven by process"),
+        "{err}"
+    );
+    assert!(matches!(store.heartbeat("r", &mine), Ok(0)));
+    // A driver whose process is gone is taken over at once.
+    let ghost = Owner {
+        pid: u32::MAX - 1,
+        ..me.clone()
+    };
+    store.release("r", &mine).unwrap();
+    let (_, haunted) = store.claim("r", &ghost, LEASE).unwrap();
+    let (rec, _) = store.claim("r", &rival, LEASE).unwrap();
+    assert_eq!(rec.sessions, 3);
+    assert_eq!(rec.epoch, 3, "every claim bumps the epoch");
+    assert!(matches!(
+        store.heartbeat("r", &haunted),
+        Err(StoreError::LeaseLost(_))
+    ));
+}
+
+#[test]
+fn reopening_keeps_data_and_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+        store
+            .create_run(&new_run("kept"), &Owner::this_process())
+            .unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    assert_eq!(store.run("kept").unwrap().status, RunState::Running);
+    drop(store);
+    let conn = Connection::open(dir.path().join("corral.db")).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = SqliteStore::open(dir.path(), Durability::Normal)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("newer than this corral knows"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_commit_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let me = Owner::this_process();
+    let mine = store.create_run(&new_run("r"), &me).unwrap();
+    let good = Entry::new("step_started", Some("a".into()), "{}".into());
+    // A trigger makes the second entry of the batch fail.
+    let conn = store.conn.lock().unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER boom BEFORE INSERT ON journal WHEN NEW.kind = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+    )
+    .unwrap();
+    drop(conn);
+    let bad = Entry::new("boom", None, "{}".into());
+    assert!(store.commit("r", &mine, &[good.clone(), bad]).is_err());
+    assert!(store.journal("r", 0, 10).unwrap().is_empty());
+    // Only the run's owner may write.
+    let other = Lease {
+        owner: Owner {
+            token: "other".into(),
+            ..me.clone()
+        },
+        epoch: mine.epoch,
+    };
+    assert!(matches!(
+        store.commit("r", &other, std::slice::from_ref(&good)),
+        Err(StoreError::LeaseLost(_))
+    ));
+    store.commit("r", &mine, &[good]).unwrap();
+    assert_eq!(store.journal("r", 0, 10).unwrap().len(), 1);
+}
+
+/// A driver whose lease went stale (paused past it, then woken) must
+/// not write over a `corral cancel` made meanwhile.
+#[test]
+fn a_cancel_fences_off_a_stale_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    // A live process of this host, so only the lease's age can make it stale.
+    let me = Owner::this_process();
+    let mine = store.create_run(&new_run("r"), &me).unwrap();
+    // Its heartbeat stopped: no renewal for longer than the lease.
+    let old = now_ms() - 2 * LEASE.as_millis() as i64;
+    store
+        .conn
+        .lock()
+        .unwrap()
+        .execute("UPDATE runs SET heartbeat_ms = ?1", [old])
+        .unwrap();
+    let rec = store.request_cancel("r", LEASE, false).unwrap();
+    assert_eq!(rec.status, RunState::Cancelled);
+    // The woken driver's commit and heartbeat are refused; the cancel stands.
+    let late = Entry {
+        run_state: Some((RunState::Completed, None)),
+        ..Entry::new("run_finished", None, "{}".into())
+    };
+    assert!(matches!(
+        store.commit("r", &mine, &[late]),
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        store.heartbeat("r", &mine),
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert_eq!(store.run("r").unwrap().status, RunState::Cancelled);
+}
+
+#[test]
+fn fuel_charges_add_up_across_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let mine = store
+        .create_run(&new_run("r"), &Owner::this_process())
+        .unwrap();
+    let charge = |n: i64| Entry {
+        fuel_charge: n,
+        ..Entry::new("call_started", Some("a".into()), "{}".into())
+    };
+    store
+        .commit("r", &mine, &[charge(500), charge(-120)])
+        .unwrap();
+    store.commit("r", &mine, &[charge(300)]).unwrap();
+    assert_eq!(store.run("r").unwrap().fuel_charged, 680);
+}
+
+#[test]
+fn busy_and_damaged_stores_are_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("corral.db"), vec![0x5a; 8192]).unwrap();
+    let err = SqliteStore::open(dir.path(), Durability::Normal)
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(std::error::Error::source(&err).is_some());
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    store
+        .conn
+        .lock()
+        .unwrap()
+        .busy_timeout(Duration::ZERO)
+        .unwrap();
+    let other = Connection::open(dir.path().join("corral.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE;").unwrap();
+    let err = store
+        .create_run(&new_run("r"), &Owner::this_process())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Busy { .. }), "{err:?}");
+}

@@ -1,0 +1,128 @@
+//! How a run is asked for: options, the state earlier sessions left, and param values.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use corral_store::StepRecord;
+
+use crate::events::EventSink;
+use crate::journal::Journal;
+use crate::model::Workflow;
+use crate::validate::param_value;
+
+/// How to run a workflow.
+pub struct RunOptions {
+    pub run_id: String,
+    /// Param values, already checked by [`resolve_params`].
+    pub params: Value,
+    pub events: EventSink,
+    /// Cancelling stops scheduling and drops running calls.
+    pub cancel: CancellationToken,
+    /// Seed of the retry jitter, for reproducible schedules.
+    pub seed: u64,
+    /// Where the run is journaled; `None` runs in memory only.
+    pub journal: Option<Arc<Journal>>,
+    /// What earlier sessions of this run committed.
+    pub resume: Option<Resume>,
+    /// Keep running while approval steps wait, polling the store for answers
+    /// (and their deadlines), instead of stopping with status `waiting`.
+    pub wait_for_approvals: bool,
+    /// Run the compensations of completed steps when the run is cancelled.
+    pub compensate_on_cancel: bool,
+    /// Part of every step-cache key: entries are shared only within one
+    /// scope. `local` for the command line; a service sets one per tenant.
+    pub cache_scope: String,
+}
+
+impl RunOptions {
+    /// An in-memory run with no events.
+    pub fn new(run_id: impl Into<String>, params: Value) -> Self {
+        Self {
+            run_id: run_id.into(),
+            params,
+            events: crate::events::discard(),
+            cancel: CancellationToken::new(),
+            seed: 0,
+            journal: None,
+            resume: None,
+            wait_for_approvals: false,
+            compensate_on_cancel: false,
+            cache_scope: "local".into(),
+        }
+    }
+}
+
+/// What earlier sessions of a run left in the store.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// This session's number: 2 for the first resume.
+    pub session: u32,
+    /// Stored step state by step id.
+    pub steps: HashMap<String, Prior>,
+    /// Steps to run again even if what they read did not change (`corral retry`).
+    pub force: BTreeSet<String>,
+    /// Components whose digest changed since the run started (allowed explicitly).
+    pub changed_components: Vec<String>,
+    /// Params given new values for this session.
+    pub changed_params: Vec<String>,
+    /// Fuel earlier sessions charged to the workflow's pool (see
+    /// [`RunRecord::fuel_charged`](corral_store::RunRecord::fuel_charged)):
+    /// this session gets only what is left of the budget.
+    pub fuel_charged: u64,
+}
+
+/// One step as an earlier session left it.
+#[derive(Debug, Clone)]
+pub struct Prior {
+    pub record: StepRecord,
+    pub output: Option<Arc<Value>>,
+}
+
+/// Checks `--param name=value` pairs against the declared params and fills defaults.
+pub fn resolve_params(w: &Workflow, given: &[(String, String)]) -> Result<Value, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut values = Map::new();
+    for (name, raw) in given {
+        match w.params.get(name) {
+            None => {
+                let known: Vec<&str> = w.params.keys().map(String::as_str).collect();
+                errors.push(format!(
+                    "unknown param `{name}`; the workflow declares: {}",
+                    if known.is_empty() {
+                        "(none)".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+            Some(p) => match param_value(name, p.ty, raw) {
+                Ok(v) => {
+                    values.insert(name.clone(), v);
+                }
+                Err(e) => errors.push(e),
+            },
+        }
+    }
+    for (name, p) in &w.params {
+        if values.contains_key(name) {
+            continue;
+        }
+        match &p.default {
+            Some(d) => {
+                values.insert(name.clone(), d.clone());
+            }
+            None => errors.push(format!(
+                "param `{name}` ({}) is required: pass `--param {name}=<value>`",
+                p.ty.json_type()
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Value::Object(values))
+    } else {
+        Err(errors)
+    }
+}
