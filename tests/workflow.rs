@@ -753,6 +753,24 @@ impl corral::store::Store for SlowCache {
     fn runs(&self) -> Result<Vec<corral::store::RunRecord>, corral::store::StoreError> {
         self.inner.runs()
     }
+    fn tenant_runs(
+        &self,
+        q: &corral::store::RunQuery,
+    ) -> Result<Vec<corral::store::RunRecord>, corral::store::StoreError> {
+        self.inner.tenant_runs(q)
+    }
+    fn put_agent(&self, a: &corral::store::AgentRecord) -> Result<(), corral::store::StoreError> {
+        self.inner.put_agent(a)
+    }
+    fn agents(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<corral::store::AgentRecord>, corral::store::StoreError> {
+        self.inner.agents(tenant)
+    }
+    fn delete_agent(&self, tenant: &str, name: &str) -> Result<bool, corral::store::StoreError> {
+        self.inner.delete_agent(tenant, name)
+    }
     fn steps(
         &self,
         run: &str,

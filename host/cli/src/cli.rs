@@ -7,6 +7,7 @@ mod inspect;
 mod new;
 mod render;
 mod run;
+mod serve;
 mod validate;
 
 use std::io::IsTerminal as _;
@@ -141,6 +142,10 @@ enum Command {
     Gc(history::GcArgs),
     /// Scaffold a new agent project in Rust, Python or JavaScript.
     New(new::NewArgs),
+    /// Serve the multi-tenant HTTP API (`/v1`): tenants, their quotas and runs are set in `--config`.
+    Serve(serve::ServeArgs),
+    /// Print a new API token and the hash of it that corral.toml keeps.
+    Token(serve::TokenArgs),
 }
 
 /// `--durability`: the store's [`Durability`] as the command line spells it.
@@ -179,9 +184,11 @@ impl StateArgs {
 pub fn store_error(e: &StoreError) -> Exit {
     eprintln!("error: {e}");
     match e {
-        StoreError::UnknownRun(_) | StoreError::RunExists(_) | StoreError::Step { .. } => {
-            Exit::Usage
-        }
+        StoreError::UnknownRun(_)
+        | StoreError::RunExists(_)
+        | StoreError::SameRequest { .. }
+        | StoreError::Step { .. } => Exit::Usage,
+        StoreError::TooManyRuns { .. } => Exit::Budget,
         StoreError::Leased { .. } | StoreError::LeaseLost(_) => Exit::Leased,
         StoreError::Busy { .. } | StoreError::Corrupt { .. } | StoreError::Backend { .. } => {
             Exit::Host
@@ -244,6 +251,7 @@ pub fn main() -> ExitCode {
         Command::Reject(args) => approve::reject(args, &state),
         Command::Gc(args) => history::gc(args, &state),
         Command::New(args) => new::run(args),
+        Command::Token(args) => serve::token(args),
         command => {
             let load_budget = Budget {
                 fuel: cli.load_fuel,
@@ -299,12 +307,14 @@ fn run_engine(config: RuntimeConfig, command: Command, state: &StateArgs) -> Exi
             Command::Retry(args) => run::retry(rt, args, state).await,
             Command::Events(args) => history::events(args, state).await,
             Command::Cancel(args) => history::cancel(rt, args, state).await,
+            Command::Serve(args) => serve::run(rt, args, state.durability).await,
             Command::Runs(_)
             | Command::Show(_)
             | Command::Approve(_)
             | Command::Reject(_)
             | Command::Gc(_)
-            | Command::New(_) => unreachable!("handled without the engine"),
+            | Command::New(_)
+            | Command::Token(_) => unreachable!("handled without the engine"),
         }
     });
     ExitCode::from(exit as u8)

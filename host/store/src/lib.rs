@@ -26,6 +26,12 @@ pub enum StoreError {
     UnknownRun(String),
     #[error("a run `{0}` already exists; pick another `--run-id`")]
     RunExists(String),
+    /// The tenant already runs as many runs as it may.
+    #[error("tenant `{tenant}` already has {running} runs running, its limit")]
+    TooManyRuns { tenant: String, running: u32 },
+    /// A submission repeated with the idempotency key of an earlier one.
+    #[error("run `{run}` was already submitted with this idempotency key")]
+    SameRequest { run: String },
     #[error(
         "run `{run}` is being driven by {owner} (last heartbeat {age:.1?} ago); wait for it to finish, or `corral cancel {run}`"
     )]
@@ -81,6 +87,13 @@ pub struct NewRun {
     pub params: Value,
     /// Agent name → `sha256:` digest of its component.
     pub components: Value,
+    /// Who the run belongs to; empty for the operator's own (the CLI).
+    pub tenant: String,
+    /// A client's key for the submission: the same key again names this run.
+    pub idempotency_key: Option<String>,
+    /// Refuse the run (`StoreError::TooManyRuns`) if its tenant already has
+    /// this many running, counted in the same transaction.
+    pub max_running: Option<u32>,
 }
 
 /// Who drives a run: a process on a host, with a random token so a reused pid is not mistaken for its predecessor.
@@ -180,6 +193,8 @@ pub struct RunRecord {
     /// settled calls used, plus the whole reservation of calls that never
     /// settled (cut off by a crash). A later session gets only the rest.
     pub fuel_charged: u64,
+    /// Who the run belongs to; empty for the operator's own (the CLI).
+    pub tenant: String,
 }
 
 impl RunRecord {
@@ -300,6 +315,30 @@ pub struct GcStats {
     pub cache_entries: u64,
 }
 
+/// One page of a tenant's runs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub tenant: String,
+    pub status: Option<RunState>,
+    /// Runs created before this `(created_ms, id)`: the last one of the
+    /// previous page.
+    pub before: Option<(i64, String)>,
+    pub limit: usize,
+}
+
+/// A component a tenant registered under a name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentRecord {
+    pub tenant: String,
+    pub name: String,
+    /// `sha256:` of the component's bytes, which are kept by that digest.
+    pub digest: String,
+    /// What its `describe` declared.
+    pub info: Value,
+    pub size: u64,
+    pub created_ms: i64,
+}
+
 /// A durable home for runs. Each method is one transaction.
 pub trait Store: Send + Sync {
     /// Records a new run, leased to `owner`.
@@ -321,7 +360,16 @@ pub trait Store: Send + Sync {
     /// only while `lease` holds the run (else `LeaseLost`, nothing written).
     fn commit(&self, run: &str, lease: &Lease, entries: &[Entry]) -> Result<(), StoreError>;
     fn run(&self, run: &str) -> Result<RunRecord, StoreError>;
+    /// Every run, oldest first (the operator's view).
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    /// One page of one tenant's runs.
+    fn tenant_runs(&self, q: &RunQuery) -> Result<Vec<RunRecord>, StoreError>;
+    /// Registers (or replaces) a tenant's agent under its name.
+    fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
+    /// A tenant's agents, by name.
+    fn agents(&self, tenant: &str) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Forgets a tenant's agent; false if it had none of that name.
+    fn delete_agent(&self, tenant: &str, name: &str) -> Result<bool, StoreError>;
     fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError>;
     /// Journal entries with `seq > after`, oldest first, at most `limit`.
     fn journal(&self, run: &str, after: i64, limit: usize)

@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::{
-    Entry, GcStats, JournalEntry, Lease, NewRun, Owner, RunRecord, RunState, StepRecord, Store,
-    StoreError, now_ms,
+    AgentRecord, Entry, GcStats, JournalEntry, Lease, NewRun, Owner, RunQuery, RunRecord, RunState,
+    StepRecord, Store, StoreError, now_ms,
 };
 
 /// How hard each commit pushes to disk (SQLite's `synchronous`).
@@ -92,6 +92,23 @@ CREATE TABLE cache (
     r#"
 ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN fuel_charged INTEGER NOT NULL DEFAULT 0;
+"#,
+    // Tenants: every run carries its tenant ('' is the operator's own);
+    // idempotent submissions; the agents each tenant registered.
+    r#"
+ALTER TABLE runs ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN idempotency_key TEXT;
+CREATE UNIQUE INDEX runs_idempotency ON runs(tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX runs_tenant ON runs(tenant, created_ms, id);
+CREATE TABLE agents (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    info TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -196,7 +213,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-const RUN_COLUMNS: &str = "id, workflow, file, definition, digest, params, components, status, error, created_ms, updated_ms, owner, heartbeat_ms, cancel_requested, sessions, epoch, fuel_charged";
+const RUN_COLUMNS: &str = "id, workflow, file, definition, digest, params, components, status, error, created_ms, updated_ms, owner, heartbeat_ms, cancel_requested, sessions, epoch, fuel_charged, tenant";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     let json = |i: usize| -> rusqlite::Result<Value> {
@@ -221,6 +238,19 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         sessions: r.get(14)?,
         epoch: r.get(15)?,
         fuel_charged: r.get::<_, i64>(16)?.max(0) as u64,
+        tenant: r.get(17)?,
+    })
+}
+
+fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
+    let info: String = r.get(3)?;
+    Ok(AgentRecord {
+        tenant: r.get(0)?,
+        name: r.get(1)?,
+        digest: r.get(2)?,
+        info: serde_json::from_str(&info).unwrap_or(Value::Null),
+        size: r.get::<_, i64>(4)?.max(0) as u64,
+        created_ms: r.get(5)?,
     })
 }
 
@@ -344,11 +374,30 @@ fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
 impl Store for SqliteStore {
     fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<Lease, StoreError> {
         self.with(|conn| {
+            // One transaction: the count of running runs and the insert.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.err(e))?;
+            let conn: &Connection = &tx;
+            if let Some(max) = run.max_running {
+                let running: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM runs WHERE tenant = ?1 AND status = 'running'",
+                    )
+                    .and_then(|mut s| s.query_row([&run.tenant], |r| r.get(0)))
+                    .map_err(|e| self.err(e))?;
+                if running >= i64::from(max) {
+                    return Err(StoreError::TooManyRuns {
+                        tenant: run.tenant.clone(),
+                        running: running as u32,
+                    });
+                }
+            }
             let now = now_ms();
             let inserted = conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO runs (id, workflow, file, definition, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms, epoch)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?8, ?9, ?8, 1)",
+                    "INSERT OR IGNORE INTO runs (id, workflow, file, definition, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms, epoch, tenant, idempotency_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?8, ?9, ?8, 1, ?10, ?11)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -360,13 +409,29 @@ impl Store for SqliteStore {
                         run.params.to_string(),
                         run.components.to_string(),
                         now,
-                        owner.encode()
+                        owner.encode(),
+                        run.tenant,
+                        run.idempotency_key,
                     ])
                 })
                 .map_err(|e| self.err(e))?;
             if inserted == 0 {
+                // The same request again, or an id already taken.
+                if let Some(key) = &run.idempotency_key {
+                    let earlier: Option<String> = conn
+                        .prepare_cached(
+                            "SELECT id FROM runs WHERE tenant = ?1 AND idempotency_key = ?2",
+                        )
+                        .and_then(|mut s| s.query_row(params![run.tenant, key], |r| r.get(0)))
+                        .optional()
+                        .map_err(|e| self.err(e))?;
+                    if let Some(run) = earlier {
+                        return Err(StoreError::SameRequest { run });
+                    }
+                }
                 return Err(StoreError::RunExists(run.id.clone()));
             }
+            tx.commit().map_err(|e| self.err(e))?;
             Ok(Lease {
                 owner: owner.clone(),
                 epoch: 1,
@@ -492,6 +557,73 @@ impl Store for SqliteStore {
                 .map_err(|e| self.err(e))?;
             s.query_map([], run_row)
                 .and_then(|rows| rows.collect())
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    fn tenant_runs(&self, q: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        self.with(|conn| {
+            // Newest first; the cursor is the last page's final (created_ms, id).
+            let (before_ms, before_id) = q.before.clone().unwrap_or((i64::MAX, String::new()));
+            let mut s = conn
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     WHERE tenant = ?1 AND (?2 IS NULL OR status = ?2)
+                       AND (created_ms < ?3 OR (created_ms = ?3 AND ?4 != '' AND id < ?4))
+                     ORDER BY created_ms DESC, id DESC LIMIT ?5"
+                ))
+                .map_err(|e| self.err(e))?;
+            s.query_map(
+                params![
+                    q.tenant,
+                    q.status.map(|s| s.as_str()),
+                    before_ms,
+                    before_id,
+                    q.limit as i64
+                ],
+                run_row,
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO agents (tenant, name, digest, info, size, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (tenant, name) DO UPDATE SET digest = excluded.digest, info = excluded.info, size = excluded.size, created_ms = excluded.created_ms",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    agent.tenant,
+                    agent.name,
+                    agent.digest,
+                    agent.info.to_string(),
+                    agent.size as i64,
+                    agent.created_ms
+                ])
+            })
+            .map(drop)
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn agents(&self, tenant: &str) -> Result<Vec<AgentRecord>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "SELECT tenant, name, digest, info, size, created_ms FROM agents WHERE tenant = ?1 ORDER BY name",
+            )
+            .and_then(|mut s| s.query_map([tenant], agent_row)?.collect())
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn delete_agent(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached("DELETE FROM agents WHERE tenant = ?1 AND name = ?2")
+                .and_then(|mut s| s.execute([tenant, name]))
+                .map(|n| n > 0)
                 .map_err(|e| self.err(e))
         })
     }

@@ -125,6 +125,14 @@ impl StepState {
         matches!(self, StepState::Completed | StepState::Degraded)
     }
 
+    /// Nothing more will happen to it in this run (unless it is retried).
+    pub fn is_settled(self) -> bool {
+        !matches!(
+            self,
+            StepState::Pending | StepState::Running | StepState::Waiting | StepState::Paused
+        )
+    }
+
     /// Waiting for a human's answer.
     pub fn awaits_human(self) -> bool {
         matches!(self, StepState::Waiting | StepState::Paused)

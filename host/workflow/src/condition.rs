@@ -225,12 +225,14 @@ pub async fn compile_all<'a>(
 pub async fn compile_workflow(
     def: &WorkflowDef,
 ) -> HashMap<String, Result<Condition, CompileError>> {
-    let sources = def.steps.iter().flat_map(|s| {
-        s.when
-            .iter()
-            .chain(s.repeat.iter().map(|r| &r.until))
-            .map(String::as_str)
-    });
+    // Collected first: an iterator of closures held across the await would
+    // make the future fail `Send`'s higher-ranked check when spawned.
+    let sources: Vec<&str> = def
+        .steps
+        .iter()
+        .flat_map(|s| s.when.iter().chain(s.repeat.iter().map(|r| &r.until)))
+        .map(String::as_str)
+        .collect();
     compile_all(sources).await
 }
 

@@ -13,8 +13,9 @@ use corral_store::{LEASE, NewRun, Owner, RunRecord, RunState, Store, StoreError}
 use super::journal::Journal;
 use super::model::Workflow;
 use super::run::{Prior, Resume};
+use super::scope::Scope;
 use super::source::{self, Diagnostic};
-use super::validate::{param_value, validate};
+use super::validate::{param_value, validate, validate_in};
 
 /// Why a stored run cannot be resumed.
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +52,38 @@ pub enum ResumeError {
     },
 }
 
-/// Records a new run and starts its journal.
+/// Records a new run of the operator's own and starts its journal.
 pub fn begin(
     store: Arc<dyn Store>,
     w: &Workflow,
     params: &Value,
     run_id: &str,
     cancel: CancellationToken,
+) -> Result<Arc<Journal>, StoreError> {
+    begin_as(store, w, params, run_id, cancel, &Origin::default())
+}
+
+/// Who submitted a run, and how to recognise the same submission again.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The tenant the run belongs to; empty for the operator's own.
+    pub tenant: String,
+    /// A client's idempotency key; a second `begin_as` with it fails with
+    /// `StoreError::SameRequest` naming the first run.
+    pub idempotency_key: Option<String>,
+    /// The most runs the tenant may have running, this one included
+    /// (`StoreError::TooManyRuns` otherwise).
+    pub max_running: Option<u32>,
+}
+
+/// [`begin`] for a run submitted by `origin`.
+pub fn begin_as(
+    store: Arc<dyn Store>,
+    w: &Workflow,
+    params: &Value,
+    run_id: &str,
+    cancel: CancellationToken,
+    origin: &Origin,
 ) -> Result<Arc<Journal>, StoreError> {
     let file = std::fs::canonicalize(&w.file).unwrap_or_else(|_| w.file.clone());
     let owner = Owner::this_process();
@@ -70,6 +96,9 @@ pub fn begin(
             digest: w.digest.clone(),
             params: params.clone(),
             components: components(w),
+            tenant: origin.tenant.clone(),
+            idempotency_key: origin.idempotency_key.clone(),
+            max_running: origin.max_running,
         },
         &owner,
     )?;
@@ -120,6 +149,18 @@ pub async fn reopen(
     req: &ResumeRequest,
     cancel: CancellationToken,
 ) -> Result<Resumed, ResumeError> {
+    reopen_in(rt, store, req, cancel, None).await
+}
+
+/// [`reopen`], resolving the stored workflow's names through `scope` (a
+/// tenant's) instead of the operator's files next to the recorded path.
+pub async fn reopen_in(
+    rt: &Runtime,
+    store: Arc<dyn Store>,
+    req: &ResumeRequest,
+    cancel: CancellationToken,
+    scope: Option<&dyn Scope>,
+) -> Result<Resumed, ResumeError> {
     let id = req.run_id.as_str();
     let record = store.run(id)?;
     finished(&record, req)?;
@@ -131,7 +172,11 @@ pub async fn reopen(
             diagnostics: d,
         }
     })?;
-    let mut w = validate(&src, rt).await.map_err(|d| ResumeError::Invalid {
+    let validated = match scope {
+        Some(scope) => validate_in(&src, rt, scope).await,
+        None => validate(&src, rt).await,
+    };
+    let mut w = validated.map_err(|d| ResumeError::Invalid {
         run: id.into(),
         diagnostics: d,
     })?;

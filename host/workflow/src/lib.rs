@@ -14,6 +14,7 @@ pub mod plan;
 pub mod reference;
 pub mod report;
 pub mod run;
+pub mod scope;
 pub mod shape;
 pub mod source;
 pub mod step_state;

@@ -14,7 +14,7 @@ use super::definition::{BreakerDef, Join, OnError, ParamDef};
 use super::reference::{Reference, Template};
 
 /// A workflow that passed validation; only this can be run.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Workflow {
     pub name: String,
     pub file: PathBuf,

@@ -21,6 +21,10 @@ pub struct Diagnostic {
     /// The field, such as `steps[2].agent`.
     pub field: String,
     pub message: String,
+    /// The file asks for more than its scope may ever grant (a tenant's
+    /// ceiling), rather than being wrong.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub denied: bool,
 }
 
 impl std::fmt::Display for Diagnostic {
@@ -59,6 +63,7 @@ impl SourceMap {
             line,
             field,
             message: message.into(),
+            denied: false,
         }
     }
 
@@ -111,6 +116,7 @@ fn file_diag(path: &Path, line: Option<usize>, message: String) -> Vec<Diagnosti
         line,
         field: "(file)".into(),
         message,
+        denied: false,
     }]
 }
 

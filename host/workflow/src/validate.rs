@@ -19,18 +19,33 @@ use super::condition::{self, CompileError, Condition};
 use super::definition::{BudgetDef, ParamType};
 use super::limits::MAX_PARAM_BYTES;
 use super::model::{Step, Workflow};
+use super::scope::{LocalScope, Refusal, Scope};
 use super::source::{Diagnostic, SourceMap, WorkflowSource};
 use edges::json_type;
 
-/// Validates a parsed workflow; every problem found is reported, not just the first.
+/// Validates a parsed workflow as the operator's own file: its paths
+/// confined to its directory and `rt`'s allowed paths, environment values
+/// from corral's own environment. Every problem found is reported, not just
+/// the first.
 pub async fn validate(src: &WorkflowSource, rt: &Runtime) -> Result<Workflow, Vec<Diagnostic>> {
+    let scope = LocalScope::new(&src.base_dir, &rt.config().allowed_paths);
+    validate_in(src, rt, &scope).await
+}
+
+/// Validates a parsed workflow, resolving every component, directory and
+/// environment value it names through `scope`.
+pub async fn validate_in(
+    src: &WorkflowSource,
+    rt: &Runtime,
+    scope: &dyn Scope,
+) -> Result<Workflow, Vec<Diagnostic>> {
     let mut v = Validator {
         map: &src.map,
         diags: Vec::new(),
         max_memory: rt.config().engine.max_memory_bytes,
         conditions: condition::compile_workflow(&src.def).await,
     };
-    let agents = v.agents(src, rt).await;
+    let agents = v.agents(src, rt, scope).await;
     v.params(src);
     let def = &src.def;
     v.run_budget(&def.budget);
@@ -81,6 +96,13 @@ struct Validator<'m> {
 impl Validator<'_> {
     fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.diags.push(self.map.diag(field, message));
+    }
+
+    /// Reports a name the scope refused, keeping whether it was denied.
+    fn refused(&mut self, field: impl Into<String>, refusal: Refusal) {
+        let mut d = self.map.diag(field, refusal.message);
+        d.denied = refusal.denied;
+        self.diags.push(d);
     }
 
     /// Stops here if anything was reported: later checks rely on earlier ones.

@@ -14,6 +14,17 @@ fn new_run(id: &str) -> NewRun {
         digest: "sha256:0".into(),
         params: json!({}),
         components: json!({}),
+        tenant: String::new(),
+        idempotency_key: None,
+        max_running: None,
+    }
+}
+
+fn tenant_run(id: &str, tenant: &str, key: Option<&str>) -> NewRun {
+    NewRun {
+        tenant: tenant.into(),
+        idempotency_key: key.map(Into::into),
+        ..new_run(id)
     }
 }
 
@@ -188,4 +199,119 @@ fn busy_and_damaged_stores_are_told_apart() {
         .create_run(&new_run("r"), &Owner::this_process())
         .unwrap_err();
     assert!(matches!(err, StoreError::Busy { .. }), "{err:?}");
+}
+
+#[test]
+fn a_tenant_sees_only_its_own_runs_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let owner = Owner::this_process();
+    for i in 0..5 {
+        store
+            .create_run(&tenant_run(&format!("a{i}"), "acme", None), &owner)
+            .unwrap();
+    }
+    store
+        .create_run(&tenant_run("b0", "globex", None), &owner)
+        .unwrap();
+    store.create_run(&new_run("local"), &owner).unwrap();
+
+    let mut q = RunQuery {
+        tenant: "acme".into(),
+        limit: 2,
+        ..RunQuery::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.tenant_runs(&q).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.iter().all(|r| r.tenant == "acme"), "{page:?}");
+        let last = page.last().unwrap();
+        q.before = Some((last.created_ms, last.id.clone()));
+        seen.extend(page.into_iter().map(|r| r.id));
+    }
+    seen.sort();
+    assert_eq!(seen, ["a0", "a1", "a2", "a3", "a4"]);
+
+    let globex = store
+        .tenant_runs(&RunQuery {
+            tenant: "globex".into(),
+            limit: 10,
+            ..RunQuery::default()
+        })
+        .unwrap();
+    assert_eq!(globex.len(), 1);
+    let done = store
+        .tenant_runs(&RunQuery {
+            tenant: "acme".into(),
+            status: Some(RunState::Completed),
+            limit: 10,
+            ..RunQuery::default()
+        })
+        .unwrap();
+    assert!(done.is_empty(), "no acme run has completed: {done:?}");
+}
+
+#[test]
+fn the_same_idempotency_key_names_the_first_run_and_only_within_its_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let owner = Owner::this_process();
+    store
+        .create_run(&tenant_run("r1", "acme", Some("k")), &owner)
+        .unwrap();
+    match store.create_run(&tenant_run("r2", "acme", Some("k")), &owner) {
+        Err(StoreError::SameRequest { run }) => assert_eq!(run, "r1"),
+        other => panic!("expected SameRequest, got {other:?}"),
+    }
+    // Another tenant's identical key is its own.
+    store
+        .create_run(&tenant_run("r3", "globex", Some("k")), &owner)
+        .unwrap();
+    assert_eq!(store.run("r3").unwrap().tenant, "globex");
+}
+
+#[test]
+fn agents_are_registered_per_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let agent = |tenant: &str, digest: &str| AgentRecord {
+        tenant: tenant.into(),
+        name: "echo".into(),
+        digest: digest.into(),
+        info: json!({"name": "echo"}),
+        size: 10,
+        created_ms: 1,
+    };
+    store.put_agent(&agent("acme", "sha256:1")).unwrap();
+    store.put_agent(&agent("acme", "sha256:2")).unwrap();
+    store.put_agent(&agent("globex", "sha256:3")).unwrap();
+    assert_eq!(store.agents("acme").unwrap(), [agent("acme", "sha256:2")]);
+    assert!(store.delete_agent("acme", "echo").unwrap());
+    assert!(!store.delete_agent("acme", "echo").unwrap());
+    assert_eq!(store.agents("globex").unwrap().len(), 1);
+}
+
+#[test]
+fn a_tenant_at_its_limit_of_running_runs_is_refused_in_the_same_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let owner = Owner::this_process();
+    let limited = |id: &str, tenant: &str| NewRun {
+        max_running: Some(2),
+        ..tenant_run(id, tenant, None)
+    };
+    store.create_run(&limited("a1", "acme"), &owner).unwrap();
+    store.create_run(&limited("a2", "acme"), &owner).unwrap();
+    match store.create_run(&limited("a3", "acme"), &owner) {
+        Err(StoreError::TooManyRuns { tenant, running }) => {
+            assert_eq!((tenant.as_str(), running), ("acme", 2))
+        }
+        other => panic!("expected TooManyRuns, got {other:?}"),
+    }
+    assert!(matches!(store.run("a3"), Err(StoreError::UnknownRun(_))));
+    // Another tenant's runs do not count.
+    store.create_run(&limited("b1", "globex"), &owner).unwrap();
 }

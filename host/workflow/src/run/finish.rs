@@ -5,9 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::events::Event;
-use crate::report::{
-    CompensationReport, Counts, FuelUse, RunReport, RunStatus, StepReport, StepStatus,
-};
+use crate::report::{Counts, FuelUse, RunReport, RunStatus, StepReport, StepStatus};
 use corral_store::StepState;
 
 use super::exec::{Scope, lookup};
@@ -17,7 +15,16 @@ impl Scheduler {
     /// Compensates if the run failed (or was cancelled with compensation),
     /// records the run's end and builds its report.
     pub(super) async fn finish(self) -> RunReport {
-        let compensations = self.compensate_if_needed().await;
+        // Only the shared executor is held across the await: the scheduler's
+        // own state (its set of step futures) is not `Sync`, and a run is
+        // driven on a spawned task by the server.
+        let compensations = match self.compensations_needed() {
+            Some(list) => {
+                let exec = self.exec.clone();
+                exec.compensate(&list).await
+            }
+            None => Vec::new(),
+        };
         let Scheduler {
             exec,
             w,
@@ -93,7 +100,7 @@ impl Scheduler {
 
     /// Runs the compensations of completed steps, newest first, when the
     /// run failed, ran out of fuel, or was cancelled with compensation.
-    async fn compensate_if_needed(&self) -> Vec<CompensationReport> {
+    fn compensations_needed(&self) -> Option<Vec<(u64, usize, Arc<Value>)>> {
         let exec = &self.exec;
         // A run whose journal failed (or whose lease another process took)
         // must not undo steps the store may still show as done.
@@ -110,11 +117,11 @@ impl Scheduler {
             _ => false,
         };
         if !(journal_ok && wanted) {
-            return Vec::new();
+            return None;
         }
         let mut compensable = self.compensable();
         compensable.sort_by_key(|c| std::cmp::Reverse(c.0));
-        exec.compensate(&compensable).await
+        Some(compensable)
     }
 
     /// Completed steps with a compensation: completion order, index, output.

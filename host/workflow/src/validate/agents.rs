@@ -7,7 +7,7 @@ use corral_runtime::{Agent, Budget, Capability, DirGrant, EnvGrant, Grants, Runt
 use super::super::definition::AgentDef;
 use super::super::limits::MAX_AGENTS;
 use super::super::model::WorkflowAgent;
-use super::super::paths::Confinement;
+use super::super::scope::Scope;
 use super::super::source::WorkflowSource;
 use super::{Validator, merge_budget};
 
@@ -18,6 +18,7 @@ impl Validator<'_> {
         &mut self,
         src: &WorkflowSource,
         rt: &Runtime,
+        scope: &dyn Scope,
     ) -> BTreeMap<String, WorkflowAgent> {
         let mut agents = BTreeMap::new();
         if src.def.agents.len() > MAX_AGENTS {
@@ -30,14 +31,13 @@ impl Validator<'_> {
             );
             return agents;
         }
-        let confined = Confinement::new(&src.base_dir, &rt.config().allowed_paths);
         for (name, a) in &src.def.agents {
             let field = format!("agents.{name}");
-            // By path, before anything is read.
-            let path = match confined.resolve(&a.component) {
+            // By name, before anything is read.
+            let path = match scope.component(&a.component.to_string_lossy()) {
                 Ok(path) => path,
-                Err(e) => {
-                    self.err(format!("{field}.component"), e);
+                Err(refusal) => {
+                    self.refused(format!("{field}.component"), refusal);
                     continue;
                 }
             };
@@ -60,7 +60,7 @@ impl Validator<'_> {
                     ),
                 );
             }
-            let grants = self.grants(name, a, &agent, &confined);
+            let grants = self.grants(name, a, &agent, scope);
             self.breaker(&format!("{field}.breaker"), &a.breaker);
             self.budget(&format!("{field}.budget"), &a.budget);
             let budget = merge_budget(&Budget::default(), &a.budget);
@@ -81,33 +81,36 @@ impl Validator<'_> {
     /// The grants the file gives agent `name`, each directory confined by
     /// path; a capability the agent requests but is not granted is reported
     /// with the line that would grant it.
-    fn grants(
-        &mut self,
-        name: &str,
-        a: &AgentDef,
-        agent: &Agent,
-        confined: &Confinement,
-    ) -> Grants {
+    fn grants(&mut self, name: &str, a: &AgentDef, agent: &Agent, scope: &dyn Scope) -> Grants {
         let field = format!("agents.{name}");
         let mut grants = Grants::default();
         for (i, e) in a.grants.env.iter().enumerate() {
-            match EnvGrant::parse(e) {
-                Ok(g) => grants.env.push(g),
-                Err(msg) => self.err(format!("{field}.grants.env[{i}]"), msg),
+            let at = format!("{field}.grants.env[{i}]");
+            let (name, value) = match e.split_once('=') {
+                Some((n, v)) => (n.to_owned(), v.to_owned()),
+                None => match scope.env(e) {
+                    Ok(v) => (e.clone(), v),
+                    Err(refusal) => {
+                        self.refused(at, refusal);
+                        continue;
+                    }
+                },
+            };
+            if name.is_empty() {
+                self.err(at, format!("`{e}` has no variable name"));
+                continue;
             }
+            grants.env.push(EnvGrant { name, value });
         }
         for (i, d) in a.grants.dirs.iter().enumerate() {
             let at = format!("{field}.grants.dirs[{i}].host");
-            let host = match confined.resolve(&d.host) {
+            let host = match scope.dir(&d.host.to_string_lossy()) {
                 Ok(host) => host,
-                Err(e) => {
-                    self.err(at, e);
+                Err(refusal) => {
+                    self.refused(at, refusal);
                     continue;
                 }
             };
-            if !host.is_dir() {
-                self.err(at, format!("{} is not a directory", host.display()));
-            }
             grants.dirs.push(DirGrant {
                 host,
                 guest: d.guest.clone(),

@@ -1,0 +1,129 @@
+//! `corral serve`: the multi-tenant HTTP service; `corral token`: API tokens and the hashes `corral.toml` keeps of them.
+
+use std::io::{Read as _, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use corral::Runtime;
+use corral::store::{Durability, SqliteStore, Store};
+use corral_server::tenant::TokenHash;
+use corral_server::{Server, config};
+
+use super::Exit;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The server's config file: settings, tenants, their tokens (hashed), secrets and quotas.
+    #[arg(long, env = "CORRAL_CONFIG", default_value = "corral.toml")]
+    config: PathBuf,
+
+    /// Address to listen on [default: `server.listen` in the config, else 127.0.0.1:8700].
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+}
+
+pub async fn run(rt: Runtime, args: ServeArgs, durability: Durability) -> Exit {
+    let config = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            return Exit::Usage;
+        }
+    };
+    let store: Arc<dyn Store> = match SqliteStore::open(&config.state_dir, durability) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return super::store_error(&e),
+    };
+    let listen = args
+        .listen
+        .or(config.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8700)));
+    let server = match Server::bind(config, rt, store, listen).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    let addr = server.local_addr().unwrap_or(listen);
+    // A script (and the tests) read the bound port from this line.
+    println!("corral serve: listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    match server.run(shutdown_signal()).await {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Host
+        }
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("corral serve: shutting down: no new requests; running runs get the grace period");
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    /// Read a token from standard input and print only its hash.
+    #[arg(long)]
+    hash: bool,
+}
+
+/// Prints a new random token and the hash to put in `corral.toml`.
+pub fn token(args: TokenArgs) -> Exit {
+    let token = if args.hash {
+        let mut s = String::new();
+        if let Err(e) = std::io::stdin().take(4096).read_to_string(&mut s) {
+            eprintln!("error: cannot read the token from standard input: {e}");
+            return Exit::Usage;
+        }
+        s.trim().to_owned()
+    } else {
+        match random_token() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot read random bytes: {e}");
+                return Exit::Host;
+            }
+        }
+    };
+    let hash = TokenHash::of(&token).to_hex();
+    if args.hash {
+        println!("{hash}");
+    } else {
+        println!("token: {token}");
+        println!("hash:  {hash}");
+        eprintln!(
+            "Give the token to the tenant; put only the hash in corral.toml, under the tenant's `tokens`."
+        );
+    }
+    Exit::Success
+}
+
+/// 32 bytes from the operating system's generator, as `crl_<hex>`.
+fn random_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(format!("crl_{}", hex_lower(&bytes)))
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

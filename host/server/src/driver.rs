@@ -1,0 +1,162 @@
+//! Run drivers: one task per run this server is driving, started on submission, on resume or approval, and at startup for runs a stopped server left behind.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use corral_store::{LEASE, RunState, now_ms};
+use corral_workflow::durable::{ResumeRequest, reopen_in};
+use corral_workflow::model::Workflow;
+use corral_workflow::run::{RunOptions, run};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::problem::{Kind, Problem};
+use crate::state::{AppState, blocking};
+use crate::tenant::Tenant;
+
+/// The runs this process drives, by id.
+#[derive(Default)]
+pub struct Drivers {
+    running: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl Drivers {
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_driving(&self, run: &str) -> bool {
+        self.lock().contains_key(run)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, JoinHandle<()>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits up to `grace` for every run to stop on its own, then drops the
+    /// rest: their journals hold every committed step, and the next start
+    /// resumes them.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left: Vec<_> = self.lock().drain().collect();
+        for (_, task) in &left {
+            task.abort();
+        }
+        left.len()
+    }
+}
+
+/// Drives `w` in the background; its events reach clients through the journal.
+pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut opts: RunOptions) {
+    let id = opts.run_id.clone();
+    opts.cache_scope = format!("tenant:{}", tenant.id);
+    let cancel = opts.cancel.clone();
+    let limit = tenant.quota.run_timeout;
+    let st = state.clone();
+    let run_id = id.clone();
+    let task = tokio::spawn(async move {
+        let rt = st.rt.clone();
+        let driven = run(rt, w, opts);
+        tokio::pin!(driven);
+        let report = tokio::select! {
+            r = &mut driven => r,
+            _ = tokio::time::sleep(limit) => {
+                tracing::warn!(run = %run_id, ?limit, "run timeout reached; cancelling");
+                cancel.cancel();
+                driven.await
+            }
+        };
+        tracing::info!(run = %run_id, status = ?report.status, "run stopped");
+        st.drivers.lock().remove(&run_id);
+    });
+    state.drivers.lock().insert(id, task);
+}
+
+/// Claims a stored run of `tenant` and drives it again.
+pub async fn resume(
+    state: &Arc<AppState>,
+    tenant: &Arc<Tenant>,
+    req: ResumeRequest,
+) -> Result<(), Problem> {
+    if state.drivers.is_driving(&req.run_id) {
+        return Err(Problem::new(
+            Kind::Conflict,
+            format!("run `{}` is running on this server", req.run_id),
+        ));
+    }
+    let scope = state.scope(tenant).await?;
+    let cancel = CancellationToken::new();
+    let r = reopen_in(
+        &state.rt,
+        state.store.clone(),
+        &req,
+        cancel.clone(),
+        Some(&scope),
+    )
+    .await
+    .map_err(resume_problem)?;
+    let mut w = Arc::unwrap_or_clone(r.workflow);
+    crate::quota::clamp(&mut w, &tenant.quota);
+    let mut opts = RunOptions::new(req.run_id.clone(), r.params);
+    opts.cancel = cancel;
+    opts.journal = Some(r.journal);
+    opts.resume = Some(r.resume);
+    start(state, tenant, Arc::new(w), opts);
+    Ok(())
+}
+
+fn resume_problem(e: corral_workflow::durable::ResumeError) -> Problem {
+    use corral_workflow::durable::ResumeError as E;
+    match e {
+        E::Store(s) => s.into(),
+        E::Invalid { diagnostics, .. } => Problem::new(
+            Kind::InvalidWorkflow,
+            "the run's workflow no longer validates",
+        )
+        .with("errors", diagnostics),
+        other => Problem::new(Kind::Conflict, other.to_string()),
+    }
+}
+
+/// Picks up every tenant run that no live process drives (a server stopped
+/// or killed mid-run); returns how many were resumed.
+pub async fn resume_interrupted(state: &Arc<AppState>) -> usize {
+    let store = state.store.clone();
+    let runs = match blocking(move || store.runs()).await {
+        Ok(r) => r,
+        Err(p) => {
+            tracing::error!(detail = %p.detail, "cannot list runs to resume");
+            return 0;
+        }
+    };
+    let now = now_ms();
+    let mut resumed = 0;
+    for rec in runs {
+        if rec.tenant.is_empty() || rec.status != RunState::Running || rec.lease_live(now, LEASE) {
+            continue;
+        }
+        let Some(tenant) = state.tenants.get(&rec.tenant) else {
+            tracing::warn!(run = %rec.id, tenant = %rec.tenant, "run of a tenant no longer configured; left alone");
+            continue;
+        };
+        let req = ResumeRequest {
+            run_id: rec.id.clone(),
+            params: Vec::new(),
+            allow_changed_components: false,
+            force: BTreeSet::new(),
+        };
+        match resume(state, &tenant, req).await {
+            Ok(()) => resumed += 1,
+            Err(p) => tracing::warn!(run = %rec.id, detail = %p.detail, "could not resume"),
+        }
+    }
+    resumed
+}

@@ -1,0 +1,175 @@
+//! `GET /v1/runs/{id}/events`: the run's journal as Server-Sent Events, each with its journal sequence as id, so a client that reconnects with `Last-Event-ID` misses nothing and sees nothing twice.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use corral_store::{JournalEntry, LEASE, now_ms};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::problem::{Kind, Problem};
+use crate::state::{AppState, blocking};
+
+/// Entries read from the store per poll.
+const PAGE: usize = 256;
+/// How often an idle stream looks for new entries.
+const POLL: Duration = Duration::from_millis(100);
+/// Open event streams across all tenants; more are refused with 503.
+pub const MAX_STREAMS: usize = 1024;
+
+/// Open streams, for the limit and the metrics.
+pub static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Start after this journal sequence (as `Last-Event-ID`).
+    after: Option<i64>,
+}
+
+pub async fn events(
+    State(st): State<Arc<AppState>>,
+    Caller(tenant): Caller,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    let store = st.store.clone();
+    let rid = id.clone();
+    match blocking(move || store.run(&rid)).await {
+        Ok(r) if r.tenant == tenant.id => {}
+        Ok(_)
+        | Err(Problem {
+            kind: Kind::NotFound,
+            ..
+        }) => return Err(Problem::not_found("run", &id)),
+        Err(p) => return Err(p),
+    }
+    let after = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .ok_or_else(|| {
+                Problem::new(
+                    Kind::InvalidRequest,
+                    "`Last-Event-ID` is not an event id this server sent",
+                )
+            })?,
+        None => q.after.unwrap_or(0),
+    };
+    let slot = StreamSlot::take().ok_or_else(|| {
+        Problem::new(
+            Kind::Unavailable,
+            "too many open event streams; try again shortly",
+        )
+        .retry_after(Duration::from_secs(5))
+    })?;
+    let stream = futures::stream::unfold(
+        Cursor {
+            st,
+            run: id,
+            after,
+            pending: Vec::new().into_iter(),
+            ended: false,
+            _slot: slot,
+        },
+        Cursor::next,
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Counts an open stream for as long as it lives.
+struct StreamSlot;
+
+impl StreamSlot {
+    fn take() -> Option<Self> {
+        OPEN_STREAMS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_STREAMS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        OPEN_STREAMS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct Cursor {
+    st: Arc<AppState>,
+    run: String,
+    after: i64,
+    pending: std::vec::IntoIter<JournalEntry>,
+    ended: bool,
+    _slot: StreamSlot,
+}
+
+impl Cursor {
+    /// The next event: a buffered entry, else a page from the store, else
+    /// (once the run stopped and everything was sent) the end of the stream.
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        loop {
+            if let Some(e) = self.pending.next() {
+                self.after = e.seq;
+                return Some((Ok(event(&e)), self));
+            }
+            if self.ended {
+                return None;
+            }
+            let store = self.st.store.clone();
+            let (run, after) = (self.run.clone(), self.after);
+            let page = tokio::task::spawn_blocking(move || {
+                let rec = store.run(&run)?;
+                let entries = store.journal(&run, after, PAGE)?;
+                Ok::<_, corral_store::StoreError>((rec, entries))
+            })
+            .await;
+            let Ok(Ok((rec, entries))) = page else {
+                return None;
+            };
+            if entries.is_empty() {
+                // Stopped (finished, waiting for a human, or nobody drives
+                // it): everything it will write is written.
+                let driven =
+                    self.st.drivers.is_driving(&self.run) || rec.lease_live(now_ms(), LEASE);
+                if !driven {
+                    self.ended = true;
+                    return Some((
+                        Ok(Event::default().event("end").data(
+                            json!({"status": rec.display_status(now_ms(), LEASE)}).to_string(),
+                        )),
+                        self,
+                    ));
+                }
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            self.pending = entries.into_iter();
+        }
+    }
+}
+
+fn event(e: &JournalEntry) -> Event {
+    let data = json!({
+        "seq": e.seq,
+        "at_ms": e.at_ms,
+        "type": e.kind,
+        "step": e.step,
+        "data": e.data,
+    });
+    Event::default()
+        .id(e.seq.to_string())
+        .event(e.kind.clone())
+        .data(data.to_string())
+}

@@ -1,0 +1,192 @@
+//! corral as a service: an HTTP API (`/v1`) where many tenants submit workflows, follow their events and register agents, each held to its own ceiling and quotas.
+//!
+//! A request meets, in order: the body limit and timeout (tower-http), the
+//! bearer token ([`auth`]: which tenant), the tenant's quotas at the door
+//! ([`quota`]), its scope ([`tenant::TenantScope`]: registered agents, its
+//! data root, its secrets) while the workflow validates, and then a run
+//! driver ([`driver`]) that journals to the shared store. Everything a client
+//! reads back ([`runs`], [`events`], [`agents`]) is filtered by tenant; another
+//! tenant's resource answers 404, exactly like a missing one.
+
+pub mod agents;
+pub mod auth;
+pub mod config;
+pub mod driver;
+pub mod events;
+pub mod problem;
+pub mod quota;
+pub mod runs;
+pub mod state;
+pub mod tenant;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use corral_runtime::Runtime;
+use corral_store::Store;
+use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::{ConfigError, ServerConfig};
+pub use problem::{Kind, Problem};
+
+use crate::driver::Drivers;
+use crate::quota::Gates;
+use crate::state::AppState;
+use crate::tenant::Tenants;
+
+/// The largest JSON request body: a workflow file at its limit plus params.
+const MAX_JSON_BODY: usize = 4 << 20;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A server ready to run: state built, listener bound.
+pub struct Server {
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+}
+
+impl Server {
+    /// Prepares the directories and binds `listen`.
+    pub async fn bind(
+        config: ServerConfig,
+        rt: Runtime,
+        store: Arc<dyn Store>,
+        listen: SocketAddr,
+    ) -> Result<Self, ServeError> {
+        let components = config.state_dir.join("components");
+        private_dir(&components)?;
+        for t in &config.tenants {
+            private_dir(&config.data_root.join(&t.id))?;
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let tenants = Tenants::new(config.tenants.clone());
+        let gates = Gates::new(&tenants);
+        let state = Arc::new(AppState {
+            rt: Arc::new(rt),
+            store,
+            tenants,
+            config,
+            components,
+            drivers: Drivers::default(),
+            gates,
+            stopping: CancellationToken::new(),
+        });
+        Ok(Self { state, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then stops admitting, lets running
+    /// runs finish within the grace period and leaves the rest to the next
+    /// start. Runs a stopped server left behind are resumed first.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let state = self.state;
+        let resumed = driver::resume_interrupted(&state).await;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed runs a stopped server left behind");
+        }
+        let stopping = state.stopping.clone();
+        let app = router(state.clone());
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stopping.cancel();
+            })
+            .await?;
+        let left = state.drivers.drain(state.config.shutdown_grace).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "runs still running after the grace period were interrupted; the next start resumes them"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn private_dir(path: &std::path::Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| ServeError::Dir {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Every route. The request timeout covers a response's headers only, so
+/// event streams outlive it; compression skips them (tower-http leaves
+/// `text/event-stream` alone). Uploads read their body themselves, under the
+/// tenant's own limit; JSON bodies are capped at [`MAX_JSON_BODY`].
+pub fn router(state: Arc<AppState>) -> Router {
+    let timeout = state.config.request_timeout;
+    Router::new()
+        .route("/v1/runs", post(runs::submit).get(runs::list))
+        .route("/v1/runs/{id}", get(runs::get))
+        .route("/v1/runs/{id}/cancel", post(runs::cancel))
+        .route("/v1/runs/{id}/resume", post(runs::resume))
+        .route("/v1/runs/{id}/steps/{step}/approve", post(runs::approve))
+        .route("/v1/runs/{id}/steps/{step}/reject", post(runs::reject))
+        .route("/v1/runs/{id}/events", get(events::events))
+        .route("/v1/agents", get(agents::list))
+        .route(
+            "/v1/agents/{name}",
+            get(agents::get).put(agents::upload).delete(agents::delete),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .fallback(|| async { Problem::new(Kind::NotFound, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn ready(
+    axum::extract::State(st): axum::extract::State<Arc<AppState>>,
+) -> Result<&'static str, Problem> {
+    if st.stopping.is_cancelled() {
+        return Err(Problem::new(Kind::Unavailable, "shutting down"));
+    }
+    Ok("ready")
+}

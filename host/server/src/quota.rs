@@ -1,0 +1,145 @@
+//! Quotas at the door: runs submitted per minute (GCRA, `governor`), running runs (counted by the store), and the per-call ceilings every step budget is held under.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_runtime::Budget;
+use corral_runtime::human;
+use corral_workflow::definition::{BudgetDef, WorkflowDef};
+use corral_workflow::model::Workflow;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, RateLimiter};
+use serde::Serialize;
+
+use crate::problem::{Kind, Problem};
+use crate::tenant::{Quota, Tenant, Tenants};
+
+/// The body of a 429: which quota, its limit, what was used and when it resets.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spent {
+    pub quota: &'static str,
+    pub limit: u64,
+    pub used: u64,
+    /// Seconds until there is room again, when known.
+    pub resets_in_secs: Option<f64>,
+}
+
+impl Spent {
+    pub fn problem(self, tenant: &str, detail: String) -> Problem {
+        let retry = Duration::from_secs_f64(self.resets_in_secs.unwrap_or(1.0).max(0.0));
+        Problem::new(Kind::QuotaExceeded, format!("tenant `{tenant}`: {detail}"))
+            .with("quota", &self)
+            .retry_after(retry)
+    }
+}
+
+/// Per-tenant admission state held by this server process.
+pub struct Gates {
+    submits: HashMap<String, DefaultDirectRateLimiter>,
+}
+
+impl Gates {
+    pub fn new(tenants: &Tenants) -> Self {
+        let submits = tenants
+            .iter()
+            .map(|t| {
+                let per_minute =
+                    NonZeroU32::new(t.quota.runs_per_minute).unwrap_or(NonZeroU32::MIN);
+                (
+                    t.id.clone(),
+                    RateLimiter::direct(governor::Quota::per_minute(per_minute)),
+                )
+            })
+            .collect();
+        Self { submits }
+    }
+
+    /// Takes one submission from `tenant`'s per-minute allowance.
+    pub fn submit(&self, tenant: &Tenant) -> Result<(), Problem> {
+        let Some(limiter) = self.submits.get(&tenant.id) else {
+            return Ok(());
+        };
+        limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let limit = u64::from(tenant.quota.runs_per_minute);
+            Spent {
+                quota: "runs_per_minute",
+                limit,
+                used: limit,
+                resets_in_secs: Some(wait.as_secs_f64()),
+            }
+            .problem(
+                &tenant.id,
+                format!(
+                    "{limit} runs per minute submitted; the next is allowed in {}",
+                    human::duration(wait)
+                ),
+            )
+        })
+    }
+}
+
+/// Every budget the file sets explicitly that is above the tenant's
+/// per-call ceiling: the submission is refused with all of them.
+pub fn above_ceiling(def: &WorkflowDef, q: &Quota) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut check = |field: String, b: &BudgetDef| {
+        if let Some(f) = b.fuel
+            && f.0 > q.fuel_per_call
+        {
+            found.push(format!(
+                "{field}.fuel asks for {} instructions; the tenant's ceiling (quota.fuel_per_call) is {}",
+                human::count(f.0),
+                human::count(q.fuel_per_call)
+            ));
+        }
+        if let Some(m) = b.memory
+            && m.0 > q.memory_per_call
+        {
+            found.push(format!(
+                "{field}.memory asks for {}; the tenant's ceiling (quota.memory_per_call) is {}",
+                human::bytes(m.0),
+                human::bytes(q.memory_per_call)
+            ));
+        }
+        if let Some(t) = b.timeout
+            && t.0 > q.call_timeout
+        {
+            found.push(format!(
+                "{field}.timeout asks for {}; the tenant's ceiling (quota.call_timeout) is {}",
+                human::duration(t.0),
+                human::duration(q.call_timeout)
+            ));
+        }
+    };
+    for (name, a) in &def.agents {
+        check(format!("agents.{name}.budget"), &a.budget);
+    }
+    for (i, s) in def.steps.iter().enumerate() {
+        check(format!("steps[{i}].budget"), &s.budget);
+    }
+    found
+}
+
+/// Holds every call's budget to the tenant's ceiling: a default the file
+/// did not set never exceeds what the tenant may have.
+pub fn clamp(w: &mut Workflow, q: &Quota) {
+    let hold = |b: &mut Budget| {
+        b.fuel = b.fuel.min(q.fuel_per_call);
+        b.memory_bytes = b.memory_bytes.min(q.memory_per_call);
+        b.timeout = b.timeout.min(q.call_timeout);
+    };
+    for a in w.agents.values_mut() {
+        hold(&mut a.budget);
+    }
+    for s in &mut w.steps {
+        hold(&mut s.budget);
+        hold(&mut s.fallback_budget);
+    }
+    w.max_concurrency = w.max_concurrency.min(q.concurrent_calls);
+}
+
+/// The quotas a tenant's run is held to, shared with its driver.
+pub type SharedQuota = Arc<Quota>;

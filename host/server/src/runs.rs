@@ -1,0 +1,541 @@
+//! `/v1/runs`: submit, list, get, cancel, resume, retry, approve and reject, each scoped to the caller's tenant.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use corral_store::{
+    LEASE, RunQuery, RunRecord, RunState, StepRecord, StepState, StoreError, now_ms,
+};
+use corral_workflow::durable::{Origin, ResumeRequest, begin_as};
+use corral_workflow::run::{RunOptions, resolve_params};
+use corral_workflow::source::{self, Diagnostic};
+use corral_workflow::validate::validate_in;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Caller;
+use crate::driver;
+use crate::problem::{Kind, Problem};
+use crate::quota;
+use crate::state::{AppState, blocking};
+use crate::tenant::Tenant;
+
+type Shared = State<Arc<AppState>>;
+
+/// A run to start: a workflow's text and its params.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submit {
+    /// The workflow, as YAML (or JSON) text.
+    workflow: String,
+    /// `yaml` (the default) or `json`.
+    #[serde(default)]
+    format: Option<String>,
+    /// Param values by name.
+    #[serde(default)]
+    params: serde_json::Map<String, Value>,
+}
+
+pub async fn submit(
+    State(st): Shared,
+    Caller(tenant): Caller,
+    headers: HeaderMap,
+    Json(req): Json<Submit>,
+) -> Result<Response, Problem> {
+    admitting(&st)?;
+    let params_size = serde_json::to_vec(&req.params).map_or(0, |v| v.len()) as u64;
+    if params_size > tenant.quota.max_packet {
+        return Err(quota::Spent {
+            quota: "max_packet",
+            limit: tenant.quota.max_packet,
+            used: params_size,
+            resets_in_secs: None,
+        }
+        .problem(&tenant.id, format!("the params are {params_size} bytes")));
+    }
+    let key = idempotency_key(&headers)?;
+    st.gates.submit(&tenant)?;
+    let file = match req.format.as_deref() {
+        None | Some("yaml") => "submitted.yaml",
+        Some("json") => "submitted.json",
+        Some(other) => {
+            return Err(Problem::new(
+                Kind::InvalidRequest,
+                format!("`format` is `{other}`; use `yaml` or `json`"),
+            ));
+        }
+    };
+    let w = check(&st, &tenant, file, &req.workflow).await?;
+    let pairs: Vec<(String, String)> = req
+        .params
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+            )
+        })
+        .collect();
+    let params = resolve_params(&w, &pairs).map_err(|errors| {
+        Problem::new(Kind::InvalidWorkflow, "the params do not fit the workflow")
+            .with("errors", errors)
+    })?;
+    let run_id = new_run_id();
+    let origin = Origin {
+        tenant: tenant.id.clone(),
+        idempotency_key: key,
+        max_running: Some(tenant.quota.concurrent_runs),
+    };
+    let cancel = CancellationToken::new();
+    let (store, w) = (st.store.clone(), Arc::new(w));
+    let (w2, params2, id2, cancel2) = (w.clone(), params.clone(), run_id.clone(), cancel.clone());
+    let begun =
+        tokio::task::spawn_blocking(move || begin_as(store, &w2, &params2, &id2, cancel2, &origin))
+            .await
+            .map_err(Problem::internal)?;
+    let journal = match begun {
+        Ok(j) => j,
+        Err(StoreError::SameRequest { run }) => {
+            let view = run_view(&st, &tenant, &run).await?;
+            return Ok((StatusCode::OK, Json(view)).into_response());
+        }
+        Err(StoreError::TooManyRuns { running, .. }) => {
+            return Err(quota::Spent {
+                quota: "concurrent_runs",
+                limit: u64::from(tenant.quota.concurrent_runs),
+                used: u64::from(running),
+                resets_in_secs: None,
+            }
+            .problem(
+                &tenant.id,
+                format!("{running} runs are running, the most it may have"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut opts = RunOptions::new(run_id.clone(), params);
+    opts.cancel = cancel;
+    opts.journal = Some(journal);
+    driver::start(&st, &tenant, w, opts);
+    let view = run_view(&st, &tenant, &run_id).await?;
+    let mut res = (StatusCode::CREATED, Json(view)).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
+        res.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(res)
+}
+
+fn admitting(st: &AppState) -> Result<(), Problem> {
+    if st.stopping.is_cancelled() {
+        return Err(Problem::new(
+            Kind::Unavailable,
+            "the server is shutting down; submit again once it is back",
+        )
+        .retry_after(std::time::Duration::from_secs(5)));
+    }
+    Ok(())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 200 => Ok(Some(k.to_owned())),
+        _ => Err(Problem::new(
+            Kind::InvalidRequest,
+            "`Idempotency-Key` must be 1 to 200 visible ASCII characters",
+        )),
+    }
+}
+
+/// Parses and validates a tenant's workflow within its scope and ceiling.
+async fn check(
+    st: &Arc<AppState>,
+    tenant: &Arc<Tenant>,
+    file: &str,
+    text: &str,
+) -> Result<corral_workflow::model::Workflow, Problem> {
+    let invalid = |diags: Vec<Diagnostic>| {
+        let denied = diags.iter().any(|d| d.denied);
+        let (kind, detail) = if denied {
+            (
+                Kind::Forbidden,
+                "the workflow asks for more than the tenant may have",
+            )
+        } else {
+            (Kind::InvalidWorkflow, "the workflow does not validate")
+        };
+        Problem::new(kind, detail).with("errors", diags)
+    };
+    let src = source::parse(Path::new(file), text).map_err(invalid)?;
+    let above = quota::above_ceiling(&src.def, &tenant.quota);
+    if !above.is_empty() {
+        return Err(Problem::new(
+            Kind::Forbidden,
+            "the workflow asks for more than the tenant may have",
+        )
+        .with("errors", above));
+    }
+    let scope = st.scope(tenant).await?;
+    let mut w = validate_in(&src, &st.rt, &scope).await.map_err(invalid)?;
+    quota::clamp(&mut w, &tenant.quota);
+    Ok(w)
+}
+
+fn new_run_id() -> String {
+    format!("run-{:016x}", fastrand::u64(..))
+}
+
+/// The caller's run, or 404 whether it is missing or another tenant's.
+async fn own_run(st: &AppState, tenant: &Tenant, id: &str) -> Result<RunRecord, Problem> {
+    let store = st.store.clone();
+    let rid = id.to_owned();
+    match blocking(move || store.run(&rid)).await {
+        Ok(r) if r.tenant == tenant.id => Ok(r),
+        Ok(_)
+        | Err(Problem {
+            kind: Kind::NotFound,
+            ..
+        }) => Err(Problem::not_found("run", id)),
+        Err(p) => Err(p),
+    }
+}
+
+/// A run as the API shows it: status, progress, ETA, steps and outputs.
+async fn run_view(st: &AppState, tenant: &Tenant, id: &str) -> Result<Value, Problem> {
+    let run = own_run(st, tenant, id).await?;
+    let store = st.store.clone();
+    let rid = id.to_owned();
+    let driving = st.drivers.is_driving(id);
+    blocking(move || {
+        let steps = store.steps(&rid)?;
+        let outputs: HashMap<String, Value> = steps
+            .iter()
+            .filter_map(|s| {
+                let d = s.output.as_ref()?;
+                let v = store.blob(d).ok().flatten()?;
+                Some((s.step.clone(), serde_json::from_slice(&v).ok()?))
+            })
+            .collect();
+        Ok(view(&run, steps, &outputs, driving))
+    })
+    .await
+}
+
+fn view(
+    run: &RunRecord,
+    steps: Vec<StepRecord>,
+    outputs: &HashMap<String, Value>,
+    driving: bool,
+) -> Value {
+    let order: Vec<String> = source::parse(Path::new(&run.file), &run.definition)
+        .map(|src| src.def.steps.iter().map(|s| s.id.clone()).collect())
+        .unwrap_or_default();
+    let mut by_id: HashMap<String, StepRecord> =
+        steps.into_iter().map(|s| (s.step.clone(), s)).collect();
+    let total = order.len().max(by_id.len());
+    let done = by_id.values().filter(|s| s.status.is_settled()).count();
+    let elapsed_ms = (run.updated_ms - run.created_ms).max(0) as f64;
+    let eta_secs = (run.status == RunState::Running && done > 0 && done < total)
+        .then(|| elapsed_ms / done as f64 * (total - done) as f64 / 1000.0);
+    let mut views: Vec<Value> = order
+        .iter()
+        .map(|id| {
+            let s = by_id.remove(id).unwrap_or(StepRecord {
+                step: id.clone(),
+                status: StepState::Pending,
+                ..StepRecord::default()
+            });
+            step_view(s, outputs)
+        })
+        .collect();
+    views.extend(by_id.into_values().map(|s| step_view(s, outputs)));
+    let status = if driving {
+        run.status.as_str()
+    } else {
+        run.display_status(now_ms(), LEASE)
+    };
+    json!({
+        "id": run.id,
+        "workflow": run.workflow,
+        "status": status,
+        "error": run.error,
+        "created_ms": run.created_ms,
+        "updated_ms": run.updated_ms,
+        "sessions": run.sessions,
+        "fuel_used": run.fuel_charged,
+        "params": run.params,
+        "progress": {
+            "steps": total,
+            "finished": done,
+            "percent": if total == 0 { 100.0 } else { (done as f64 * 100.0 / total as f64).round() },
+            "eta_secs": eta_secs,
+        },
+        "steps": views,
+    })
+}
+
+fn step_view(s: StepRecord, outputs: &HashMap<String, Value>) -> Value {
+    let output = outputs.get(&s.step).cloned();
+    let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("fingerprint");
+        o.insert("output".into(), output.unwrap_or(Value::Null));
+    }
+    v
+}
+
+pub async fn get(
+    State(st): Shared,
+    Caller(tenant): Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, Problem> {
+    Ok(Json(run_view(&st, &tenant, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(st): Shared,
+    Caller(tenant): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, Problem> {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(s.parse::<RunState>().map_err(|_| {
+            Problem::new(
+                Kind::InvalidRequest,
+                format!("`status` is `{s}`; use running, waiting, completed, failed, cancelled or fuel_exhausted"),
+            )
+        })?),
+    };
+    let before = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(
+            c.split_once('/')
+                .and_then(|(ms, id)| Some((ms.parse().ok()?, id.to_owned())))
+                .ok_or_else(|| {
+                    Problem::new(Kind::InvalidRequest, "`cursor` is not one this server gave")
+                })?,
+        ),
+    };
+    let query = RunQuery {
+        tenant: tenant.id.clone(),
+        status,
+        before,
+        limit: q.limit.unwrap_or(50).clamp(1, 500),
+    };
+    let limit = query.limit;
+    let store = st.store.clone();
+    let runs = blocking(move || store.tenant_runs(&query)).await?;
+    let next = (runs.len() == limit)
+        .then(|| runs.last().map(|r| format!("{}/{}", r.created_ms, r.id)))
+        .flatten();
+    let now = now_ms();
+    let items: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "workflow": r.workflow,
+                "status": if st.drivers.is_driving(&r.id) { r.status.as_str() } else { r.display_status(now, LEASE) },
+                "created_ms": r.created_ms,
+                "updated_ms": r.updated_ms,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "runs": items, "next": next })))
+}
+
+pub async fn cancel(
+    State(st): Shared,
+    Caller(tenant): Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, Problem> {
+    own_run(&st, &tenant, &id).await?;
+    let store = st.store.clone();
+    let rid = id.clone();
+    blocking(move || store.request_cancel(&rid, LEASE, false)).await?;
+    Ok(Json(run_view(&st, &tenant, &id).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeBody {
+    /// New param values; only steps whose inputs change run again.
+    #[serde(default)]
+    params: serde_json::Map<String, Value>,
+    /// Steps to run again (a retry).
+    #[serde(default)]
+    steps: Vec<String>,
+}
+
+pub async fn resume(
+    State(st): Shared,
+    Caller(tenant): Caller,
+    UrlPath(id): UrlPath<String>,
+    body: Option<Json<ResumeBody>>,
+) -> Result<Json<Value>, Problem> {
+    admitting(&st)?;
+    own_run(&st, &tenant, &id).await?;
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let req = ResumeRequest {
+        run_id: id.clone(),
+        params: body
+            .params
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                )
+            })
+            .collect(),
+        allow_changed_components: false,
+        force: body.steps.into_iter().collect::<BTreeSet<_>>(),
+    };
+    driver::resume(&st, &tenant, req).await?;
+    Ok(Json(run_view(&st, &tenant, &id).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    /// The approver's input (approve), checked against the step's schema.
+    #[serde(default)]
+    input: Option<Value>,
+    /// Why (reject).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub async fn approve(
+    st: Shared,
+    caller: Caller,
+    UrlPath((id, step)): UrlPath<(String, String)>,
+    body: Option<Json<Answer>>,
+) -> Result<Json<Value>, Problem> {
+    let input = body
+        .and_then(|Json(a)| a.input)
+        .unwrap_or_else(|| json!({}));
+    answer(
+        st,
+        caller,
+        id,
+        step,
+        json!({ "approved": true, "input": input }),
+    )
+    .await
+}
+
+pub async fn reject(
+    st: Shared,
+    caller: Caller,
+    UrlPath((id, step)): UrlPath<(String, String)>,
+    body: Option<Json<Answer>>,
+) -> Result<Json<Value>, Problem> {
+    let reason = body.and_then(|Json(a)| a.reason).unwrap_or_default();
+    answer(
+        st,
+        caller,
+        id,
+        step,
+        json!({ "approved": false, "reason": reason }),
+    )
+    .await
+}
+
+/// Records an answer (checked against the waiting step's schema), then
+/// drives the run on from it.
+async fn answer(
+    State(st): Shared,
+    Caller(tenant): Caller,
+    id: String,
+    step: String,
+    answer: Value,
+) -> Result<Json<Value>, Problem> {
+    admitting(&st)?;
+    own_run(&st, &tenant, &id).await?;
+    let size = answer.to_string().len() as u64;
+    if size > tenant.quota.max_packet {
+        return Err(quota::Spent {
+            quota: "max_packet",
+            limit: tenant.quota.max_packet,
+            used: size,
+            resets_in_secs: None,
+        }
+        .problem(&tenant.id, format!("the answer is {size} bytes")));
+    }
+    let store = st.store.clone();
+    let (rid, sid, a) = (id.clone(), step.clone(), answer.clone());
+    let steps = blocking(move || store.steps(&rid)).await?;
+    let waiting = steps
+        .iter()
+        .find(|s| s.step == sid && s.waiting.is_some() && s.answer.is_none())
+        .ok_or_else(|| {
+            Problem::new(
+                Kind::Conflict,
+                format!("run `{id}` has no step `{step}` waiting for an answer"),
+            )
+        })?;
+    if a["approved"] == true {
+        check_answer(waiting, &a["input"])?;
+    }
+    let store = st.store.clone();
+    let (rid, sid) = (id.clone(), step.clone());
+    blocking(move || store.answer(&rid, &sid, &a)).await?;
+    let req = ResumeRequest {
+        run_id: id.clone(),
+        ..ResumeRequest::default()
+    };
+    driver::resume(&st, &tenant, req).await?;
+    Ok(Json(run_view(&st, &tenant, &id).await?))
+}
+
+/// An approver's input against the step's schema, bounded first: the schema
+/// came from a tenant's file.
+fn check_answer(step: &StepRecord, input: &Value) -> Result<(), Problem> {
+    let schema = step
+        .waiting
+        .as_ref()
+        .map(|w| w["schema"].clone())
+        .unwrap_or(Value::Null);
+    if schema.is_null() {
+        return Ok(());
+    }
+    corral_runtime::schema::bounded(&schema).map_err(|e| Problem::new(Kind::Conflict, e))?;
+    let validator = jsonschema::validator_for(&schema).map_err(|e| {
+        Problem::new(
+            Kind::Conflict,
+            format!("the step's schema is not usable: {e}"),
+        )
+    })?;
+    let problems: Vec<String> = validator
+        .iter_errors(input)
+        .take(20)
+        .map(|e| format!("at `{}`: {e}", e.instance_path()))
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            Kind::InvalidRequest,
+            format!("the input does not match step `{}`'s schema; nothing was recorded and the step still waits", step.step),
+        )
+        .with("errors", problems))
+    }
+}

@@ -1,0 +1,55 @@
+//! What every request shares: the one `Runtime`, the store, the tenants, the registered components, the run drivers and the quota gates.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use corral_runtime::Runtime;
+use corral_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::driver::Drivers;
+use crate::quota::Gates;
+use crate::tenant::{Tenant, TenantScope, Tenants};
+
+pub struct AppState {
+    pub rt: Arc<Runtime>,
+    pub store: Arc<dyn Store>,
+    pub tenants: Tenants,
+    pub config: ServerConfig,
+    /// Registered components, kept by digest.
+    pub components: PathBuf,
+    pub drivers: Drivers,
+    pub gates: Gates,
+    /// Set on SIGTERM: nothing new is admitted.
+    pub stopping: CancellationToken,
+}
+
+impl AppState {
+    /// The scope `tenant`'s workflows resolve in, with its agents as the
+    /// store has them now.
+    pub async fn scope(&self, tenant: &Arc<Tenant>) -> Result<TenantScope, crate::Problem> {
+        let store = self.store.clone();
+        let id = tenant.id.clone();
+        let agents = blocking(move || store.agents(&id)).await?;
+        Ok(TenantScope {
+            tenant: tenant.clone(),
+            agents: agents.into_iter().map(|a| (a.name, a.digest)).collect(),
+            components: self.components.clone(),
+            data_root: self.config.data_root.join(&tenant.id),
+        })
+    }
+}
+
+/// Runs a store call on the blocking pool: SQLite may wait on its lock, and
+/// the threads that serve requests must not.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, corral_store::StoreError> + Send + 'static,
+) -> Result<T, crate::Problem> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(crate::Problem::from),
+        Err(e) => Err(crate::Problem::internal(format!(
+            "a store task failed: {e}"
+        ))),
+    }
+}
