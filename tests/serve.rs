@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 const ACME: &str = "acme-token";
 const GLOBEX: &str = "globex-token";
 const TINY: &str = "tiny-token";
+const METERED: &str = "metered-token";
 
 /// A server process with its own config, state and tenant data.
 struct Serve {
@@ -224,10 +225,19 @@ tokens = ["{}"]
 runs_per_minute = 2
 concurrent_runs = 1
 memory_per_call = "64MiB"
+
+[[tenant]]
+id = "metered"
+tokens = ["{}"]
+[tenant.quota]
+fuel_per_window = "100K"
+window = "1h"
+fuel_per_call = "30K"
 "#,
         hash(ACME),
         hash(GLOBEX),
-        hash(TINY)
+        hash(TINY),
+        hash(METERED)
     )
 }
 
@@ -626,4 +636,69 @@ fn the_example_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/corral.toml");
     let c = corral_server::config::load(&path).unwrap_or_else(|e| panic!("{e:#?}"));
     assert_eq!(c.tenants.len(), 2);
+}
+
+/// A chain of `n` echo steps (about 12K fuel each).
+fn echo_chain(n: usize) -> String {
+    let mut s = "version: 1\nname: chain\nagents:\n  echo: { component: echo }\nsteps:\n  - { id: s0, agent: echo, input: { text: hi } }\n".to_string();
+    for i in 1..n {
+        s.push_str(&format!(
+            "  - {{ id: s{i}, agent: echo, input: {{ text: $steps.s{}.output.text }} }}\n",
+            i - 1
+        ));
+    }
+    s
+}
+
+#[test]
+fn the_fuel_quota_holds_across_concurrent_runs_and_a_restart() {
+    let mut s = Serve::start();
+    assert_eq!(
+        s.upload(METERED, "echo", &bytes(support::agents::ECHO))
+            .status,
+        201
+    );
+    // Two runs that would each need about 120K, against 100K per hour.
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let r = s.submit(METERED, &echo_chain(10));
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.body["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let runs: Vec<Value> = ids.iter().map(|id| s.wait_run(METERED, id)).collect();
+    let used: u64 = runs.iter().map(|r| r["fuel_used"].as_u64().unwrap()).sum();
+    assert!(used <= 100_000, "the tenant's runs used {used} of 100K");
+    assert!(used > 80_000, "the window was spent, not left idle: {used}");
+    assert!(
+        runs.iter().any(|r| r["status"] == "fuel_exhausted"),
+        "{runs:?}"
+    );
+    let cut = runs
+        .iter()
+        .find(|r| r["status"] == "fuel_exhausted")
+        .unwrap();
+    assert!(
+        cut["error"].as_str().unwrap().contains("fuel_per_window")
+            || cut.to_string().contains("fuel_per_window"),
+        "{cut}"
+    );
+
+    // Spent: a new run is refused at the door, with when it resets...
+    let refused = s.submit(METERED, &echo_chain(1));
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.body["quota"]["quota"], "fuel_per_window");
+    assert_eq!(refused.body["quota"]["limit"], 100_000);
+    assert!(refused.retry_after.is_some());
+    // ...and still after a restart: the ledger is in the store.
+    s.kill9();
+    s.spawn();
+    let again = s.submit(METERED, &echo_chain(1));
+    assert_eq!(again.status, 429, "{}", again.body);
+    // Other tenants are untouched.
+    assert_eq!(
+        s.upload(ACME, "echo", &bytes(support::agents::ECHO)).status,
+        201
+    );
+    assert_eq!(s.submit(ACME, &echo_chain(3)).status, 201);
 }

@@ -771,6 +771,32 @@ impl corral::store::Store for SlowCache {
     fn delete_agent(&self, tenant: &str, name: &str) -> Result<bool, corral::store::StoreError> {
         self.inner.delete_agent(tenant, name)
     }
+    fn reserve_fuel(
+        &self,
+        tenant: &str,
+        window: Duration,
+        limit: u64,
+        want: u64,
+    ) -> Result<corral::store::FuelWindow, corral::store::StoreError> {
+        self.inner.reserve_fuel(tenant, window, limit, want)
+    }
+    fn settle_fuel(
+        &self,
+        tenant: &str,
+        start_ms: i64,
+        reserved: u64,
+        used: u64,
+    ) -> Result<(), corral::store::StoreError> {
+        self.inner.settle_fuel(tenant, start_ms, reserved, used)
+    }
+    fn fuel_window(
+        &self,
+        tenant: &str,
+        window: Duration,
+        limit: u64,
+    ) -> Result<corral::store::FuelWindow, corral::store::StoreError> {
+        self.inner.fuel_window(tenant, window, limit)
+    }
     fn steps(
         &self,
         run: &str,

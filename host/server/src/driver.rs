@@ -58,6 +58,10 @@ impl Drivers {
 pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut opts: RunOptions) {
     let id = opts.run_id.clone();
     opts.cache_scope = format!("tenant:{}", tenant.id);
+    opts.ledger = Some(Arc::new(crate::quota::TenantFuel {
+        store: state.store.clone(),
+        tenant: tenant.clone(),
+    }));
     let cancel = opts.cancel.clone();
     let limit = tenant.quota.run_timeout;
     let st = state.clone();

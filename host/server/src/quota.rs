@@ -1,4 +1,4 @@
-//! Quotas at the door: runs submitted per minute (GCRA, `governor`), running runs (counted by the store), and the per-call ceilings every step budget is held under.
+//! Quotas: runs submitted per minute (GCRA, `governor`), running runs (counted by the store), fuel per window (a ledger in the store that every call reserves from), and the per-call ceilings every step budget is held under.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use corral_runtime::Budget;
 use corral_runtime::human;
 use corral_workflow::definition::{BudgetDef, WorkflowDef};
+use corral_workflow::ledger::{FuelLedger, Grant};
 use corral_workflow::model::Workflow;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, RateLimiter};
@@ -143,3 +144,78 @@ pub fn clamp(w: &mut Workflow, q: &Quota) {
 
 /// The quotas a tenant's run is held to, shared with its driver.
 pub type SharedQuota = Arc<Quota>;
+
+/// A tenant's fuel per window, kept in the store so it holds across runs,
+/// restarts and servers: the outer budget of every call of its runs.
+pub struct TenantFuel {
+    pub store: Arc<dyn corral_store::Store>,
+    pub tenant: Arc<Tenant>,
+}
+
+impl TenantFuel {
+    fn spent(&self, w: &corral_store::FuelWindow) -> String {
+        let resets = Duration::from_millis((w.end_ms - corral_store::now_ms()).max(0) as u64);
+        format!(
+            "tenant `{}` used its fuel quota of {} per {} (quota.fuel_per_window); it resets in {}",
+            self.tenant.id,
+            human::count(w.limit),
+            human::duration(self.tenant.quota.window),
+            human::duration(resets)
+        )
+    }
+
+    /// The 429 for a spent window, if it is spent now.
+    pub fn check(&self) -> Result<(), Problem> {
+        let q = &self.tenant.quota;
+        let w = self
+            .store
+            .fuel_window(&self.tenant.id, q.window, q.fuel_per_window)?;
+        if w.charged < w.limit {
+            return Ok(());
+        }
+        let resets = (w.end_ms - corral_store::now_ms()).max(0) as f64 / 1000.0;
+        Err(Spent {
+            quota: "fuel_per_window",
+            limit: w.limit,
+            used: w.charged,
+            resets_in_secs: Some(resets),
+        }
+        .problem(&self.tenant.id, self.spent(&w)))
+    }
+}
+
+impl FuelLedger for TenantFuel {
+    fn reserve(&self, want: u64) -> Result<Grant, String> {
+        let q = &self.tenant.quota;
+        let w = self
+            .store
+            .reserve_fuel(&self.tenant.id, q.window, q.fuel_per_window, want)
+            .map_err(|e| e.to_string())?;
+        if w.granted == 0 {
+            return Err(self.spent(&w));
+        }
+        Ok(Grant {
+            amount: w.granted,
+            token: w.start_ms,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "tenant `{}`'s fuel quota of {} per {} (quota.fuel_per_window)",
+            self.tenant.id,
+            human::count(self.tenant.quota.fuel_per_window),
+            human::duration(self.tenant.quota.window)
+        )
+    }
+
+    fn settle(&self, grant: &Grant, used: u64) {
+        if let Err(e) = self
+            .store
+            .settle_fuel(&self.tenant.id, grant.token, grant.amount, used)
+        {
+            // The refund is lost; the window stays charged (never overspent).
+            tracing::warn!(tenant = %self.tenant.id, error = %e, "cannot refund unused fuel");
+        }
+    }
+}

@@ -61,6 +61,13 @@ pub async fn submit(
     }
     let key = idempotency_key(&headers)?;
     st.gates.submit(&tenant)?;
+    let fuel = quota::TenantFuel {
+        store: st.store.clone(),
+        tenant: tenant.clone(),
+    };
+    tokio::task::spawn_blocking(move || fuel.check())
+        .await
+        .map_err(Problem::internal)??;
     let file = match req.format.as_deref() {
         None | Some("yaml") => "submitted.yaml",
         Some("json") => "submitted.json",

@@ -339,6 +339,18 @@ pub struct AgentRecord {
     pub created_ms: i64,
 }
 
+/// A tenant's fuel in its current quota window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FuelWindow {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// Reserved or used in this window so far (a grant included).
+    pub charged: u64,
+    pub limit: u64,
+    /// What this reservation got (0 when the window is spent).
+    pub granted: u64,
+}
+
 /// A durable home for runs. Each method is one transaction.
 pub trait Store: Send + Sync {
     /// Records a new run, leased to `owner`.
@@ -368,6 +380,31 @@ pub trait Store: Send + Sync {
     fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     /// A tenant's agents, by name.
     fn agents(&self, tenant: &str) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Reserves up to `want` fuel from `tenant`'s current window of length
+    /// `window`, which may charge at most `limit`; `granted` may be 0.
+    fn reserve_fuel(
+        &self,
+        tenant: &str,
+        window: Duration,
+        limit: u64,
+        want: u64,
+    ) -> Result<FuelWindow, StoreError>;
+    /// Gives back to the window that started at `start_ms` what a call did
+    /// not use of its reservation.
+    fn settle_fuel(
+        &self,
+        tenant: &str,
+        start_ms: i64,
+        reserved: u64,
+        used: u64,
+    ) -> Result<(), StoreError>;
+    /// `tenant`'s current window, read only.
+    fn fuel_window(
+        &self,
+        tenant: &str,
+        window: Duration,
+        limit: u64,
+    ) -> Result<FuelWindow, StoreError>;
     /// Forgets a tenant's agent; false if it had none of that name.
     fn delete_agent(&self, tenant: &str, name: &str) -> Result<bool, StoreError>;
     fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError>;

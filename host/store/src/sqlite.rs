@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::{
-    AgentRecord, Entry, GcStats, JournalEntry, Lease, NewRun, Owner, RunQuery, RunRecord, RunState,
-    StepRecord, Store, StoreError, now_ms,
+    AgentRecord, Entry, FuelWindow, GcStats, JournalEntry, Lease, NewRun, Owner, RunQuery,
+    RunRecord, RunState, StepRecord, Store, StoreError, now_ms,
 };
 
 /// How hard each commit pushes to disk (SQLite's `synchronous`).
@@ -108,6 +108,12 @@ CREATE TABLE agents (
     size INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
     PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+CREATE TABLE fuel_windows (
+    tenant TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    charged INTEGER NOT NULL,
+    PRIMARY KEY (tenant, start_ms)
 ) WITHOUT ROWID;
 "#,
 ];
@@ -239,6 +245,31 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         epoch: r.get(15)?,
         fuel_charged: r.get::<_, i64>(16)?.max(0) as u64,
         tenant: r.get(17)?,
+    })
+}
+
+/// The current window of `tenant` (windows start at multiples of `window`
+/// since the epoch, by the store's clock) and what it has charged.
+fn window_of(
+    conn: &Connection,
+    tenant: &str,
+    window: Duration,
+    limit: u64,
+) -> rusqlite::Result<FuelWindow> {
+    let now = now_ms();
+    let len = (window.as_millis() as i64).max(1);
+    let start_ms = now - now.rem_euclid(len);
+    let charged: i64 = conn
+        .prepare_cached("SELECT charged FROM fuel_windows WHERE tenant = ?1 AND start_ms = ?2")?
+        .query_row(params![tenant, start_ms], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    Ok(FuelWindow {
+        start_ms,
+        end_ms: start_ms.saturating_add(len),
+        charged: charged.max(0) as u64,
+        limit,
+        granted: 0,
     })
 }
 
@@ -617,6 +648,63 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.query_map([tenant], agent_row)?.collect())
             .map_err(|e| self.err(e))
         })
+    }
+
+    fn reserve_fuel(
+        &self,
+        tenant: &str,
+        window: Duration,
+        limit: u64,
+        want: u64,
+    ) -> Result<FuelWindow, StoreError> {
+        self.with(|conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.err(e))?;
+            let mut w = window_of(&tx, tenant, window, limit).map_err(|e| self.err(e))?;
+            w.granted = want.min(limit.saturating_sub(w.charged));
+            if w.granted > 0 {
+                tx.prepare_cached(
+                    "INSERT INTO fuel_windows (tenant, start_ms, charged) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tenant, start_ms) DO UPDATE SET charged = charged + excluded.charged",
+                )
+                .and_then(|mut s| s.execute(params![tenant, w.start_ms, w.granted as i64]))
+                .map_err(|e| self.err(e))?;
+                w.charged += w.granted;
+            }
+            tx.commit().map_err(|e| self.err(e))?;
+            Ok(w)
+        })
+    }
+
+    fn settle_fuel(
+        &self,
+        tenant: &str,
+        start_ms: i64,
+        reserved: u64,
+        used: u64,
+    ) -> Result<(), StoreError> {
+        let refund = reserved.saturating_sub(used) as i64;
+        if refund == 0 {
+            return Ok(());
+        }
+        self.with(|conn| {
+            conn.prepare_cached(
+                "UPDATE fuel_windows SET charged = max(0, charged - ?3) WHERE tenant = ?1 AND start_ms = ?2",
+            )
+            .and_then(|mut s| s.execute(params![tenant, start_ms, refund]))
+            .map(drop)
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn fuel_window(
+        &self,
+        tenant: &str,
+        window: Duration,
+        limit: u64,
+    ) -> Result<FuelWindow, StoreError> {
+        self.with(|conn| window_of(conn, tenant, window, limit).map_err(|e| self.err(e)))
     }
 
     fn delete_agent(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {

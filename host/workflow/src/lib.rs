@@ -7,6 +7,7 @@ pub mod definition;
 pub mod durable;
 pub mod events;
 pub mod journal;
+pub mod ledger;
 pub mod limits;
 pub mod model;
 pub mod paths;

@@ -315,3 +315,27 @@ fn a_tenant_at_its_limit_of_running_runs_is_refused_in_the_same_transaction() {
     // Another tenant's runs do not count.
     store.create_run(&limited("b1", "globex"), &owner).unwrap();
 }
+
+#[test]
+fn fuel_windows_never_grant_beyond_the_limit_and_take_refunds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    let a = store.reserve_fuel("acme", hour, 100, 60).unwrap();
+    assert_eq!((a.granted, a.charged), (60, 60));
+    let b = store.reserve_fuel("acme", hour, 100, 60).unwrap();
+    assert_eq!((b.granted, b.charged), (40, 100), "only what is left");
+    let c = store.reserve_fuel("acme", hour, 100, 1).unwrap();
+    assert_eq!(c.granted, 0, "spent");
+    assert!(c.end_ms > c.start_ms);
+    store.settle_fuel("acme", a.start_ms, 60, 10).unwrap();
+    assert_eq!(store.fuel_window("acme", hour, 100).unwrap().charged, 50);
+    assert_eq!(
+        store
+            .reserve_fuel("globex", hour, 100, 100)
+            .unwrap()
+            .granted,
+        100,
+        "per tenant"
+    );
+}

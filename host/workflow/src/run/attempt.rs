@@ -5,6 +5,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::events::Event;
+use crate::ledger::Grant;
 use crate::model::Step;
 use corral_runtime::{Budget, CallError, ErrorClass, HandoffPacket};
 
@@ -119,14 +120,28 @@ impl Exec {
                 return Err(Failure::cancelled());
             }
         };
-        let limit = self.fuel.lock().unwrap().reserve(site.budget.fuel);
-        if limit == 0 {
+        let pooled = self.fuel.lock().unwrap().reserve(site.budget.fuel);
+        if pooled == 0 {
             breaker.release(trial);
             return Err(Failure::workflow_fuel(format!(
                 "the workflow fuel budget of {} is spent; step `{}` was not started (raise `budget.fuel` in the workflow)",
                 self.w.fuel_budget, step.id
             )));
         }
+        let grant = match self.outer_reserve(pooled).await {
+            Ok(grant) => grant,
+            Err(why) => {
+                self.fuel.lock().unwrap().settle(pooled, 0);
+                breaker.release(trial);
+                return Err(Failure::workflow_fuel(format!(
+                    "{why}; step `{}` was not started",
+                    step.id
+                )));
+            }
+        };
+        // The smaller grant of the nested budgets.
+        let limit = grant.as_ref().map_or(pooled, |g| g.amount.min(pooled));
+        let outer_cut = limit < pooled;
         // Numbered across the step's calls and sessions: a call cut off by a
         // crash counts, and its rerun is the next attempt.
         let number = stats.attempts + 1;
@@ -148,7 +163,10 @@ impl Exec {
             .call(&wa.agent, packet, &call_budget, &wa.grants)
             .await;
         let r = &out.receipt;
-        self.fuel.lock().unwrap().settle(limit, r.fuel_used);
+        self.fuel.lock().unwrap().settle(pooled, r.fuel_used);
+        if let Some(g) = grant {
+            self.outer_settle(g, r.fuel_used).await;
+        }
         stats.attempts += 1;
         stats.fuel += r.fuel_used;
         stats.peak = stats.peak.max(r.peak_memory_bytes);
@@ -165,7 +183,25 @@ impl Exec {
             receipt: r.clone(),
         });
         drop(permit);
-        self.judge(site, trial, limit, out.result)
+        self.judge(site, trial, (limit, outer_cut), out.result)
+    }
+
+    /// Reserves from the outer ledger, if the run has one (off the executor:
+    /// a ledger may be a store).
+    async fn outer_reserve(&self, want: u64) -> Result<Option<Grant>, String> {
+        let Some(ledger) = self.ledger.clone() else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || ledger.reserve(want))
+            .await
+            .map_err(|e| format!("the fuel ledger failed: {e}"))?
+            .map(Some)
+    }
+
+    async fn outer_settle(&self, grant: Grant, used: u64) {
+        if let Some(ledger) = self.ledger.clone() {
+            let _ = tokio::task::spawn_blocking(move || ledger.settle(&grant, used)).await;
+        }
     }
 
     /// What a call's result means for the step and the agent's breaker.
@@ -173,7 +209,7 @@ impl Exec {
         &self,
         site: &Site<'_>,
         trial: bool,
-        limit: u64,
+        (limit, outer_cut): (u64, bool),
         result: Result<HandoffPacket, CallError>,
     ) -> Result<Value, Failure> {
         let (step, agent) = (site.step, site.agent);
@@ -183,6 +219,18 @@ impl Exec {
                 let t = breaker.record(trial, true, Instant::now());
                 self.announce(agent, t);
                 Ok(p.payload)
+            }
+            // An outer budget (the tenant's) cut the call short.
+            Err(CallError::FuelExhausted { .. }) if outer_cut => {
+                breaker.release(trial);
+                let outer = self.ledger.as_ref().map_or_else(
+                    || "the run's outer fuel budget".to_string(),
+                    |l| l.describe(),
+                );
+                Err(Failure::workflow_fuel(format!(
+                    "{outer} ran out during step `{}`: it got {limit} of its {} instructions",
+                    step.id, site.budget.fuel
+                )))
             }
             // The workflow's budget cut the call short: not the agent's fault.
             Err(CallError::FuelExhausted { .. }) if limit < site.budget.fuel => {

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::{Breaker, Transition};
 use crate::events::{Event, EventSink};
 use crate::journal::Journal;
+use crate::ledger::FuelLedger;
 use crate::model::{Step, Workflow};
 use crate::reference::{Reference, Source, Template};
 use crate::report::StepStatus;
@@ -34,6 +35,7 @@ pub(super) struct Exec {
     pub(super) journal: Option<Arc<Journal>>,
     /// Who step-cache entries are shared with (see [`RunOptions::cache_scope`](super::RunOptions::cache_scope)).
     pub(super) cache_scope: String,
+    pub(super) ledger: Option<Arc<dyn FuelLedger>>,
 }
 
 /// Outputs of finished dependencies, as one step sees them.

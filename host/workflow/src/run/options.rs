@@ -10,6 +10,7 @@ use corral_store::StepRecord;
 
 use crate::events::EventSink;
 use crate::journal::Journal;
+use crate::ledger::FuelLedger;
 use crate::model::Workflow;
 use crate::validate::param_value;
 
@@ -35,6 +36,8 @@ pub struct RunOptions {
     /// Part of every step-cache key: entries are shared only within one
     /// scope. `local` for the command line; a service sets one per tenant.
     pub cache_scope: String,
+    /// An outer fuel budget every call also reserves from (a tenant's).
+    pub ledger: Option<Arc<dyn FuelLedger>>,
 }
 
 impl RunOptions {
@@ -51,6 +54,7 @@ impl RunOptions {
             wait_for_approvals: false,
             compensate_on_cancel: false,
             cache_scope: "local".into(),
+            ledger: None,
         }
     }
 }

@@ -88,6 +88,7 @@ impl Scheduler {
             rng: Mutex::new(fastrand::Rng::with_seed(opts.seed)),
             journal: opts.journal.clone(),
             cache_scope: opts.cache_scope.clone(),
+            ledger: opts.ledger.clone(),
             w: w.clone(),
         });
         announce_start(&exec, &w, &resume);
