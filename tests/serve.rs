@@ -136,6 +136,19 @@ impl Serve {
         self.post("/v1/runs", token, &json!({ "workflow": workflow }))
     }
 
+    /// Polls `/metrics` until it has `line` (bounded).
+    fn wait_metric(&self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let m = self.call("GET", "/metrics", None, None).body;
+            if m.as_str().is_some_and(|t| t.contains(line)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no `{line}` in {m}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Polls a run until it stops running (bounded).
     fn wait_run(&self, token: &str, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -272,6 +285,27 @@ fn requests_without_a_known_token_are_refused_with_a_problem() {
     assert_eq!(s.call("GET", "/readyz", None, None).status, 200);
     let missing = s.get("/v1/nothing", ACME);
     assert_eq!(missing.status, 404);
+    assert_eq!(missing.content_type, "application/problem+json");
+    // Malformed requests are problems too, naming what is wrong.
+    let unknown = s.post("/v1/runs", ACME, &json!({ "workflow": "x", "priority": 1 }));
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    assert_eq!(unknown.content_type, "application/problem+json");
+    assert!(
+        unknown.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("priority"),
+        "{}",
+        unknown.body
+    );
+    let bad_query = s.get("/v1/runs?status=sleeping", ACME);
+    assert_eq!(bad_query.status, 400, "{}", bad_query.body);
+    assert!(
+        bad_query.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sleeping")
+    );
 }
 
 #[test]
@@ -308,6 +342,18 @@ fn a_tenant_uploads_an_agent_runs_a_workflow_and_reads_its_outputs() {
     let digest = up.body["digest"].as_str().unwrap();
     let by_digest = s.submit(ACME, &echo_workflow(digest));
     assert_eq!(by_digest.status, 201, "{}", by_digest.body);
+
+    let metrics = s.call("GET", "/metrics", None, None);
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body.as_str().unwrap();
+    for line in [
+        r#"corral_runs_submitted_total{tenant="acme"} 2"#,
+        r#"corral_steps_total{tenant="acme",agent="echo",status="completed"}"#,
+        r#"corral_step_fuel_count{tenant="acme",agent="echo"}"#,
+        r#"corral_calls_running{tenant="acme"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
 
     let list = s.get("/v1/runs", ACME);
     assert_eq!(
@@ -457,6 +503,14 @@ fn spent_quotas_answer_429_with_the_quota_and_when_it_resets() {
     assert_eq!(third.body["quota"]["quota"], "runs_per_minute");
     assert_eq!(third.body["quota"]["limit"], 2);
     let after: u64 = third.retry_after.as_deref().unwrap().parse().unwrap();
+    let metrics = s.call("GET", "/metrics", None, None).body;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains(r#"corral_quota_refusals_total{tenant="tiny",quota="runs_per_minute"} 1"#),
+        "{metrics}"
+    );
     assert!((1..=60).contains(&after), "{after}");
     // Another tenant is not affected.
     assert_eq!(
@@ -502,6 +556,24 @@ fn the_same_idempotency_key_returns_the_first_run() {
 }
 
 const LATCHED: &str = "version: 1\nname: latched\nagents:\n  latch: { component: latch, grants: { dirs: [ { host: gates, guest: /gates } ] }, budget: { timeout: 30s } }\nsteps:\n  - { id: s1, agent: latch, input: { text: go, mark: '-1', gate: s1 } }\n  - { id: s2, agent: latch, input: { text: $steps.s1.output.text, mark: '-2', gate: s2 } }\n  - { id: s3, agent: latch, input: { text: $steps.s2.output.text, mark: '-3', gate: s3 } }\noutputs:\n  text: $steps.s3.output.text\n";
+
+/// The events a run's journal holds now (the stream is read briefly).
+fn events_so_far(s: &Serve, token: &str, id: &str) -> Vec<Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_millis(300)))
+        .build()
+        .into();
+    let res = agent
+        .get(s.url(&format!("/v1/runs/{id}/events")))
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    BufReader::new(res.into_body().into_reader())
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(l.strip_prefix("data: ")?).ok())
+        .collect()
+}
 
 /// Reads SSE events from `after` until `stop` says so or the stream ends.
 fn read_events(
@@ -701,4 +773,76 @@ fn the_fuel_quota_holds_across_concurrent_runs_and_a_restart() {
         201
     );
     assert_eq!(s.submit(ACME, &echo_chain(3)).status, 201);
+}
+
+#[test]
+fn a_tenant_flooding_the_server_does_not_hold_back_another_tenants_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Serve {
+        dir,
+        child: None,
+        base: String::new(),
+    };
+    // Two call slots in all, so the flood queues.
+    std::fs::write(
+        s.dir.path().join("corral.toml"),
+        config().replace("[server]\n", "[server]\ncall_slots = 2\n"),
+    )
+    .unwrap();
+    s.spawn();
+    assert_eq!(
+        s.upload(GLOBEX, "latch", &bytes(support::agents::LATCH))
+            .status,
+        201
+    );
+    assert_eq!(
+        s.upload(ACME, "echo", &bytes(support::agents::ECHO)).status,
+        201
+    );
+    let gates = s.data("globex").join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    // Globex floods: ten runs whose one call each waits at its own gate.
+    let flood: Vec<String> = (0..10)
+        .map(|i| {
+            let wf = format!(
+                "version: 1\nname: flood\nagents:\n  latch: {{ component: latch, grants: {{ dirs: [ {{ host: gates, guest: /gates }} ] }}, budget: {{ timeout: 30s }} }}\nsteps:\n  - {{ id: a, agent: latch, input: {{ text: x, gate: f{i} }} }}\n"
+            );
+            let r = s.submit(GLOBEX, &wf);
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.body["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // Two hold the slots; eight wait behind them.
+    s.wait_metric(r#"corral_calls_waiting{tenant="globex"} 8"#);
+    let mine = s.submit(ACME, &echo_chain(1));
+    assert_eq!(mine.status, 201, "{}", mine.body);
+    // Free the two slots by letting the running calls finish. Served in
+    // turn, globex gets the first slot and acme the second; first come,
+    // first served would give both to globex's queue, and acme's run would
+    // wait for gates this test never opens.
+    let running: Vec<usize> = (0..flood.len())
+        .filter(|&i| {
+            events_so_far(&s, GLOBEX, &flood[i])
+                .iter()
+                .any(|e| e["type"] == "call_started")
+        })
+        .collect();
+    assert_eq!(running.len(), 2, "two call slots, two calls running");
+    for i in running {
+        std::fs::write(gates.join(format!("f{i}")), "").unwrap();
+    }
+    let done = s.wait_run(ACME, mine.body["id"].as_str().unwrap());
+    assert_eq!(done["status"], "completed", "{done}");
+    // Globex's queue is still there behind it.
+    let finished = flood
+        .iter()
+        .filter(|id| s.get(&format!("/v1/runs/{id}"), GLOBEX).body["status"] == "completed")
+        .count();
+    assert!(finished <= 3, "{finished} of globex's runs finished first");
+    for i in 0..10 {
+        std::fs::write(gates.join(format!("f{i}")), "").unwrap();
+    }
+    for id in &flood {
+        assert_eq!(s.wait_run(GLOBEX, id)["status"], "completed");
+    }
 }

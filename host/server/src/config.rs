@@ -28,6 +28,12 @@ pub struct ServerConfig {
     /// On SIGTERM, how long running runs get to finish before they are
     /// interrupted (and resumed by the next start).
     pub shutdown_grace: Duration,
+    /// Calls running at once across all tenants, shared fairly; `None`: the
+    /// engine's instance pool size.
+    pub call_slots: Option<u32>,
+    /// Hashes of the tokens that may read `/metrics`; empty: anyone who can
+    /// reach the listener may.
+    pub metrics_tokens: Vec<TokenHash>,
     pub tenants: Vec<Tenant>,
 }
 
@@ -58,6 +64,9 @@ struct ServerDef {
     data_root: Option<String>,
     request_timeout: Option<Spanned<String>>,
     shutdown_grace: Option<Spanned<String>>,
+    call_slots: Option<Spanned<u32>>,
+    #[serde(default)]
+    metrics_tokens: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -218,8 +227,25 @@ impl Checker<'_> {
             .enumerate()
             .map(|(i, t)| self.tenant(i, t, &mut ids, &mut hashes))
             .collect();
+        let call_slots = s.call_slots.as_ref().and_then(|n| {
+            if *n.get_ref() == 0 {
+                self.err(n, "server.call_slots", "must be at least 1".into());
+                None
+            } else {
+                Some(*n.get_ref())
+            }
+        });
+        let mut metrics_tokens = Vec::new();
+        for (i, t) in s.metrics_tokens.iter().enumerate() {
+            match TokenHash::parse(t.get_ref()) {
+                Ok(h) => metrics_tokens.push(h),
+                Err(e) => self.err(t, &format!("server.metrics_tokens[{i}]"), e),
+            }
+        }
         ServerConfig {
             listen,
+            call_slots,
+            metrics_tokens,
             state_dir: dir(&s.state_dir, "corral-state"),
             data_root: dir(&s.data_root, "tenants"),
             request_timeout,

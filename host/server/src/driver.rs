@@ -58,6 +58,10 @@ impl Drivers {
 pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut opts: RunOptions) {
     let id = opts.run_id.clone();
     opts.cache_scope = format!("tenant:{}", tenant.id);
+    opts.admission = Some(Arc::new(crate::fair::TenantAdmission {
+        fair: state.fair.clone(),
+        tenant: tenant.id.clone(),
+    }));
     opts.ledger = Some(Arc::new(crate::quota::TenantFuel {
         store: state.store.clone(),
         tenant: tenant.clone(),
@@ -66,6 +70,7 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
     let limit = tenant.quota.run_timeout;
     let st = state.clone();
     let run_id = id.clone();
+    let tenant_id = tenant.id.clone();
     let task = tokio::spawn(async move {
         let rt = st.rt.clone();
         let driven = run(rt, w, opts);
@@ -79,6 +84,7 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
             }
         };
         tracing::info!(run = %run_id, status = ?report.status, "run stopped");
+        st.metrics.run_stopped(&tenant_id, &report);
         st.drivers.lock().remove(&run_id);
     });
     state.drivers.lock().insert(id, task);

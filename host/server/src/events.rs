@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use corral_store::{JournalEntry, LEASE, now_ms};
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Caller;
+use crate::extract::Params;
 use crate::problem::{Kind, Problem};
 use crate::state::{AppState, blocking};
 
@@ -39,7 +40,7 @@ pub async fn events(
     Caller(tenant): Caller,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    Params(q): Params<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
     let store = st.store.clone();
     let rid = id.clone();

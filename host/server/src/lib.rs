@@ -13,6 +13,9 @@ pub mod auth;
 pub mod config;
 pub mod driver;
 pub mod events;
+pub mod extract;
+pub mod fair;
+pub mod metrics;
 pub mod problem;
 pub mod quota;
 pub mod runs;
@@ -90,6 +93,17 @@ impl Server {
             })?;
         let tenants = Tenants::new(config.tenants.clone());
         let gates = Gates::new(&tenants);
+        let slots = config
+            .call_slots
+            .unwrap_or(rt.config().engine.max_instances)
+            .min(rt.config().engine.max_instances);
+        let fair = fair::Fair::new(
+            slots as usize,
+            tenants
+                .iter()
+                .map(|t| (t.id.clone(), t.quota.concurrent_calls))
+                .collect(),
+        );
         let state = Arc::new(AppState {
             rt: Arc::new(rt),
             store,
@@ -98,6 +112,8 @@ impl Server {
             components,
             drivers: Drivers::default(),
             gates,
+            fair,
+            metrics: metrics::Metrics::default(),
             stopping: CancellationToken::new(),
         });
         Ok(Self { state, listener })
@@ -171,6 +187,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics_route))
         .fallback(|| async { Problem::new(Kind::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(CompressionLayer::new())
@@ -180,6 +197,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `/metrics`, behind the operator's metrics token when the config sets one.
+async fn metrics_route(
+    st: axum::extract::State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::IntoResponse as _;
+    if !st.config.metrics_tokens.is_empty() {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(|t| tenant::TokenHash::of(t.trim()));
+        if !given.is_some_and(|h| st.config.metrics_tokens.contains(&h)) {
+            return Err(Problem::new(
+                Kind::Unauthorized,
+                "`/metrics` needs a token listed in `server.metrics_tokens`",
+            ));
+        }
+    }
+    Ok(metrics::scrape(st).await.into_response())
 }
 
 async fn ready(

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_store::{
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Caller;
 use crate::driver;
+use crate::extract::{Body, Params};
 use crate::problem::{Kind, Problem};
 use crate::quota;
 use crate::state::{AppState, blocking};
@@ -46,9 +47,29 @@ pub async fn submit(
     State(st): Shared,
     Caller(tenant): Caller,
     headers: HeaderMap,
-    Json(req): Json<Submit>,
+    Body(req): Body<Submit>,
 ) -> Result<Response, Problem> {
-    admitting(&st)?;
+    let id = tenant.id.clone();
+    let res = submit_checked(&st, tenant, headers, req).await;
+    if res
+        .as_ref()
+        .is_ok_and(|r| r.status() == StatusCode::CREATED)
+    {
+        st.metrics
+            .runs_submitted
+            .get_or_create(&crate::metrics::TenantLabel { tenant: id.clone() })
+            .inc();
+    }
+    res.map_err(|p| st.counted(&id, p))
+}
+
+async fn submit_checked(
+    st: &Arc<AppState>,
+    tenant: Arc<Tenant>,
+    headers: HeaderMap,
+    req: Submit,
+) -> Result<Response, Problem> {
+    admitting(st)?;
     let params_size = serde_json::to_vec(&req.params).map_or(0, |v| v.len()) as u64;
     if params_size > tenant.quota.max_packet {
         return Err(quota::Spent {
@@ -78,7 +99,7 @@ pub async fn submit(
             ));
         }
     };
-    let w = check(&st, &tenant, file, &req.workflow).await?;
+    let w = check(st, &tenant, file, &req.workflow).await?;
     let pairs: Vec<(String, String)> = req
         .params
         .iter()
@@ -109,7 +130,7 @@ pub async fn submit(
     let journal = match begun {
         Ok(j) => j,
         Err(StoreError::SameRequest { run }) => {
-            let view = run_view(&st, &tenant, &run).await?;
+            let view = run_view(st, &tenant, &run).await?;
             return Ok((StatusCode::OK, Json(view)).into_response());
         }
         Err(StoreError::TooManyRuns { running, .. }) => {
@@ -129,8 +150,8 @@ pub async fn submit(
     let mut opts = RunOptions::new(run_id.clone(), params);
     opts.cancel = cancel;
     opts.journal = Some(journal);
-    driver::start(&st, &tenant, w, opts);
-    let view = run_view(&st, &tenant, &run_id).await?;
+    driver::start(st, &tenant, w, opts);
+    let view = run_view(st, &tenant, &run_id).await?;
     let mut res = (StatusCode::CREATED, Json(view)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
         res.headers_mut().insert(header::LOCATION, loc);
@@ -319,7 +340,7 @@ pub struct ListQuery {
 pub async fn list(
     State(st): Shared,
     Caller(tenant): Caller,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Json<Value>, Problem> {
     let status = match q.status.as_deref() {
         None => None,
@@ -395,11 +416,11 @@ pub async fn resume(
     State(st): Shared,
     Caller(tenant): Caller,
     UrlPath(id): UrlPath<String>,
-    body: Option<Json<ResumeBody>>,
+    body: Option<Body<ResumeBody>>,
 ) -> Result<Json<Value>, Problem> {
     admitting(&st)?;
     own_run(&st, &tenant, &id).await?;
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let body = body.map(|Body(b)| b).unwrap_or_default();
     let req = ResumeRequest {
         run_id: id.clone(),
         params: body
@@ -434,10 +455,10 @@ pub async fn approve(
     st: Shared,
     caller: Caller,
     UrlPath((id, step)): UrlPath<(String, String)>,
-    body: Option<Json<Answer>>,
+    body: Option<Body<Answer>>,
 ) -> Result<Json<Value>, Problem> {
     let input = body
-        .and_then(|Json(a)| a.input)
+        .and_then(|Body(a)| a.input)
         .unwrap_or_else(|| json!({}));
     answer(
         st,
@@ -453,9 +474,9 @@ pub async fn reject(
     st: Shared,
     caller: Caller,
     UrlPath((id, step)): UrlPath<(String, String)>,
-    body: Option<Json<Answer>>,
+    body: Option<Body<Answer>>,
 ) -> Result<Json<Value>, Problem> {
-    let reason = body.and_then(|Json(a)| a.reason).unwrap_or_default();
+    let reason = body.and_then(|Body(a)| a.reason).unwrap_or_default();
     answer(
         st,
         caller,

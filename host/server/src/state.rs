@@ -21,11 +21,22 @@ pub struct AppState {
     pub components: PathBuf,
     pub drivers: Drivers,
     pub gates: Gates,
+    /// Call slots, shared fairly across tenants.
+    pub fair: Arc<crate::fair::Fair>,
+    pub metrics: crate::metrics::Metrics,
     /// Set on SIGTERM: nothing new is admitted.
     pub stopping: CancellationToken,
 }
 
 impl AppState {
+    /// Counts a refusal by a spent quota in the metrics, and passes it on.
+    pub fn counted(&self, tenant: &str, p: crate::Problem) -> crate::Problem {
+        if let Some(q) = p.extra.get("quota").and_then(|q| q["quota"].as_str()) {
+            self.metrics.refused(tenant, q);
+        }
+        p
+    }
+
     /// The scope `tenant`'s workflows resolve in, with its agents as the
     /// store has them now.
     pub async fn scope(&self, tenant: &Arc<Tenant>) -> Result<TenantScope, crate::Problem> {

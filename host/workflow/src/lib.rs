@@ -1,5 +1,6 @@
 //! Workflows: agents chained into a DAG by validated handoffs, checked before they run, scheduled under one budget.
 
+pub mod admission;
 pub mod breaker;
 pub mod clock;
 pub mod condition;

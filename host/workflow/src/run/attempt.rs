@@ -120,6 +120,17 @@ impl Exec {
                 return Err(Failure::cancelled());
             }
         };
+        // Then a slot shared with other runs, if whoever runs us shares them.
+        let admitted = match &self.admission {
+            None => None,
+            Some(a) => tokio::select! {
+                g = a.admit() => Some(g),
+                _ = self.cancel.cancelled() => {
+                    breaker.release(trial);
+                    return Err(Failure::cancelled());
+                }
+            },
+        };
         let pooled = self.fuel.lock().unwrap().reserve(site.budget.fuel);
         if pooled == 0 {
             breaker.release(trial);
@@ -182,6 +193,7 @@ impl Exec {
             error: error.map(|e| e.to_string()),
             receipt: r.clone(),
         });
+        drop(admitted);
         drop(permit);
         self.judge(site, trial, (limit, outer_cut), out.result)
     }

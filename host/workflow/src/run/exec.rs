@@ -7,6 +7,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::breaker::{Breaker, Transition};
 use crate::events::{Event, EventSink};
 use crate::journal::Journal;
@@ -36,6 +37,7 @@ pub(super) struct Exec {
     /// Who step-cache entries are shared with (see [`RunOptions::cache_scope`](super::RunOptions::cache_scope)).
     pub(super) cache_scope: String,
     pub(super) ledger: Option<Arc<dyn FuelLedger>>,
+    pub(super) admission: Option<Arc<dyn Admission>>,
 }
 
 /// Outputs of finished dependencies, as one step sees them.

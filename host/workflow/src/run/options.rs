@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use corral_store::StepRecord;
 
+use crate::admission::Admission;
 use crate::events::EventSink;
 use crate::journal::Journal;
 use crate::ledger::FuelLedger;
@@ -38,6 +39,8 @@ pub struct RunOptions {
     pub cache_scope: String,
     /// An outer fuel budget every call also reserves from (a tenant's).
     pub ledger: Option<Arc<dyn FuelLedger>>,
+    /// Call slots shared with other runs (a server's fair share).
+    pub admission: Option<Arc<dyn Admission>>,
 }
 
 impl RunOptions {
@@ -55,6 +58,7 @@ impl RunOptions {
             compensate_on_cancel: false,
             cache_scope: "local".into(),
             ledger: None,
+            admission: None,
         }
     }
 }

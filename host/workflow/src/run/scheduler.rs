@@ -89,6 +89,7 @@ impl Scheduler {
             journal: opts.journal.clone(),
             cache_scope: opts.cache_scope.clone(),
             ledger: opts.ledger.clone(),
+            admission: opts.admission.clone(),
             w: w.clone(),
         });
         announce_start(&exec, &w, &resume);
