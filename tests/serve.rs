@@ -846,3 +846,52 @@ fn a_tenant_flooding_the_server_does_not_hold_back_another_tenants_run() {
         assert_eq!(s.wait_run(GLOBEX, id)["status"], "completed");
     }
 }
+
+#[test]
+fn a_registered_workflow_runs_by_name_for_its_tenant_only() {
+    let s = Serve::start();
+    assert_eq!(
+        s.upload(ACME, "echo", &bytes(support::agents::ECHO)).status,
+        201
+    );
+    let put = |token: &str, body: Value| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Reply::from(
+            agent
+                .put(s.url("/v1/workflows/hello"))
+                .header("Authorization", format!("Bearer {token}"))
+                .send_json(body)
+                .unwrap(),
+        )
+    };
+    // Checked when registered: globex has no `echo`.
+    let refused = put(GLOBEX, json!({ "workflow": echo_workflow("echo") }));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let reg = put(ACME, json!({ "workflow": echo_workflow("echo") }));
+    assert_eq!(reg.status, 201, "{}", reg.body);
+    assert_eq!(
+        s.get("/v1/workflows", ACME).body["workflows"][0]["name"],
+        "hello"
+    );
+    assert_eq!(
+        s.get("/v1/workflows/hello", ACME).body["workflow"],
+        echo_workflow("echo")
+    );
+    assert_eq!(s.get("/v1/workflows/hello", GLOBEX).status, 404);
+
+    let run = s.post("/v1/runs", ACME, &json!({ "workflow_name": "hello" }));
+    assert_eq!(run.status, 201, "{}", run.body);
+    let done = s.wait_run(ACME, run.body["id"].as_str().unwrap());
+    assert_eq!(done["status"], "completed", "{done}");
+    let theirs = s.post("/v1/runs", GLOBEX, &json!({ "workflow_name": "hello" }));
+    assert_eq!(theirs.status, 404, "{}", theirs.body);
+    let both = s.post(
+        "/v1/runs",
+        ACME,
+        &json!({ "workflow_name": "hello", "workflow": "version: 1" }),
+    );
+    assert_eq!(both.status, 400, "{}", both.body);
+}

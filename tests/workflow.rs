@@ -771,6 +771,18 @@ impl corral::store::Store for SlowCache {
     fn delete_agent(&self, tenant: &str, name: &str) -> Result<bool, corral::store::StoreError> {
         self.inner.delete_agent(tenant, name)
     }
+    fn put_workflow(
+        &self,
+        w: &corral::store::WorkflowRecord,
+    ) -> Result<(), corral::store::StoreError> {
+        self.inner.put_workflow(w)
+    }
+    fn workflows(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<corral::store::WorkflowRecord>, corral::store::StoreError> {
+        self.inner.workflows(tenant)
+    }
     fn reserve_fuel(
         &self,
         tenant: &str,

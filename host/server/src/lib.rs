@@ -21,6 +21,7 @@ pub mod quota;
 pub mod runs;
 pub mod state;
 pub mod tenant;
+pub mod workflows;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -184,6 +185,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/agents/{name}",
             get(agents::get).put(agents::upload).delete(agents::delete),
+        )
+        .route("/v1/workflows", get(workflows::list))
+        .route(
+            "/v1/workflows/{name}",
+            get(workflows::get).put(workflows::register),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

@@ -34,10 +34,14 @@ type Shared = State<Arc<AppState>>;
 #[serde(deny_unknown_fields)]
 pub struct Submit {
     /// The workflow, as YAML (or JSON) text.
-    workflow: String,
+    #[serde(default)]
+    workflow: Option<String>,
     /// `yaml` (the default) or `json`.
     #[serde(default)]
     format: Option<String>,
+    /// Instead of `workflow`: a workflow the tenant registered by name.
+    #[serde(default)]
+    workflow_name: Option<String>,
     /// Param values by name.
     #[serde(default)]
     params: serde_json::Map<String, Value>,
@@ -89,17 +93,8 @@ async fn submit_checked(
     tokio::task::spawn_blocking(move || fuel.check())
         .await
         .map_err(Problem::internal)??;
-    let file = match req.format.as_deref() {
-        None | Some("yaml") => "submitted.yaml",
-        Some("json") => "submitted.json",
-        Some(other) => {
-            return Err(Problem::new(
-                Kind::InvalidRequest,
-                format!("`format` is `{other}`; use `yaml` or `json`"),
-            ));
-        }
-    };
-    let w = check(st, &tenant, file, &req.workflow).await?;
+    let (file, text) = source_of(st, &tenant, &req).await?;
+    let w = check(st, &tenant, &file, &text).await?;
     let pairs: Vec<(String, String)> = req
         .params
         .iter()
@@ -183,8 +178,39 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     }
 }
 
+/// The workflow a submission names: its text, or one the tenant registered.
+async fn source_of(
+    st: &AppState,
+    tenant: &Tenant,
+    req: &Submit,
+) -> Result<(String, String), Problem> {
+    match (&req.workflow, &req.workflow_name) {
+        (Some(text), None) => Ok((file_name(req.format.as_deref(), "submitted")?, text.clone())),
+        (None, Some(name)) => {
+            let w = crate::workflows::registered(st, tenant, name).await?;
+            Ok((file_name(Some(&w.format), &w.name)?, w.text))
+        }
+        _ => Err(Problem::new(
+            Kind::InvalidRequest,
+            "give exactly one of `workflow` (its text) and `workflow_name` (a registered one)",
+        )),
+    }
+}
+
+/// The name a tenant's workflow text is parsed (and reported) under.
+pub fn file_name(format: Option<&str>, stem: &str) -> Result<String, Problem> {
+    match format {
+        None | Some("yaml") => Ok(format!("{stem}.yaml")),
+        Some("json") => Ok(format!("{stem}.json")),
+        Some(other) => Err(Problem::new(
+            Kind::InvalidRequest,
+            format!("`format` is `{other}`; use `yaml` or `json`"),
+        )),
+    }
+}
+
 /// Parses and validates a tenant's workflow within its scope and ceiling.
-async fn check(
+pub async fn check(
     st: &Arc<AppState>,
     tenant: &Arc<Tenant>,
     file: &str,

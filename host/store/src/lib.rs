@@ -339,6 +339,19 @@ pub struct AgentRecord {
     pub created_ms: i64,
 }
 
+/// A workflow a tenant registered under a name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkflowRecord {
+    pub tenant: String,
+    pub name: String,
+    /// The text as registered (validated then).
+    pub text: String,
+    /// `yaml` or `json`.
+    pub format: String,
+    pub digest: String,
+    pub created_ms: i64,
+}
+
 /// A tenant's fuel in its current quota window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FuelWindow {
@@ -405,6 +418,10 @@ pub trait Store: Send + Sync {
         window: Duration,
         limit: u64,
     ) -> Result<FuelWindow, StoreError>;
+    /// Registers (or replaces) a tenant's workflow under its name.
+    fn put_workflow(&self, w: &WorkflowRecord) -> Result<(), StoreError>;
+    /// A tenant's registered workflows, by name.
+    fn workflows(&self, tenant: &str) -> Result<Vec<WorkflowRecord>, StoreError>;
     /// Forgets a tenant's agent; false if it had none of that name.
     fn delete_agent(&self, tenant: &str, name: &str) -> Result<bool, StoreError>;
     fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError>;

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{
     AgentRecord, Entry, FuelWindow, GcStats, JournalEntry, Lease, NewRun, Owner, RunQuery,
-    RunRecord, RunState, StepRecord, Store, StoreError, now_ms,
+    RunRecord, RunState, StepRecord, Store, StoreError, WorkflowRecord, now_ms,
 };
 
 /// How hard each commit pushes to disk (SQLite's `synchronous`).
@@ -106,6 +106,15 @@ CREATE TABLE agents (
     digest TEXT NOT NULL,
     info TEXT NOT NULL,
     size INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+CREATE TABLE workflows (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    text TEXT NOT NULL,
+    format TEXT NOT NULL,
+    digest TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
     PRIMARY KEY (tenant, name)
 ) WITHOUT ROWID;
@@ -705,6 +714,42 @@ impl Store for SqliteStore {
         limit: u64,
     ) -> Result<FuelWindow, StoreError> {
         self.with(|conn| window_of(conn, tenant, window, limit).map_err(|e| self.err(e)))
+    }
+
+    fn put_workflow(&self, w: &WorkflowRecord) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO workflows (tenant, name, text, format, digest, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (tenant, name) DO UPDATE SET text = excluded.text, format = excluded.format, digest = excluded.digest, created_ms = excluded.created_ms",
+            )
+            .and_then(|mut s| {
+                s.execute(params![w.tenant, w.name, w.text, w.format, w.digest, w.created_ms])
+            })
+            .map(drop)
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn workflows(&self, tenant: &str) -> Result<Vec<WorkflowRecord>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "SELECT tenant, name, text, format, digest, created_ms FROM workflows WHERE tenant = ?1 ORDER BY name",
+            )
+            .and_then(|mut s| {
+                s.query_map([tenant], |r| {
+                    Ok(WorkflowRecord {
+                        tenant: r.get(0)?,
+                        name: r.get(1)?,
+                        text: r.get(2)?,
+                        format: r.get(3)?,
+                        digest: r.get(4)?,
+                        created_ms: r.get(5)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))
+        })
     }
 
     fn delete_agent(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
