@@ -895,3 +895,91 @@ fn a_registered_workflow_runs_by_name_for_its_tenant_only() {
     );
     assert_eq!(both.status, 400, "{}", both.body);
 }
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn a_thousand_runs_from_fifty_clients_across_five_tenants_all_complete() {
+    let runs: usize = std::env::var("CORRAL_LOAD_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let dir = tempfile::tempdir().unwrap();
+    let tenants: Vec<String> = (0..5).map(|i| format!("load{i}")).collect();
+    let mut toml = String::new();
+    for t in &tenants {
+        toml.push_str(&format!(
+            "[[tenant]]\nid = \"{t}\"\ntokens = [\"{}\"]\n[tenant.quota]\nruns_per_minute = 100000\nconcurrent_runs = 1000\nfuel_per_window = \"1000G\"\n",
+            hash(t)
+        ));
+    }
+    std::fs::write(dir.path().join("corral.toml"), toml).unwrap();
+    let mut s = Serve {
+        dir,
+        child: None,
+        base: String::new(),
+    };
+    s.spawn();
+    let pid = s.child.as_ref().unwrap().id();
+    for t in &tenants {
+        assert_eq!(
+            s.upload(t, "echo", &bytes(support::agents::ECHO)).status,
+            201
+        );
+    }
+    // Warm up (compile cache, first runs), then take the baseline.
+    for t in &tenants {
+        let r = s.submit(t, &echo_chain(10));
+        s.wait_run(t, r.body["id"].as_str().unwrap());
+    }
+    let baseline = rss(pid);
+
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let ids = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..50 {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= runs {
+                        break;
+                    }
+                    let t = &tenants[n % tenants.len()];
+                    let r = s.submit(t, &echo_chain(10));
+                    assert_eq!(r.status, 201, "run {n}: {}", r.body);
+                    ids.lock()
+                        .unwrap()
+                        .push((t.clone(), r.body["id"].as_str().unwrap().to_owned()));
+                }
+            });
+        }
+    });
+    let ids = ids.into_inner().unwrap();
+    assert_eq!(ids.len(), runs);
+    for (t, id) in &ids {
+        let done = s.wait_run(t, id);
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["progress"]["finished"], 10);
+    }
+    let after = rss(pid);
+    eprintln!(
+        "{runs} runs: resident memory {} MiB before, {} MiB after",
+        baseline >> 20,
+        after >> 20
+    );
+    assert!(
+        after < baseline + (256 << 20),
+        "resident memory grew from {} MiB to {} MiB",
+        baseline >> 20,
+        after >> 20
+    );
+}
