@@ -983,3 +983,39 @@ fn a_thousand_runs_from_fifty_clients_across_five_tenants_all_complete() {
         after >> 20
     );
 }
+
+#[test]
+fn corral_token_prints_a_token_and_the_hash_the_config_keeps() {
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg("token")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .unwrap();
+    let printed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hash:  "))
+        .unwrap();
+    assert!(token.starts_with("crl_") && token.len() == 68, "{token}");
+    assert_eq!(printed, hash(token));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["token", "--hash"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"acme-token\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), hash(ACME));
+}

@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use corral::workflow::condition::{Binding, CompileError, Condition, EvalError};
+use corral_workflow::condition::{Binding, CompileError, Condition, EvalError};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 

@@ -4,9 +4,9 @@
 
 use std::sync::OnceLock;
 
-use corral::HandoffPacket;
-use corral::packet::check_depth;
-use corral::schema::PayloadSchema;
+use corral_runtime::HandoffPacket;
+use corral_runtime::packet::check_depth;
+use corral_runtime::schema::PayloadSchema;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 

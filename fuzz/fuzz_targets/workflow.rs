@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use corral::workflow::{source, validate::validate};
-use corral::{Runtime, RuntimeConfig};
+use corral_workflow::{source, validate::validate};
+use corral_runtime::{Runtime, RuntimeConfig};
 use libfuzzer_sys::fuzz_target;
 
 fn runtime() -> &'static Runtime {
