@@ -1,4 +1,4 @@
-//! The checked-in JSON Schemas in `schemas/` match the Rust types; `BLESS=1` rewrites them.
+//! The checked-in JSON Schemas and OpenAPI document in `schemas/` match the Rust types; `BLESS=1` rewrites them.
 
 use std::path::PathBuf;
 
@@ -43,4 +43,19 @@ fn the_packet_schema_accepts_what_the_host_sends() {
     assert!(validator.is_valid(&serde_json::to_value(&packet).unwrap()));
     let bad = serde_json::json!({"version": 2, "run_id": "r", "step_id": "s", "payload": 1});
     assert!(!validator.is_valid(&bad));
+}
+
+#[test]
+fn the_openapi_document_is_current() {
+    let doc: serde_json::Value = serde_json::from_str(&corral_server::api::openapi_json()).unwrap();
+    assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    for path in [
+        "/v1/runs",
+        "/v1/runs/{id}/events",
+        "/v1/agents/{name}",
+        "/v1/workflows",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    check("openapi.json", doc);
 }

@@ -10,9 +10,10 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use corral_runtime::inspect::Inspection;
 use corral_store::{AgentRecord, now_ms};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::api::{AgentList, AgentView};
 use crate::auth::Caller;
 use crate::problem::{Kind, Problem};
 use crate::quota::Spent;
@@ -22,12 +23,20 @@ use crate::tenant::component_path;
 type Shared = State<Arc<AppState>>;
 
 /// `PUT /v1/agents/{name}` with the component's bytes as the body.
+#[utoipa::path(put, path = "/v1/agents/{name}", tag = "agents",
+    params(("name" = String, Path, description = "The name workflows use for it")),
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses(
+        (status = 201, body = AgentView),
+        (status = 413, description = "Larger than the tenant's max_upload", body = crate::api::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Not a usable agent", body = crate::api::ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn upload(
     State(st): Shared,
     Caller(tenant): Caller,
     UrlPath(name): UrlPath<String>,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), Problem> {
+) -> Result<(StatusCode, Json<AgentView>), Problem> {
     if !valid_name(&name) {
         return Err(Problem::new(
             Kind::InvalidRequest,
@@ -84,7 +93,13 @@ pub async fn upload(
     blocking(move || store.put_agent(&record)).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "name": name, "digest": digest, "size": bytes.len(), "describe": info })),
+        Json(AgentView {
+            name,
+            digest,
+            size: bytes.len() as u64,
+            created_ms: now_ms(),
+            describe: info,
+        }),
     ))
 }
 
@@ -118,19 +133,24 @@ pub fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-pub async fn list(State(st): Shared, Caller(tenant): Caller) -> Result<Json<Value>, Problem> {
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", responses((status = 200, body = AgentList)))]
+pub async fn list(State(st): Shared, Caller(tenant): Caller) -> Result<Json<AgentList>, Problem> {
     let store = st.store.clone();
     let id = tenant.id.clone();
     let agents = blocking(move || store.agents(&id)).await?;
-    let items: Vec<Value> = agents.iter().map(view).collect();
-    Ok(Json(json!({ "agents": items })))
+    Ok(Json(AgentList {
+        agents: agents.iter().map(view).collect(),
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/agents/{name}", tag = "agents",
+    params(("name" = String, Path)),
+    responses((status = 200, body = AgentView), (status = 404, body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn get(
     State(st): Shared,
     Caller(tenant): Caller,
     UrlPath(name): UrlPath<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<AgentView>, Problem> {
     let store = st.store.clone();
     let id = tenant.id.clone();
     let agents = blocking(move || store.agents(&id)).await?;
@@ -141,6 +161,9 @@ pub async fn get(
         .ok_or_else(|| Problem::not_found("agent", &name))
 }
 
+#[utoipa::path(delete, path = "/v1/agents/{name}", tag = "agents",
+    params(("name" = String, Path)),
+    responses((status = 204, description = "Forgotten"), (status = 404, body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn delete(
     State(st): Shared,
     Caller(tenant): Caller,
@@ -155,12 +178,12 @@ pub async fn delete(
     }
 }
 
-fn view(a: &AgentRecord) -> Value {
-    json!({
-        "name": a.name,
-        "digest": a.digest,
-        "size": a.size,
-        "created_ms": a.created_ms,
-        "describe": a.info,
-    })
+fn view(a: &AgentRecord) -> AgentView {
+    AgentView {
+        name: a.name.clone(),
+        digest: a.digest.clone(),
+        size: a.size,
+        created_ms: a.created_ms,
+        describe: a.info.clone(),
+    }
 }

@@ -35,6 +35,14 @@ pub struct EventsQuery {
     after: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs",
+    params(
+        ("id" = String, Path),
+        ("after" = Option<i64>, Query, description = "Start after this sequence (as `Last-Event-ID`)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event id received"),
+    ),
+    responses((status = 200, description = "Server-Sent Events; each `data` is an EventData, the last one an `end` event with the run's status", content_type = "text/event-stream", body = crate::api::EventData),
+        (status = 404, body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn events(
     State(st): State<Arc<AppState>>,
     Caller(tenant): Caller,

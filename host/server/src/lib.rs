@@ -9,6 +9,7 @@
 //! tenant's resource answers 404, exactly like a missing one.
 
 pub mod agents;
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod driver;
@@ -18,6 +19,7 @@ pub mod fair;
 pub mod metrics;
 pub mod problem;
 pub mod quota;
+pub mod run_view;
 pub mod runs;
 pub mod state;
 pub mod tenant;
@@ -190,6 +192,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/workflows/{name}",
             get(workflows::get).put(workflows::register),
+        )
+        .route(
+            "/v1/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    api::openapi_json(),
+                )
+            }),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

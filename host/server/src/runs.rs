@@ -8,9 +8,7 @@ use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use corral_store::{
-    LEASE, RunQuery, RunRecord, RunState, StepRecord, StepState, StoreError, now_ms,
-};
+use corral_store::{LEASE, RunQuery, RunRecord, RunState, StepRecord, StoreError, now_ms};
 use corral_workflow::durable::{Origin, ResumeRequest, begin_as};
 use corral_workflow::run::{RunOptions, resolve_params};
 use corral_workflow::source::{self, Diagnostic};
@@ -19,6 +17,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{
+    AnswerRequest, ResumeRequest as ResumeBody, RunList, RunSummary, RunView, SubmitRequest,
+};
 use crate::auth::Caller;
 use crate::driver;
 use crate::extract::{Body, Params};
@@ -29,29 +30,21 @@ use crate::tenant::Tenant;
 
 type Shared = State<Arc<AppState>>;
 
-/// A run to start: a workflow's text and its params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Submit {
-    /// The workflow, as YAML (or JSON) text.
-    #[serde(default)]
-    workflow: Option<String>,
-    /// `yaml` (the default) or `json`.
-    #[serde(default)]
-    format: Option<String>,
-    /// Instead of `workflow`: a workflow the tenant registered by name.
-    #[serde(default)]
-    workflow_name: Option<String>,
-    /// Param values by name.
-    #[serde(default)]
-    params: serde_json::Map<String, Value>,
-}
-
+#[utoipa::path(post, path = "/v1/runs", tag = "runs",
+    request_body = SubmitRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first run (200)")),
+    responses(
+        (status = 201, description = "Started", body = RunView),
+        (status = 200, description = "Submitted before with this idempotency key", body = RunView),
+        (status = 403, description = "Above the tenant's ceiling", body = crate::api::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "The workflow or its params do not validate", body = crate::api::ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "A quota is spent", body = crate::api::ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn submit(
     State(st): Shared,
     Caller(tenant): Caller,
     headers: HeaderMap,
-    Body(req): Body<Submit>,
+    Body(req): Body<SubmitRequest>,
 ) -> Result<Response, Problem> {
     let id = tenant.id.clone();
     let res = submit_checked(&st, tenant, headers, req).await;
@@ -71,7 +64,7 @@ async fn submit_checked(
     st: &Arc<AppState>,
     tenant: Arc<Tenant>,
     headers: HeaderMap,
-    req: Submit,
+    req: SubmitRequest,
 ) -> Result<Response, Problem> {
     admitting(st)?;
     let params_size = serde_json::to_vec(&req.params).map_or(0, |v| v.len()) as u64;
@@ -182,7 +175,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 async fn source_of(
     st: &AppState,
     tenant: &Tenant,
-    req: &Submit,
+    req: &SubmitRequest,
 ) -> Result<(String, String), Problem> {
     match (&req.workflow, &req.workflow_name) {
         (Some(text), None) => Ok((file_name(req.format.as_deref(), "submitted")?, text.clone())),
@@ -263,7 +256,7 @@ async fn own_run(st: &AppState, tenant: &Tenant, id: &str) -> Result<RunRecord, 
 }
 
 /// A run as the API shows it: status, progress, ETA, steps and outputs.
-async fn run_view(st: &AppState, tenant: &Tenant, id: &str) -> Result<Value, Problem> {
+async fn run_view(st: &AppState, tenant: &Tenant, id: &str) -> Result<RunView, Problem> {
     let run = own_run(st, tenant, id).await?;
     let store = st.store.clone();
     let rid = id.to_owned();
@@ -278,79 +271,19 @@ async fn run_view(st: &AppState, tenant: &Tenant, id: &str) -> Result<Value, Pro
                 Some((s.step.clone(), serde_json::from_slice(&v).ok()?))
             })
             .collect();
-        Ok(view(&run, steps, &outputs, driving))
+        Ok(crate::run_view::view(&run, steps, &outputs, driving))
     })
     .await
 }
 
-fn view(
-    run: &RunRecord,
-    steps: Vec<StepRecord>,
-    outputs: &HashMap<String, Value>,
-    driving: bool,
-) -> Value {
-    let order: Vec<String> = source::parse(Path::new(&run.file), &run.definition)
-        .map(|src| src.def.steps.iter().map(|s| s.id.clone()).collect())
-        .unwrap_or_default();
-    let mut by_id: HashMap<String, StepRecord> =
-        steps.into_iter().map(|s| (s.step.clone(), s)).collect();
-    let total = order.len().max(by_id.len());
-    let done = by_id.values().filter(|s| s.status.is_settled()).count();
-    let elapsed_ms = (run.updated_ms - run.created_ms).max(0) as f64;
-    let eta_secs = (run.status == RunState::Running && done > 0 && done < total)
-        .then(|| elapsed_ms / done as f64 * (total - done) as f64 / 1000.0);
-    let mut views: Vec<Value> = order
-        .iter()
-        .map(|id| {
-            let s = by_id.remove(id).unwrap_or(StepRecord {
-                step: id.clone(),
-                status: StepState::Pending,
-                ..StepRecord::default()
-            });
-            step_view(s, outputs)
-        })
-        .collect();
-    views.extend(by_id.into_values().map(|s| step_view(s, outputs)));
-    let status = if driving {
-        run.status.as_str()
-    } else {
-        run.display_status(now_ms(), LEASE)
-    };
-    json!({
-        "id": run.id,
-        "workflow": run.workflow,
-        "status": status,
-        "error": run.error,
-        "created_ms": run.created_ms,
-        "updated_ms": run.updated_ms,
-        "sessions": run.sessions,
-        "fuel_used": run.fuel_charged,
-        "params": run.params,
-        "progress": {
-            "steps": total,
-            "finished": done,
-            "percent": if total == 0 { 100.0 } else { (done as f64 * 100.0 / total as f64).round() },
-            "eta_secs": eta_secs,
-        },
-        "steps": views,
-    })
-}
-
-fn step_view(s: StepRecord, outputs: &HashMap<String, Value>) -> Value {
-    let output = outputs.get(&s.step).cloned();
-    let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
-    if let Some(o) = v.as_object_mut() {
-        o.remove("fingerprint");
-        o.insert("output".into(), output.unwrap_or(Value::Null));
-    }
-    v
-}
-
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+    params(("id" = String, Path, description = "The run")),
+    responses((status = 200, body = RunView), (status = 404, body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn get(
     State(st): Shared,
     Caller(tenant): Caller,
     UrlPath(id): UrlPath<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<RunView>, Problem> {
     Ok(Json(run_view(&st, &tenant, &id).await?))
 }
 
@@ -363,11 +296,18 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/runs", tag = "runs",
+    params(
+        ("status" = Option<String>, Query, description = "Only runs with this status"),
+        ("limit" = Option<usize>, Query, description = "At most this many (1 to 500; 50)"),
+        ("cursor" = Option<String>, Query, description = "`next` of the previous page"),
+    ),
+    responses((status = 200, body = RunList)))]
 pub async fn list(
     State(st): Shared,
     Caller(tenant): Caller,
     Params(q): Params<ListQuery>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<RunList>, Problem> {
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(s.parse::<RunState>().map_err(|_| {
@@ -400,26 +340,32 @@ pub async fn list(
         .then(|| runs.last().map(|r| format!("{}/{}", r.created_ms, r.id)))
         .flatten();
     let now = now_ms();
-    let items: Vec<Value> = runs
+    let items: Vec<RunSummary> = runs
         .iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "workflow": r.workflow,
-                "status": if st.drivers.is_driving(&r.id) { r.status.as_str() } else { r.display_status(now, LEASE) },
-                "created_ms": r.created_ms,
-                "updated_ms": r.updated_ms,
-            })
+        .map(|r| RunSummary {
+            id: r.id.clone(),
+            workflow: r.workflow.clone(),
+            status: if st.drivers.is_driving(&r.id) {
+                r.status.as_str()
+            } else {
+                r.display_status(now, LEASE)
+            }
+            .to_owned(),
+            created_ms: r.created_ms,
+            updated_ms: r.updated_ms,
         })
         .collect();
-    Ok(Json(json!({ "runs": items, "next": next })))
+    Ok(Json(RunList { runs: items, next }))
 }
 
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = String, Path)),
+    responses((status = 200, body = RunView), (status = 404, body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn cancel(
     State(st): Shared,
     Caller(tenant): Caller,
     UrlPath(id): UrlPath<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<RunView>, Problem> {
     own_run(&st, &tenant, &id).await?;
     let store = st.store.clone();
     let rid = id.clone();
@@ -427,23 +373,16 @@ pub async fn cancel(
     Ok(Json(run_view(&st, &tenant, &id).await?))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ResumeBody {
-    /// New param values; only steps whose inputs change run again.
-    #[serde(default)]
-    params: serde_json::Map<String, Value>,
-    /// Steps to run again (a retry).
-    #[serde(default)]
-    steps: Vec<String>,
-}
-
+#[utoipa::path(post, path = "/v1/runs/{id}/resume", tag = "runs",
+    params(("id" = String, Path)),
+    request_body(content = Option<crate::api::ResumeRequest>),
+    responses((status = 200, body = RunView), (status = 404, body = crate::api::ProblemDoc, content_type = "application/problem+json"), (status = 409, body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn resume(
     State(st): Shared,
     Caller(tenant): Caller,
     UrlPath(id): UrlPath<String>,
     body: Option<Body<ResumeBody>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<RunView>, Problem> {
     admitting(&st)?;
     own_run(&st, &tenant, &id).await?;
     let body = body.map(|Body(b)| b).unwrap_or_default();
@@ -466,23 +405,16 @@ pub async fn resume(
     Ok(Json(run_view(&st, &tenant, &id).await?))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Answer {
-    /// The approver's input (approve), checked against the step's schema.
-    #[serde(default)]
-    input: Option<Value>,
-    /// Why (reject).
-    #[serde(default)]
-    reason: Option<String>,
-}
-
+#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/approve", tag = "runs",
+    params(("id" = String, Path), ("step" = String, Path)),
+    request_body(content = Option<AnswerRequest>),
+    responses((status = 200, body = RunView), (status = 400, body = crate::api::ProblemDoc, content_type = "application/problem+json"), (status = 409, body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn approve(
     st: Shared,
     caller: Caller,
     UrlPath((id, step)): UrlPath<(String, String)>,
-    body: Option<Body<Answer>>,
-) -> Result<Json<Value>, Problem> {
+    body: Option<Body<AnswerRequest>>,
+) -> Result<Json<RunView>, Problem> {
     let input = body
         .and_then(|Body(a)| a.input)
         .unwrap_or_else(|| json!({}));
@@ -496,12 +428,16 @@ pub async fn approve(
     .await
 }
 
+#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/reject", tag = "runs",
+    params(("id" = String, Path), ("step" = String, Path)),
+    request_body(content = Option<AnswerRequest>),
+    responses((status = 200, body = RunView), (status = 409, body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn reject(
     st: Shared,
     caller: Caller,
     UrlPath((id, step)): UrlPath<(String, String)>,
-    body: Option<Body<Answer>>,
-) -> Result<Json<Value>, Problem> {
+    body: Option<Body<AnswerRequest>>,
+) -> Result<Json<RunView>, Problem> {
     let reason = body.and_then(|Body(a)| a.reason).unwrap_or_default();
     answer(
         st,
@@ -521,7 +457,7 @@ async fn answer(
     id: String,
     step: String,
     answer: Value,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<RunView>, Problem> {
     admitting(&st)?;
     own_run(&st, &tenant, &id).await?;
     let size = answer.to_string().len() as u64;

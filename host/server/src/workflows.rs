@@ -6,9 +6,8 @@ use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use corral_store::{WorkflowRecord, now_ms};
-use serde::Deserialize;
-use serde_json::{Value, json};
 
+use crate::api::{RegisterRequest, WorkflowList, WorkflowView};
 use crate::auth::Caller;
 use crate::extract::Body;
 use crate::problem::{Kind, Problem};
@@ -18,23 +17,21 @@ use crate::tenant::Tenant;
 
 type Shared = State<Arc<AppState>>;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Register {
-    /// The workflow, as YAML (or JSON) text.
-    workflow: String,
-    /// `yaml` (the default) or `json`.
-    #[serde(default)]
-    format: Option<String>,
-}
-
 /// `PUT /v1/workflows/{name}`: checked as a submission would be, then kept.
+#[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows",
+    params(("name" = String, Path)),
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, body = WorkflowView),
+        (status = 403, body = crate::api::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, body = crate::api::ProblemDoc, content_type = "application/problem+json"),
+    ))]
 pub async fn register(
     State(st): Shared,
     Caller(tenant): Caller,
     UrlPath(name): UrlPath<String>,
-    Body(req): Body<Register>,
-) -> Result<(StatusCode, Json<Value>), Problem> {
+    Body(req): Body<RegisterRequest>,
+) -> Result<(StatusCode, Json<WorkflowView>), Problem> {
     if !crate::agents::valid_name(&name) {
         return Err(Problem::new(
             Kind::InvalidRequest,
@@ -51,12 +48,16 @@ pub async fn register(
         digest: w.digest.clone(),
         created_ms: now_ms(),
     };
+    let view = WorkflowView {
+        name: record.name.clone(),
+        digest: record.digest.clone(),
+        format: record.format.clone(),
+        workflow: None,
+        created_ms: record.created_ms,
+    };
     let store = st.store.clone();
     blocking(move || store.put_workflow(&record)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "name": name, "digest": w.digest, "workflow": w.name })),
-    ))
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// A tenant's registered workflow, or 404.
@@ -74,28 +75,41 @@ pub async fn registered(
         .ok_or_else(|| Problem::not_found("workflow", name))
 }
 
-pub async fn list(State(st): Shared, Caller(tenant): Caller) -> Result<Json<Value>, Problem> {
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows", responses((status = 200, body = WorkflowList)))]
+pub async fn list(
+    State(st): Shared,
+    Caller(tenant): Caller,
+) -> Result<Json<WorkflowList>, Problem> {
     let store = st.store.clone();
     let id = tenant.id.clone();
     let all = blocking(move || store.workflows(&id)).await?;
-    let items: Vec<Value> = all
-        .iter()
-        .map(|w| json!({ "name": w.name, "digest": w.digest, "created_ms": w.created_ms }))
+    let workflows = all
+        .into_iter()
+        .map(|w| WorkflowView {
+            name: w.name,
+            digest: w.digest,
+            format: w.format,
+            workflow: None,
+            created_ms: w.created_ms,
+        })
         .collect();
-    Ok(Json(json!({ "workflows": items })))
+    Ok(Json(WorkflowList { workflows }))
 }
 
+#[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows",
+    params(("name" = String, Path)),
+    responses((status = 200, body = WorkflowView), (status = 404, body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn get(
     State(st): Shared,
     Caller(tenant): Caller,
     UrlPath(name): UrlPath<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<WorkflowView>, Problem> {
     let w = registered(&st, &tenant, &name).await?;
-    Ok(Json(json!({
-        "name": w.name,
-        "digest": w.digest,
-        "format": w.format,
-        "workflow": w.text,
-        "created_ms": w.created_ms,
-    })))
+    Ok(Json(WorkflowView {
+        name: w.name,
+        digest: w.digest,
+        format: w.format,
+        workflow: Some(w.text),
+        created_ms: w.created_ms,
+    }))
 }
