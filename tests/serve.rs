@@ -689,6 +689,53 @@ fn a_server_killed_mid_run_resumes_it_on_restart_without_running_a_committed_ste
 }
 
 #[test]
+fn sigterm_ends_event_streams_and_leaves_a_held_run_for_the_next_start() {
+    let mut s = Serve::start();
+    assert_eq!(
+        s.upload(ACME, "latch", &bytes(support::agents::LATCH))
+            .status,
+        201
+    );
+    let gates = s.data("acme").join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    let run = s.submit(ACME, LATCHED);
+    let id = run.body["id"].as_str().unwrap().to_owned();
+    // A reader follows the run, held at its first gate, when SIGTERM comes.
+    let base = s.base.clone();
+    let reader = std::thread::spawn({
+        let id = id.clone();
+        move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+            let res = agent
+                .get(format!("{base}/v1/runs/{id}/events"))
+                .header("Authorization", format!("Bearer {ACME}"))
+                .call()
+                .unwrap();
+            BufReader::new(res.into_body().into_reader())
+                .lines()
+                .map_while(Result::ok)
+                .filter(|l| l.starts_with("data: "))
+                .count()
+        }
+    });
+    s.wait_metric(r#"corral_event_streams 1"#);
+    let started = Instant::now();
+    assert!(s.terminate().success());
+    // The grace period is 2 s; the held call is cut off after it.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "shutdown waited on the stream"
+    );
+    assert!(reader.join().unwrap() > 0);
+    // The next start resumes it.
+    for g in ["s1", "s2", "s3"] {
+        std::fs::write(gates.join(g), "").unwrap();
+    }
+    s.spawn();
+    assert_eq!(s.wait_run(ACME, &id)["status"], "completed");
+}
+
+#[test]
 fn sigterm_stops_admitting_and_lets_a_short_run_finish() {
     let mut s = Serve::start();
     assert_eq!(

@@ -152,6 +152,12 @@ impl Cursor {
                 // it): everything it will write is written.
                 let driven =
                     self.st.drivers.is_driving(&self.run) || rec.lease_live(now_ms(), LEASE);
+                // A stopping server ends its streams, so shutdown never
+                // waits on a reader; the client reconnects with
+                // `Last-Event-ID` and misses nothing.
+                if self.st.stopping.is_cancelled() {
+                    return None;
+                }
                 if !driven {
                     self.ended = true;
                     return Some((
@@ -161,7 +167,10 @@ impl Cursor {
                         self,
                     ));
                 }
-                tokio::time::sleep(POLL).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = self.st.stopping.cancelled() => {}
+                }
                 continue;
             }
             self.pending = entries.into_iter();
