@@ -118,6 +118,11 @@ CREATE TABLE workflows (
     created_ms INTEGER NOT NULL,
     PRIMARY KEY (tenant, name)
 ) WITHOUT ROWID;
+-- The definition (up to a megabyte) lives apart from the run's row, which
+-- every journal commit updates: SQLite rewrites a whole row on update.
+CREATE TABLE run_definitions (run_id TEXT PRIMARY KEY, definition TEXT NOT NULL);
+INSERT INTO run_definitions (run_id, definition) SELECT id, definition FROM runs;
+ALTER TABLE runs DROP COLUMN definition;
 CREATE TABLE fuel_windows (
     tenant TEXT NOT NULL,
     start_ms INTEGER NOT NULL,
@@ -228,7 +233,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-const RUN_COLUMNS: &str = "id, workflow, file, definition, digest, params, components, status, error, created_ms, updated_ms, owner, heartbeat_ms, cancel_requested, sessions, epoch, fuel_charged, tenant";
+const RUN_COLUMNS: &str = "id, workflow, file, coalesce((SELECT definition FROM run_definitions d WHERE d.run_id = runs.id), ''), digest, params, components, status, error, created_ms, updated_ms, owner, heartbeat_ms, cancel_requested, sessions, epoch, fuel_charged, tenant";
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     let json = |i: usize| -> rusqlite::Result<Value> {
@@ -364,12 +369,6 @@ fn insert_entry(conn: &Connection, run: &str, e: &Entry) -> rusqlite::Result<()>
         )?
         .execute(params![run, status.as_str(), error, e.at_ms])?;
     }
-    if e.fuel_charge != 0 {
-        conn.prepare_cached(
-            "UPDATE runs SET fuel_charged = max(0, fuel_charged + ?2) WHERE id = ?1",
-        )?
-        .execute(params![run, e.fuel_charge])?;
-    }
     if let Some(params) = &e.run_params {
         conn.prepare_cached("UPDATE runs SET params = ?2 WHERE id = ?1")?
             .execute(params![run, params])?;
@@ -436,8 +435,8 @@ impl Store for SqliteStore {
             let now = now_ms();
             let inserted = conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO runs (id, workflow, file, definition, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms, epoch, tenant, idempotency_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?8, ?9, ?8, 1, ?10, ?11)",
+                    "INSERT OR IGNORE INTO runs (id, workflow, file, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms, epoch, tenant, idempotency_key)
+                     VALUES (?1, ?2, ?3, ?5, ?6, ?7, 'running', ?8, ?8, ?9, ?8, 1, ?10, ?11)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -471,6 +470,9 @@ impl Store for SqliteStore {
                 }
                 return Err(StoreError::RunExists(run.id.clone()));
             }
+            conn.prepare_cached("INSERT INTO run_definitions (run_id, definition) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![run.id, run.definition]))
+                .map_err(|e| self.err(e))?;
             tx.commit().map_err(|e| self.err(e))?;
             Ok(Lease {
                 owner: owner.clone(),
@@ -575,6 +577,15 @@ impl Store for SqliteStore {
             }
             for e in entries {
                 insert_entry(&tx, run, e).map_err(|e| self.err(e))?;
+            }
+            // One update of the run's row per batch, not one per call.
+            let charge: i64 = entries.iter().map(|e| e.fuel_charge).sum();
+            if charge != 0 {
+                tx.prepare_cached(
+                    "UPDATE runs SET fuel_charged = max(0, fuel_charged + ?2) WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![run, charge]))
+                .map_err(|e| self.err(e))?;
             }
             tx.commit().map_err(|e| self.err(e))
         })
@@ -952,6 +963,9 @@ impl Store for SqliteStore {
                 ))?;
                 run(&format!(
                     "DELETE FROM steps WHERE run_id IN (SELECT id FROM runs WHERE {finished})"
+                ))?;
+                run(&format!(
+                    "DELETE FROM run_definitions WHERE run_id IN (SELECT id FROM runs WHERE {finished})"
                 ))?;
                 stats.runs = run(&format!("DELETE FROM runs WHERE {finished}"))?;
                 stats.cache_entries = tx.execute(

@@ -339,3 +339,30 @@ fn fuel_windows_never_grant_beyond_the_limit_and_take_refunds() {
         "per tenant"
     );
 }
+
+#[test]
+fn a_store_of_the_previous_schema_is_upgraded_with_its_runs_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("corral.db")).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO runs (id, workflow, file, definition, digest, params, components, status, created_ms, updated_ms, epoch, fuel_charged)
+             VALUES ('old', 'w', 'w.yaml', 'version: 1 # the text', 'sha256:0', '{}', '{}', 'completed', 1, 1, 3, 42)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let r = store.run("old").unwrap();
+    assert_eq!(r.definition, "version: 1 # the text");
+    assert_eq!((r.tenant.as_str(), r.fuel_charged, r.epoch), ("", 42, 3));
+    // And new runs keep their definitions apart from the row.
+    store
+        .create_run(&new_run("new"), &Owner::this_process())
+        .unwrap();
+    assert_eq!(store.run("new").unwrap().definition, "version: 1");
+    assert_eq!(store.runs().unwrap().len(), 2);
+}
