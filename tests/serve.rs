@@ -238,6 +238,7 @@ tokens = ["{}"]
 runs_per_minute = 2
 concurrent_runs = 1
 memory_per_call = "64MiB"
+event_streams = 2
 
 [[tenant]]
 id = "metered"
@@ -1065,4 +1066,55 @@ fn corral_token_prints_a_token_and_the_hash_the_config_keeps() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), hash(ACME));
+}
+
+#[test]
+fn a_tenant_holds_at_most_its_share_of_event_streams() {
+    let s = Serve::start();
+    assert_eq!(
+        s.upload(TINY, "latch", &bytes(support::agents::LATCH))
+            .status,
+        201
+    );
+    let gates = s.data("tiny").join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    let run = s.submit(TINY, &LATCHED.replace("timeout: 30s", "timeout: 20s"));
+    assert_eq!(run.status, 201, "{}", run.body);
+    let id = run.body["id"].as_str().unwrap().to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let open = || {
+        agent
+            .get(s.url(&format!("/v1/runs/{id}/events")))
+            .header("Authorization", format!("Bearer {TINY}"))
+            .call()
+            .unwrap()
+    };
+    // The run is held at its first gate: its streams stay open.
+    let (a, b) = (open(), open());
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let third = Reply::from(open());
+    assert_eq!(third.status, 429, "{}", third.body);
+    assert_eq!(third.body["quota"]["quota"], "event_streams");
+    // Closing one frees its place.
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let again = open();
+        if again.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's place never came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(b);
+    for g in ["s1", "s2", "s3"] {
+        std::fs::write(gates.join(g), "").unwrap();
+    }
+    assert_eq!(s.wait_run(TINY, &id)["status"], "completed");
 }

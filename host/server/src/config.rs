@@ -95,6 +95,7 @@ struct QuotaDef {
     runs_per_minute: Option<Spanned<u32>>,
     max_packet: Option<Spanned<String>>,
     max_upload: Option<Spanned<String>>,
+    event_streams: Option<Spanned<u32>>,
 }
 
 /// Reads and checks `path`; relative directories in it are taken from the
@@ -365,6 +366,7 @@ impl Checker<'_> {
             ),
             max_packet: self.unit(&q.max_packet, &f("max_packet"), parse_bytes, d.max_packet),
             max_upload: self.unit(&q.max_upload, &f("max_upload"), parse_bytes, d.max_upload),
+            event_streams: count(self, &q.event_streams, "event_streams", d.event_streams),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! `GET /v1/runs/{id}/events`: the run's journal as Server-Sent Events, each with its journal sequence as id, so a client that reconnects with `Last-Event-ID` misses nothing and sees nothing twice.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
@@ -74,13 +75,27 @@ pub async fn events(
             })?,
         None => q.after.unwrap_or(0),
     };
-    let slot = StreamSlot::take().ok_or_else(|| {
-        Problem::new(
-            Kind::Unavailable,
-            "too many open event streams; try again shortly",
-        )
-        .retry_after(Duration::from_secs(5))
-    })?;
+    let slot =
+        StreamSlot::take(&tenant.id, tenant.quota.event_streams).map_err(|(open, limit)| {
+            match limit {
+                // The tenant's own share is spent: a quota, like any other.
+                Some(limit) => crate::quota::Spent {
+                    quota: "event_streams",
+                    limit: u64::from(limit),
+                    used: open as u64,
+                    resets_in_secs: None,
+                }
+                .problem(
+                    &tenant.id,
+                    format!("{open} event streams are open, the most it may have"),
+                ),
+                None => Problem::new(
+                    Kind::Unavailable,
+                    "too many open event streams on this server; try again shortly",
+                )
+                .retry_after(Duration::from_secs(5)),
+            }
+        })?;
     let stream = futures::stream::unfold(
         Cursor {
             st,
@@ -95,23 +110,42 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// Counts an open stream for as long as it lives.
-struct StreamSlot;
+/// Open streams per tenant, so one tenant cannot hold them all.
+static PER_TENANT: LazyLock<Mutex<HashMap<String, u32>>> = LazyLock::new(Default::default);
+
+/// Counts an open stream, in all and for its tenant, for as long as it lives.
+struct StreamSlot {
+    tenant: String,
+}
 
 impl StreamSlot {
-    fn take() -> Option<Self> {
+    /// A slot, or the open count and (when it is the tenant's share that is
+    /// spent) the tenant's limit.
+    fn take(tenant: &str, limit: u32) -> Result<Self, (usize, Option<u32>)> {
+        let mut per = PER_TENANT.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = per.get(tenant).copied().unwrap_or(0);
+        if mine >= limit {
+            return Err((mine as usize, Some(limit)));
+        }
         OPEN_STREAMS
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < MAX_STREAMS).then_some(n + 1)
             })
-            .ok()
-            .map(|_| StreamSlot)
+            .map_err(|n| (n, None))?;
+        per.insert(tenant.to_owned(), mine + 1);
+        Ok(StreamSlot {
+            tenant: tenant.to_owned(),
+        })
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         OPEN_STREAMS.fetch_sub(1, Ordering::AcqRel);
+        let mut per = PER_TENANT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 

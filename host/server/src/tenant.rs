@@ -61,6 +61,8 @@ pub struct Quota {
     pub max_packet: u64,
     /// Largest component upload.
     pub max_upload: u64,
+    /// Event streams the tenant may have open at once.
+    pub event_streams: u32,
 }
 
 impl Default for Quota {
@@ -77,6 +79,7 @@ impl Default for Quota {
             runs_per_minute: 60,
             max_packet: 1 << 20,
             max_upload: 64 << 20,
+            event_streams: 64,
         }
     }
 }
