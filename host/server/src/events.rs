@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::auth::Caller;
 use crate::extract::Params;
 use crate::problem::{Kind, Problem};
-use crate::state::{AppState, blocking};
+use crate::state::AppState;
 
 /// Entries read from the store per poll.
 const PAGE: usize = 256;
@@ -51,17 +51,7 @@ pub async fn events(
     headers: HeaderMap,
     Params(q): Params<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    let store = st.store.clone();
-    let rid = id.clone();
-    match blocking(move || store.run(&rid)).await {
-        Ok(r) if r.tenant == tenant.id => {}
-        Ok(_)
-        | Err(Problem {
-            kind: Kind::NotFound,
-            ..
-        }) => return Err(Problem::not_found("run", &id)),
-        Err(p) => return Err(p),
-    }
+    crate::runs::own_run(&st, &tenant, &id).await?;
     let after = match headers.get("last-event-id") {
         Some(v) => v
             .to_str()

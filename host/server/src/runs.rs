@@ -88,16 +88,7 @@ async fn submit_checked(
         .map_err(Problem::internal)??;
     let (file, text) = source_of(st, &tenant, &req).await?;
     let w = check(st, &tenant, &file, &text).await?;
-    let pairs: Vec<(String, String)> = req
-        .params
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-            )
-        })
-        .collect();
+    let pairs = param_pairs(&req.params);
     let params = resolve_params(&w, &pairs).map_err(|errors| {
         Problem::new(Kind::InvalidWorkflow, "the params do not fit the workflow")
             .with("errors", errors)
@@ -240,8 +231,26 @@ fn new_run_id() -> String {
     format!("run-{:016x}", fastrand::u64(..))
 }
 
+/// JSON param values as the `name=value` pairs `resolve_params` reads:
+/// strings as they are, anything else as JSON text.
+fn param_pairs(params: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
+    params
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+            )
+        })
+        .collect()
+}
+
 /// The caller's run, or 404 whether it is missing or another tenant's.
-async fn own_run(st: &AppState, tenant: &Tenant, id: &str) -> Result<RunRecord, Problem> {
+pub(crate) async fn own_run(
+    st: &AppState,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<RunRecord, Problem> {
     let store = st.store.clone();
     let rid = id.to_owned();
     match blocking(move || store.run(&rid)).await {
@@ -388,16 +397,7 @@ pub async fn resume(
     let body = body.map(|Body(b)| b).unwrap_or_default();
     let req = ResumeRequest {
         run_id: id.clone(),
-        params: body
-            .params
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-                )
-            })
-            .collect(),
+        params: param_pairs(&body.params),
         allow_changed_components: false,
         force: body.steps.into_iter().collect::<BTreeSet<_>>(),
     };
