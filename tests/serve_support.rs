@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-
 pub const ACME: &str = "acme-token";
 
 pub const GLOBEX: &str = "globex-token";

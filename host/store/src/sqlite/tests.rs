@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::schema::MIGRATIONS;
 use super::*;
 use crate::{LEASE, Owner};
 
