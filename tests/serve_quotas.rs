@@ -305,3 +305,29 @@ fn a_tenant_holds_at_most_its_share_of_event_streams() {
     }
     assert_eq!(s.wait_run(TINY, &id)["status"], "completed");
 }
+
+#[test]
+fn max_packet_holds_on_every_path_that_takes_params() {
+    let s = Serve::start();
+    assert_eq!(
+        s.upload(ACME, "echo", &bytes(support::agents::ECHO)).status,
+        201
+    );
+    let big = "x".repeat(2 << 20);
+    let submitted = s.post(
+        "/v1/runs",
+        ACME,
+        &serde_json::json!({ "workflow": echo_workflow("echo"), "params": { "text": big } }),
+    );
+    assert_eq!(submitted.status, 429, "{}", submitted.body);
+    let run = s.submit(ACME, &echo_workflow("echo"));
+    let id = run.body["id"].as_str().unwrap().to_owned();
+    s.wait_run(ACME, &id);
+    let resumed = s.post(
+        &format!("/v1/runs/{id}/resume"),
+        ACME,
+        &serde_json::json!({ "params": { "text": big } }),
+    );
+    assert_eq!(resumed.status, 429, "{}", resumed.body);
+    assert_eq!(resumed.body["quota"]["quota"], "max_packet");
+}

@@ -67,16 +67,7 @@ async fn submit_checked(
     req: SubmitRequest,
 ) -> Result<Response, Problem> {
     admitting(st)?;
-    let params_size = serde_json::to_vec(&req.params).map_or(0, |v| v.len()) as u64;
-    if params_size > tenant.quota.max_packet {
-        return Err(quota::Spent {
-            quota: "max_packet",
-            limit: tenant.quota.max_packet,
-            used: params_size,
-            resets_in_secs: None,
-        }
-        .problem(&tenant.id, format!("the params are {params_size} bytes")));
-    }
+    within_packet(&tenant, &req.params, "the params")?;
     let key = idempotency_key(&headers)?;
     st.gates.submit(&tenant)?;
     let fuel = quota::TenantFuel {
@@ -147,6 +138,22 @@ fn admitting(st: &AppState) -> Result<(), Problem> {
         .retry_after(std::time::Duration::from_secs(5)));
     }
     Ok(())
+}
+
+/// Refuses data from a client (params, an answer) larger than the tenant's
+/// `max_packet`, on every path that takes some.
+fn within_packet(tenant: &Tenant, data: &impl serde::Serialize, what: &str) -> Result<(), Problem> {
+    let size = serde_json::to_vec(data).map_or(0, |v| v.len()) as u64;
+    if size <= tenant.quota.max_packet {
+        return Ok(());
+    }
+    Err(quota::Spent {
+        quota: "max_packet",
+        limit: tenant.quota.max_packet,
+        used: size,
+        resets_in_secs: None,
+    }
+    .problem(&tenant.id, format!("{what} are {size} bytes")))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
@@ -395,6 +402,7 @@ pub async fn resume(
     admitting(&st)?;
     own_run(&st, &tenant, &id).await?;
     let body = body.map(|Body(b)| b).unwrap_or_default();
+    within_packet(&tenant, &body.params, "the params")?;
     let req = ResumeRequest {
         run_id: id.clone(),
         params: param_pairs(&body.params),
@@ -460,16 +468,7 @@ async fn answer(
 ) -> Result<Json<RunView>, Problem> {
     admitting(&st)?;
     own_run(&st, &tenant, &id).await?;
-    let size = answer.to_string().len() as u64;
-    if size > tenant.quota.max_packet {
-        return Err(quota::Spent {
-            quota: "max_packet",
-            limit: tenant.quota.max_packet,
-            used: size,
-            resets_in_secs: None,
-        }
-        .problem(&tenant.id, format!("the answer is {size} bytes")));
-    }
+    within_packet(&tenant, &answer, "the answer's contents")?;
     let store = st.store.clone();
     let (rid, sid, a) = (id.clone(), step.clone(), answer.clone());
     let steps = blocking(move || store.steps(&rid)).await?;
