@@ -26,8 +26,13 @@ pub struct Serve {
 
 impl Serve {
     pub fn start() -> Self {
+        Self::start_with(&config())
+    }
+
+    /// A server with `config` as its `corral.toml`.
+    pub fn start_with(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("corral.toml"), config()).unwrap();
+        std::fs::write(dir.path().join("corral.toml"), config).unwrap();
         let mut s = Self {
             dir,
             child: None,

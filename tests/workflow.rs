@@ -771,6 +771,35 @@ impl corral::store::Store for SlowCache {
     fn delete_agent(&self, tenant: &str, name: &str) -> Result<bool, corral::store::StoreError> {
         self.inner.delete_agent(tenant, name)
     }
+    fn enqueue_webhooks(
+        &self,
+        messages: &[corral::store::WebhookMessage],
+    ) -> Result<(), corral::store::StoreError> {
+        self.inner.enqueue_webhooks(messages)
+    }
+    fn claim_webhooks(
+        &self,
+        now_ms: i64,
+        hold: Duration,
+        limit: usize,
+    ) -> Result<Vec<corral::store::WebhookMessage>, corral::store::StoreError> {
+        self.inner.claim_webhooks(now_ms, hold, limit)
+    }
+    fn record_delivery(
+        &self,
+        attempt: &corral::store::DeliveryAttempt,
+        state: corral::store::DeliveryState,
+        next_ms: Option<i64>,
+    ) -> Result<(), corral::store::StoreError> {
+        self.inner.record_delivery(attempt, state, next_ms)
+    }
+    fn deliveries(
+        &self,
+        tenant: &str,
+        run: &str,
+    ) -> Result<Vec<corral::store::Delivery>, corral::store::StoreError> {
+        self.inner.deliveries(tenant, run)
+    }
     fn put_workflow(
         &self,
         w: &corral::store::WorkflowRecord,

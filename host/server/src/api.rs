@@ -185,6 +185,40 @@ pub struct EventData {
     pub data: Value,
 }
 
+/// One webhook attempt (documentation of `/v1/runs/{id}/deliveries`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptDoc {
+    pub message: String,
+    /// 1 for the first try.
+    pub attempt: u32,
+    pub at_ms: i64,
+    /// The endpoint's HTTP status, when it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// One webhook message of a run: a run event on its way to one endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryDoc {
+    /// The `webhook-id` every attempt carries.
+    pub id: String,
+    pub tenant: String,
+    pub run: String,
+    /// `run.started`, `run.waiting`, `run.completed`, `run.failed` or `run.cancelled`.
+    pub event: String,
+    pub url: String,
+    /// The JSON body, exactly as signed and sent.
+    pub payload: String,
+    pub created_ms: i64,
+    pub attempts: u32,
+    /// `pending`, `delivered` or `failed` (given up).
+    pub state: String,
+    /// When the next attempt is due (pending only).
+    pub next_ms: Option<i64>,
+    pub tries: Vec<AttemptDoc>,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "corral", description = "Run AI agents as sandboxed WebAssembly components, for many tenants."),
@@ -196,6 +230,7 @@ pub struct EventData {
         crate::runs::resume,
         crate::runs::approve,
         crate::runs::reject,
+        crate::runs::deliveries,
         crate::events::events,
         crate::agents::upload,
         crate::agents::list,

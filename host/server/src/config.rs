@@ -10,6 +10,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::tenant::{Quota, Tenant, TokenHash};
+use crate::webhooks::{self, Endpoint, RunEvent, Secret};
+
+/// Webhook endpoints one tenant may have.
+const MAX_ENDPOINTS: usize = 16;
 
 /// The largest config file read.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -34,6 +38,8 @@ pub struct ServerConfig {
     /// Hashes of the tokens that may read `/metrics`; empty: anyone who can
     /// reach the listener may.
     pub metrics_tokens: Vec<TokenHash>,
+    /// How webhook deliveries are timed out and retried.
+    pub webhooks: webhooks::Settings,
     pub tenants: Vec<Tenant>,
 }
 
@@ -67,6 +73,9 @@ struct ServerDef {
     call_slots: Option<Spanned<u32>>,
     #[serde(default)]
     metrics_tokens: Vec<Spanned<String>>,
+    webhook_timeout: Option<Spanned<String>>,
+    webhook_attempts: Option<Spanned<u32>>,
+    webhook_backoff: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +88,19 @@ struct TenantDef {
     secrets: BTreeMap<String, String>,
     #[serde(default)]
     quota: QuotaDef,
+    #[serde(default)]
+    webhooks: Vec<WebhookDef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookDef {
+    url: Spanned<String>,
+    /// `whsec_<base64>`, shared with the receiver.
+    secret: Spanned<String>,
+    /// Event names; all of them when absent.
+    #[serde(default)]
+    events: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -243,10 +265,12 @@ impl Checker<'_> {
                 Err(e) => self.err(t, &format!("server.metrics_tokens[{i}]"), e),
             }
         }
+        let webhooks = self.webhook_settings(s);
         ServerConfig {
             listen,
             call_slots,
             metrics_tokens,
+            webhooks,
             state_dir: dir(&s.state_dir, "corral-state"),
             data_root: dir(&s.data_root, "tenants"),
             request_timeout,
@@ -295,12 +319,91 @@ impl Checker<'_> {
                 format!("tenant `{id}` has no token; add one made by `corral token new`"),
             );
         }
+        if t.webhooks.len() > MAX_ENDPOINTS {
+            self.err(
+                &t.id,
+                &format!("{at}.webhooks"),
+                format!(
+                    "{} endpoints; a tenant may have at most {MAX_ENDPOINTS}",
+                    t.webhooks.len()
+                ),
+            );
+        }
+        let webhooks = t
+            .webhooks
+            .iter()
+            .enumerate()
+            .filter_map(|(j, w)| self.endpoint(&format!("{at}.webhooks[{j}]"), w))
+            .collect();
         Tenant {
             id: id.clone(),
             token_hashes,
             secrets: t.secrets.clone(),
             quota: self.quota(&format!("{at}.quota"), &t.quota),
+            webhooks,
         }
+    }
+
+    fn webhook_settings(&mut self, s: &ServerDef) -> webhooks::Settings {
+        let d = webhooks::Settings::default();
+        let attempts = match &s.webhook_attempts {
+            Some(n) if !(1..=100).contains(n.get_ref()) => {
+                self.err(n, "server.webhook_attempts", "must be from 1 to 100".into());
+                d.attempts
+            }
+            Some(n) => *n.get_ref(),
+            None => d.attempts,
+        };
+        webhooks::Settings {
+            timeout: self.unit(
+                &s.webhook_timeout,
+                "server.webhook_timeout",
+                parse_duration,
+                d.timeout,
+            ),
+            attempts,
+            backoff: self.unit(
+                &s.webhook_backoff,
+                "server.webhook_backoff",
+                parse_duration,
+                d.backoff,
+            ),
+        }
+    }
+
+    fn endpoint(&mut self, at: &str, w: &WebhookDef) -> Option<Endpoint> {
+        let url = w.url.get_ref();
+        let uri: Option<axum::http::Uri> = url.parse().ok();
+        let ok = uri.as_ref().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+        });
+        if !ok || url.len() > 2048 {
+            self.err(
+                &w.url,
+                &format!("{at}.url"),
+                format!("`{url}` is not an http:// or https:// URL with a host"),
+            );
+        }
+        let secret = Secret::parse(w.secret.get_ref())
+            .map_err(|e| self.err(&w.secret, &format!("{at}.secret"), e))
+            .ok();
+        let mut events = Vec::new();
+        for (k, e) in w.events.iter().enumerate() {
+            match e.get_ref().parse::<RunEvent>() {
+                Ok(ev) if !events.contains(&ev) => events.push(ev),
+                Ok(_) => {}
+                Err(msg) => self.err(e, &format!("{at}.events[{k}]"), msg),
+            }
+        }
+        if events.is_empty() {
+            events = RunEvent::ALL.to_vec();
+        }
+        Some(Endpoint {
+            url: url.clone(),
+            secret: secret?,
+            events,
+        })
+        .filter(|_| ok)
     }
 
     fn quota(&mut self, at: &str, q: &QuotaDef) -> Quota {
@@ -431,5 +534,38 @@ mod tests {
             "{e:?}"
         );
         assert!(e[2].message.contains("sha256:"), "{e:?}");
+    }
+
+    #[test]
+    fn webhooks_read_back_and_bad_ones_name_their_field() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let c = check(&format!(
+            "[server]\nwebhook_backoff = \"1s\"\n[[tenant]]\nid = \"acme\"\ntokens = [\"{HASH}\"]\n[[tenant.webhooks]]\nurl = \"https://hooks.example/corral\"\nsecret = \"{secret}\"\nevents = [\"run.failed\"]\n[[tenant.webhooks]]\nurl = \"http://127.0.0.1:9/all\"\nsecret = \"{secret}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.webhooks.backoff, Duration::from_secs(1));
+        let w = &c.tenants[0].webhooks;
+        assert_eq!(w[0].events, [RunEvent::Failed]);
+        assert_eq!(w[1].events, RunEvent::ALL);
+
+        let e = check(&format!(
+            "[[tenant]]\nid = \"acme\"\ntokens = [\"{HASH}\"]\n[[tenant.webhooks]]\nurl = \"file:///etc/passwd\"\nsecret = \"hunter2\"\nevents = [\"run.exploded\"]\n"
+        ))
+        .unwrap_err();
+        let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "tenant[0].webhooks[0].url",
+                "tenant[0].webhooks[0].secret",
+                "tenant[0].webhooks[0].events[0]"
+            ],
+            "{e:?}"
+        );
+        assert_eq!(e[0].line, Some(5), "{e:?}");
+        assert!(
+            !e[1].message.contains("hunter2"),
+            "a secret is never echoed: {e:?}"
+        );
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::problem::{Kind, Problem};
 use crate::state::{AppState, blocking};
 use crate::tenant::Tenant;
+use crate::webhooks::RunEvent;
 
 /// The runs this process drives, by id.
 #[derive(Default)]
@@ -70,8 +71,13 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
     let limit = tenant.quota.run_timeout;
     let st = state.clone();
     let run_id = id.clone();
-    let tenant_id = tenant.id.clone();
+    let tenant = tenant.clone();
+    let first_session = opts.resume.is_none();
+    let journal = opts.journal.clone();
     let task = tokio::spawn(async move {
+        if first_session {
+            st.announce(&tenant, &run_id, Some(RunEvent::Started)).await;
+        }
         let rt = st.rt.clone();
         let driven = run(rt, w, opts);
         tokio::pin!(driven);
@@ -84,7 +90,18 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
             }
         };
         tracing::info!(run = %run_id, status = ?report.status, "run stopped");
-        st.metrics.run_stopped(&tenant_id, &report);
+        // Commit what is left of the journal and give up the lease before
+        // anyone hears the run stopped: a client, a webhook or the next
+        // session then reads the final state.
+        if let Some(j) = journal
+            && let Err(e) = j.close().await
+        {
+            tracing::error!(run = %run_id, error = %e, "cannot close the run's journal");
+        }
+        st.metrics.run_stopped(&tenant.id, &report);
+        // Announced from the stored record, which says how the run stands
+        // now (a run interrupted by shutdown stays running: nothing to say).
+        st.announce(&tenant, &run_id, None).await;
         st.drivers.lock().remove(&run_id);
     });
     state.drivers.lock().insert(id, task);

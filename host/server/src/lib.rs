@@ -23,6 +23,7 @@ pub mod run_view;
 pub mod runs;
 pub mod state;
 pub mod tenant;
+pub mod webhooks;
 pub mod workflows;
 
 use std::net::SocketAddr;
@@ -117,6 +118,7 @@ impl Server {
             gates,
             fair,
             metrics: metrics::Metrics::default(),
+            webhooks: webhooks::Webhooks::default(),
             stopping: CancellationToken::new(),
         });
         Ok(Self { state, listener })
@@ -138,6 +140,11 @@ impl Server {
         if resumed > 0 {
             tracing::info!(resumed, "resumed runs a stopped server left behind");
         }
+        // Webhooks outlive the listener: the runs that finish during the
+        // grace period are announced too. What is left stays queued in the
+        // store for the next start.
+        let deliveries = CancellationToken::new();
+        let worker = tokio::spawn(webhooks::deliver::run(state.clone(), deliveries.clone()));
         let stopping = state.stopping.clone();
         let app = router(state.clone());
         axum::serve(self.listener, app)
@@ -153,6 +160,8 @@ impl Server {
                 "runs still running after the grace period were interrupted; the next start resumes them"
             );
         }
+        deliveries.cancel();
+        let _ = worker.await;
         Ok(())
     }
 }
@@ -183,6 +192,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/runs/{id}/steps/{step}/approve", post(runs::approve))
         .route("/v1/runs/{id}/steps/{step}/reject", post(runs::reject))
         .route("/v1/runs/{id}/events", get(events::events))
+        .route("/v1/runs/{id}/deliveries", get(runs::deliveries))
         .route("/v1/agents", get(agents::list))
         .route(
             "/v1/agents/{name}",

@@ -1,4 +1,4 @@
-//! `/metrics`: runs and steps by status, agent and tenant, step time and fuel per agent, call slots and admission waits, quota refusals and event streams, in the Prometheus text format (`prometheus-client`).
+//! `/metrics`: runs and steps by status, agent and tenant, step time and fuel per agent, call slots and admission waits, quota refusals, event streams and webhook deliveries, in the Prometheus text format (`prometheus-client`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -41,6 +41,13 @@ pub struct AgentLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub tenant: String,
+    /// `delivered`, `retrying` or `failed` (given up).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QuotaLabels {
     pub tenant: String,
     pub quota: String,
@@ -61,6 +68,7 @@ pub struct Metrics {
     pub calls_waiting: Family<TenantLabel, Gauge>,
     pub fuel_window_charged: Family<TenantLabel, Gauge>,
     pub event_streams: Gauge,
+    pub webhook_deliveries: Family<DeliveryLabels, Counter>,
 }
 
 fn seconds() -> Histogram {
@@ -85,6 +93,7 @@ impl Default for Metrics {
             calls_waiting: Family::default(),
             fuel_window_charged: Family::default(),
             event_streams: Gauge::default(),
+            webhook_deliveries: Family::default(),
         };
         let r = &mut m.registry;
         r.register("runs_submitted", "Runs accepted", m.runs_submitted.clone());
@@ -125,6 +134,11 @@ impl Default for Metrics {
             "Open event streams",
             m.event_streams.clone(),
         );
+        r.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by outcome",
+            m.webhook_deliveries.clone(),
+        );
         m
     }
 }
@@ -161,6 +175,21 @@ impl Metrics {
                 .get_or_create(&agent)
                 .observe(s.fuel_used as f64);
         }
+    }
+
+    /// Counts one webhook attempt by where it left its message.
+    pub fn webhook(&self, tenant: &str, state: corral_store::DeliveryState) {
+        let outcome = match state {
+            corral_store::DeliveryState::Delivered => "delivered",
+            corral_store::DeliveryState::Pending => "retrying",
+            corral_store::DeliveryState::Failed => "failed",
+        };
+        self.webhook_deliveries
+            .get_or_create(&DeliveryLabels {
+                tenant: tenant.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn refused(&self, tenant: &str, quota: &str) {

@@ -27,6 +27,7 @@ use crate::problem::{Kind, Problem};
 use crate::quota;
 use crate::state::{AppState, blocking};
 use crate::tenant::Tenant;
+use crate::webhooks::RunEvent;
 
 type Shared = State<Arc<AppState>>;
 
@@ -385,8 +386,28 @@ pub async fn cancel(
     own_run(&st, &tenant, &id).await?;
     let store = st.store.clone();
     let rid = id.clone();
-    blocking(move || store.request_cancel(&rid, LEASE, false)).await?;
+    let rec = blocking(move || store.request_cancel(&rid, LEASE, false)).await?;
+    // A run nobody drove (waiting, paused) is cancelled at once; a driven
+    // one is announced by its driver when it stops.
+    if rec.status == RunState::Cancelled && !st.drivers.is_driving(&id) {
+        st.announce(&tenant, &id, Some(RunEvent::Cancelled)).await;
+    }
     Ok(Json(run_view(&st, &tenant, &id).await?))
+}
+
+#[utoipa::path(get, path = "/v1/runs/{id}/deliveries", tag = "runs",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Vec<crate::api::DeliveryDoc>), (status = 404, body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+/// Every webhook message of the run, with every delivery attempt.
+pub async fn deliveries(
+    State(st): Shared,
+    Caller(tenant): Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Vec<corral_store::Delivery>>, Problem> {
+    own_run(&st, &tenant, &id).await?;
+    let store = st.store.clone();
+    let t = tenant.id.clone();
+    Ok(Json(blocking(move || store.deliveries(&t, &id)).await?))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/resume", tag = "runs",

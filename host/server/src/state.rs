@@ -24,6 +24,8 @@ pub struct AppState {
     /// Call slots, shared fairly across tenants.
     pub fair: Arc<crate::fair::Fair>,
     pub metrics: crate::metrics::Metrics,
+    /// Run events on their way to the tenants' endpoints.
+    pub webhooks: crate::webhooks::Webhooks,
     /// Set on SIGTERM: nothing new is admitted.
     pub stopping: CancellationToken,
 }
@@ -35,6 +37,35 @@ impl AppState {
             self.metrics.refused(tenant, q);
         }
         p
+    }
+
+    /// Announces `event` of `run` to its tenant's endpoints (queued in the
+    /// store; the delivery worker posts it). A failure to queue is logged:
+    /// it never fails the run or the request.
+    pub async fn announce(
+        self: &Arc<Self>,
+        tenant: &Arc<Tenant>,
+        run: &str,
+        event: Option<crate::webhooks::RunEvent>,
+    ) {
+        if tenant.webhooks.is_empty() {
+            return;
+        }
+        let (st, tenant, run) = (self.clone(), tenant.clone(), run.to_owned());
+        let queued = tokio::task::spawn_blocking(move || {
+            let rec = st.store.run(&run)?;
+            let Some(event) = event.or_else(|| crate::webhooks::RunEvent::of_stop(rec.status))
+            else {
+                return Ok(());
+            };
+            st.webhooks.emit(&st.store, &tenant.webhooks, &rec, event)
+        })
+        .await;
+        match queued {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot queue a webhook message"),
+            Err(e) => tracing::error!(error = %e, "the webhook queue task failed"),
+        }
     }
 
     /// The scope `tenant`'s workflows resolve in, with its agents as the

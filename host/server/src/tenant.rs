@@ -92,6 +92,8 @@ pub struct Tenant {
     /// Values for environment grants that name a variable only.
     pub secrets: BTreeMap<String, String>,
     pub quota: Quota,
+    /// Where its run events are posted.
+    pub webhooks: Vec<crate::webhooks::Endpoint>,
 }
 
 /// Every tenant, found by token.
@@ -222,6 +224,7 @@ mod tests {
                 token_hashes: vec![TokenHash::of("t")],
                 secrets: [("KEY".to_string(), "v".to_string())].into(),
                 quota: Quota::default(),
+                webhooks: Vec::new(),
             }),
             agents: [("echo".to_string(), "sha256:ab".to_string())].into(),
             components: root.join("components"),
@@ -273,6 +276,7 @@ mod tests {
             token_hashes: vec![h],
             secrets: BTreeMap::new(),
             quota: Quota::default(),
+            webhooks: Vec::new(),
         }]);
         assert_eq!(tenants.by_token("secret-token").unwrap().id, "acme");
         assert!(tenants.by_token("other").is_none());

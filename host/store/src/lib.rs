@@ -7,6 +7,7 @@
 
 pub mod sqlite;
 mod status;
+mod webhook;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +15,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use sqlite::{Durability, SqliteStore};
-pub use status::{RunState, StepState, UnknownStatus};
+pub use status::{DeliveryState, RunState, StepState, UnknownStatus};
+pub use webhook::{Delivery, DeliveryAttempt, WebhookMessage};
 
 /// The cause behind a backend failure, kept so callers can tell kinds apart.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -440,6 +442,27 @@ pub trait Store: Send + Sync {
         lease: Duration,
         compensate: bool,
     ) -> Result<RunRecord, StoreError>;
+    /// Queues webhook messages for delivery.
+    fn enqueue_webhooks(&self, messages: &[WebhookMessage]) -> Result<(), StoreError>;
+    /// Takes up to `limit` pending messages due by `now_ms`, and holds them
+    /// for `hold` (their next attempt moves past it) so that no other
+    /// worker takes them meanwhile.
+    fn claim_webhooks(
+        &self,
+        now_ms: i64,
+        hold: Duration,
+        limit: usize,
+    ) -> Result<Vec<WebhookMessage>, StoreError>;
+    /// Records one delivery attempt and where its message stands after it:
+    /// `next_ms` is when to try again (pending only).
+    fn record_delivery(
+        &self,
+        attempt: &DeliveryAttempt,
+        state: DeliveryState,
+        next_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
+    /// A tenant's webhook messages for one run, oldest first, with every attempt.
+    fn deliveries(&self, tenant: &str, run: &str) -> Result<Vec<Delivery>, StoreError>;
     /// Deletes finished runs last updated before `before_ms`, then blobs and cache entries nothing references.
     fn gc(&self, before_ms: i64) -> Result<GcStats, StoreError>;
 }

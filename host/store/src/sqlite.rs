@@ -9,6 +9,7 @@ use serde_json::Value;
 
 mod rows;
 mod schema;
+mod webhooks;
 
 use rows::{
     RUN_COLUMNS, STEP_COLUMNS, agent_row, get_run, insert_entry, run_row, step_row, window_of,
@@ -16,8 +17,9 @@ use rows::{
 use schema::migrate;
 
 use super::{
-    AgentRecord, Entry, FuelWindow, GcStats, JournalEntry, Lease, NewRun, Owner, RunQuery,
-    RunRecord, RunState, StepRecord, Store, StoreError, WorkflowRecord, now_ms,
+    AgentRecord, Delivery, DeliveryAttempt, DeliveryState, Entry, FuelWindow, GcStats,
+    JournalEntry, Lease, NewRun, Owner, RunQuery, RunRecord, RunState, StepRecord, Store,
+    StoreError, WebhookMessage, WorkflowRecord, now_ms,
 };
 
 /// How hard each commit pushes to disk (SQLite's `synchronous`).
@@ -636,6 +638,32 @@ impl Store for SqliteStore {
         })
     }
 
+    fn enqueue_webhooks(&self, messages: &[WebhookMessage]) -> Result<(), StoreError> {
+        self.with(|conn| webhooks::enqueue(conn, messages).map_err(|e| self.err(e)))
+    }
+
+    fn claim_webhooks(
+        &self,
+        now_ms: i64,
+        hold: Duration,
+        limit: usize,
+    ) -> Result<Vec<WebhookMessage>, StoreError> {
+        self.with(|conn| webhooks::claim(conn, now_ms, hold, limit).map_err(|e| self.err(e)))
+    }
+
+    fn record_delivery(
+        &self,
+        attempt: &DeliveryAttempt,
+        state: DeliveryState,
+        next_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| webhooks::record(conn, attempt, state, next_ms).map_err(|e| self.err(e)))
+    }
+
+    fn deliveries(&self, tenant: &str, run: &str) -> Result<Vec<Delivery>, StoreError> {
+        self.with(|conn| webhooks::deliveries(conn, tenant, run).map_err(|e| self.err(e)))
+    }
+
     fn gc(&self, before_ms: i64) -> Result<GcStats, StoreError> {
         self.with(|conn| {
             let tx = conn
@@ -660,6 +688,15 @@ impl Store for SqliteStore {
                 run(&format!(
                     "DELETE FROM run_definitions WHERE run_id IN (SELECT id FROM runs WHERE {finished})"
                 ))?;
+                // A finished run's webhook messages go with it, unless one
+                // is still being delivered.
+                let settled = format!(
+                    "SELECT m.id FROM webhook_messages m WHERE m.state != 'pending' AND m.run_id IN (SELECT id FROM runs WHERE {finished})"
+                );
+                run(&format!(
+                    "DELETE FROM webhook_attempts WHERE message_id IN ({settled})"
+                ))?;
+                run(&format!("DELETE FROM webhook_messages WHERE id IN ({settled})"))?;
                 stats.runs = run(&format!("DELETE FROM runs WHERE {finished}"))?;
                 stats.cache_entries = tx.execute(
                     "DELETE FROM cache WHERE expires_ms IS NOT NULL AND expires_ms <= ?1",

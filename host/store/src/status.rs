@@ -97,6 +97,24 @@ text_enum!(StepState, "step",
     CompensationFailed => "compensation_failed",
 );
 
+/// Where one webhook message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not delivered yet; another attempt is due at `next_ms`.
+    Pending,
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// Every attempt failed, or the endpoint left the config; no more tries.
+    Failed,
+}
+
+text_enum!(DeliveryState, "webhook delivery",
+    Pending => "pending",
+    Delivered => "delivered",
+    Failed => "failed",
+);
+
 /// A status text this version does not know: a store written by a newer corral, or damaged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} status `{found}` in the store")]
@@ -151,6 +169,10 @@ mod tests {
         }
         for s in StepState::ALL {
             assert_eq!(s.as_str().parse::<StepState>(), Ok(*s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in DeliveryState::ALL {
+            assert_eq!(s.as_str().parse::<DeliveryState>(), Ok(*s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
         assert!("bogus".parse::<StepState>().is_err());

@@ -1,4 +1,4 @@
-//! `corral serve`: the multi-tenant HTTP service; `corral token`: API tokens and the hashes `corral.toml` keeps of them.
+//! `corral serve`: the multi-tenant HTTP service; `corral token`: API tokens, the hashes `corral.toml` keeps of them, and webhook secrets.
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
@@ -82,12 +82,29 @@ async fn shutdown_signal() {
 #[derive(Args)]
 pub struct TokenArgs {
     /// Read a token from standard input and print only its hash.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "webhook_secret")]
     hash: bool,
+
+    /// Print a new webhook signing secret (`whsec_…`) for a tenant's `[[tenant.webhooks]]`
+    /// entry; give the same secret to the receiver, which checks signatures with it.
+    #[arg(long)]
+    webhook_secret: bool,
 }
 
 /// Prints a new random token and the hash to put in `corral.toml`.
 pub fn token(args: TokenArgs) -> Exit {
+    if args.webhook_secret {
+        return match random_bytes() {
+            Ok(key) => {
+                println!("{}", corral_server::webhooks::Secret::encode(&key));
+                Exit::Success
+            }
+            Err(e) => {
+                eprintln!("error: cannot read random bytes: {e}");
+                Exit::Host
+            }
+        };
+    }
     let token = if args.hash {
         let mut s = String::new();
         if let Err(e) = std::io::stdin().take(4096).read_to_string(&mut s) {
@@ -119,9 +136,14 @@ pub fn token(args: TokenArgs) -> Exit {
 
 /// 32 bytes from the operating system's generator, as `crl_<hex>`.
 fn random_token() -> std::io::Result<String> {
+    Ok(format!("crl_{}", hex_lower(&random_bytes()?)))
+}
+
+/// 32 bytes from the operating system's generator.
+fn random_bytes() -> std::io::Result<[u8; 32]> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(format!("crl_{}", hex_lower(&bytes)))
+    Ok(bytes)
 }
 
 fn hex_lower(bytes: &[u8]) -> String {

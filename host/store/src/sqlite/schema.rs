@@ -108,6 +108,32 @@ CREATE TABLE fuel_windows (
     PRIMARY KEY (tenant, start_ms)
 ) WITHOUT ROWID;
 "#,
+    // Webhooks: an outbox of run events per endpoint, and every attempt.
+    r#"
+CREATE TABLE webhook_messages (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    url TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    next_ms INTEGER
+);
+CREATE INDEX webhook_due ON webhook_messages(next_ms) WHERE state = 'pending';
+CREATE INDEX webhook_run ON webhook_messages(tenant, run_id, created_ms);
+CREATE TABLE webhook_attempts (
+    message_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT,
+    duration_ms INTEGER NOT NULL,
+    PRIMARY KEY (message_id, attempt)
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

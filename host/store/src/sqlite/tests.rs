@@ -367,3 +367,73 @@ fn a_store_of_the_previous_schema_is_upgraded_with_its_runs_intact() {
     assert_eq!(store.run("new").unwrap().definition, "version: 1");
     assert_eq!(store.runs().unwrap().len(), 2);
 }
+
+fn message(id: &str, tenant: &str, run: &str) -> WebhookMessage {
+    WebhookMessage {
+        id: id.into(),
+        tenant: tenant.into(),
+        run: run.into(),
+        event: "run.completed".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        payload: "{}".into(),
+        created_ms: 1,
+        attempts: 0,
+        state: DeliveryState::Pending,
+        next_ms: Some(1_000),
+    }
+}
+
+#[test]
+fn webhook_messages_are_claimed_once_retried_when_due_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let queued = [message("m1", "acme", "r1"), message("m2", "globex", "r2")];
+    store.enqueue_webhooks(&queued).unwrap();
+    // Queuing the same message again changes nothing.
+    store.enqueue_webhooks(&queued[..1]).unwrap();
+    assert!(
+        store.claim_webhooks(999, LEASE, 10).unwrap().is_empty(),
+        "not due yet"
+    );
+    let claimed = store.claim_webhooks(1_000, LEASE, 10).unwrap();
+    assert_eq!(claimed.len(), 2);
+    // Held: a second worker gets nothing until the hold ends.
+    assert!(store.claim_webhooks(1_000, LEASE, 10).unwrap().is_empty());
+    let failed = DeliveryAttempt {
+        message: "m1".into(),
+        attempt: 1,
+        at_ms: 1_000,
+        status: Some(500),
+        error: Some("HTTP 500".into()),
+        duration_ms: 3,
+    };
+    store
+        .record_delivery(&failed, DeliveryState::Pending, Some(2_000))
+        .unwrap();
+    let ok = DeliveryAttempt {
+        message: "m2".into(),
+        status: Some(204),
+        error: None,
+        ..failed.clone()
+    };
+    store
+        .record_delivery(&ok, DeliveryState::Delivered, None)
+        .unwrap();
+    let again = store.claim_webhooks(2_000, LEASE, 10).unwrap();
+    assert_eq!(
+        again.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["m1"]
+    );
+    assert_eq!(again[0].attempts, 1);
+    let d = store.deliveries("acme", "r1").unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].tries, [failed]);
+    assert!(
+        store.deliveries("acme", "r2").unwrap().is_empty(),
+        "per tenant"
+    );
+    assert_eq!(
+        store.deliveries("globex", "r2").unwrap()[0].message.state,
+        DeliveryState::Delivered
+    );
+}
