@@ -5,6 +5,7 @@ mod call;
 mod history;
 mod inspect;
 mod new;
+mod remote;
 mod render;
 mod run;
 mod serve;
@@ -95,6 +96,23 @@ struct Cli {
     #[arg(long, global = true, env = "CORRAL_DURABILITY", value_enum, default_value_t = DurabilityArg::Normal)]
     durability: DurabilityArg,
 
+    /// Speak to a `corral serve` at this URL instead of the local state
+    /// directory: `run`, `runs`, `show`, `events`, `approve`, `reject` and
+    /// `cancel` then act on the server's runs. Example: http://127.0.0.1:8700
+    #[arg(long, global = true, env = "CORRAL_SERVER", value_name = "URL")]
+    server: Option<String>,
+
+    /// The API token for `--server` (prefer the variable: a flag shows in
+    /// the process list and the shell history).
+    #[arg(
+        long,
+        global = true,
+        env = "CORRAL_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+
     /// Log filter (tracing's EnvFilter syntax); agents log under `corral::agent`.
     #[arg(
         long,
@@ -106,7 +124,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Call an agent once with a JSON payload and print its output packet and receipt.
     #[command(after_help = EXIT_CODES)]
     Call(call::CallArgs),
@@ -146,6 +164,30 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print a new API token and the hash of it that corral.toml keeps.
     Token(serve::TokenArgs),
+}
+
+impl Command {
+    /// The subcommand as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Call(_) => "call",
+            Command::Inspect(_) => "inspect",
+            Command::Validate(_) => "validate",
+            Command::Run(_) => "run",
+            Command::Resume(_) => "resume",
+            Command::Retry(_) => "retry",
+            Command::Runs(_) => "runs",
+            Command::Show(_) => "show",
+            Command::Events(_) => "events",
+            Command::Approve(_) => "approve",
+            Command::Reject(_) => "reject",
+            Command::Cancel(_) => "cancel",
+            Command::Gc(_) => "gc",
+            Command::New(_) => "new",
+            Command::Serve(_) => "serve",
+            Command::Token(_) => "token",
+        }
+    }
 }
 
 /// `--durability`: the store's [`Durability`] as the command line spells it.
@@ -239,6 +281,13 @@ pub fn main() -> ExitCode {
         .with_ansi(colour)
         .init();
 
+    if let Some(url) = &cli.server {
+        let exit = match remote::Remote::new(url, cli.token.clone()) {
+            Ok(r) => remote::dispatch(&r, cli.command),
+            Err(exit) => exit,
+        };
+        return ExitCode::from(exit as u8);
+    }
     let state = StateArgs {
         dir: cli.state_dir.clone(),
         durability: cli.durability.into(),

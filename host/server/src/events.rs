@@ -34,12 +34,16 @@ pub static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
 pub struct EventsQuery {
     /// Start after this journal sequence (as `Last-Event-ID`).
     after: Option<i64>,
+    /// `false`: end the stream once every event so far is sent, even while
+    /// the run goes on (`corral events` without `--follow`).
+    follow: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs",
     params(
         ("id" = String, Path),
         ("after" = Option<i64>, Query, description = "Start after this sequence (as `Last-Event-ID`)"),
+        ("follow" = Option<bool>, Query, description = "`false`: end once the events so far are sent, even while the run goes on"),
         ("Last-Event-ID" = Option<String>, Header, description = "The last event id received"),
     ),
     responses((status = 200, description = "Server-Sent Events; each `data` is an EventData, the last one an `end` event with the run's status", content_type = "text/event-stream", body = crate::api::EventData),
@@ -93,6 +97,7 @@ pub async fn events(
             after,
             pending: Vec::new().into_iter(),
             ended: false,
+            follow: q.follow.unwrap_or(true),
             _slot: slot,
         },
         Cursor::next,
@@ -145,6 +150,7 @@ struct Cursor {
     after: i64,
     pending: std::vec::IntoIter<JournalEntry>,
     ended: bool,
+    follow: bool,
     _slot: StreamSlot,
 }
 
@@ -182,7 +188,7 @@ impl Cursor {
                 if self.st.stopping.is_cancelled() {
                     return None;
                 }
-                if !driven {
+                if !driven || !self.follow {
                     self.ended = true;
                     return Some((
                         Ok(Event::default().event("end").data(

@@ -8,23 +8,23 @@ use super::{Exit, StateArgs};
 #[derive(Args)]
 pub struct ApproveArgs {
     /// The run (see `corral runs`).
-    run_id: String,
+    pub(crate) run_id: String,
     /// The waiting step (see `corral show <run-id>`).
-    step: String,
+    pub(crate) step: String,
     /// The answer, as JSON; it must match the schema `corral show` prints, and becomes the step's output.
     #[arg(long, default_value = "{}")]
-    input: String,
+    pub(crate) input: String,
 }
 
 #[derive(Args)]
 pub struct RejectArgs {
     /// The run (see `corral runs`).
-    run_id: String,
+    pub(crate) run_id: String,
     /// The waiting step (see `corral show <run-id>`).
-    step: String,
+    pub(crate) step: String,
     /// Why; recorded in the journal and in the step's error.
     #[arg(long)]
-    reason: String,
+    pub(crate) reason: String,
 }
 
 pub fn approve(args: ApproveArgs, state: &StateArgs) -> Exit {

@@ -18,31 +18,31 @@ use super::{Exit, StateArgs, render};
 pub struct RunsArgs {
     /// One JSON object per run.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
 pub struct ShowArgs {
-    run_id: String,
+    pub(crate) run_id: String,
     /// One JSON object: the run, its steps (with outputs) and waiting approvals.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
 pub struct EventsArgs {
-    run_id: String,
+    pub(crate) run_id: String,
     /// Keep printing new entries until the run stops.
     #[arg(long, short = 'f')]
-    follow: bool,
+    pub(crate) follow: bool,
 }
 
 #[derive(Args)]
 pub struct CancelArgs {
-    run_id: String,
+    pub(crate) run_id: String,
     /// Also run the compensations of the steps that completed.
     #[arg(long)]
-    compensate: bool,
+    pub(crate) compensate: bool,
 }
 
 #[derive(Args)]
@@ -55,7 +55,7 @@ pub struct GcArgs {
     json: bool,
 }
 
-fn age(ms: i64) -> String {
+pub(crate) fn age(ms: i64) -> String {
     let secs = ((now_ms() - ms).max(0) / 1000) as u64;
     format!(
         "{} ago",

@@ -22,26 +22,26 @@ use super::{Exit, StateArgs, render};
 #[derive(Args)]
 pub struct RunArgs {
     /// The workflow file (YAML or JSON).
-    workflow: PathBuf,
+    pub(crate) workflow: PathBuf,
 
     /// Set a param: `name=value`. Strings are taken as they are; other types as JSON. Repeatable.
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_param)]
-    params: Vec<(String, String)>,
+    pub(crate) params: Vec<(String, String)>,
 
     /// Identifier of this run [default: generated].
     #[arg(long)]
-    run_id: Option<String>,
+    pub(crate) run_id: Option<String>,
 
     /// Seed of the retry jitter.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(crate) seed: u64,
 
     /// Run in memory only: no journal, so no resume, approvals or step cache.
     #[arg(long)]
-    ephemeral: bool,
+    pub(crate) ephemeral: bool,
 
     #[command(flatten)]
-    drive: DriveArgs,
+    pub(crate) drive: DriveArgs,
 }
 
 /// How a run is driven and shown; shared by `run`, `resume` and `retry`.
@@ -49,16 +49,16 @@ pub struct RunArgs {
 pub struct DriveArgs {
     /// Print one JSON object per event, then the report as `{"type": "report", ...}`.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 
     /// When only approval steps are left, wait for their answers (and
     /// deadlines) instead of exiting with status `waiting`.
     #[arg(long)]
-    wait: bool,
+    pub(crate) wait: bool,
 
     /// On Ctrl-C, run the compensations of completed steps.
     #[arg(long)]
-    compensate_on_cancel: bool,
+    pub(crate) compensate_on_cancel: bool,
 }
 
 #[derive(Args)]
