@@ -262,6 +262,7 @@ async fn run_journaled(
             Arc::new(TenantAdmission {
                 fair: f.clone(),
                 tenant: t.id.clone(),
+                waits: None,
             }) as _
         });
     }

@@ -489,3 +489,24 @@ fn corral_token_prints_a_token_and_the_hash_the_config_keeps() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), hash(ACME));
 }
+
+#[test]
+fn metrics_follow_call_admission_waits_and_breakers_per_agent() {
+    let s = Serve::start();
+    assert_eq!(
+        s.upload(ACME, "flaky", &bytes(support::agents::FLAKY))
+            .status,
+        201
+    );
+    std::fs::create_dir_all(s.data("acme").join("state")).unwrap();
+    // Two permanent failures open the breaker; the run stops with it open.
+    let wf = "version: 1\nname: tripping\nagents:\n  flaky:\n    component: flaky\n    grants: { dirs: [{ host: state, guest: /state, writable: true }] }\n    breaker: { failure_threshold: 2, cooldown: 1h }\nsteps:\n  - { id: f1, agent: flaky, on_error: continue, input: { key: bad, fail_first: 99, class: permanent } }\n  - { id: f2, agent: flaky, on_error: continue, depends_on: [f1], input: { key: bad, fail_first: 99, class: permanent } }\n";
+    let run = s.submit(ACME, wf);
+    assert_eq!(run.status, 201, "{}", run.body);
+    let done = s.wait_run(ACME, run.body["id"].as_str().unwrap());
+    assert_eq!(done["status"], "degraded", "{done}");
+    s.wait_metric(r#"corral_breaker_changes_total{tenant="acme",agent="flaky",to="open"} 1"#);
+    // Opened during the run, released when the run stopped.
+    s.wait_metric(r#"corral_breakers_open{tenant="acme",agent="flaky"} 0"#);
+    s.wait_metric(r#"corral_call_admission_wait_seconds_count{tenant="acme"} 2"#);
+}

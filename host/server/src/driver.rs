@@ -62,7 +62,22 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
     opts.admission = Some(Arc::new(crate::fair::TenantAdmission {
         fair: state.fair.clone(),
         tenant: tenant.id.clone(),
+        waits: Some(
+            state
+                .metrics
+                .admission_wait
+                .get_or_create(&crate::metrics::TenantLabel {
+                    tenant: tenant.id.clone(),
+                })
+                .clone(),
+        ),
     }));
+    let (st, tid) = (state.clone(), tenant.id.clone());
+    opts.events = Arc::new(move |e| {
+        if let corral_workflow::events::Event::Breaker { agent, from, to } = e {
+            st.metrics.breaker(&tid, agent, from, to);
+        }
+    });
     opts.ledger = Some(Arc::new(crate::quota::TenantFuel {
         store: state.store.clone(),
         tenant: tenant.clone(),

@@ -161,11 +161,21 @@ impl Drop for Slot {
 pub struct TenantAdmission {
     pub fair: Arc<Fair>,
     pub tenant: String,
+    /// Where the wait for each slot is observed (the tenant's series of
+    /// `corral_call_admission_wait_seconds`), if anywhere.
+    pub waits: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Admission for TenantAdmission {
     fn admit(&self) -> Pin<Box<dyn Future<Output = Admitted> + Send + '_>> {
-        Box::pin(async move { Admitted(Box::new(self.fair.acquire(&self.tenant).await)) })
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let slot = self.fair.acquire(&self.tenant).await;
+            if let Some(h) = &self.waits {
+                h.observe(started.elapsed().as_secs_f64());
+            }
+            Admitted(Box::new(slot))
+        })
     }
 }
 

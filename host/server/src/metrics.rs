@@ -1,4 +1,4 @@
-//! `/metrics`: runs and steps by status, agent and tenant, step time and fuel per agent, call slots and admission waits, quota refusals, event streams and webhook deliveries, in the Prometheus text format (`prometheus-client`).
+//! `/metrics`: runs and steps by status, agent and tenant, step time and fuel per agent, call slots and admission waits, breakers per agent, quota refusals, event streams and webhook deliveries, in the Prometheus text format (`prometheus-client`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -48,6 +48,14 @@ pub struct DeliveryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    pub tenant: String,
+    pub agent: String,
+    /// The state it changed to: `open`, `half_open` or `closed`.
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QuotaLabels {
     pub tenant: String,
     pub quota: String,
@@ -69,10 +77,18 @@ pub struct Metrics {
     pub fuel_window_charged: Family<TenantLabel, Gauge>,
     pub event_streams: Gauge,
     pub webhook_deliveries: Family<DeliveryLabels, Counter>,
+    pub admission_wait: Family<TenantLabel, Histogram, Buckets>,
+    pub breaker_changes: Family<BreakerLabels, Counter>,
+    pub breakers_open: Family<AgentLabels, Gauge>,
 }
 
 fn seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 4.0, 10))
+}
+
+/// From 100 µs: most calls get a slot at once; a busy server makes them wait.
+fn wait() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
 }
 
 fn fuel() -> Histogram {
@@ -94,6 +110,9 @@ impl Default for Metrics {
             fuel_window_charged: Family::default(),
             event_streams: Gauge::default(),
             webhook_deliveries: Family::default(),
+            admission_wait: Family::new_with_constructor(wait),
+            breaker_changes: Family::default(),
+            breakers_open: Family::default(),
         };
         let r = &mut m.registry;
         r.register("runs_submitted", "Runs accepted", m.runs_submitted.clone());
@@ -135,6 +154,21 @@ impl Default for Metrics {
             m.event_streams.clone(),
         );
         r.register(
+            "call_admission_wait_seconds",
+            "Time calls waited for a call slot",
+            m.admission_wait.clone(),
+        );
+        r.register(
+            "breaker_changes",
+            "Circuit breaker state changes, by agent and new state",
+            m.breaker_changes.clone(),
+        );
+        r.register(
+            "breakers_open",
+            "Runs whose breaker for the agent is open now",
+            m.breakers_open.clone(),
+        );
+        r.register(
             "webhook_deliveries",
             "Webhook delivery attempts, by outcome",
             m.webhook_deliveries.clone(),
@@ -152,6 +186,17 @@ impl Metrics {
                 status: report.status.name().into(),
             })
             .inc();
+        // A run that stops with a breaker open no longer holds it open.
+        for b in &report.breakers {
+            if b.state.name() == "open" {
+                self.breakers_open
+                    .get_or_create(&AgentLabels {
+                        tenant: tenant.into(),
+                        agent: b.agent.clone(),
+                    })
+                    .dec();
+            }
+        }
         for s in report.steps.iter().filter(|s| s.attempts > 0) {
             let status = serde_json::to_value(s.status)
                 .ok()
@@ -174,6 +219,30 @@ impl Metrics {
             self.step_fuel
                 .get_or_create(&agent)
                 .observe(s.fuel_used as f64);
+        }
+    }
+
+    /// Follows a run's breakers as they change (called from its event sink).
+    pub fn breaker(&self, tenant: &str, agent: &str, from: &str, to: &str) {
+        self.breaker_changes
+            .get_or_create(&BreakerLabels {
+                tenant: tenant.into(),
+                agent: agent.into(),
+                to: to.into(),
+            })
+            .inc();
+        let open = self.breakers_open.get_or_create(&AgentLabels {
+            tenant: tenant.into(),
+            agent: agent.into(),
+        });
+        match (from, to) {
+            (_, "open") if from != "open" => {
+                open.inc();
+            }
+            ("open", _) if to != "open" => {
+                open.dec();
+            }
+            _ => {}
         }
     }
 
