@@ -375,6 +375,16 @@ fn sigterm_ends_event_streams_and_leaves_a_held_run_for_the_next_start() {
         "shutdown waited on the stream"
     );
     assert!(reader.join().unwrap() > 0);
+    // It gave up the run's lease on the way out, so any server may take it
+    // at once.
+    {
+        use corral::store::{Durability, SqliteStore, Store as _};
+        let store =
+            SqliteStore::open(&s.dir.path().join("corral-state"), Durability::Normal).unwrap();
+        let rec = store.run(&id).unwrap();
+        assert!(rec.owner.is_none(), "the lease is still held: {rec:?}");
+        assert_eq!(rec.status.as_str(), "running");
+    }
     // The next start resumes it.
     for g in ["s1", "s2", "s3"] {
         std::fs::write(gates.join(g), "").unwrap();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use corral_store::{LEASE, RunState, now_ms};
 use corral_workflow::durable::{ResumeRequest, reopen_in};
+use corral_workflow::journal::Journal;
 use corral_workflow::model::Workflow;
 use corral_workflow::run::{RunOptions, run};
 use tokio::task::JoinHandle;
@@ -16,10 +17,12 @@ use crate::state::{AppState, blocking};
 use crate::tenant::Tenant;
 use crate::webhooks::RunEvent;
 
-/// The runs this process drives, by id.
+/// The runs this process drives, by id: each one's task, and its journal
+/// so that a run cut off at shutdown still commits what it has and gives
+/// up its lease.
 #[derive(Default)]
 pub struct Drivers {
-    running: Mutex<HashMap<String, JoinHandle<()>>>,
+    running: Mutex<HashMap<String, (JoinHandle<()>, Option<Arc<Journal>>)>>,
 }
 
 impl Drivers {
@@ -35,23 +38,35 @@ impl Drivers {
         self.lock().contains_key(run)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, JoinHandle<()>>> {
+    #[allow(clippy::type_complexity)]
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (JoinHandle<()>, Option<Arc<Journal>>)>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits up to `grace` for every run to stop on its own, then drops the
-    /// rest: their journals hold every committed step, and the next start
-    /// resumes them.
+    /// Waits up to `grace` for every run to stop on its own, then stops the
+    /// rest: each one's journal commits what it holds and gives up the
+    /// lease, so the next start (here or on another machine) resumes it at
+    /// once, with no committed step run again.
     pub async fn drain(&self, grace: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + grace;
         while !self.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let left: Vec<_> = self.lock().drain().collect();
-        for (_, task) in &left {
+        let count = left.len();
+        for (run, (task, journal)) in left {
             task.abort();
+            // Stopped for sure before its journal is closed.
+            let _ = task.await;
+            if let Some(j) = journal
+                && let Err(e) = j.close().await
+            {
+                tracing::warn!(run = %run, error = %e, "could not release an interrupted run");
+            }
         }
-        left.len()
+        count
     }
 }
 
@@ -89,6 +104,7 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
     let tenant = tenant.clone();
     let first_session = opts.resume.is_none();
     let journal = opts.journal.clone();
+    let journal_for_drain = opts.journal.clone();
     let task = tokio::spawn(async move {
         if first_session {
             st.announce(&tenant, &run_id, Some(RunEvent::Started)).await;
@@ -119,7 +135,7 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
         st.announce(&tenant, &run_id, None).await;
         st.drivers.lock().remove(&run_id);
     });
-    state.drivers.lock().insert(id, task);
+    state.drivers.lock().insert(id, (task, journal_for_drain));
 }
 
 /// Claims a stored run of `tenant` and drives it again.
