@@ -22,8 +22,11 @@ use crate::webhooks::RunEvent;
 /// up its lease.
 #[derive(Default)]
 pub struct Drivers {
-    running: Mutex<HashMap<String, (JoinHandle<()>, Option<Arc<Journal>>)>>,
+    running: Mutex<HashMap<String, Driven>>,
 }
+
+/// A run's task and journal.
+type Driven = (JoinHandle<()>, Option<Arc<Journal>>);
 
 impl Drivers {
     pub fn len(&self) -> usize {
@@ -38,10 +41,7 @@ impl Drivers {
         self.lock().contains_key(run)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (JoinHandle<()>, Option<Arc<Journal>>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Driven>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
