@@ -13,7 +13,7 @@ use serve::*;
 
 #[test]
 fn spent_quotas_answer_429_with_the_quota_and_when_it_resets() {
-    let s = Serve::start();
+    let mut s = Serve::start();
     assert_eq!(
         s.upload(TINY, "echo", &bytes(support::agents::ECHO)).status,
         201
@@ -45,6 +45,12 @@ fn spent_quotas_answer_429_with_the_quota_and_when_it_resets() {
         "{metrics}"
     );
     assert!((1..=60).contains(&after), "{after}");
+    // A restart does not refill the allowance: its state is in the store.
+    s.kill9();
+    s.spawn();
+    let fourth = s.submit(TINY, &echo_workflow("echo"));
+    assert_eq!(fourth.status, 429, "{}", fourth.body);
+    assert_eq!(fourth.body["quota"]["quota"], "runs_per_minute");
     // Another tenant is not affected.
     assert_eq!(
         s.upload(ACME, "echo", &bytes(support::agents::ECHO)).status,

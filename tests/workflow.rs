@@ -771,6 +771,13 @@ impl corral::store::Store for SlowCache {
     fn delete_agent(&self, tenant: &str, name: &str) -> Result<bool, corral::store::StoreError> {
         self.inner.delete_agent(tenant, name)
     }
+    fn update_rate(
+        &self,
+        key: &str,
+        f: &mut dyn FnMut(Option<u64>) -> Option<u64>,
+    ) -> Result<(), corral::store::StoreError> {
+        self.inner.update_rate(key, f)
+    }
     fn enqueue_webhooks(
         &self,
         messages: &[corral::store::WebhookMessage],

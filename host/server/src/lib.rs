@@ -96,7 +96,7 @@ impl Server {
                 source,
             })?;
         let tenants = Tenants::new(config.tenants.clone());
-        let gates = Gates::new(&tenants);
+        let gates = Gates::new(&tenants, &store);
         let slots = config
             .call_slots
             .unwrap_or(rt.config().engine.max_instances)

@@ -10,8 +10,10 @@ use corral_runtime::human;
 use corral_workflow::definition::{BudgetDef, WorkflowDef};
 use corral_workflow::ledger::{FuelLedger, Grant};
 use corral_workflow::model::Workflow;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, RateLimiter};
+use governor::RateLimiter;
+use governor::clock::{Clock, SystemClock};
+use governor::nanos::Nanos;
+use governor::state::{NotKeyed, StateStore};
 use serde::Serialize;
 
 use crate::problem::{Kind, Problem};
@@ -36,34 +38,100 @@ impl Spent {
     }
 }
 
-/// Per-tenant admission state held by this server process.
+/// A tenant's per-minute limiter: `governor`'s GCRA, its state in the store.
+type SubmitLimiter = RateLimiter<
+    NotKeyed,
+    StoredRate,
+    SystemClock,
+    governor::middleware::NoOpMiddleware<std::time::SystemTime>,
+>;
+
+/// Per-tenant admission gates. The GCRA state lives in the store, so a
+/// tenant's allowance holds across restarts (and servers sharing a store).
 pub struct Gates {
-    submits: HashMap<String, DefaultDirectRateLimiter>,
+    submits: HashMap<String, SubmitLimiter>,
+}
+
+/// `governor`'s state for one limiter, kept in the store under `key`.
+///
+/// governor measures time from the limiter's creation; the store keeps it
+/// from the Unix epoch, so that another process (with another start) reads
+/// it right. `start_ns` is the wall clock taken just before the limiter was
+/// made: off from governor's own start by the microseconds between the two.
+pub struct StoredRate {
+    store: Arc<dyn corral_store::Store>,
+    key: String,
+    start_ns: u64,
+}
+
+impl StateStore for StoredRate {
+    type Key = NotKeyed;
+
+    fn measure_and_replace<T, F, E>(&self, _: &NotKeyed, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut outcome = None;
+        let stored = self.store.update_rate(&self.key, &mut |old| {
+            let since_start = old.map(|abs| Nanos::from(abs.saturating_sub(self.start_ns)));
+            let r = f(since_start);
+            let next = r
+                .as_ref()
+                .ok()
+                .map(|(_, tat)| u64::from(*tat).saturating_add(self.start_ns));
+            outcome = Some(r.map(|(t, _)| t));
+            next
+        });
+        match (stored, outcome) {
+            (Ok(()), Some(r)) => r,
+            // The store failed: decide on this process's view alone (as
+            // if nothing had been submitted) rather than refuse every
+            // tenant while the store is down; the failure is logged.
+            (stored, _) => {
+                if let Err(e) = stored {
+                    tracing::error!(key = %self.key, error = %e, "rate limiter state unavailable; allowing");
+                }
+                f(None).map(|(t, _)| t)
+            }
+        }
+    }
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
+        .unwrap_or(0)
 }
 
 impl Gates {
-    pub fn new(tenants: &Tenants) -> Self {
+    pub fn new(tenants: &Tenants, store: &Arc<dyn corral_store::Store>) -> Self {
         let submits = tenants
             .iter()
             .map(|t| {
                 let per_minute =
                     NonZeroU32::new(t.quota.runs_per_minute).unwrap_or(NonZeroU32::MIN);
-                (
-                    t.id.clone(),
-                    RateLimiter::direct(governor::Quota::per_minute(per_minute)),
-                )
+                let state = StoredRate {
+                    store: store.clone(),
+                    key: format!("runs_per_minute:{}", t.id),
+                    start_ns: unix_ns(),
+                };
+                let limiter =
+                    RateLimiter::new(governor::Quota::per_minute(per_minute), state, SystemClock);
+                (t.id.clone(), limiter)
             })
             .collect();
         Self { submits }
     }
 
-    /// Takes one submission from `tenant`'s per-minute allowance.
+    /// Takes one submission from `tenant`'s per-minute allowance (a store
+    /// transaction: call it off the async threads).
     pub fn submit(&self, tenant: &Tenant) -> Result<(), Problem> {
         let Some(limiter) = self.submits.get(&tenant.id) else {
             return Ok(());
         };
         limiter.check().map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let wait = not_until.wait_time_from(SystemClock.now());
             let limit = u64::from(tenant.quota.runs_per_minute);
             Spent {
                 quota: "runs_per_minute",

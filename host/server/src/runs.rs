@@ -70,7 +70,10 @@ async fn submit_checked(
     admitting(st)?;
     within_packet(&tenant, &req.params, "the params")?;
     let key = idempotency_key(&headers)?;
-    st.gates.submit(&tenant)?;
+    let (gate, who) = (st.clone(), tenant.clone());
+    tokio::task::spawn_blocking(move || gate.gates.submit(&who))
+        .await
+        .map_err(Problem::internal)??;
     let fuel = quota::TenantFuel {
         store: st.store.clone(),
         tenant: tenant.clone(),

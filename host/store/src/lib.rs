@@ -442,6 +442,13 @@ pub trait Store: Send + Sync {
         lease: Duration,
         compensate: bool,
     ) -> Result<RunRecord, StoreError>;
+    /// Reads the number kept under `key` (a rate limiter's state) and, in
+    /// the same transaction, stores what `f` makes of it (`None`: unchanged).
+    fn update_rate(
+        &self,
+        key: &str,
+        f: &mut dyn FnMut(Option<u64>) -> Option<u64>,
+    ) -> Result<(), StoreError>;
     /// Queues webhook messages for delivery.
     fn enqueue_webhooks(&self, messages: &[WebhookMessage]) -> Result<(), StoreError>;
     /// Takes up to `limit` pending messages due by `now_ms`, and holds them

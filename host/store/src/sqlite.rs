@@ -638,6 +638,31 @@ impl Store for SqliteStore {
         })
     }
 
+    fn update_rate(
+        &self,
+        key: &str,
+        f: &mut dyn FnMut(Option<u64>) -> Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            (|| -> rusqlite::Result<()> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let old: Option<i64> = tx
+                    .prepare_cached("SELECT value FROM rate_limits WHERE key = ?1")?
+                    .query_row([key], |r| r.get(0))
+                    .optional()?;
+                if let Some(new) = f(old.map(|v| v.max(0) as u64)) {
+                    tx.prepare_cached(
+                        "INSERT INTO rate_limits (key, value) VALUES (?1, ?2)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute(params![key, new.min(i64::MAX as u64) as i64])?;
+                }
+                tx.commit()
+            })()
+            .map_err(|e| self.err(e))
+        })
+    }
+
     fn enqueue_webhooks(&self, messages: &[WebhookMessage]) -> Result<(), StoreError> {
         self.with(|conn| webhooks::enqueue(conn, messages).map_err(|e| self.err(e)))
     }

@@ -108,7 +108,8 @@ CREATE TABLE fuel_windows (
     PRIMARY KEY (tenant, start_ms)
 ) WITHOUT ROWID;
 "#,
-    // Webhooks: an outbox of run events per endpoint, and every attempt.
+    // Webhooks: an outbox of run events per endpoint, and every attempt;
+    // rate limiter state that outlives a process.
     r#"
 CREATE TABLE webhook_messages (
     id TEXT PRIMARY KEY,
@@ -133,6 +134,8 @@ CREATE TABLE webhook_attempts (
     duration_ms INTEGER NOT NULL,
     PRIMARY KEY (message_id, attempt)
 ) WITHOUT ROWID;
+-- Rate limiter state (GCRA's theoretical arrival time), by key.
+CREATE TABLE rate_limits (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 "#,
 ];
 

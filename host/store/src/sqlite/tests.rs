@@ -437,3 +437,36 @@ fn webhook_messages_are_claimed_once_retried_when_due_and_recorded() {
         DeliveryState::Delivered
     );
 }
+
+#[test]
+fn rate_state_is_read_and_replaced_in_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let mut seen = Vec::new();
+    store
+        .update_rate("k", &mut |old| {
+            seen.push(old);
+            Some(7)
+        })
+        .unwrap();
+    // `None` leaves the value as it is.
+    store
+        .update_rate("k", &mut |old| {
+            seen.push(old);
+            None
+        })
+        .unwrap();
+    store
+        .update_rate("k", &mut |old| {
+            seen.push(old);
+            old.map(|v| v + 1)
+        })
+        .unwrap();
+    store
+        .update_rate("other", &mut |old| {
+            seen.push(old);
+            None
+        })
+        .unwrap();
+    assert_eq!(seen, [None, Some(7), Some(7), None]);
+}
