@@ -140,6 +140,7 @@ impl Server {
         if resumed > 0 {
             tracing::info!(resumed, "resumed runs a stopped server left behind");
         }
+        webhooks::reconcile_at_start(&state).await;
         // Webhooks outlive the listener: the runs that finish during the
         // grace period are announced too. What is left stays queued in the
         // store for the next start.

@@ -113,6 +113,9 @@ impl Default for Settings {
 
 /// The longest wait between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// How far back a starting server looks for runs whose last event may not
+/// have been queued (the process died between the commit and the queue).
+pub const RECONCILE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The most of a run's error a payload carries.
 const MAX_ERROR_CHARS: usize = 2048;
 
@@ -152,48 +155,83 @@ impl Webhooks {
         run: &RunRecord,
         event: RunEvent,
     ) -> Result<(), corral_store::StoreError> {
-        let wanted: Vec<&Endpoint> = endpoints
-            .iter()
-            .filter(|e| e.events.contains(&event))
-            .collect();
-        if wanted.is_empty() {
+        let messages = messages(endpoints, run, event);
+        if messages.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
-        let payload = serde_json::to_string(&Payload {
-            kind: event.name(),
-            timestamp: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            data: PayloadData {
-                run: &run.id,
-                workflow: &run.workflow,
-                status: run.status,
-                error: run
-                    .error
-                    .as_ref()
-                    .map(|e| e.chars().take(MAX_ERROR_CHARS).collect()),
-                fuel_charged: run.fuel_charged,
-            },
-        })
-        .unwrap_or_default();
-        let messages: Vec<WebhookMessage> = wanted
-            .into_iter()
-            .map(|e| WebhookMessage {
-                id: message_id(run, event, &e.url),
-                tenant: run.tenant.clone(),
-                run: run.id.clone(),
-                event: event.name().into(),
-                url: e.url.clone(),
-                payload: payload.clone(),
-                created_ms: now,
-                attempts: 0,
-                state: DeliveryState::Pending,
-                next_ms: Some(now),
-            })
-            .collect();
         store.enqueue_webhooks(&messages)?;
         self.wake.notify_one();
         Ok(())
     }
+
+    /// Queues, for every tenant run that stopped since `since_ms`, the
+    /// event of where it stands now. A process that died between a run's
+    /// last commit and its announcement left that event unsent; for every
+    /// other run the ids match what is queued already, and nothing changes.
+    pub fn reconcile(
+        &self,
+        store: &Arc<dyn Store>,
+        tenants: &crate::tenant::Tenants,
+        runs: &[RunRecord],
+        since_ms: i64,
+    ) -> Result<usize, corral_store::StoreError> {
+        let mut all = Vec::new();
+        for run in runs.iter().filter(|r| r.updated_ms >= since_ms) {
+            let (Some(tenant), Some(event)) =
+                (tenants.get(&run.tenant), RunEvent::of_stop(run.status))
+            else {
+                continue;
+            };
+            all.extend(messages(&tenant.webhooks, run, event));
+        }
+        if !all.is_empty() {
+            store.enqueue_webhooks(&all)?;
+            self.wake.notify_one();
+        }
+        Ok(all.len())
+    }
+}
+
+/// One message of `event` of `run` for each of `endpoints` that wants it.
+fn messages(endpoints: &[Endpoint], run: &RunRecord, event: RunEvent) -> Vec<WebhookMessage> {
+    let wanted: Vec<&Endpoint> = endpoints
+        .iter()
+        .filter(|e| e.events.contains(&event))
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let now = now_ms();
+    let payload = serde_json::to_string(&Payload {
+        kind: event.name(),
+        timestamp: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        data: PayloadData {
+            run: &run.id,
+            workflow: &run.workflow,
+            status: run.status,
+            error: run
+                .error
+                .as_ref()
+                .map(|e| e.chars().take(MAX_ERROR_CHARS).collect()),
+            fuel_charged: run.fuel_charged,
+        },
+    })
+    .unwrap_or_default();
+    wanted
+        .into_iter()
+        .map(|e| WebhookMessage {
+            id: message_id(run, event, &e.url),
+            tenant: run.tenant.clone(),
+            run: run.id.clone(),
+            event: event.name().into(),
+            url: e.url.clone(),
+            payload: payload.clone(),
+            created_ms: now,
+            attempts: 0,
+            state: DeliveryState::Pending,
+            next_ms: Some(now),
+        })
+        .collect()
 }
 
 fn message_id(run: &RunRecord, event: RunEvent, url: &str) -> String {
@@ -209,4 +247,92 @@ fn message_id(run: &RunRecord, event: RunEvent, url: &str) -> String {
         h.update([0]);
     }
     format!("msg_{}", &hex::encode(h.finalize())[..32])
+}
+
+/// Queues what a stopped process may have left unannounced (see
+/// [`Webhooks::reconcile`]); a failure is logged, never fatal.
+pub async fn reconcile_at_start(state: &Arc<crate::state::AppState>) {
+    let st = state.clone();
+    let queued = tokio::task::spawn_blocking(move || {
+        let runs = st.store.runs()?;
+        let since = now_ms() - RECONCILE_WINDOW.as_millis() as i64;
+        st.webhooks.reconcile(&st.store, &st.tenants, &runs, since)
+    })
+    .await;
+    match queued {
+        Ok(Ok(n)) => tracing::debug!(messages = n, "webhook messages reconciled at start"),
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot reconcile webhook messages"),
+        Err(e) => tracing::error!(error = %e, "the webhook reconcile task failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_store::{Durability, SqliteStore};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::tenant::{Quota, Tenant, Tenants};
+
+    fn record(id: &str, tenant: &str, status: RunState, updated_ms: i64) -> RunRecord {
+        RunRecord {
+            id: id.into(),
+            workflow: "w".into(),
+            file: "submitted.yaml".into(),
+            definition: String::new(),
+            digest: String::new(),
+            params: Value::Null,
+            components: Value::Null,
+            status,
+            error: None,
+            created_ms: 0,
+            updated_ms,
+            owner: None,
+            heartbeat_ms: None,
+            cancel_requested: false,
+            sessions: 1,
+            epoch: 1,
+            fuel_charged: 0,
+            tenant: tenant.into(),
+        }
+    }
+
+    #[test]
+    fn a_start_queues_what_a_dead_process_left_unannounced_and_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path(), Durability::Normal).unwrap());
+        let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let tenants = Tenants::new(vec![Tenant {
+            id: "acme".into(),
+            token_hashes: Vec::new(),
+            secrets: Default::default(),
+            quota: Quota::default(),
+            webhooks: vec![Endpoint {
+                url: "http://127.0.0.1:9/hook".into(),
+                secret,
+                events: vec![RunEvent::Completed],
+            }],
+        }]);
+        let w = Webhooks::default();
+        let now = now_ms();
+        let runs = [
+            record("done", "acme", RunState::Completed, now),
+            record("old", "acme", RunState::Completed, now - 3_600_000),
+            record("going", "acme", RunState::Running, now),
+            record("failed", "acme", RunState::Failed, now),
+            record("theirs", "globex", RunState::Completed, now),
+        ];
+        let since = now - RECONCILE_WINDOW.as_millis() as i64;
+        // Only the recent completed run of a configured tenant, for the
+        // endpoint that wants completions.
+        assert_eq!(w.reconcile(&store, &tenants, &runs, since).unwrap(), 1);
+        // The driver's own announcement and a second start add nothing.
+        let tenant = tenants.get("acme").unwrap();
+        w.emit(&store, &tenant.webhooks, &runs[0], RunEvent::Completed)
+            .unwrap();
+        w.reconcile(&store, &tenants, &runs, since).unwrap();
+        assert_eq!(store.deliveries("acme", "done").unwrap().len(), 1);
+        assert!(store.deliveries("acme", "old").unwrap().is_empty());
+    }
 }
