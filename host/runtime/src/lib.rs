@@ -8,7 +8,9 @@
 //! Modules depend on each other in one direction only, leaves first:
 //! `wit`, `digest`, `display`, `human`, `budget`, `capability` → `error` →
 //! `schema`, `packet`, `grants`, `capture` → `lift`, `surface`, `sandbox` →
-//! `agent` → `describe`, `cache`, `receipt`, `inspect` → `runtime`.
+//! `agent` → `describe`, `cache`, `receipt`, `inspect` → `runtime`. The model
+//! gateway (`model`) stands apart: it depends on nothing else here yet, and
+//! the sandbox will call it for agents of contract 0.2.0.
 
 pub mod agent;
 pub mod budget;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod grants;
 pub mod human;
 pub mod inspect;
+pub mod model;
 pub mod packet;
 pub mod receipt;
 pub mod runtime;

@@ -1,0 +1,25 @@
+//! The model gateway: agents ask the host for a model completion by alias; the host holds the provider and its key, checks the grant, reserves tokens from every enclosing budget, rate-limits, retries and records the call.
+//!
+//! An agent never sees a key or a provider URL: it names an alias that the
+//! operator configured ([`ModelConfig`]) and that its grants allow. Tokens
+//! are budgeted like fuel: before a request the gateway reserves
+//! `max_tokens` plus an estimate of the prompt from the call's own limit and
+//! from every outer [`TokenPool`] (step, workflow, tenant window); after it,
+//! each reservation settles to the usage the provider reported (or stays
+//! charged in full when it reported none).
+
+mod config;
+mod error;
+mod gateway;
+pub mod openai;
+mod provider;
+pub mod scripted;
+mod tokens;
+mod types;
+
+pub use config::{AliasConfig, ModelConfig, ProviderConfig};
+pub use error::{ModelError, ProviderError, ProviderErrorKind};
+pub use gateway::{Gateway, ModelCallRecord};
+pub use provider::Provider;
+pub use tokens::{MemoryPool, TokenGrant, TokenPool, TokensExhausted, estimate_prompt_tokens};
+pub use types::{FinishReason, Message, ModelRequest, ModelResponse, Role, Tool, ToolCall, Usage};
