@@ -484,6 +484,7 @@ async fn an_agent_gets_only_the_grants_it_requested() {
                 writable: true,
             },
         ],
+        models: vec!["never-requested".into()],
     };
     let requesting = rt
         .load_bytes(Path::new("hostile.wasm"), &hostile_describing("requests"))

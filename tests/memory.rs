@@ -232,6 +232,7 @@ async fn two_hundred_hostile_calls_at_once_end_typed_and_keep_the_host_bounded()
         timeout: Duration::from_secs(60),
         max_output_bytes: 64 << 10,
         max_log_bytes: 8 << 10,
+        tokens: 0,
     };
     let actions: [(&str, Value, Expect); 12] = [
         ("loop", json!({}), Expect::Fuel),

@@ -207,6 +207,7 @@ async fn the_host_serves_the_next_call_after_every_hostile_one() {
         timeout: Duration::from_millis(300),
         max_output_bytes: 64 << 10,
         max_log_bytes: 4 << 10,
+        tokens: 0,
     };
     for action in [
         "loop",
@@ -319,6 +320,7 @@ async fn requested_capabilities_must_be_granted_before_the_call() {
             guest: "/elsewhere".into(),
             writable: false,
         }],
+        models: Vec::new(),
     };
     let out = runtime().call(&agent, &input, &budget(), &wrong).await;
     assert!(

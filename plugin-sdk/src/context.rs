@@ -1,6 +1,7 @@
-//! The per-call context: identifiers of the run and step, logging and progress.
+//! The per-call context: identifiers of the run and step, logging, progress, and model completions.
 
 use crate::bindings::corral::agent::host;
+use crate::model;
 
 pub use host::Level;
 
@@ -46,5 +47,44 @@ impl Context {
     /// Report progress, `percent` from 0 to 100.
     pub fn progress(&self, percent: u8, note: &str) {
         host::progress(percent.min(100), note);
+    }
+
+    /// Asks the host for a completion. `request.model` is an alias the
+    /// agent requested (`Capability::Model`) and was granted; the host
+    /// holds the provider and its key, reserves `max_tokens` plus the
+    /// prompt from every token budget, and cuts the request off at the
+    /// call's deadline.
+    pub fn complete(&self, request: &model::Request) -> Result<model::Response, model::ModelError> {
+        crate::bindings::corral::agent::model::complete(request)
+    }
+
+    /// One question, one answer: a system prompt and a user message to
+    /// `alias`, the answer's text back.
+    pub fn ask(
+        &self,
+        alias: &str,
+        system: &str,
+        user: &str,
+        max_tokens: u32,
+    ) -> Result<String, model::ModelError> {
+        let message = |role, content: &str| model::Message {
+            role,
+            content: content.to_owned(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        };
+        let request = model::Request {
+            model: alias.to_owned(),
+            messages: vec![
+                message(model::Role::System, system),
+                message(model::Role::User, user),
+            ],
+            max_tokens,
+            temperature: None,
+            stop: Vec::new(),
+            tools: Vec::new(),
+            response_schema: None,
+        };
+        self.complete(&request).map(|r| r.message.content)
     }
 }

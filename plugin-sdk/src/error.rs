@@ -55,3 +55,18 @@ impl From<AgentError> for wit::AgentError {
         }
     }
 }
+
+/// A failed model call as the agent's own error: rate limits, timeouts and
+/// outages are transient (a workflow retries the step); the rest permanent.
+impl From<crate::model::ModelError> for AgentError {
+    fn from(e: crate::model::ModelError) -> Self {
+        use crate::model::ModelError as M;
+        match e {
+            M::RateLimited(m) | M::Timeout(m) | M::Unavailable(m) => AgentError::transient(m),
+            M::NotGranted(m)
+            | M::TokenBudgetExhausted(m)
+            | M::BadRequest(m)
+            | M::InvalidRequest(m) => AgentError::permanent(m),
+        }
+    }
+}

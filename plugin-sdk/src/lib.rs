@@ -57,11 +57,20 @@ pub use schemars::JsonSchema;
 /// The capabilities an agent may request in [`Agent::capabilities`].
 pub use bindings::corral::agent::types::{Capability, DirRequest};
 
+/// Completions from a model, made by the host for the agent (contract
+/// 0.2.0): request an alias with `Capability::Model`, then call
+/// [`Context::complete`] or [`Context::ask`].
+pub mod model {
+    pub use crate::bindings::corral::agent::model::{
+        FinishReason, Message, ModelError, Request, Response, Role, Tool, ToolCall, Usage,
+    };
+}
+
 /// The generated WIT bindings. Not part of the public API.
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
+        path: "../wit/since_v0.2.0",
         world: "agent",
         pub_export_macro: true,
         export_macro_name: "__export_agent_bindings",

@@ -26,6 +26,7 @@ const AGENTS: &[(&str, &str)] = &[
     ("flaky", "flaky"),
     ("relay", "relay"),
     ("latch", "latch"),
+    ("extract", "extract"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

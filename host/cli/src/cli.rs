@@ -96,6 +96,12 @@ struct Cli {
     #[arg(long, global = true, env = "CORRAL_DURABILITY", value_enum, default_value_t = DurabilityArg::Normal)]
     durability: DurabilityArg,
 
+    /// The model gateway's config (TOML: `[providers.NAME]` with `kind =
+    /// "openai"` or `"scripted"`, and `[models.ALIAS]` with `provider` and
+    /// `model`); agents of contract 0.2.0 reach the aliases they are granted.
+    #[arg(long, global = true, env = "CORRAL_MODELS", value_name = "FILE")]
+    models: Option<PathBuf>,
+
     /// Speak to a `corral serve` at this URL instead of the local state
     /// directory: `run`, `runs`, `show`, `events`, `approve`, `reject` and
     /// `cancel` then act on the server's runs. Example: http://127.0.0.1:8700
@@ -320,7 +326,17 @@ pub fn main() -> ExitCode {
                 );
                 return ExitCode::from(Exit::Usage as u8);
             }
+            let models = match cli.models.as_deref().map(load_models).transpose() {
+                Ok(m) => m,
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("error: {e}");
+                    }
+                    return ExitCode::from(Exit::Usage as u8);
+                }
+            };
             let config = RuntimeConfig {
+                models,
                 engine,
                 cache_dir: if cli.no_cache {
                     None
@@ -370,3 +386,19 @@ fn run_engine(config: RuntimeConfig, command: Command, state: &StateArgs) -> Exi
 }
 
 pub use corral::workflow::units::{parse_bytes, parse_count};
+
+/// Reads `--models`: the providers and aliases of the model gateway.
+fn load_models(path: &std::path::Path) -> Result<Arc<corral::model::Gateway>, Vec<String>> {
+    let at = |e: String| vec![format!("{}: {e}", path.display())];
+    let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
+    let config: corral::model::ModelConfig =
+        toml::from_str(&text).map_err(|e| at(e.message().trim().to_owned()))?;
+    corral::model::Gateway::new(&config)
+        .map(Arc::new)
+        .map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| format!("{}: {e}", path.display()))
+                .collect()
+        })
+}

@@ -7,14 +7,13 @@ use wasmtime::component::Component;
 
 use crate::capability::Capability;
 use crate::schema::PayloadSchema;
-use crate::wit::latest as wit;
 
 /// An agent ready to be called: compiled once, linked once, described once.
 pub struct Agent {
     pub(crate) path: PathBuf,
     pub(crate) digest: String,
     pub(crate) component: Component,
-    pub(crate) pre: wit::AgentPre<crate::sandbox::HostState>,
+    pub(crate) pre: crate::contract::Contract,
     pub(crate) info: AgentInfo,
 }
 
@@ -36,6 +35,11 @@ impl Agent {
 
     pub fn name(&self) -> &str {
         &self.info.name
+    }
+
+    /// The contract version the component implements: `0.2.0` or `0.1.0`.
+    pub fn contract_version(&self) -> &'static str {
+        self.pre.version()
     }
 }
 

@@ -1,4 +1,4 @@
-//! The hard limits one agent call runs under: fuel, memory, wall-clock time, output and log bytes.
+//! The hard limits one agent call runs under: fuel, memory, wall-clock time, output and log bytes, and model tokens.
 
 use std::time::Duration;
 
@@ -20,6 +20,14 @@ pub struct Budget {
     /// Bytes of log records, stdout and stderr kept per call; the rest is
     /// dropped and counted.
     pub max_log_bytes: u64,
+    /// Model tokens (prompt and completion) the call's model requests may
+    /// reserve in all (contract 0.2.0).
+    #[serde(default = "default_tokens")]
+    pub tokens: u64,
+}
+
+fn default_tokens() -> u64 {
+    Budget::DEFAULT_TOKENS
 }
 
 impl Budget {
@@ -29,6 +37,7 @@ impl Budget {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
     pub const DEFAULT_MAX_LOG: u64 = 64 << 10;
+    pub const DEFAULT_TOKENS: u64 = 100_000;
 }
 
 impl Default for Budget {
@@ -39,6 +48,7 @@ impl Default for Budget {
             timeout: Self::DEFAULT_TIMEOUT,
             max_output_bytes: Self::DEFAULT_MAX_OUTPUT,
             max_log_bytes: Self::DEFAULT_MAX_LOG,
+            tokens: Self::DEFAULT_TOKENS,
         }
     }
 }

@@ -89,6 +89,19 @@ impl From<wit::corral::agent::types::AgentInfo> for Declared {
     }
 }
 
+impl From<crate::wit::since_v0_1_0::corral::agent::types::AgentInfo> for Declared {
+    fn from(i: crate::wit::since_v0_1_0::corral::agent::types::AgentInfo) -> Self {
+        Self {
+            name: i.name,
+            version: i.version,
+            description: i.description,
+            input_schema: i.input_schema,
+            output_schema: i.output_schema,
+            capabilities: i.capabilities.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
 impl Declared {
     /// Checks every limit; names the first field over its limit.
     pub fn check(&self, path: &Path, limits: &DescribeLimits) -> Result<(), LoadError> {
@@ -145,6 +158,7 @@ impl Declared {
             let text = match c {
                 Capability::Env { name } => name,
                 Capability::Dir { guest_path, .. } => guest_path,
+                Capability::Model { alias } => alias,
             };
             if text.len() > limits.max_capability_bytes {
                 return too_large(

@@ -57,6 +57,9 @@ impl std::fmt::Display for Denial {
                 f,
                 "directory `{guest_path}` (grant it with `--allow-dir <host-dir>:{guest_path}:ro`)"
             ),
+            Capability::Model { alias } => {
+                write!(f, "model `{alias}` (grant it with `--allow-model {alias}`)")
+            }
         }
     }
 }

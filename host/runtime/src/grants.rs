@@ -1,4 +1,4 @@
-//! Capability grants: deny-by-default access to directories and environment variables.
+//! Capability grants: deny-by-default access to directories, environment variables and model aliases.
 
 use std::path::PathBuf;
 
@@ -16,6 +16,9 @@ use crate::error::Denial;
 pub struct Grants {
     pub dirs: Vec<DirGrant>,
     pub env: Vec<EnvGrant>,
+    /// Model aliases the agent may ask the host's gateway for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
 
 /// A host directory opened inside the sandbox.
@@ -92,6 +95,7 @@ impl Grants {
                     .dirs
                     .iter()
                     .any(|d| &d.guest == guest_path && (d.writable || !writable)),
+                Capability::Model { alias } => !self.models.contains(alias),
             })
             .map(|cap| Denial {
                 capability: cap.clone(),
@@ -130,7 +134,17 @@ impl Grants {
                 })
             })
             .collect();
-        Grants { dirs, env }
+        let models = self
+            .models
+            .iter()
+            .filter(|m| {
+                requested
+                    .iter()
+                    .any(|c| matches!(c, Capability::Model { alias } if alias == *m))
+            })
+            .cloned()
+            .collect();
+        Grants { dirs, env, models }
     }
 
     /// These grants as capabilities, for a receipt: variable names and
@@ -143,7 +157,11 @@ impl Grants {
             guest_path: d.guest.clone(),
             writable: d.writable,
         });
-        env.chain(dirs).collect()
+        let models = self
+            .models
+            .iter()
+            .map(|m| Capability::Model { alias: m.clone() });
+        env.chain(dirs).chain(models).collect()
     }
 
     /// The WASI context these grants allow, with stdio wired by the caller.

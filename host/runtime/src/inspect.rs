@@ -31,10 +31,10 @@ impl Inspection {
     pub fn of(agent: &Agent, engine: &Engine) -> Self {
         let ty = agent.component.component_type();
         let info = agent.info();
-        let (world, world_version) = crate::wit::latest::GUEST_EXPORT
-            .split_once('@')
-            .map(|(_, v)| ("corral:agent/agent".to_owned(), v.to_owned()))
-            .expect("the export name carries a version");
+        let (world, world_version) = (
+            "corral:agent/agent".to_owned(),
+            agent.contract_version().to_owned(),
+        );
         Self {
             path: agent.path().display().to_string(),
             digest: agent.digest().to_owned(),

@@ -32,7 +32,9 @@ pub mod runtime;
 pub mod schema;
 pub mod wit;
 
+mod contract;
 mod lift;
+mod model_host;
 mod sandbox;
 mod surface;
 

@@ -34,6 +34,10 @@ pub struct Receipt {
     /// Grants it did not request were withheld and are not listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub granted: Vec<crate::Capability>,
+    /// Every model call the agent made (contract 0.2.0): alias, provider
+    /// model, tokens, attempts, latency and outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_calls: Vec<crate::model::ModelCallRecord>,
 }
 
 impl Receipt {

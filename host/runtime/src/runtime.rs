@@ -12,6 +12,7 @@ use wasmtime::component::{Component, Linker};
 use crate::agent::Agent;
 use crate::cache::{CacheStats, CompileCache};
 use crate::capture::LogRecord;
+use crate::contract::Contract;
 use crate::describe::{Declared, DescribeLimits};
 use crate::error::{CallError, LoadError, PacketProblem};
 use crate::lift::OutputText;
@@ -19,7 +20,6 @@ use crate::packet::{HandoffPacket, PACKET_VERSION, PacketLimits, check_depth};
 use crate::receipt::Receipt;
 use crate::sandbox::{Export, HostState, Returned, Sandbox, Usage};
 use crate::schema::PayloadSchema;
-use crate::wit::latest as wit;
 use crate::{Budget, EngineConfig, Grants};
 
 /// Settings of a [`Runtime`].
@@ -39,6 +39,9 @@ pub struct RuntimeConfig {
     /// workflow may name components and granted directories
     /// (`corral --allow-path`; see `workflow::paths`).
     pub allowed_paths: Vec<PathBuf>,
+    /// The model gateway agents of contract 0.2.0 reach through `model`;
+    /// `None`: every model call is refused.
+    pub models: Option<Arc<crate::model::Gateway>>,
 }
 
 impl RuntimeConfig {
@@ -214,11 +217,7 @@ impl Runtime {
     }
 
     /// Links `component` once, for every later call.
-    fn link(
-        &self,
-        path: &Path,
-        component: &Component,
-    ) -> Result<wit::AgentPre<HostState>, LoadError> {
+    fn link(&self, path: &Path, component: &Component) -> Result<Contract, LoadError> {
         let instance_pre =
             self.linker
                 .instantiate_pre(component)
@@ -226,19 +225,19 @@ impl Runtime {
                     path: path.to_owned(),
                     reason: format!("{e:#}"),
                 })?;
-        wit::AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+        Contract::new(instance_pre).map_err(|e| LoadError::WrongWorld {
             path: path.to_owned(),
-            expected: format!("{} (with matching signatures: {e:#})", wit::GUEST_EXPORT),
+            expected: format!(
+                "{} or {} (with matching signatures: {e})",
+                crate::wit::since_v0_2_0::GUEST_EXPORT,
+                crate::wit::since_v0_1_0::GUEST_EXPORT
+            ),
             found: export_names(&self.engine, component),
         })
     }
 
     /// Calls `describe` under the load budget, with no grants.
-    async fn describe(
-        &self,
-        path: &Path,
-        pre: &wit::AgentPre<HostState>,
-    ) -> Result<Declared, LoadError> {
+    async fn describe(&self, path: &Path, pre: &Contract) -> Result<Declared, LoadError> {
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -254,7 +253,7 @@ impl Runtime {
             )
             .await;
         match result {
-            Ok(Returned::Info(info)) => Ok(info.into()),
+            Ok(Returned::Info(info)) => Ok(info),
             Ok(Returned::Run(_)) => unreachable!("describe returns agent info"),
             Err(e) => Err(LoadError::Describe {
                 path: path.to_owned(),
@@ -269,6 +268,7 @@ impl Runtime {
             max_stack: self.config.engine.max_wasm_stack,
             admission: &self.admission,
             slots: self.config.engine.max_instances,
+            models: self.config.models.as_ref(),
         }
     }
 
@@ -364,7 +364,9 @@ impl Runtime {
             deadline,
             capture,
             progress,
+            model_calls,
         } = usage;
+        receipt.model_calls = model_calls;
         receipt.fuel_used = fuel_used;
         receipt.peak_memory_bytes = peak_memory;
         receipt.wall_time_us = wall.as_micros() as u64;
@@ -560,13 +562,15 @@ fn export_names(engine: &Engine, component: &Component) -> Vec<String> {
 }
 
 fn check_world(engine: &Engine, path: &Path, component: &Component) -> Result<(), LoadError> {
+    use crate::wit::{since_v0_1_0, since_v0_2_0};
     let found = export_names(engine, component);
-    if found.iter().any(|n| n == wit::GUEST_EXPORT) {
+    let guests = [since_v0_2_0::GUEST_EXPORT, since_v0_1_0::GUEST_EXPORT];
+    if found.iter().any(|n| guests.contains(&n.as_str())) {
         return Ok(());
     }
     Err(LoadError::WrongWorld {
         path: path.to_owned(),
-        expected: wit::GUEST_EXPORT.into(),
+        expected: guests.join(" or "),
         found,
     })
 }

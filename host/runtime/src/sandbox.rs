@@ -12,9 +12,12 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capture::{Capture, CaptureStream, LogRecord, MAX_LOG_FIELDS, Source, log_record_cost};
+use crate::contract::Contract;
+use crate::describe::Declared;
 use crate::error::CallError;
 use crate::lift::{GuestStr, LogFields, OUTPUT_CAP, RunResult};
-use crate::wit::latest as wit;
+use crate::model::{Gateway, MemoryPool, ModelCallRecord};
+use crate::model_host::ModelCtx;
 use crate::wit::latest::corral::agent::host::Level;
 use crate::{Budget, Grants};
 
@@ -25,6 +28,10 @@ pub(crate) struct HostState {
     meter: MemoryMeter,
     capture: Arc<Mutex<Capture>>,
     progress: Option<u8>,
+    /// The model gateway as this call may use it (contract 0.2.0).
+    pub(crate) model: Option<Arc<ModelCtx>>,
+    /// Every model call made, for the receipt.
+    pub(crate) model_calls: Vec<ModelCallRecord>,
 }
 
 impl WasiView for HostState {
@@ -39,14 +46,23 @@ impl WasiView for HostState {
 /// The longest progress note read; a longer one is logged by its length.
 const MAX_PROGRESS_NOTE: usize = 1024;
 
-/// Links the contract's `host` interface. Its functions are written against
-/// the raw lift ([`GuestStr`], [`LogFields`]) rather than bindgen's `Host`
-/// trait, which would copy every string and field into the host before the
-/// log cap could look at it.
+/// Links what the host offers for every contract version it serves: `host`
+/// in each, and `model` in 0.2.0.
 pub(crate) fn add_host_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    for version in crate::wit::VERSIONS {
+        add_host_interface(linker, version)?;
+    }
+    crate::model_host::add_to_linker(linker)
+}
+
+/// Links one version's `host` interface (the same in every version). Its
+/// functions are written against the raw lift ([`GuestStr`], [`LogFields`])
+/// rather than bindgen's `Host` trait, which would copy every string and
+/// field into the host before the log cap could look at it.
+fn add_host_interface(linker: &mut Linker<HostState>, version: &str) -> wasmtime::Result<()> {
     // `types` declares types only; the instance must still exist.
-    linker.instance("corral:agent/types@0.1.0")?;
-    let mut host = linker.instance("corral:agent/host@0.1.0")?;
+    linker.instance(&format!("corral:agent/types@{version}"))?;
+    let mut host = linker.instance(&format!("corral:agent/host@{version}"))?;
     host.func_wrap(
         "log",
         |store: StoreContextMut<'_, HostState>,
@@ -186,7 +202,7 @@ pub(crate) enum Export {
 
 /// What the export returned, before any contract check.
 pub(crate) enum Returned {
-    Info(wit::corral::agent::types::AgentInfo),
+    Info(Declared),
     Run(RunResult),
 }
 
@@ -199,6 +215,7 @@ pub(crate) struct Usage {
     pub deadline: Instant,
     pub capture: Capture,
     pub progress: Option<u8>,
+    pub model_calls: Vec<ModelCallRecord>,
 }
 
 /// Engine-wide facts a call needs.
@@ -209,6 +226,8 @@ pub(crate) struct Sandbox<'a> {
     /// before it instantiates until its store is gone.
     pub admission: &'a Semaphore,
     pub slots: u32,
+    /// The host's model gateway, when one is configured.
+    pub models: Option<&'a Arc<Gateway>>,
 }
 
 /// Where a failure happened: before the guest's export ran, or in it.
@@ -235,7 +254,7 @@ impl Sandbox<'_> {
     pub async fn invoke(
         &self,
         agent: &str,
-        pre: &wit::AgentPre<HostState>,
+        pre: &Contract,
         export: Export,
         budget: &Budget,
         grants: &Grants,
@@ -249,6 +268,7 @@ impl Sandbox<'_> {
             deadline,
             capture,
             progress: None,
+            model_calls: Vec::new(),
         };
         let deadline_exceeded = || CallError::DeadlineExceeded {
             agent: agent.into(),
@@ -290,7 +310,10 @@ impl Sandbox<'_> {
         // Dropping the store frees its slot and the WASI context, which
         // holds the stdio streams; only then is the permit given back.
         let HostState {
-            meter, progress, ..
+            meter,
+            progress,
+            model_calls,
+            ..
         } = store.into_data();
         drop(permit);
         drop(meter.capture);
@@ -318,6 +341,7 @@ impl Sandbox<'_> {
             deadline,
             capture,
             progress,
+            model_calls,
         };
         (result, usage)
     }
@@ -350,6 +374,15 @@ impl Sandbox<'_> {
             },
             capture: capture.clone(),
             progress: None,
+            model: self.models.filter(|_| !grants.models.is_empty()).map(|g| {
+                Arc::new(ModelCtx {
+                    gateway: g.clone(),
+                    granted: grants.models.clone(),
+                    tokens: MemoryPool::new("call token budget", "budget.tokens", budget.tokens),
+                    deadline,
+                })
+            }),
+            model_calls: Vec::new(),
         };
         let mut store = Store::new(self.engine, state);
         store.limiter(|s| &mut s.meter);
@@ -484,20 +517,24 @@ impl Facts<'_> {
 /// is checked in guest memory, and only an output within the cap is copied.
 async fn call(
     store: &mut Store<HostState>,
-    pre: &wit::AgentPre<HostState>,
+    pre: &Contract,
     export: Export,
     budget: &Budget,
 ) -> Result<Returned, (Phase, wasmtime::Error)> {
     let at = |phase| move |e| (phase, e);
     match export {
         Export::Describe => {
-            let bindings = pre
-                .instantiate_async(&mut *store)
+            pre.describe(store)
                 .await
-                .map_err(at(Phase::Instantiate))?;
-            let guest = bindings.corral_agent_guest();
-            let info = guest.call_describe(&mut *store).await;
-            info.map(Returned::Info).map_err(at(Phase::Call))
+                .map(Returned::Info)
+                .map_err(|(instantiating, e)| {
+                    let phase = if instantiating {
+                        Phase::Instantiate
+                    } else {
+                        Phase::Call
+                    };
+                    (phase, e)
+                })
         }
         Export::Run(packet) => {
             let instance = pre
@@ -505,7 +542,8 @@ async fn call(
                 .instantiate_async(&mut *store)
                 .await
                 .map_err(at(Phase::Instantiate))?;
-            let run = run_func(store, &instance).map_err(at(Phase::Instantiate))?;
+            let run =
+                run_func(store, &instance, pre.guest_export()).map_err(at(Phase::Instantiate))?;
             let called = run.call_async(&mut *store, (packet.as_str(),));
             let (result,) = OUTPUT_CAP
                 .scope(budget.max_output_bytes, called)
@@ -520,10 +558,11 @@ async fn call(
 fn run_func<'p>(
     store: &mut Store<HostState>,
     instance: &Instance,
+    guest_export: &str,
 ) -> wasmtime::Result<TypedFunc<(&'p str,), (RunResult,)>> {
     let missing = || wasmtime::format_err!("the component does not export `run`");
     let guest = instance
-        .get_export_index(&mut *store, None, wit::GUEST_EXPORT)
+        .get_export_index(&mut *store, None, guest_export)
         .ok_or_else(missing)?;
     let run = instance
         .get_export_index(&mut *store, Some(&guest), "run")

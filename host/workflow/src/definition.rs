@@ -71,6 +71,10 @@ pub struct GrantsDef {
     /// `NAME` (its value from corral's environment) or `NAME=VALUE`.
     #[serde(default)]
     pub env: Vec<String>,
+    /// Model aliases the agent may ask the host for (contract 0.2.0).
+    /// Example: `models: [fast]`.
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 /// A host directory opened in the sandbox.

@@ -48,6 +48,14 @@ pub struct CallArgs {
     #[arg(long, value_name = "NAME[=VALUE]", value_parser = EnvGrant::parse)]
     allow_env: Vec<EnvGrant>,
 
+    /// Let the agent ask for completions from a model alias of `--models`. Repeatable.
+    #[arg(long, value_name = "ALIAS")]
+    allow_model: Vec<String>,
+
+    /// Model tokens (prompt and completion) the call's model requests may use in all.
+    #[arg(long, value_name = "N", default_value = "100K", value_parser = parse_count)]
+    tokens: u64,
+
     /// Run identifier written into the packet.
     #[arg(long, default_value = "call")]
     run_id: String,
@@ -79,6 +87,7 @@ pub async fn run(rt: &Runtime, args: CallArgs) -> Exit {
         timeout: args.timeout,
         max_output_bytes: args.max_output,
         max_log_bytes: args.max_log,
+        tokens: args.tokens,
     };
     let max = rt.config().engine.max_memory_bytes;
     if budget.memory_bytes > max {
@@ -118,6 +127,7 @@ pub async fn run(rt: &Runtime, args: CallArgs) -> Exit {
     let grants = Grants {
         dirs: args.allow_dir,
         env: args.allow_env,
+        models: args.allow_model,
     };
     let packet = HandoffPacket::new(args.run_id, args.step_id, payload);
     let outcome = rt.call(&agent, &packet, &budget, &grants).await;

@@ -27,7 +27,7 @@ const MAX_TOOLS: usize = 128;
 const MAX_REQUEST_BYTES: usize = 4 << 20;
 
 /// A model call as receipts and the journal record it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ModelCallRecord {
     pub alias: String,
     /// The provider's model name.

@@ -117,6 +117,7 @@ impl Validator<'_> {
                 writable: d.writable,
             });
         }
+        grants.models = a.grants.models.clone();
         for denial in grants.denials(&agent.info().capabilities) {
             let how = match &denial.capability {
                 Capability::Env { name: var } => {
@@ -130,6 +131,9 @@ impl Validator<'_> {
                     if *writable { "writable " } else { "" },
                     if *writable { ", writable: true" } else { "" }
                 ),
+                Capability::Model { alias } => {
+                    format!("model `{alias}`: add `models: [{alias}]`")
+                }
             };
             self.err(
                 format!("{field}.grants"),

@@ -1,0 +1,206 @@
+//! Agents of contract 0.2.0 that ask the host for completions: the alias is granted or the call refused, the call's token budget refuses before sending, the key reaches only the provider, every model call lands in the receipt; and agents of 0.1.0 run unchanged beside them.
+
+#[path = "support.rs"]
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use corral::model::{Gateway, ModelConfig};
+use corral::{Budget, CallError, Grants, HandoffPacket, Runtime, RuntimeConfig};
+use serde_json::{Value, json};
+use support::agents;
+
+/// A runtime whose gateway has alias `fast` on `config`'s provider.
+fn runtime_with(provider: &str) -> Runtime {
+    let config: ModelConfig = toml::from_str(&format!(
+        "{provider}\n[models.fast]\nprovider = \"p\"\nmodel = \"tiny-model\"\n"
+    ))
+    .unwrap();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache");
+    Runtime::new(RuntimeConfig {
+        cache_dir: Some(dir),
+        models: Some(Arc::new(Gateway::new(&config).unwrap())),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn scripted(dir: &std::path::Path, answer: &str) -> String {
+    let script = dir.join("script.json");
+    std::fs::write(
+        &script,
+        json!({"responses": [{"content": answer}]}).to_string(),
+    )
+    .unwrap();
+    format!(
+        "[providers.p]\nkind = \"scripted\"\nfile = {:?}\n",
+        script.display().to_string()
+    )
+}
+
+fn grants(models: &[&str]) -> Grants {
+    Grants {
+        models: models.iter().map(|m| m.to_string()).collect(),
+        ..Grants::default()
+    }
+}
+
+fn packet(text: &str) -> HandoffPacket {
+    HandoffPacket::new("r", "s", json!({ "text": text, "max_tokens": 64 }))
+}
+
+#[tokio::test]
+async fn a_0_2_0_agent_gets_a_completion_and_the_receipt_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime_with(&scripted(
+        dir.path(),
+        r#"{"summary": "Backups slowed the export.", "keywords": ["backup", "export"]}"#,
+    ));
+    let agent = rt.load(agents::EXTRACT).await.unwrap();
+    assert_eq!(agent.contract_version(), "0.2.0");
+    let out = rt
+        .call(
+            &agent,
+            &packet("The export failed during backups."),
+            &Budget::default(),
+            &grants(&["fast"]),
+        )
+        .await;
+    let payload = out.result.unwrap().payload;
+    assert_eq!(payload["keywords"], json!(["backup", "export"]));
+    let calls = &out.receipt.model_calls;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        (
+            calls[0].alias.as_str(),
+            calls[0].model.as_str(),
+            calls[0].outcome.as_str()
+        ),
+        ("fast", "tiny-model", "ok")
+    );
+    assert!(calls[0].charged_tokens > 0);
+    assert!(
+        out.receipt
+            .granted
+            .iter()
+            .any(|c| matches!(c, corral::Capability::Model { alias } if alias == "fast"))
+    );
+}
+
+#[tokio::test]
+async fn an_alias_not_granted_is_refused_before_the_call_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime_with(&scripted(dir.path(), "{}"));
+    let agent = rt.load(agents::EXTRACT).await.unwrap();
+    let out = rt
+        .call(&agent, &packet("x"), &Budget::default(), &Grants::default())
+        .await;
+    let e = out.result.unwrap_err();
+    assert!(matches!(e, CallError::PolicyDenied { .. }), "{e}");
+    assert!(e.to_string().contains("--allow-model fast"), "{e}");
+}
+
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+/// A provider on loopback that records the authorization it gets.
+async fn provider() -> (Seen, String) {
+    let seen = Seen::default();
+    let app = axum::Router::new()
+        .route(
+            "/v1/chat/completions",
+            axum::routing::post(
+                |axum::extract::State(s): axum::extract::State<Seen>, h: HeaderMap| async move {
+                    let auth = h
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    s.0.lock().unwrap().push(auth.to_owned());
+                    axum::Json(json!({
+                        "choices": [{ "finish_reason": "stop", "message": { "role": "assistant",
+                            "content": "{\"summary\": \"ok\", \"keywords\": []}" } }],
+                        "usage": { "prompt_tokens": 30, "completion_tokens": 9 }
+                    }))
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (seen, base)
+}
+
+#[tokio::test]
+async fn the_key_reaches_the_provider_and_never_the_agent_and_budgets_refuse_before_sending() {
+    let (seen, base) = provider().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "sk-only-the-host-knows\n").unwrap();
+    let rt = runtime_with(&format!(
+        "[providers.p]\nkind = \"openai\"\nbase_url = \"{base}\"\napi_key_file = {:?}\n",
+        key_file.display().to_string()
+    ));
+    let agent = rt.load(agents::EXTRACT).await.unwrap();
+    let out = rt
+        .call(
+            &agent,
+            &packet("hello"),
+            &Budget::default(),
+            &grants(&["fast"]),
+        )
+        .await;
+    let payload = out.result.unwrap().payload;
+    assert_eq!(
+        seen.0.lock().unwrap().as_slice(),
+        ["Bearer sk-only-the-host-knows"]
+    );
+    let everything = format!("{payload} {:?} {:?}", out.receipt, out.logs);
+    assert!(!everything.contains("sk-only"), "{everything}");
+    assert_eq!(out.receipt.model_calls[0].charged_tokens, 39);
+
+    // A call token budget too small for the request: refused in the host,
+    // nothing sent, and the agent's error names the budget and the field.
+    let tight = Budget {
+        tokens: 10,
+        ..Budget::default()
+    };
+    let out = rt
+        .call(&agent, &packet("hello"), &tight, &grants(&["fast"]))
+        .await;
+    let e = out.result.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("call token budget") && text.contains("budget.tokens"),
+        "{text}"
+    );
+    assert_eq!(seen.0.lock().unwrap().len(), 1, "nothing more was sent");
+    assert_eq!(out.receipt.model_calls[0].outcome, "token_budget_exhausted");
+}
+
+#[tokio::test]
+async fn agents_of_contract_0_1_0_run_unchanged_beside_0_2_0() {
+    let rt = support::runtime();
+    // The Python SDK still builds 0.1.0 agents.
+    let py = rt.load(agents::PY_CONTRACT).await.unwrap();
+    assert_eq!(py.contract_version(), "0.1.0");
+    let out = rt
+        .call(
+            &py,
+            &HandoffPacket::new("r", "s", json!({ "action": "ok" })),
+            &Budget {
+                timeout: Duration::from_secs(60),
+                ..Budget::default()
+            },
+            &Grants::default(),
+        )
+        .await;
+    assert!(out.result.is_ok(), "{:?}", out.result);
+    let echo = rt.load(agents::ECHO).await.unwrap();
+    assert_eq!(echo.contract_version(), "0.2.0");
+    let inspected = corral::inspect::Inspection::of(&py, rt.engine());
+    assert_eq!(inspected.world_version, "0.1.0");
+    let _: Value = serde_json::to_value(&inspected).unwrap();
+}
