@@ -156,7 +156,7 @@ fn errors_are_readable_with_their_cause() {
     assert_eq!(out.status.code(), Some(7));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("does not implement the `corral:agent/agent@0.1.0` world"),
+        stderr.contains("does not implement a `corral:agent/agent` world"),
         "{stderr}"
     );
 
@@ -176,7 +176,8 @@ fn inspect_shows_world_schemas_capabilities_and_imports() {
     assert_eq!(out.status.code(), Some(0));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["world"], "corral:agent/agent");
-    assert_eq!(doc["world_version"], "0.1.0");
+    // The Rust SDK speaks contract 0.2.0.
+    assert_eq!(doc["world_version"], "0.2.0");
     assert_eq!(doc["name"], "env-reader");
     assert_eq!(
         doc["capabilities"][0],
@@ -201,7 +202,7 @@ fn inspect_shows_world_schemas_capabilities_and_imports() {
     let out = corral(&["inspect", agents::KEYWORDS]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("corral:agent/agent@0.1.0") && text.contains("input schema"),
+        text.contains("corral:agent/agent@0.2.0") && text.contains("input schema"),
         "{text}"
     );
 }

@@ -423,7 +423,10 @@ async fn malformed_and_foreign_wasm_is_rejected_clearly() {
         LoadError::WrongWorld {
             found, expected, ..
         } => {
-            assert_eq!(expected, "corral:agent/guest@0.1.0");
+            assert_eq!(
+                expected,
+                "`corral:agent/guest@0.2.0` or `corral:agent/guest@0.1.0`"
+            );
             assert!(
                 found.iter().any(|e| e.starts_with("wasi:cli/run")),
                 "{found:?}"
@@ -433,7 +436,7 @@ async fn malformed_and_foreign_wasm_is_rejected_clearly() {
     }
     assert!(
         err.to_string()
-            .contains("does not implement the `corral:agent/agent@0.1.0` world")
+            .contains("does not implement a `corral:agent/agent` world")
     );
 
     let err = rt.load("no/such/agent.wasm").await.unwrap_err();

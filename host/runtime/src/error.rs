@@ -299,7 +299,7 @@ pub enum LoadError {
     #[error("{} is not a valid component: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     #[error(
-        "{} does not implement the `corral:agent/agent@0.1.0` world: it does not export `{expected}` (it exports: {}); build it with the corral SDK",
+        "{} does not implement a `corral:agent/agent` world (0.2.0 or 0.1.0): it does not export {expected} (it exports: {}); build it with the corral SDK",
         path.display(), if found.is_empty() { "nothing".to_owned() } else { found.join(", ") }
     )]
     WrongWorld {

@@ -9,8 +9,9 @@
 //! `wit`, `digest`, `display`, `human`, `budget`, `capability` → `error` →
 //! `schema`, `packet`, `grants`, `capture` → `lift`, `surface`, `sandbox` →
 //! `agent` → `describe`, `cache`, `receipt`, `inspect` → `runtime`. The model
-//! gateway (`model`) stands apart: it depends on nothing else here yet, and
-//! the sandbox will call it for agents of contract 0.2.0.
+//! gateway (`model`) is a leaf beside them; `model_host` links it into the
+//! sandbox for agents of contract 0.2.0, and `contract` says which version
+//! a component speaks.
 
 pub mod agent;
 pub mod budget;

@@ -228,7 +228,7 @@ impl Runtime {
         Contract::new(instance_pre).map_err(|e| LoadError::WrongWorld {
             path: path.to_owned(),
             expected: format!(
-                "{} or {} (with matching signatures: {e})",
+                "`{}` or `{}` with matching signatures ({e})",
                 crate::wit::since_v0_2_0::GUEST_EXPORT,
                 crate::wit::since_v0_1_0::GUEST_EXPORT
             ),
@@ -570,7 +570,7 @@ fn check_world(engine: &Engine, path: &Path, component: &Component) -> Result<()
     }
     Err(LoadError::WrongWorld {
         path: path.to_owned(),
-        expected: guests.join(" or "),
+        expected: guests.map(|g| format!("`{g}`")).join(" or "),
         found,
     })
 }

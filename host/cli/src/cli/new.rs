@@ -37,8 +37,10 @@ enum Lang {
     Js,
 }
 
+/// The contract the Python and JavaScript SDKs speak.
 const WIT: &str = include_str!("../../../../wit/since_v0.1.0/agent.wit");
-const WIT_VERSION: &str = "0.1.0";
+/// The contract the Rust SDK speaks (with `model`).
+const WIT_0_2: &str = include_str!("../../../../wit/since_v0.2.0/agent.wit");
 const README: &str = include_str!("../../templates/README.md.tmpl");
 const TEST: &str = include_str!("../../templates/test.sh");
 
@@ -76,7 +78,7 @@ const RUST_FILES: &[(&str, &str)] = &[
         "vendor/corral-sdk/src/packet.rs",
         include_str!("../../../../plugin-sdk/src/packet.rs"),
     ),
-    ("vendor/wit/since_v0.1.0/agent.wit", WIT),
+    ("vendor/wit/since_v0.2.0/agent.wit", WIT_0_2),
     (".gitignore", "target/\n*.wasm\n"),
 ];
 
@@ -146,6 +148,11 @@ pub fn run(args: NewArgs) -> Exit {
         );
         return Exit::Usage;
     }
+    let wit_version = if matches!(a.lang, Lang::Rust) {
+        "0.2.0"
+    } else {
+        "0.1.0"
+    };
     let (files, lang, lang_name, notes) = match a.lang {
         Lang::Rust => (
             RUST_FILES,
@@ -174,7 +181,7 @@ pub fn run(args: NewArgs) -> Exit {
             .replace("{{lang}}", lang)
             .replace("{{lang_name}}", lang_name)
             .replace("{{lang_notes}}", notes)
-            .replace("{{wit_version}}", WIT_VERSION)
+            .replace("{{wit_version}}", wit_version)
             .replace("{{sdk_version}}", env!("CARGO_PKG_VERSION"))
     };
     let mut all: Vec<(&str, String)> = files.iter().map(|(p, t)| (*p, fill(t))).collect();
