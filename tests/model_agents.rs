@@ -204,3 +204,65 @@ async fn agents_of_contract_0_1_0_run_unchanged_beside_0_2_0() {
     assert_eq!(inspected.world_version, "0.1.0");
     let _: Value = serde_json::to_value(&inspected).unwrap();
 }
+
+/// Runs `yaml` (with `@EXTRACT@` for the agent's path) on `rt`.
+async fn run_workflow(rt: Runtime, yaml: &str) -> corral::workflow::report::RunReport {
+    use corral::workflow::run::{RunOptions, resolve_params, run};
+    use corral::workflow::{source, validate::validate};
+    let text = yaml.replace("@EXTRACT@", agents::EXTRACT);
+    let src = source::parse(std::path::Path::new("w.yaml"), &text).unwrap();
+    let rt = Arc::new(rt);
+    let w = Arc::new(
+        validate(&src, &rt)
+            .await
+            .unwrap_or_else(|d| panic!("{d:#?}")),
+    );
+    let params = resolve_params(&w, &[]).unwrap();
+    run(rt, w, RunOptions::new("run", params)).await
+}
+
+fn runtime_allowing(provider: &str) -> Runtime {
+    let config: ModelConfig = toml::from_str(&format!(
+        "{provider}\n[models.fast]\nprovider = \"p\"\nmodel = \"tiny-model\"\n"
+    ))
+    .unwrap();
+    Runtime::new(RuntimeConfig {
+        cache_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache")),
+        allowed_paths: vec![support::wasm_agents_dir()],
+        models: Some(Arc::new(Gateway::new(&config).unwrap())),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_workflow_grants_the_alias_and_its_token_budget_encloses_every_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = scripted(dir.path(), r#"{"summary": "s", "keywords": ["k"]}"#);
+    let ok = "version: 1\nname: m\nagents:\n  extract: { component: '@EXTRACT@', grants: { models: [fast] } }\nsteps:\n  - { id: a, agent: extract, input: { text: hello, max_tokens: 64 } }\n";
+    let report = run_workflow(runtime_allowing(&provider), ok).await;
+    assert_eq!(
+        report.status,
+        corral::workflow::report::RunStatus::Completed,
+        "{}",
+        report.summary
+    );
+
+    // The run's token budget is smaller than one request: the step fails
+    // with the budget named, and the request never left the host.
+    let tight = ok.replace("name: m\n", "name: m\nbudget: { tokens: 30 }\n");
+    let report = run_workflow(runtime_allowing(&provider), &tight).await;
+    let a = report.step("a").unwrap();
+    let error = a.error.as_deref().unwrap_or_default();
+    assert!(error.contains("workflow token budget"), "{error}");
+
+    // Without the grant, validation names the field to add.
+    let ungranted = ok.replace(", grants: { models: [fast] }", "");
+    let text = ungranted.replace("@EXTRACT@", agents::EXTRACT);
+    let src = corral::workflow::source::parse(std::path::Path::new("w.yaml"), &text).unwrap();
+    let rt = runtime_allowing(&provider);
+    let d = corral::workflow::validate::validate(&src, &rt)
+        .await
+        .unwrap_err();
+    assert!(format!("{d:?}").contains("models: [fast]"), "{d:?}");
+}

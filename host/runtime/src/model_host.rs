@@ -17,6 +17,8 @@ pub(crate) struct ModelCtx {
     pub granted: Vec<String>,
     /// The call's own token budget.
     pub tokens: MemoryPool,
+    /// The budgets around the call (step, workflow, tenant), innermost first.
+    pub outer: Vec<Arc<dyn crate::model::TokenPool>>,
     pub deadline: Instant,
 }
 
@@ -52,9 +54,11 @@ async fn complete(
         Ok(r) => r,
         Err(e) => return (Err(w::ModelError::InvalidRequest(e)), None),
     };
+    let mut pools: Vec<&dyn crate::model::TokenPool> = vec![&ctx.tokens];
+    pools.extend(ctx.outer.iter().map(|p| &**p));
     let (result, record) = ctx
         .gateway
-        .complete(&req, &ctx.granted, &[&ctx.tokens], ctx.deadline)
+        .complete(&req, &ctx.granted, &pools, ctx.deadline)
         .await;
     tracing::debug!(target: "corral::agent", alias = %record.alias, outcome = %record.outcome, tokens = record.charged_tokens, "model call");
     (result.map(lower).map_err(lower_error), Some(record))

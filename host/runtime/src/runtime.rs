@@ -250,6 +250,7 @@ impl Runtime {
                 Export::Describe,
                 &self.config.describe_budget,
                 &Grants::default(),
+                Vec::new(),
             )
             .await;
         match result {
@@ -283,6 +284,21 @@ impl Runtime {
         packet: &HandoffPacket,
         budget: &Budget,
         grants: &Grants,
+    ) -> CallOutcome {
+        self.call_pooled(agent, packet, budget, grants, Vec::new())
+            .await
+    }
+
+    /// [`call`](Self::call), with the token budgets that enclose this call
+    /// (a step's, a workflow's, a tenant's): each model request reserves
+    /// from the call's own `budget.tokens` and from every one of `pools`.
+    pub async fn call_pooled(
+        &self,
+        agent: &Agent,
+        packet: &HandoffPacket,
+        budget: &Budget,
+        grants: &Grants,
+        pools: Vec<Arc<dyn crate::model::TokenPool>>,
     ) -> CallOutcome {
         let name = agent.name();
         let mut receipt = Receipt {
@@ -355,7 +371,7 @@ impl Runtime {
 
         let (result, usage) = self
             .sandbox()
-            .invoke(name, &agent.pre, Export::Run(text), budget, grants)
+            .invoke(name, &agent.pre, Export::Run(text), budget, grants, pools)
             .await;
         let Usage {
             fuel_used,

@@ -16,7 +16,7 @@ use crate::contract::Contract;
 use crate::describe::Declared;
 use crate::error::CallError;
 use crate::lift::{GuestStr, LogFields, OUTPUT_CAP, RunResult};
-use crate::model::{Gateway, MemoryPool, ModelCallRecord};
+use crate::model::{Gateway, MemoryPool, ModelCallRecord, TokenPool};
 use crate::model_host::ModelCtx;
 use crate::wit::latest::corral::agent::host::Level;
 use crate::{Budget, Grants};
@@ -258,6 +258,7 @@ impl Sandbox<'_> {
         export: Export,
         budget: &Budget,
         grants: &Grants,
+        pools: Vec<Arc<dyn TokenPool>>,
     ) -> (Result<Returned, CallError>, Usage) {
         let start = Instant::now();
         let deadline = deadline_after(start, budget.timeout);
@@ -294,7 +295,7 @@ impl Sandbox<'_> {
             }
         };
         let capture = Arc::new(Mutex::new(Capture::new(agent, budget.max_log_bytes)));
-        let mut store = match self.store(agent, &capture, budget, grants, deadline) {
+        let mut store = match self.store(agent, &capture, budget, grants, pools, deadline) {
             Ok(store) => store,
             Err(e) => return (Err(e), usage(Capture::new(agent, 0))),
         };
@@ -354,6 +355,7 @@ impl Sandbox<'_> {
         capture: &Arc<Mutex<Capture>>,
         budget: &Budget,
         grants: &Grants,
+        pools: Vec<Arc<dyn TokenPool>>,
         deadline: Instant,
     ) -> Result<Store<HostState>, CallError> {
         let mut wasi = grants.wasi_builder().map_err(|e| CallError::Host {
@@ -379,6 +381,7 @@ impl Sandbox<'_> {
                     gateway: g.clone(),
                     granted: grants.models.clone(),
                     tokens: MemoryPool::new("call token budget", "budget.tokens", budget.tokens),
+                    outer: pools,
                     deadline,
                 })
             }),

@@ -102,6 +102,9 @@ pub struct BudgetDef {
     /// Example: `timeout: 5s`.
     #[serde(default)]
     pub timeout: Option<Dur>,
+    /// Model tokens a call may use (contract 0.2.0 agents). Example: `tokens: 20K`.
+    #[serde(default)]
+    pub tokens: Option<Count>,
 }
 
 /// The circuit breaker of an agent: after `failure_threshold` consecutive
@@ -171,6 +174,9 @@ pub struct WorkflowBudget {
     pub fuel: Count,
     /// Agent calls running at once, across all steps (1 to 64).
     pub max_concurrency: u32,
+    /// Model tokens for all steps together; each model request reserves
+    /// from it as well as from its call's budget.
+    pub tokens: Count,
 }
 
 impl Default for WorkflowBudget {
@@ -178,6 +184,7 @@ impl Default for WorkflowBudget {
         Self {
             fuel: Count(100_000_000_000),
             max_concurrency: 5,
+            tokens: Count(10_000_000),
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Workflow {
     pub params: BTreeMap<String, ParamDef>,
     /// Fuel for the whole run.
     pub fuel_budget: u64,
+    /// Model tokens for the whole run (each session's own count).
+    pub token_budget: u64,
     pub max_concurrency: u32,
     /// Steps in a dependency order: every step comes after its dependencies.
     pub steps: Vec<Step>,

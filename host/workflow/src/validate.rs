@@ -77,6 +77,7 @@ pub async fn validate_in(
         agents,
         params: def.params.clone(),
         fuel_budget: def.budget.fuel.0,
+        token_budget: def.budget.tokens.0,
         max_concurrency: def.budget.max_concurrency,
         steps: ordered,
         outputs,
@@ -128,6 +129,7 @@ pub fn merge_budget(base: &Budget, over: &BudgetDef) -> Budget {
         fuel: over.fuel.map(|c| c.0).unwrap_or(base.fuel),
         memory_bytes: over.memory.map(|b| b.0).unwrap_or(base.memory_bytes),
         timeout: over.timeout.map(|d| d.0).unwrap_or(base.timeout),
+        tokens: over.tokens.map(|c| c.0).unwrap_or(base.tokens),
         ..base.clone()
     }
 }

@@ -171,7 +171,13 @@ impl Exec {
         let wa = &self.w.agents[agent];
         let out = self
             .rt
-            .call(&wa.agent, packet, &call_budget, &wa.grants)
+            .call_pooled(
+                &wa.agent,
+                packet,
+                &call_budget,
+                &wa.grants,
+                vec![self.tokens.clone()],
+            )
             .await;
         let r = &out.receipt;
         self.fuel.lock().unwrap().settle(pooled, r.fuel_used);

@@ -80,6 +80,11 @@ impl Scheduler {
             cancel: opts.cancel.clone(),
             global: Semaphore::new(w.max_concurrency as usize),
             fuel: Mutex::new(FuelPool::new(w.fuel_budget, resume.fuel_charged)),
+            tokens: Arc::new(corral_runtime::model::MemoryPool::new(
+                "workflow token budget",
+                "budget.tokens",
+                w.token_budget,
+            )),
             breakers: w
                 .agents
                 .iter()
