@@ -118,6 +118,10 @@ struct QuotaDef {
     max_packet: Option<Spanned<String>>,
     max_upload: Option<Spanned<String>>,
     event_streams: Option<Spanned<u32>>,
+    /// Model aliases the tenant's workflows may grant.
+    #[serde(default)]
+    models: Vec<String>,
+    tokens_per_call: Option<Spanned<String>>,
 }
 
 /// Reads and checks `path`; relative directories in it are taken from the
@@ -470,6 +474,13 @@ impl Checker<'_> {
             max_packet: self.unit(&q.max_packet, &f("max_packet"), parse_bytes, d.max_packet),
             max_upload: self.unit(&q.max_upload, &f("max_upload"), parse_bytes, d.max_upload),
             event_streams: count(self, &q.event_streams, "event_streams", d.event_streams),
+            models: q.models.clone(),
+            tokens_per_call: self.unit(
+                &q.tokens_per_call,
+                &f("tokens_per_call"),
+                parse_count,
+                d.tokens_per_call,
+            ),
         }
     }
 }

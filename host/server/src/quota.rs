@@ -182,6 +182,15 @@ pub fn above_ceiling(def: &WorkflowDef, q: &Quota) -> Vec<String> {
                 human::duration(q.call_timeout)
             ));
         }
+        if let Some(t) = b.tokens
+            && t.0 > q.tokens_per_call
+        {
+            found.push(format!(
+                "{field}.tokens asks for {}; the tenant's ceiling (quota.tokens_per_call) is {}",
+                human::count(t.0),
+                human::count(q.tokens_per_call)
+            ));
+        }
     };
     for (name, a) in &def.agents {
         check(format!("agents.{name}.budget"), &a.budget);
@@ -199,6 +208,7 @@ pub fn clamp(w: &mut Workflow, q: &Quota) {
         b.fuel = b.fuel.min(q.fuel_per_call);
         b.memory_bytes = b.memory_bytes.min(q.memory_per_call);
         b.timeout = b.timeout.min(q.call_timeout);
+        b.tokens = b.tokens.min(q.tokens_per_call);
     };
     for a in w.agents.values_mut() {
         hold(&mut a.budget);

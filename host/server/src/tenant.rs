@@ -63,6 +63,10 @@ pub struct Quota {
     pub max_upload: u64,
     /// Event streams the tenant may have open at once.
     pub event_streams: u32,
+    /// Model aliases its workflows may grant; none unless the operator lists them.
+    pub models: Vec<String>,
+    /// The most model tokens any one call may use.
+    pub tokens_per_call: u64,
 }
 
 impl Default for Quota {
@@ -80,6 +84,8 @@ impl Default for Quota {
             max_packet: 1 << 20,
             max_upload: 64 << 20,
             event_streams: 64,
+            models: Vec::new(),
+            tokens_per_call: 100_000,
         }
     }
 }
@@ -144,6 +150,22 @@ pub struct TenantScope {
 }
 
 impl Scope for TenantScope {
+    fn model(&self, alias: &str) -> Result<(), Refusal> {
+        let q = &self.tenant.quota;
+        if q.models.iter().any(|m| m == alias) {
+            return Ok(());
+        }
+        Err(Refusal::denied(format!(
+            "tenant `{}` may not use model `{alias}`; its ceiling (quota.models) allows {}",
+            self.tenant.id,
+            if q.models.is_empty() {
+                "none".to_owned()
+            } else {
+                q.models.join(", ")
+            }
+        )))
+    }
+
     fn component(&self, reference: &str) -> Result<PathBuf, Refusal> {
         let digest = match self.agents.get(reference) {
             Some(d) => d.clone(),
@@ -230,6 +252,20 @@ mod tests {
             components: root.join("components"),
             data_root: root.join("acme"),
         }
+    }
+
+    #[test]
+    fn a_tenant_grants_only_the_models_its_ceiling_lists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = scope(tmp.path());
+        let refused = s.model("fast").unwrap_err();
+        assert!(refused.denied);
+        assert!(refused.message.contains("quota.models") && refused.message.contains("none"));
+        let mut t = (*s.tenant).clone();
+        t.quota.models = vec!["fast".into()];
+        s.tenant = std::sync::Arc::new(t);
+        assert!(s.model("fast").is_ok());
+        assert!(s.model("huge").unwrap_err().message.contains("allows fast"));
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub trait Scope: Send + Sync {
     fn dir(&self, host: &str) -> Result<PathBuf, Refusal>;
     /// The value for an environment grant that names a variable only.
     fn env(&self, name: &str) -> Result<String, Refusal>;
+    /// Whether a `grants.models` entry may be granted.
+    fn model(&self, alias: &str) -> Result<(), Refusal>;
 }
 
 /// The operator's scope: the file's directory and the allowed directories,
@@ -67,6 +69,12 @@ impl LocalScope {
 }
 
 impl Scope for LocalScope {
+    /// The operator may grant any alias; the gateway refuses those it does
+    /// not have, by name, when the agent asks.
+    fn model(&self, _alias: &str) -> Result<(), Refusal> {
+        Ok(())
+    }
+
     fn component(&self, reference: &str) -> Result<PathBuf, Refusal> {
         self.confined
             .resolve(Path::new(reference))

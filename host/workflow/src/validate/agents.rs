@@ -117,7 +117,12 @@ impl Validator<'_> {
                 writable: d.writable,
             });
         }
-        grants.models = a.grants.models.clone();
+        for (i, alias) in a.grants.models.iter().enumerate() {
+            match scope.model(alias) {
+                Ok(()) => grants.models.push(alias.clone()),
+                Err(refusal) => self.refused(format!("{field}.grants.models[{i}]"), refusal),
+            }
+        }
         for denial in grants.denials(&agent.info().capabilities) {
             let how = match &denial.capability {
                 Capability::Env { name: var } => {
