@@ -254,10 +254,7 @@ async fn run_journaled(
     opts.cancel = cancel;
     opts.journal = Some(journal.clone());
     if let Some((t, fair)) = tenant {
-        opts.ledger = Some(Arc::new(TenantFuel {
-            store: store.clone(),
-            tenant: t.clone(),
-        }));
+        opts.ledger = Some(Arc::new(TenantFuel::new(store.clone(), t.clone())));
         opts.admission = fair.map(|f| {
             Arc::new(TenantAdmission {
                 fair: f.clone(),

@@ -41,6 +41,13 @@ impl Drivers {
         self.lock().contains_key(run)
     }
 
+    /// Wakes on each journal commit of `run`, if this process drives it.
+    pub fn commits(&self, run: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.lock()
+            .get(run)
+            .and_then(|(_, j)| j.as_ref().map(|j| j.commits()))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Driven>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -93,10 +100,7 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
             st.metrics.breaker(&tid, agent, from, to);
         }
     });
-    opts.ledger = Some(Arc::new(crate::quota::TenantFuel {
-        store: state.store.clone(),
-        tenant: tenant.clone(),
-    }));
+    opts.ledger = state.fuel.get(&tenant.id).cloned().map(|f| f as _);
     let cancel = opts.cancel.clone();
     let limit = tenant.quota.run_timeout;
     let st = state.clone();

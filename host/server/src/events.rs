@@ -21,7 +21,8 @@ use crate::state::AppState;
 
 /// Entries read from the store per poll.
 const PAGE: usize = 256;
-/// How often an idle stream looks for new entries.
+/// How often an idle stream looks for new entries of a run another process
+/// drives; a run this process drives wakes its streams on every commit.
 const POLL: Duration = Duration::from_millis(100);
 /// Open event streams across all tenants; more are refused with 503.
 pub const MAX_STREAMS: usize = 1024;
@@ -98,6 +99,7 @@ pub async fn events(
             pending: Vec::new().into_iter(),
             ended: false,
             follow: q.follow.unwrap_or(true),
+            commits: None,
             _slot: slot,
         },
         Cursor::next,
@@ -151,6 +153,8 @@ struct Cursor {
     pending: std::vec::IntoIter<JournalEntry>,
     ended: bool,
     follow: bool,
+    /// The journal's commit counter, while this process drives the run.
+    commits: Option<tokio::sync::watch::Receiver<u64>>,
     _slot: StreamSlot,
 }
 
@@ -165,6 +169,10 @@ impl Cursor {
             }
             if self.ended {
                 return None;
+            }
+            // Watched before the read, so a commit after it wakes us.
+            if self.commits.is_none() {
+                self.commits = self.st.drivers.commits(&self.run);
             }
             let store = self.st.store.clone();
             let (run, after) = (self.run.clone(), self.after);
@@ -199,12 +207,26 @@ impl Cursor {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(POLL) => {}
+                    gone = changed(self.commits.as_mut()) => {
+                        if gone {
+                            self.commits = None;
+                        }
+                    }
                     _ = self.st.stopping.cancelled() => {}
                 }
                 continue;
             }
             self.pending = entries.into_iter();
         }
+    }
+}
+
+/// Resolves on the next commit, true when the writer is gone (everything
+/// it wrote is readable); never without a journal to watch.
+async fn changed(commits: Option<&mut tokio::sync::watch::Receiver<u64>>) -> bool {
+    match commits {
+        Some(rx) => rx.changed().await.is_err(),
+        None => std::future::pending().await,
     }
 }
 

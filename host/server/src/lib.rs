@@ -108,7 +108,15 @@ impl Server {
                 .map(|t| (t.id.clone(), t.quota.concurrent_calls))
                 .collect(),
         );
+        let fuel = tenants
+            .iter()
+            .map(|t| {
+                let f = quota::TenantFuel::new(store.clone(), t.clone());
+                (t.id.clone(), Arc::new(f))
+            })
+            .collect();
         let state = Arc::new(AppState {
+            fuel,
             rt: Arc::new(rt),
             store,
             tenants,

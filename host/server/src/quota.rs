@@ -225,12 +225,44 @@ pub type SharedQuota = Arc<Quota>;
 
 /// A tenant's fuel per window, kept in the store so it holds across runs,
 /// restarts and servers: the outer budget of every call of its runs.
+///
+/// Each store reservation takes a little more than the call asked for (a
+/// slice of the window, at most [`CREDIT_SHARE`] of it) and keeps the rest
+/// as local credit, which the tenant's next calls draw on without a store
+/// transaction, and to which their refunds return. The store has charged
+/// the credit already, so the window is never overspent; what this process
+/// holds unused at exit stays charged until the window ends.
 pub struct TenantFuel {
     pub store: Arc<dyn corral_store::Store>,
     pub tenant: Arc<Tenant>,
+    credit: std::sync::Mutex<Credit>,
 }
 
+/// Fuel reserved in the store and not yet handed to a call.
+#[derive(Default)]
+struct Credit {
+    /// The window it was reserved in.
+    start_ms: i64,
+    available: u64,
+}
+
+/// The most of a window one process holds as credit: 1/200.
+pub const CREDIT_SHARE: u64 = 200;
+
 impl TenantFuel {
+    pub fn new(store: Arc<dyn corral_store::Store>, tenant: Arc<Tenant>) -> Self {
+        Self {
+            store,
+            tenant,
+            credit: Default::default(),
+        }
+    }
+
+    fn window_open(&self, start_ms: i64) -> bool {
+        let len = self.tenant.quota.window.as_millis() as i64;
+        corral_store::now_ms() < start_ms.saturating_add(len)
+    }
+
     fn spent(&self, w: &corral_store::FuelWindow) -> String {
         let resets = Duration::from_millis((w.end_ms - corral_store::now_ms()).max(0) as u64);
         format!(
@@ -265,15 +297,42 @@ impl TenantFuel {
 impl FuelLedger for TenantFuel {
     fn reserve(&self, want: u64) -> Result<Grant, String> {
         let q = &self.tenant.quota;
+        let mut credit = self.credit.lock().unwrap_or_else(|p| p.into_inner());
+        if credit.available > 0 && self.window_open(credit.start_ms) {
+            let amount = want.min(credit.available);
+            if amount == want {
+                credit.available -= amount;
+                return Ok(Grant {
+                    amount,
+                    token: credit.start_ms,
+                });
+            }
+        }
+        // Another slice from the store; the old window's credit is moot.
+        let slice = (q.fuel_per_window / CREDIT_SHARE).min(want.saturating_mul(64));
         let w = self
             .store
-            .reserve_fuel(&self.tenant.id, q.window, q.fuel_per_window, want)
+            .reserve_fuel(
+                &self.tenant.id,
+                q.window,
+                q.fuel_per_window,
+                want.saturating_add(slice),
+            )
             .map_err(|e| e.to_string())?;
-        if w.granted == 0 {
+        if credit.start_ms != w.start_ms {
+            *credit = Credit {
+                start_ms: w.start_ms,
+                available: 0,
+            };
+        }
+        let total = w.granted.saturating_add(credit.available);
+        if total == 0 {
             return Err(self.spent(&w));
         }
+        let amount = want.min(total);
+        credit.available = total - amount;
         Ok(Grant {
-            amount: w.granted,
+            amount,
             token: w.start_ms,
         })
     }
@@ -288,6 +347,18 @@ impl FuelLedger for TenantFuel {
     }
 
     fn settle(&self, grant: &Grant, used: u64) {
+        let unused = grant.amount.saturating_sub(used);
+        {
+            let mut credit = self.credit.lock().unwrap_or_else(|p| p.into_inner());
+            let cap = self.tenant.quota.fuel_per_window / CREDIT_SHARE;
+            if credit.start_ms == grant.token
+                && self.window_open(grant.token)
+                && credit.available.saturating_add(unused) <= cap
+            {
+                credit.available += unused;
+                return;
+            }
+        }
         if let Err(e) = self
             .store
             .settle_fuel(&self.tenant.id, grant.token, grant.amount, used)
@@ -295,5 +366,71 @@ impl FuelLedger for TenantFuel {
             // The refund is lost; the window stays charged (never overspent).
             tracing::warn!(tenant = %self.tenant.id, error = %e, "cannot refund unused fuel");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_store::{Durability, SqliteStore, Store};
+
+    use super::*;
+
+    fn ledger(limit: u64) -> (Arc<dyn Store>, TenantFuel, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path(), Durability::Normal).unwrap());
+        let tenant = Arc::new(Tenant {
+            id: "acme".into(),
+            token_hashes: Vec::new(),
+            secrets: Default::default(),
+            quota: Quota {
+                fuel_per_window: limit,
+                ..Quota::default()
+            },
+            webhooks: Vec::new(),
+        });
+        (store.clone(), TenantFuel::new(store, tenant), dir)
+    }
+
+    fn charged(store: &Arc<dyn Store>, limit: u64) -> u64 {
+        store
+            .fuel_window("acme", Duration::from_secs(3600), limit)
+            .unwrap()
+            .charged
+    }
+
+    #[test]
+    fn calls_draw_on_local_credit_and_refunds_return_to_it() {
+        let (store, fuel, _dir) = ledger(1_000_000);
+        let a = fuel.reserve(1_000).unwrap();
+        // One store reservation: the call's 1,000 and a 5,000 slice.
+        assert_eq!(charged(&store, 1_000_000), 6_000);
+        let b = fuel.reserve(1_000).unwrap();
+        assert_eq!((a.amount, b.amount), (1_000, 1_000));
+        assert_eq!(charged(&store, 1_000_000), 6_000, "served from credit");
+        fuel.settle(&a, 400);
+        fuel.settle(&b, 1_000);
+        // 600 came back to the credit: 4,000 + 600 left, no store call.
+        for _ in 0..4 {
+            fuel.reserve(1_000).unwrap();
+        }
+        assert_eq!(charged(&store, 1_000_000), 6_000);
+    }
+
+    #[test]
+    fn credit_never_lets_a_tenant_overspend_its_window() {
+        let (store, fuel, _dir) = ledger(2_500);
+        let mut handed = 0;
+        loop {
+            match fuel.reserve(1_000) {
+                Ok(g) => handed += g.amount,
+                Err(e) => {
+                    assert!(e.contains("quota.fuel_per_window"), "{e}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(handed, 2_500);
+        assert_eq!(charged(&store, 2_500), 2_500);
     }
 }

@@ -74,10 +74,7 @@ async fn submit_checked(
     tokio::task::spawn_blocking(move || gate.gates.submit(&who))
         .await
         .map_err(Problem::internal)??;
-    let fuel = quota::TenantFuel {
-        store: st.store.clone(),
-        tenant: tenant.clone(),
-    };
+    let fuel = quota::TenantFuel::new(st.store.clone(), tenant.clone());
     tokio::task::spawn_blocking(move || fuel.check())
         .await
         .map_err(Problem::internal)??;

@@ -24,6 +24,8 @@ pub struct AppState {
     /// Call slots, shared fairly across tenants.
     pub fair: Arc<crate::fair::Fair>,
     pub metrics: crate::metrics::Metrics,
+    /// Each tenant's fuel window with this process's credit, shared by its runs.
+    pub fuel: std::collections::HashMap<String, Arc<crate::quota::TenantFuel>>,
     /// Run events on their way to the tenants' endpoints.
     pub webhooks: crate::webhooks::Webhooks,
     /// Set on SIGTERM: nothing new is admitted.

@@ -56,6 +56,9 @@ pub struct Journal {
     store: Arc<dyn Store>,
     run_id: String,
     lease: Lease,
+    /// Counts commits, so readers in this process (an event stream) wake
+    /// as soon as entries are stored instead of polling.
+    commits: tokio::sync::watch::Receiver<u64>,
 }
 
 /// What the writer thread needs.
@@ -68,6 +71,7 @@ struct Writer {
     cancel: CancellationToken,
     compensate: Arc<AtomicBool>,
     error: Arc<OnceLock<String>>,
+    commits: tokio::sync::watch::Sender<u64>,
 }
 
 impl Journal {
@@ -85,7 +89,9 @@ impl Journal {
         let (tx, rx) = mpsc::channel();
         let error = Arc::new(OnceLock::new());
         let compensate = Arc::new(AtomicBool::new(false));
+        let (commits_tx, commits) = tokio::sync::watch::channel(0);
         let writer = Writer {
+            commits: commits_tx,
             store: store.clone(),
             run_id: run_id.clone(),
             lease: lease.clone(),
@@ -107,7 +113,13 @@ impl Journal {
             store,
             run_id,
             lease,
+            commits,
         }
+    }
+
+    /// Changes after every commit (and once more when the writer stops).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.clone()
     }
 
     pub fn run_id(&self) -> &str {
@@ -235,6 +247,7 @@ impl Writer {
             {
                 self.fail(format!("cannot write the journal: {e}"));
             }
+            self.commits.send_modify(|n| *n += 1);
             batch.clear();
             let result = match self.error.get() {
                 Some(e) => Err(JournalError::Commit(e.clone())),
