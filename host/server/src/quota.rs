@@ -294,19 +294,50 @@ impl TenantFuel {
     }
 }
 
+impl TenantFuel {
+    /// All of `want` from the credit, if it has it (no store call).
+    fn take_credit(&self, credit: &mut Credit, want: u64) -> Option<Grant> {
+        if credit.available >= want && self.window_open(credit.start_ms) {
+            credit.available -= want;
+            return Some(Grant {
+                amount: want,
+                token: credit.start_ms,
+            });
+        }
+        None
+    }
+
+    /// Returns `unused` of `grant` to the credit, if it is the current
+    /// window's and has room (no store call).
+    fn give_credit(&self, grant: &Grant, unused: u64) -> bool {
+        let mut credit = self.credit.lock().unwrap_or_else(|p| p.into_inner());
+        let cap = self.tenant.quota.fuel_per_window / CREDIT_SHARE;
+        if credit.start_ms == grant.token
+            && self.window_open(grant.token)
+            && credit.available.saturating_add(unused) <= cap
+        {
+            credit.available += unused;
+            return true;
+        }
+        false
+    }
+}
+
 impl FuelLedger for TenantFuel {
+    fn reserve_now(&self, want: u64) -> Option<Grant> {
+        let mut credit = self.credit.lock().unwrap_or_else(|p| p.into_inner());
+        self.take_credit(&mut credit, want)
+    }
+
+    fn settle_now(&self, grant: &Grant, used: u64) -> bool {
+        self.give_credit(grant, grant.amount.saturating_sub(used))
+    }
+
     fn reserve(&self, want: u64) -> Result<Grant, String> {
         let q = &self.tenant.quota;
         let mut credit = self.credit.lock().unwrap_or_else(|p| p.into_inner());
-        if credit.available > 0 && self.window_open(credit.start_ms) {
-            let amount = want.min(credit.available);
-            if amount == want {
-                credit.available -= amount;
-                return Ok(Grant {
-                    amount,
-                    token: credit.start_ms,
-                });
-            }
+        if let Some(g) = self.take_credit(&mut credit, want) {
+            return Ok(g);
         }
         // Another slice from the store; the old window's credit is moot.
         let slice = (q.fuel_per_window / CREDIT_SHARE).min(want.saturating_mul(64));
@@ -347,17 +378,8 @@ impl FuelLedger for TenantFuel {
     }
 
     fn settle(&self, grant: &Grant, used: u64) {
-        let unused = grant.amount.saturating_sub(used);
-        {
-            let mut credit = self.credit.lock().unwrap_or_else(|p| p.into_inner());
-            let cap = self.tenant.quota.fuel_per_window / CREDIT_SHARE;
-            if credit.start_ms == grant.token
-                && self.window_open(grant.token)
-                && credit.available.saturating_add(unused) <= cap
-            {
-                credit.available += unused;
-                return;
-            }
+        if self.give_credit(grant, grant.amount.saturating_sub(used)) {
+            return;
         }
         if let Err(e) = self
             .store

@@ -15,13 +15,23 @@ pub struct Grant {
 }
 
 /// An outer fuel budget. Its methods may block (a store); the scheduler
-/// calls them on the blocking pool.
+/// calls them on the blocking pool, unless the `_now` forms answer first.
 pub trait FuelLedger: Send + Sync {
     /// Reserves up to `want` fuel (at least 1), or says why none is left,
     /// naming the budget and when it has room again.
     fn reserve(&self, want: u64) -> Result<Grant, String>;
     /// Gives back what a call did not use of its grant.
     fn settle(&self, grant: &Grant, used: u64);
+    /// [`reserve`](Self::reserve) when it can answer without blocking
+    /// (from memory); `None` sends the caller to the blocking form.
+    fn reserve_now(&self, _want: u64) -> Option<Grant> {
+        None
+    }
+    /// [`settle`](Self::settle) when it can without blocking; false sends
+    /// the caller to the blocking form.
+    fn settle_now(&self, _grant: &Grant, _used: u64) -> bool {
+        false
+    }
     /// The budget, for messages: which it is and where its limit is set.
     fn describe(&self) -> String;
 }

@@ -210,6 +210,9 @@ impl Exec {
         let Some(ledger) = self.ledger.clone() else {
             return Ok(None);
         };
+        if let Some(g) = ledger.reserve_now(want) {
+            return Ok(Some(g));
+        }
         tokio::task::spawn_blocking(move || ledger.reserve(want))
             .await
             .map_err(|e| format!("the fuel ledger failed: {e}"))?
@@ -217,7 +220,9 @@ impl Exec {
     }
 
     async fn outer_settle(&self, grant: Grant, used: u64) {
-        if let Some(ledger) = self.ledger.clone() {
+        if let Some(ledger) = self.ledger.clone()
+            && !ledger.settle_now(&grant, used)
+        {
             let _ = tokio::task::spawn_blocking(move || ledger.settle(&grant, used)).await;
         }
     }
