@@ -26,6 +26,8 @@ pub const MAX_AGENTS: usize = 256;
 /// Fuel of one call (`budget.fuel` of an agent or a step) and of a whole
 /// run (`budget.fuel` at the top): 10^15 instructions, days of CPU.
 pub const MAX_FUEL: u64 = 1_000_000_000_000_000;
+/// Model tokens of one call and of a whole run (`budget.tokens`): 10^12.
+pub const MAX_TOKENS: u64 = 1_000_000_000_000;
 /// Agent calls at once, for the run and for a step's `for_each`.
 pub const MAX_CONCURRENCY: u32 = 64;
 /// A call's wall-clock `timeout`.

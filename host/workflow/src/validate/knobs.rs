@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::super::definition::{BreakerDef, BudgetDef, RetryDef, WorkflowBudget};
 use super::super::limits::{
     MAX_ATTEMPTS, MAX_BACKOFF, MAX_BREAKER_THRESHOLD, MAX_CONCURRENCY, MAX_COOLDOWN, MAX_FUEL,
-    MAX_JITTER, MAX_RETRY_DELAY, MAX_TIMEOUT, MIN_BACKOFF,
+    MAX_JITTER, MAX_RETRY_DELAY, MAX_TIMEOUT, MAX_TOKENS, MIN_BACKOFF,
 };
 use super::super::model::{RETRY_KINDS, RetryPolicy};
 use super::Validator;
@@ -14,6 +14,7 @@ impl Validator<'_> {
     /// The run's own `budget`.
     pub(super) fn run_budget(&mut self, b: &WorkflowBudget) {
         self.fuel("budget.fuel", b.fuel.0);
+        self.tokens("budget.tokens", b.tokens.0);
         if b.max_concurrency == 0 || b.max_concurrency > MAX_CONCURRENCY {
             self.err(
                 "budget.max_concurrency",
@@ -25,6 +26,9 @@ impl Validator<'_> {
     pub(super) fn budget(&mut self, field: &str, b: &BudgetDef) {
         if let Some(f) = b.fuel {
             self.fuel(&format!("{field}.fuel"), f.0);
+        }
+        if let Some(t) = b.tokens {
+            self.tokens(&format!("{field}.tokens"), t.0);
         }
         if let Some(m) = b.memory
             && (m.0 == 0 || m.0 > self.max_memory)
@@ -47,6 +51,16 @@ impl Validator<'_> {
             self.err(
                 field.to_owned(),
                 format!("must be between 1 and {MAX_FUEL} (1000000G)"),
+            );
+        }
+    }
+
+    /// Model tokens: 0 (no model calls) up to [`MAX_TOKENS`].
+    fn tokens(&mut self, field: &str, tokens: u64) {
+        if tokens > MAX_TOKENS {
+            self.err(
+                field.to_owned(),
+                format!("must be at most {MAX_TOKENS} (1000G)"),
             );
         }
     }
