@@ -168,7 +168,7 @@ pub(crate) enum Command {
     New(new::NewArgs),
     /// Serve the multi-tenant HTTP API (`/v1`): tenants, their quotas and runs are set in `--config`.
     Serve(serve::ServeArgs),
-    /// Print a new API token and the hash of it that corral.toml keeps.
+    /// Print a new API token and the hash of it that corral.toml keeps, or (`--webhook-secret`) a webhook signing secret.
     Token(serve::TokenArgs),
 }
 
