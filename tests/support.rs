@@ -72,3 +72,25 @@ pub fn budget() -> Budget {
         ..Budget::default()
     }
 }
+
+/// The directory the agent components are built into.
+pub fn agents_dir() -> String {
+    std::path::Path::new(agents::ECHO)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// Parses and validates workflow text (with `@AGENTS@` standing for the
+/// components' directory), panicking with the diagnostics if invalid.
+pub async fn workflow(text: &str) -> Arc<corral::workflow::model::Workflow> {
+    let text = text.replace("@AGENTS@", &agents_dir());
+    let src = corral::workflow::source::parse(std::path::Path::new("test.yaml"), &text)
+        .unwrap_or_else(|d| panic!("{d:#?}"));
+    Arc::new(
+        corral::workflow::validate::validate(&src, runtime())
+            .await
+            .unwrap_or_else(|d| panic!("{d:#?}")),
+    )
+}
