@@ -462,6 +462,7 @@ async fn an_agent_gets_only_the_grants_it_requested() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let grants = Grants {
+        http: Vec::new(),
         env: vec![
             EnvGrant {
                 name: "HOSTILE_WANTED".into(),

@@ -233,6 +233,7 @@ async fn two_hundred_hostile_calls_at_once_end_typed_and_keep_the_host_bounded()
         max_output_bytes: 64 << 10,
         max_log_bytes: 8 << 10,
         tokens: 0,
+        ..Budget::default()
     };
     let actions: [(&str, Value, Expect); 12] = [
         ("loop", json!({}), Expect::Fuel),

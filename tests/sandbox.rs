@@ -208,6 +208,7 @@ async fn the_host_serves_the_next_call_after_every_hostile_one() {
         max_output_bytes: 64 << 10,
         max_log_bytes: 4 << 10,
         tokens: 0,
+        ..Budget::default()
     };
     for action in [
         "loop",
@@ -311,6 +312,7 @@ async fn requested_capabilities_must_be_granted_before_the_call() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("note.txt"), "granted contents").unwrap();
     let wrong = Grants {
+        http: Vec::new(),
         env: vec![EnvGrant {
             name: "GREETING".into(),
             value: "hello".into(),

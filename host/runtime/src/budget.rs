@@ -1,4 +1,4 @@
-//! The hard limits one agent call runs under: fuel, memory, wall-clock time, output and log bytes, and model tokens.
+//! The hard limits one agent call runs under: fuel, memory, wall-clock time, output and log bytes, model tokens, and outbound HTTP requests and bytes.
 
 use std::time::Duration;
 
@@ -24,10 +24,32 @@ pub struct Budget {
     /// reserve in all (contract 0.2.0).
     #[serde(default = "default_tokens")]
     pub tokens: u64,
+    /// Outbound HTTP requests the call may send (contract 0.2.0); each
+    /// also needs a grant.
+    #[serde(default = "default_http_requests")]
+    pub http_requests: u32,
+    /// Bytes of request bodies the call may send in all.
+    #[serde(default = "default_http_request_bytes")]
+    pub http_request_bytes: u64,
+    /// Bytes of response bodies the call may read in all.
+    #[serde(default = "default_http_response_bytes")]
+    pub http_response_bytes: u64,
 }
 
 fn default_tokens() -> u64 {
     Budget::DEFAULT_TOKENS
+}
+
+fn default_http_requests() -> u32 {
+    Budget::DEFAULT_HTTP_REQUESTS
+}
+
+fn default_http_request_bytes() -> u64 {
+    Budget::DEFAULT_HTTP_REQUEST_BYTES
+}
+
+fn default_http_response_bytes() -> u64 {
+    Budget::DEFAULT_HTTP_RESPONSE_BYTES
 }
 
 impl Budget {
@@ -38,6 +60,9 @@ impl Budget {
     pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
     pub const DEFAULT_MAX_LOG: u64 = 64 << 10;
     pub const DEFAULT_TOKENS: u64 = 100_000;
+    pub const DEFAULT_HTTP_REQUESTS: u32 = 64;
+    pub const DEFAULT_HTTP_REQUEST_BYTES: u64 = 1 << 20;
+    pub const DEFAULT_HTTP_RESPONSE_BYTES: u64 = 8 << 20;
 }
 
 impl Default for Budget {
@@ -49,6 +74,9 @@ impl Default for Budget {
             max_output_bytes: Self::DEFAULT_MAX_OUTPUT,
             max_log_bytes: Self::DEFAULT_MAX_LOG,
             tokens: Self::DEFAULT_TOKENS,
+            http_requests: Self::DEFAULT_HTTP_REQUESTS,
+            http_request_bytes: Self::DEFAULT_HTTP_REQUEST_BYTES,
+            http_response_bytes: Self::DEFAULT_HTTP_RESPONSE_BYTES,
         }
     }
 }

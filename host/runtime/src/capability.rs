@@ -1,4 +1,4 @@
-//! What an agent may ask for in `describe`: an environment variable, a directory, or (contract 0.2.0) a model alias.
+//! What an agent may ask for in `describe`: an environment variable, a directory, or (contract 0.2.0) a model alias or outbound HTTP.
 
 use serde::Serialize;
 
@@ -19,6 +19,11 @@ pub enum Capability {
     Model {
         alias: String,
     },
+    /// Outbound HTTP requests within a grant-form URL,
+    /// `[METHODS ]scheme://host[:port][/path-prefix]`.
+    Http {
+        url: String,
+    },
 }
 
 impl From<wit::corral::agent::types::Capability> for Capability {
@@ -31,6 +36,7 @@ impl From<wit::corral::agent::types::Capability> for Capability {
                 writable: d.writable,
             },
             W::Model(alias) => Capability::Model { alias },
+            W::Http(url) => Capability::Http { url },
         }
     }
 }

@@ -159,6 +159,7 @@ impl Declared {
                 Capability::Env { name } => name,
                 Capability::Dir { guest_path, .. } => guest_path,
                 Capability::Model { alias } => alias,
+                Capability::Http { url } => url,
             };
             if text.len() > limits.max_capability_bytes {
                 return too_large(
@@ -169,6 +170,10 @@ impl Declared {
                 );
             }
             self.identifier(path, "capability", text)?;
+            if let Capability::Http { url } = c {
+                crate::http::HttpGrant::parse(url)
+                    .map_err(|why| self.unusable(path, "http capability", why))?;
+            }
         }
         if self.name.is_empty() {
             return Err(self.unusable(path, "name", "it is empty".into()));

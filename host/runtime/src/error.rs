@@ -60,6 +60,10 @@ impl std::fmt::Display for Denial {
             Capability::Model { alias } => {
                 write!(f, "model `{alias}` (grant it with `--allow-model {alias}`)")
             }
+            Capability::Http { url } => write!(
+                f,
+                "outbound HTTP to `{url}` (grant it with `--allow-http {url}` or `grants.http: [\"{url}\"]`)"
+            ),
         }
     }
 }
@@ -308,7 +312,7 @@ pub enum LoadError {
         found: Vec<String>,
     },
     #[error(
-        "{} imports what corral does not provide: {reason}; agents may import the `corral:agent` host and WASI's cli, clocks, filesystem, io, random and (always denied) sockets interfaces",
+        "{} imports what corral does not provide: {reason}; agents may import the `corral:agent` host and model interfaces, WASI's cli, clocks, filesystem, io, random and (always denied) sockets interfaces, and (contract 0.2.0) `wasi:http`",
         path.display()
     )]
     UnsupportedImports { path: PathBuf, reason: String },

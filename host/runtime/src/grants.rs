@@ -1,4 +1,4 @@
-//! Capability grants: deny-by-default access to directories, environment variables and model aliases.
+//! Capability grants: deny-by-default access to directories, environment variables, model aliases and outbound HTTP.
 
 use std::path::PathBuf;
 
@@ -8,6 +8,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::capability::Capability;
 use crate::error::Denial;
+use crate::http::HttpGrant;
 
 /// What an agent may touch. Empty by default: no files, no environment, no
 /// network. Nothing else is ever granted, and an agent gets only the grants
@@ -19,6 +20,9 @@ pub struct Grants {
     /// Model aliases the agent may ask the host's gateway for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
+    /// Where outbound HTTP requests may go (contract 0.2.0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpGrant>,
 }
 
 /// A host directory opened inside the sandbox.
@@ -96,6 +100,10 @@ impl Grants {
                     .iter()
                     .any(|d| &d.guest == guest_path && (d.writable || !writable)),
                 Capability::Model { alias } => !self.models.contains(alias),
+                Capability::Http { url } => match HttpGrant::parse(url) {
+                    Ok(needed) => !self.http.iter().any(|g| g.covers(&needed)),
+                    Err(_) => true,
+                },
             })
             .map(|cap| Denial {
                 capability: cap.clone(),
@@ -144,7 +152,22 @@ impl Grants {
             })
             .cloned()
             .collect();
-        Grants { dirs, env, models }
+        // An agent gets the HTTP access it declared, and only where a grant
+        // covers it: never more than either says.
+        let http = requested
+            .iter()
+            .filter_map(|c| match c {
+                Capability::Http { url } => HttpGrant::parse(url).ok(),
+                _ => None,
+            })
+            .filter(|needed| self.http.iter().any(|g| g.covers(needed)))
+            .collect();
+        Grants {
+            dirs,
+            env,
+            models,
+            http,
+        }
     }
 
     /// These grants as capabilities, for a receipt: variable names and
@@ -161,7 +184,11 @@ impl Grants {
             .models
             .iter()
             .map(|m| Capability::Model { alias: m.clone() });
-        env.chain(dirs).chain(models).collect()
+        let http = self
+            .http
+            .iter()
+            .map(|g| Capability::Http { url: g.to_string() });
+        env.chain(dirs).chain(models).chain(http).collect()
     }
 
     /// The WASI context these grants allow, with stdio wired by the caller.

@@ -11,7 +11,8 @@
 //! `agent` → `describe`, `cache`, `receipt`, `inspect` → `runtime`. The model
 //! gateway (`model`) is a leaf beside them; `model_host` links it into the
 //! sandbox for agents of contract 0.2.0, and `contract` says which version
-//! a component speaks.
+//! a component speaks. `http` is outbound HTTP: grants, the connect-time
+//! address check, quotas and the hook `sandbox` installs.
 
 pub mod agent;
 pub mod budget;
@@ -24,6 +25,7 @@ pub mod display;
 pub mod engine;
 pub mod error;
 pub mod grants;
+pub mod http;
 pub mod human;
 pub mod inspect;
 pub mod model;

@@ -38,6 +38,10 @@ pub struct Receipt {
     /// model, tokens, attempts, latency and outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub model_calls: Vec<crate::model::ModelCallRecord>,
+    /// Every outbound HTTP request the agent made or tried (contract
+    /// 0.2.0): method, origin, path, status, bytes, time and outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_calls: Vec<crate::http::HttpCallRecord>,
 }
 
 impl Receipt {

@@ -225,7 +225,7 @@ impl Runtime {
                     path: path.to_owned(),
                     reason: format!("{e:#}"),
                 })?;
-        Contract::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+        let contract = Contract::new(instance_pre).map_err(|e| LoadError::WrongWorld {
             path: path.to_owned(),
             expected: format!(
                 "`{}` or `{}` with matching signatures ({e})",
@@ -233,7 +233,23 @@ impl Runtime {
                 crate::wit::since_v0_1_0::GUEST_EXPORT
             ),
             found: export_names(&self.engine, component),
-        })
+        })?;
+        // wasi:http came with contract 0.2.0; a 0.1.0 agent never had it.
+        if contract.version() == "0.1.0" {
+            let ty = component.component_type();
+            if let Some((name, _)) = ty
+                .imports(&self.engine)
+                .find(|(name, _)| name.starts_with("wasi:http/"))
+            {
+                return Err(LoadError::UnsupportedImports {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "`{name}`: outbound HTTP needs contract 0.2.0 (`corral:agent/guest@0.2.0`); this agent implements 0.1.0"
+                    ),
+                });
+            }
+        }
+        Ok(contract)
     }
 
     /// Calls `describe` under the load budget, with no grants.
@@ -381,8 +397,11 @@ impl Runtime {
             capture,
             progress,
             model_calls,
+            http_calls,
+            http_refused,
         } = usage;
         receipt.model_calls = model_calls;
+        receipt.http_calls = http_calls;
         receipt.fuel_used = fuel_used;
         receipt.peak_memory_bytes = peak_memory;
         receipt.wall_time_us = wall.as_micros() as u64;
@@ -415,6 +434,7 @@ impl Runtime {
                     .await
             }
         };
+        let result = result.map_err(|e| blame_http_policy(e, &http_refused));
         CallOutcome {
             result,
             receipt,
@@ -639,5 +659,28 @@ mod tests {
             let result = check().run_until(output(size), past).await;
             assert!(result.is_none(), "{size}: checked after its deadline");
         }
+    }
+}
+
+/// A call that failed after the host refused one of its outbound requests
+/// failed because of the refusal: the agent's own error or trap is
+/// replaced by `PolicyDenied`, naming the grant that would allow it. A
+/// budget breach stays what it is.
+fn blame_http_policy(e: CallError, refused: &[String]) -> CallError {
+    let followed = matches!(
+        e,
+        CallError::Agent { .. } | CallError::GuestTrap { .. } | CallError::InvalidOutput { .. }
+    );
+    if refused.is_empty() || !followed {
+        return e;
+    }
+    CallError::PolicyDenied {
+        agent: e.agent().to_owned(),
+        denied: refused
+            .iter()
+            .map(|url| crate::Denial {
+                capability: crate::Capability::Http { url: url.clone() },
+            })
+            .collect(),
     }
 }

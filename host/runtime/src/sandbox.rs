@@ -10,11 +10,13 @@ use wasmtime::{
     UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capture::{Capture, CaptureStream, LogRecord, MAX_LOG_FIELDS, Source, log_record_cost};
 use crate::contract::Contract;
 use crate::describe::Declared;
 use crate::error::CallError;
+use crate::http::{HttpCallRecord, HttpLog, HttpPolicy, HttpQuota};
 use crate::lift::{GuestStr, LogFields, OUTPUT_CAP, RunResult};
 use crate::model::{Gateway, MemoryPool, ModelCallRecord, TokenPool};
 use crate::model_host::ModelCtx;
@@ -32,6 +34,9 @@ pub(crate) struct HostState {
     pub(crate) model: Option<Arc<ModelCtx>>,
     /// Every model call made, for the receipt.
     pub(crate) model_calls: Vec<ModelCallRecord>,
+    http: WasiHttpCtx,
+    /// Checks and sends every outbound request (contract 0.2.0).
+    http_policy: HttpPolicy,
 }
 
 impl WasiView for HostState {
@@ -43,15 +48,27 @@ impl WasiView for HostState {
     }
 }
 
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
+        }
+    }
+}
+
 /// The longest progress note read; a longer one is logged by its length.
 const MAX_PROGRESS_NOTE: usize = 1024;
 
 /// Links what the host offers for every contract version it serves: `host`
-/// in each, and `model` in 0.2.0.
+/// in each, and `model` and `wasi:http` for 0.2.0 (a 0.1.0 component that
+/// imports `wasi:http` is refused at load).
 pub(crate) fn add_host_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     for version in crate::wit::VERSIONS {
         add_host_interface(linker, version)?;
     }
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     crate::model_host::add_to_linker(linker)
 }
 
@@ -216,6 +233,9 @@ pub(crate) struct Usage {
     pub capture: Capture,
     pub progress: Option<u8>,
     pub model_calls: Vec<ModelCallRecord>,
+    pub http_calls: Vec<HttpCallRecord>,
+    /// The grant lines of outbound requests refused by policy.
+    pub http_refused: Vec<String>,
 }
 
 /// Engine-wide facts a call needs.
@@ -270,6 +290,8 @@ impl Sandbox<'_> {
             capture,
             progress: None,
             model_calls: Vec::new(),
+            http_calls: Vec::new(),
+            http_refused: Vec::new(),
         };
         let deadline_exceeded = || CallError::DeadlineExceeded {
             agent: agent.into(),
@@ -314,9 +336,13 @@ impl Sandbox<'_> {
             meter,
             progress,
             model_calls,
+            http_policy,
             ..
         } = store.into_data();
         drop(permit);
+        // The store is gone, and with it every body that could still count.
+        let http_log = std::mem::take(&mut *http_policy.log.lock().unwrap());
+        let http_refused = http_log.refused_grants();
         drop(meter.capture);
         let mut capture = Arc::try_unwrap(capture)
             .map(|m| m.into_inner().unwrap())
@@ -343,6 +369,8 @@ impl Sandbox<'_> {
             capture,
             progress,
             model_calls,
+            http_calls: http_log.records,
+            http_refused,
         };
         (result, usage)
     }
@@ -386,6 +414,17 @@ impl Sandbox<'_> {
                 })
             }),
             model_calls: Vec::new(),
+            http: WasiHttpCtx::new(),
+            http_policy: HttpPolicy {
+                grants: grants.http.clone().into(),
+                quota: HttpQuota {
+                    requests: budget.http_requests,
+                    request_bytes: budget.http_request_bytes,
+                    response_bytes: budget.http_response_bytes,
+                },
+                deadline,
+                log: Arc::new(Mutex::new(HttpLog::default())),
+            },
         };
         let mut store = Store::new(self.engine, state);
         store.limiter(|s| &mut s.meter);

@@ -8,7 +8,8 @@
 //! name (`create-tcp-socket`, `create-udp-socket`, `resolve-addresses`) is
 //! linked here to answer `access-denied`, whatever a `WasiCtx` allows. The
 //! other socket interfaces act only on sockets, which no agent can get.
-//! An import outside this list (`wasi:http`, say) fails the load.
+//! An import outside this list fails the load; `wasi:http` (contract
+//! 0.2.0) is linked beside it by `sandbox`, through corral's own hook.
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::WasiView;

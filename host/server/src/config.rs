@@ -122,6 +122,9 @@ struct QuotaDef {
     #[serde(default)]
     models: Vec<String>,
     tokens_per_call: Option<Spanned<String>>,
+    /// Where the tenant's agents may send HTTP requests, in grant form.
+    #[serde(default)]
+    http: Vec<Spanned<String>>,
 }
 
 /// Reads and checks `path`; relative directories in it are taken from the
@@ -475,6 +478,19 @@ impl Checker<'_> {
             max_upload: self.unit(&q.max_upload, &f("max_upload"), parse_bytes, d.max_upload),
             event_streams: count(self, &q.event_streams, "event_streams", d.event_streams),
             models: q.models.clone(),
+            http: q
+                .http
+                .iter()
+                .filter_map(
+                    |g| match corral_runtime::http::HttpGrant::parse(g.get_ref()) {
+                        Ok(grant) => Some(grant),
+                        Err(e) => {
+                            self.err(g, &f("http"), e);
+                            None
+                        }
+                    },
+                )
+                .collect(),
             tokens_per_call: self.unit(
                 &q.tokens_per_call,
                 &f("tokens_per_call"),

@@ -67,6 +67,9 @@ pub struct Quota {
     pub models: Vec<String>,
     /// The most model tokens any one call may use.
     pub tokens_per_call: u64,
+    /// The ceiling of its workflows' `grants.http`: each grant must lie
+    /// within one of these. None unless the operator lists them.
+    pub http: Vec<corral_runtime::http::HttpGrant>,
 }
 
 impl Default for Quota {
@@ -86,6 +89,7 @@ impl Default for Quota {
             event_streams: 64,
             models: Vec::new(),
             tokens_per_call: 100_000,
+            http: Vec::new(),
         }
     }
 }
@@ -150,6 +154,23 @@ pub struct TenantScope {
 }
 
 impl Scope for TenantScope {
+    fn http(&self, grant: &corral_runtime::http::HttpGrant) -> Result<(), Refusal> {
+        let ceiling = &self.tenant.quota.http;
+        if ceiling.iter().any(|c| c.covers(grant)) {
+            return Ok(());
+        }
+        let allowed: Vec<String> = ceiling.iter().map(|c| format!("`{c}`")).collect();
+        Err(Refusal::denied(format!(
+            "tenant `{}` may not grant HTTP to `{grant}`; its ceiling (quota.http) allows {}",
+            self.tenant.id,
+            if allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                allowed.join(", ")
+            }
+        )))
+    }
+
     fn model(&self, alias: &str) -> Result<(), Refusal> {
         let q = &self.tenant.quota;
         if q.models.iter().any(|m| m == alias) {
@@ -252,6 +273,23 @@ mod tests {
             components: root.join("components"),
             data_root: root.join("acme"),
         }
+    }
+
+    #[test]
+    fn a_tenant_grants_http_only_within_its_ceiling() {
+        use corral_runtime::http::HttpGrant;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = scope(tmp.path());
+        let g = |s| HttpGrant::parse(s).unwrap();
+        let refused = s.http(&g("https://api.example.com/v1")).unwrap_err();
+        assert!(refused.denied);
+        assert!(refused.message.contains("quota.http") && refused.message.contains("none"));
+        let mut t = (*s.tenant).clone();
+        t.quota.http = vec![g("https://api.example.com")];
+        s.tenant = std::sync::Arc::new(t);
+        assert!(s.http(&g("GET https://api.example.com/v1")).is_ok());
+        assert!(s.http(&g("https://api.example.com:8443")).is_err());
+        assert!(s.http(&g("https://evil.example.com")).is_err());
     }
 
     #[test]

@@ -75,6 +75,11 @@ pub struct GrantsDef {
     /// Example: `models: [fast]`.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Where the agent may send HTTP requests (contract 0.2.0), as
+    /// `[METHODS ]scheme://host[:port][/path-prefix]`. Example:
+    /// `http: ["https://api.example.com/v1", "GET https://*.example.org"]`.
+    #[serde(default)]
+    pub http: Vec<String>,
 }
 
 /// A host directory opened in the sandbox.
@@ -105,6 +110,15 @@ pub struct BudgetDef {
     /// Model tokens a call may use (contract 0.2.0 agents). Example: `tokens: 20K`.
     #[serde(default)]
     pub tokens: Option<Count>,
+    /// Outbound HTTP requests a call may send (default 64). Example: `http_requests: 10`.
+    #[serde(default)]
+    pub http_requests: Option<u32>,
+    /// Bytes of HTTP request bodies a call may send (default 1MiB).
+    #[serde(default)]
+    pub http_request_bytes: Option<Bytes>,
+    /// Bytes of HTTP response bodies a call may read (default 8MiB).
+    #[serde(default)]
+    pub http_response_bytes: Option<Bytes>,
 }
 
 /// The circuit breaker of an agent: after `failure_threshold` consecutive

@@ -28,6 +28,10 @@ pub const MAX_AGENTS: usize = 256;
 pub const MAX_FUEL: u64 = 1_000_000_000_000_000;
 /// Model tokens of one call and of a whole run (`budget.tokens`): 10^12.
 pub const MAX_TOKENS: u64 = 1_000_000_000_000;
+/// A call's `http_requests`.
+pub const MAX_HTTP_REQUESTS: u32 = 10_000;
+/// A call's `http_request_bytes` and `http_response_bytes`.
+pub const MAX_HTTP_BYTES: u64 = 1 << 30;
 /// Agent calls at once, for the run and for a step's `for_each`.
 pub const MAX_CONCURRENCY: u32 = 64;
 /// A call's wall-clock `timeout`.

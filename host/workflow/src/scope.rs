@@ -50,6 +50,8 @@ pub trait Scope: Send + Sync {
     fn env(&self, name: &str) -> Result<String, Refusal>;
     /// Whether a `grants.models` entry may be granted.
     fn model(&self, alias: &str) -> Result<(), Refusal>;
+    /// Whether a `grants.http` entry may be granted.
+    fn http(&self, grant: &corral_runtime::http::HttpGrant) -> Result<(), Refusal>;
 }
 
 /// The operator's scope: the file's directory and the allowed directories,
@@ -72,6 +74,10 @@ impl Scope for LocalScope {
     /// The operator may grant any alias; the gateway refuses those it does
     /// not have, by name, when the agent asks.
     fn model(&self, _alias: &str) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    fn http(&self, _grant: &corral_runtime::http::HttpGrant) -> Result<(), Refusal> {
         Ok(())
     }
 

@@ -130,6 +130,15 @@ pub fn merge_budget(base: &Budget, over: &BudgetDef) -> Budget {
         memory_bytes: over.memory.map(|b| b.0).unwrap_or(base.memory_bytes),
         timeout: over.timeout.map(|d| d.0).unwrap_or(base.timeout),
         tokens: over.tokens.map(|c| c.0).unwrap_or(base.tokens),
+        http_requests: over.http_requests.unwrap_or(base.http_requests),
+        http_request_bytes: over
+            .http_request_bytes
+            .map(|b| b.0)
+            .unwrap_or(base.http_request_bytes),
+        http_response_bytes: over
+            .http_response_bytes
+            .map(|b| b.0)
+            .unwrap_or(base.http_response_bytes),
         ..base.clone()
     }
 }

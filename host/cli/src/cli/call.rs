@@ -56,6 +56,24 @@ pub struct CallArgs {
     #[arg(long, value_name = "N", default_value = "100K", value_parser = parse_count)]
     tokens: u64,
 
+    /// Let the agent send HTTP requests within `[METHODS ]scheme://host[:port][/path-prefix]`,
+    /// such as `https://api.example.com/v1` or `GET http://127.0.0.1:8080`. Repeatable.
+    /// Loopback, private and link-local addresses are reached only by a grant naming the address.
+    #[arg(long, value_name = "GRANT", value_parser = corral::http::HttpGrant::parse)]
+    allow_http: Vec<corral::http::HttpGrant>,
+
+    /// Outbound HTTP requests the call may send.
+    #[arg(long, value_name = "N", default_value = "64")]
+    http_requests: u32,
+
+    /// Bytes of HTTP request bodies the call may send in all.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_bytes)]
+    http_request_bytes: u64,
+
+    /// Bytes of HTTP response bodies the call may read in all.
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_bytes)]
+    http_response_bytes: u64,
+
     /// Run identifier written into the packet.
     #[arg(long, default_value = "call")]
     run_id: String,
@@ -88,6 +106,9 @@ pub async fn run(rt: &Runtime, args: CallArgs) -> Exit {
         max_output_bytes: args.max_output,
         max_log_bytes: args.max_log,
         tokens: args.tokens,
+        http_requests: args.http_requests,
+        http_request_bytes: args.http_request_bytes,
+        http_response_bytes: args.http_response_bytes,
     };
     let max = rt.config().engine.max_memory_bytes;
     if budget.memory_bytes > max {
@@ -128,6 +149,7 @@ pub async fn run(rt: &Runtime, args: CallArgs) -> Exit {
         dirs: args.allow_dir,
         env: args.allow_env,
         models: args.allow_model,
+        http: args.allow_http,
     };
     let packet = HandoffPacket::new(args.run_id, args.step_id, payload);
     let outcome = rt.call(&agent, &packet, &budget, &grants).await;

@@ -123,6 +123,16 @@ impl Validator<'_> {
                 Err(refusal) => self.refused(format!("{field}.grants.models[{i}]"), refusal),
             }
         }
+        for (i, spec) in a.grants.http.iter().enumerate() {
+            let at = format!("{field}.grants.http[{i}]");
+            match corral_runtime::http::HttpGrant::parse(spec) {
+                Ok(grant) => match scope.http(&grant) {
+                    Ok(()) => grants.http.push(grant),
+                    Err(refusal) => self.refused(at, refusal),
+                },
+                Err(why) => self.err(at, why),
+            }
+        }
         for denial in grants.denials(&agent.info().capabilities) {
             let how = match &denial.capability {
                 Capability::Env { name: var } => {
@@ -138,6 +148,9 @@ impl Validator<'_> {
                 ),
                 Capability::Model { alias } => {
                     format!("model `{alias}`: add `models: [{alias}]`")
+                }
+                Capability::Http { url } => {
+                    format!("outbound HTTP to `{url}`: add `http: [\"{url}\"]`")
                 }
             };
             self.err(

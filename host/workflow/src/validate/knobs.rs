@@ -5,7 +5,8 @@ use std::time::Duration;
 use super::super::definition::{BreakerDef, BudgetDef, RetryDef, WorkflowBudget};
 use super::super::limits::{
     MAX_ATTEMPTS, MAX_BACKOFF, MAX_BREAKER_THRESHOLD, MAX_CONCURRENCY, MAX_COOLDOWN, MAX_FUEL,
-    MAX_JITTER, MAX_RETRY_DELAY, MAX_TIMEOUT, MAX_TOKENS, MIN_BACKOFF,
+    MAX_HTTP_BYTES, MAX_HTTP_REQUESTS, MAX_JITTER, MAX_RETRY_DELAY, MAX_TIMEOUT, MAX_TOKENS,
+    MIN_BACKOFF,
 };
 use super::super::model::{RETRY_KINDS, RetryPolicy};
 use super::Validator;
@@ -43,6 +44,27 @@ impl Validator<'_> {
         }
         if let Some(t) = b.timeout {
             self.duration(&format!("{field}.timeout"), t.0, MAX_TIMEOUT);
+        }
+        if let Some(n) = b.http_requests
+            && n > MAX_HTTP_REQUESTS
+        {
+            self.err(
+                format!("{field}.http_requests"),
+                format!("must be at most {MAX_HTTP_REQUESTS}"),
+            );
+        }
+        for (name, bytes) in [
+            ("http_request_bytes", b.http_request_bytes),
+            ("http_response_bytes", b.http_response_bytes),
+        ] {
+            if let Some(b) = bytes
+                && b.0 > MAX_HTTP_BYTES
+            {
+                self.err(
+                    format!("{field}.{name}"),
+                    format!("must be at most {MAX_HTTP_BYTES} bytes (1GiB)"),
+                );
+            }
         }
     }
 

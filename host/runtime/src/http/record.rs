@@ -1,0 +1,88 @@
+//! What the receipt says of each outbound request: method, where, status, bytes, time and outcome; and the running totals the quotas are checked against.
+
+use serde::{Deserialize, Serialize};
+
+/// How an outbound request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpOutcome {
+    /// A response came back (whatever its status).
+    Ok,
+    /// No grant allows it; never sent.
+    Denied,
+    /// The host resolved to an address on the host's own network that no
+    /// grant names; never sent.
+    Blocked,
+    /// A per-call quota (requests, request or response bytes) ran out.
+    OverQuota,
+    /// Sent, or tried, and failed: DNS, connect, TLS, protocol or deadline.
+    Failed,
+}
+
+impl std::fmt::Display for HttpOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HttpOutcome::Ok => "ok",
+            HttpOutcome::Denied => "denied",
+            HttpOutcome::Blocked => "blocked",
+            HttpOutcome::OverQuota => "over quota",
+            HttpOutcome::Failed => "failed",
+        })
+    }
+}
+
+/// One outbound request, as the receipt records it. The query string is
+/// left out: it often carries keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpCallRecord {
+    pub method: String,
+    /// `scheme://host:port`.
+    pub origin: String,
+    pub path: String,
+    /// The response's status, when one came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Request body bytes sent.
+    pub bytes_out: u64,
+    /// Response body bytes the agent read.
+    pub bytes_in: u64,
+    /// From the request to the response's head.
+    pub latency_us: u64,
+    pub outcome: HttpOutcome,
+    /// Why it was denied, blocked or failed, and for a denial the grant
+    /// that would allow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// For a denied or blocked request: the grant line that allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+}
+
+/// The requests of one call so far, shared by the hook and the bodies it
+/// counts.
+#[derive(Debug, Default)]
+pub(crate) struct HttpLog {
+    pub records: Vec<HttpCallRecord>,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+}
+
+impl HttpLog {
+    pub fn push(&mut self, r: HttpCallRecord) -> usize {
+        self.records.push(r);
+        self.records.len() - 1
+    }
+
+    /// The grant lines of the requests refused by policy, in order, once each.
+    pub fn refused_grants(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.records {
+            if let Some(g) = &r.grant
+                && !out.contains(g)
+            {
+                out.push(g.clone());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,196 @@
+//! Sends one allowed request: resolves the host, refuses addresses on the host's own network unless the grant names them, connects to the checked address itself (so a second lookup cannot differ), adds TLS, and drives HTTP/1.1.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
+
+use http::{Request, Response};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::rustls::{self, ClientConfig, pki_types::ServerName};
+use wasmtime_wasi_http::Error;
+use wasmtime_wasi_http::io::TokioIo;
+
+use super::address::internal_range;
+use super::grant::Target;
+
+/// Why a request was not sent or did not get a response.
+pub(crate) struct SendFailure {
+    pub error: Error,
+    pub detail: String,
+    /// The address was on the host's network: the grant line that reaches it.
+    pub blocked: Option<String>,
+}
+
+impl SendFailure {
+    fn failed(error: Error, detail: String) -> Self {
+        Self {
+            error,
+            detail,
+            blocked: None,
+        }
+    }
+}
+
+/// The response's head and body, and the connection's remaining work.
+pub(crate) type Sent = (
+    Response<hyper::body::Incoming>,
+    Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>,
+);
+
+/// Sends `req` to `target` by `deadline`. `req`'s URI still has the scheme
+/// and authority; it is rewritten to origin form here.
+pub(crate) async fn send<B>(
+    mut req: Request<B>,
+    target: &Target,
+    deadline: Instant,
+) -> Result<Sent, SendFailure>
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = Error> + Send + Unpin + 'static,
+{
+    let timeout = || {
+        SendFailure::failed(
+            Error::ConnectionTimeout,
+            "the call's deadline passed".into(),
+        )
+    };
+    let stream = tokio::time::timeout_at(deadline, connect(target))
+        .await
+        .map_err(|_| timeout())??;
+    let io: Box<dyn Io> = if target.https {
+        let name = ServerName::try_from(target.host.clone()).map_err(|e| {
+            SendFailure::failed(Error::TlsProtocolError, format!("TLS server name: {e}"))
+        })?;
+        let tls = tokio_rustls::TlsConnector::from(tls_config());
+        let stream = tokio::time::timeout_at(deadline, tls.connect(name, stream))
+            .await
+            .map_err(|_| timeout())?
+            .map_err(|e| SendFailure::failed(Error::TlsProtocolError, format!("TLS: {e}")))?;
+        Box::new(stream)
+    } else {
+        Box::new(stream)
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| SendFailure::failed(Error::HttpProtocolError, format!("HTTP/1.1: {e}")))?;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    *req.uri_mut() = path.parse().expect("a path and query from a valid URI");
+
+    let mut conn = Some(Box::pin(conn));
+    let mut pending = std::pin::pin!(sender.send_request(req));
+    // The connection must be driven while the response is awaited.
+    let responded = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = pending.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        if let Some(c) = conn.as_mut()
+            && let Poll::Ready(done) = c.as_mut().poll(cx)
+        {
+            conn = None;
+            if let Err(e) = done {
+                return Poll::Ready(Err(e));
+            }
+            return pending.as_mut().poll(cx);
+        }
+        Poll::Pending
+    });
+    let response = tokio::time::timeout_at(deadline, responded)
+        .await
+        .map_err(|_| timeout())?
+        .map_err(|e| SendFailure::failed(Error::HttpProtocolError, format!("HTTP/1.1: {e}")))?;
+    let rest: Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> = Box::pin(async move {
+        match conn {
+            Some(c) => c.await.map_err(Error::from),
+            None => Ok(()),
+        }
+    });
+    Ok((response, rest))
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// Resolves `target` and connects to the first address it may reach. An
+/// address on the host's network is skipped unless the request names that
+/// address itself (the grant then matched it exactly).
+async fn connect(target: &Target) -> Result<TcpStream, SendFailure> {
+    let named: Option<IpAddr> = target.host.parse().ok();
+    let addrs: Vec<SocketAddr> = match named {
+        Some(ip) => vec![SocketAddr::new(ip, target.port)],
+        None => tokio::net::lookup_host((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| {
+                let error = Error::DnsError {
+                    rcode: Some(e.to_string()),
+                    info_code: None,
+                };
+                SendFailure::failed(error, format!("cannot resolve `{}`: {e}", target.host))
+            })?
+            .collect(),
+    };
+    let mut blocked = None;
+    let mut last_error = None;
+    for addr in addrs {
+        if named.is_none()
+            && let Some(range) = internal_range(addr.ip())
+        {
+            blocked.get_or_insert((addr, range));
+            continue;
+        }
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last_error = Some((addr, e)),
+        }
+    }
+    if let Some((addr, e)) = last_error {
+        let detail = format!("cannot connect to {addr}: {e}");
+        return Err(SendFailure::failed(Error::ConnectionRefused, detail));
+    }
+    match blocked {
+        Some((addr, range)) => {
+            let scheme = if target.https { "https" } else { "http" };
+            let line = format!("{scheme}://{}", addr);
+            Err(SendFailure {
+                error: Error::DestinationIpProhibited,
+                detail: format!(
+                    "`{}` resolves to {}, a {range} address; only a grant naming the address itself reaches it",
+                    target.host,
+                    addr.ip()
+                ),
+                blocked: Some(line),
+            })
+        }
+        None => Err(SendFailure::failed(
+            Error::DestinationNotFound,
+            format!("`{}` resolves to no address", target.host),
+        )),
+    }
+}
+
+/// One TLS client configuration for the process: the web's roots, ring.
+fn tls_config() -> Arc<ClientConfig> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
