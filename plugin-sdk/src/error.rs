@@ -70,3 +70,16 @@ impl From<crate::model::ModelError> for AgentError {
         }
     }
 }
+
+/// A failed HTTP request as the agent's own error: a denial, a spent quota
+/// or a bad request is permanent; a transport failure transient.
+impl From<crate::http::HttpError> for AgentError {
+    fn from(e: crate::http::HttpError) -> Self {
+        use crate::http::HttpError as H;
+        let message = e.to_string();
+        match e {
+            H::Transport(_) => AgentError::transient(message),
+            H::Denied(_) | H::Quota(_) | H::Invalid(_) => AgentError::permanent(message),
+        }
+    }
+}

@@ -47,6 +47,7 @@
 mod agent;
 mod context;
 mod error;
+pub mod http;
 mod packet;
 
 pub use agent::Agent;

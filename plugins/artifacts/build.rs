@@ -27,6 +27,7 @@ const AGENTS: &[(&str, &str)] = &[
     ("relay", "relay"),
     ("latch", "latch"),
     ("extract", "extract"),
+    ("fetch", "fetch"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

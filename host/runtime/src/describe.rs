@@ -170,7 +170,9 @@ impl Declared {
                 );
             }
             self.identifier(path, "capability", text)?;
-            if let Capability::Http { url } = c {
+            if let Capability::Http { url } = c
+                && url != "*"
+            {
                 crate::http::HttpGrant::parse(url)
                     .map_err(|why| self.unusable(path, "http capability", why))?;
             }

@@ -60,6 +60,10 @@ impl std::fmt::Display for Denial {
             Capability::Model { alias } => {
                 write!(f, "model `{alias}` (grant it with `--allow-model {alias}`)")
             }
+            Capability::Http { url } if url == "*" => write!(
+                f,
+                "outbound HTTP (grant where it may go with `--allow-http <scheme://host[:port]>` or `grants.http`)"
+            ),
             Capability::Http { url } => write!(
                 f,
                 "outbound HTTP to `{url}` (grant it with `--allow-http {url}` or `grants.http: [\"{url}\"]`)"

@@ -100,6 +100,8 @@ impl Grants {
                     .iter()
                     .any(|d| &d.guest == guest_path && (d.writable || !writable)),
                 Capability::Model { alias } => !self.models.contains(alias),
+                // `*`: wherever the operator allows, but somewhere.
+                Capability::Http { url } if url == "*" => self.http.is_empty(),
                 Capability::Http { url } => match HttpGrant::parse(url) {
                     Ok(needed) => !self.http.iter().any(|g| g.covers(&needed)),
                     Err(_) => true,
@@ -153,15 +155,21 @@ impl Grants {
             .cloned()
             .collect();
         // An agent gets the HTTP access it declared, and only where a grant
-        // covers it: never more than either says.
-        let http = requested
-            .iter()
-            .filter_map(|c| match c {
-                Capability::Http { url } => HttpGrant::parse(url).ok(),
-                _ => None,
-            })
-            .filter(|needed| self.http.iter().any(|g| g.covers(needed)))
-            .collect();
+        // covers it: never more than either says. `*` takes the grants as
+        // they are.
+        let mut http: Vec<HttpGrant> = Vec::new();
+        for c in requested {
+            match c {
+                Capability::Http { url } if url == "*" => http.extend(self.http.iter().cloned()),
+                Capability::Http { url } => http.extend(
+                    HttpGrant::parse(url)
+                        .ok()
+                        .filter(|needed| self.http.iter().any(|g| g.covers(needed))),
+                ),
+                _ => {}
+            }
+        }
+        http.dedup();
         Grants {
             dirs,
             env,

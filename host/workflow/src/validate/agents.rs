@@ -149,6 +149,9 @@ impl Validator<'_> {
                 Capability::Model { alias } => {
                     format!("model `{alias}`: add `models: [{alias}]`")
                 }
+                Capability::Http { url } if url == "*" => {
+                    "outbound HTTP: add where it may go, such as `http: [\"https://api.example.com\"]`,".to_owned()
+                }
                 Capability::Http { url } => {
                     format!("outbound HTTP to `{url}`: add `http: [\"{url}\"]`")
                 }
