@@ -373,3 +373,35 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(stderr.contains("yyyy"), "the agent's log lines: {stderr}");
     assert!(!stderr.contains('\u{1b}'), "escape codes in: {stderr:.400}");
 }
+
+/// `corral inspect x.wasm | head -1`: the reader goes away early, and
+/// corral ends quietly (SIGPIPE) instead of panicking on the closed pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_corral_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["inspect", agents::KEYWORDS])
+        .env("CORRAL_CACHE_DIR", cache_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before corral writes.
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGPIPE),
+        "{status:?}"
+    );
+}

@@ -95,6 +95,37 @@ pub fn receipt(r: &Receipt) {
         ByteSize(r.log_bytes),
         ByteSize(r.log_bytes_dropped)
     );
+    for m in &r.model_calls {
+        eprintln!(
+            "  model    {} ({}): {} tokens ({} prompt, {} completion), {} attempt(s), {} ms, {}",
+            m.alias,
+            m.model,
+            m.charged_tokens,
+            m.prompt_tokens,
+            m.completion_tokens,
+            m.attempts,
+            m.latency_ms,
+            m.outcome
+        );
+    }
+    for h in &r.http_calls {
+        // The path is the guest's text.
+        let status = h.status.map_or("-".to_owned(), |s| s.to_string());
+        eprintln!(
+            "  http     {} {}{} -> {status}, {} out, {} in, {} ms, {}{}",
+            h.method,
+            h.origin,
+            corral::display::guest(&h.path),
+            ByteSize(h.bytes_out),
+            ByteSize(h.bytes_in),
+            h.latency_us / 1000,
+            h.outcome,
+            h.detail
+                .as_deref()
+                .map(|d| format!(": {}", corral::display::guest(d)))
+                .unwrap_or_default()
+        );
+    }
 }
 
 /// One row of a step table, as `corral run` and `corral show` print them.
