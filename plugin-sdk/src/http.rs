@@ -235,8 +235,11 @@ fn read_body(body: IncomingBody) -> Result<Vec<u8>, HttpError> {
         let stream = body
             .stream()
             .map_err(|_| HttpError::Transport("the response body was taken".into()))?;
+        // Waits through `wasi:io/poll`, where the host lets other calls run.
+        let ready = stream.subscribe();
         loop {
-            match stream.blocking_read(64 * 1024) {
+            match stream.read(64 * 1024) {
+                Ok(chunk) if chunk.is_empty() => ready.block(),
                 Ok(chunk) => out.extend_from_slice(&chunk),
                 Err(StreamError::Closed) => break,
                 Err(e) => return Err(stream_error(e)),

@@ -36,6 +36,7 @@ pub mod schema;
 pub mod wit;
 
 mod contract;
+mod gate;
 mod lift;
 mod model_host;
 mod sandbox;

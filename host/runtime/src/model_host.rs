@@ -30,7 +30,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         |mut store: StoreContextMut<'_, HostState>, (req,): (w::Request,)| {
             Box::new(async move {
                 let ctx = store.data().model.clone();
+                // Waiting on the model holds an instance slot, not a place
+                // among the calls running wasm.
+                store.data_mut().cpu.leave();
                 let (result, record) = complete(ctx, req).await;
+                store.data_mut().cpu.enter().await;
                 if let Some(r) = record {
                     store.data_mut().model_calls.push(r);
                 }

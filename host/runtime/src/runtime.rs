@@ -75,6 +75,8 @@ pub struct Runtime {
     /// One permit per slot of the instance pool, so that calls wait for a
     /// slot instead of failing when every slot is taken.
     admission: tokio::sync::Semaphore,
+    /// Places for calls running wasm (`EngineConfig::max_running`).
+    running: Arc<tokio::sync::Semaphore>,
     config: RuntimeConfig,
 }
 
@@ -91,6 +93,9 @@ impl Runtime {
             cache,
             agents: Mutex::new(HashMap::new()),
             admission: tokio::sync::Semaphore::new(config.engine.max_instances as usize),
+            running: Arc::new(tokio::sync::Semaphore::new(
+                config.engine.max_running.max(1) as usize,
+            )),
             config,
         })
     }
@@ -284,6 +289,8 @@ impl Runtime {
             engine: &self.engine,
             max_stack: self.config.engine.max_wasm_stack,
             admission: &self.admission,
+            running: &self.running,
+            running_places: self.config.engine.max_running.max(1),
             slots: self.config.engine.max_instances,
             models: self.config.models.as_ref(),
         }

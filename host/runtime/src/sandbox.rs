@@ -16,6 +16,7 @@ use crate::capture::{Capture, CaptureStream, LogRecord, MAX_LOG_FIELDS, Source, 
 use crate::contract::Contract;
 use crate::describe::Declared;
 use crate::error::CallError;
+use crate::gate::{CpuGate, GatedPoll};
 use crate::http::{HttpCallRecord, HttpLog, HttpPolicy, HttpQuota};
 use crate::lift::{GuestStr, LogFields, OUTPUT_CAP, RunResult};
 use crate::model::{Gateway, MemoryPool, ModelCallRecord, TokenPool};
@@ -37,6 +38,8 @@ pub(crate) struct HostState {
     http: WasiHttpCtx,
     /// Checks and sends every outbound request (contract 0.2.0).
     http_policy: HttpPolicy,
+    /// The call's place among the calls running wasm.
+    pub(crate) cpu: CpuGate,
 }
 
 impl WasiView for HostState {
@@ -68,6 +71,10 @@ pub(crate) fn add_host_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Re
     for version in crate::wit::VERSIONS {
         add_host_interface(linker, version)?;
     }
+    crate::gate::add_poll_to_linker(linker, |s: &mut HostState| GatedPoll {
+        table: &mut s.table,
+        gate: &mut s.cpu,
+    })?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     crate::model_host::add_to_linker(linker)
 }
@@ -246,6 +253,9 @@ pub(crate) struct Sandbox<'a> {
     /// before it instantiates until its store is gone.
     pub admission: &'a Semaphore,
     pub slots: u32,
+    /// Places for calls running wasm; see [`crate::gate`].
+    pub running: &'a Arc<Semaphore>,
+    pub running_places: u32,
     /// The host's model gateway, when one is configured.
     pub models: Option<&'a Arc<Gateway>>,
 }
@@ -321,6 +331,20 @@ impl Sandbox<'_> {
             Ok(store) => store,
             Err(e) => return (Err(e), usage(Capture::new(agent, 0))),
         };
+
+        // A place among the running calls, within the deadline as well.
+        let entered = tokio::time::timeout_at(tokio_deadline, store.data_mut().cpu.enter()).await;
+        if entered.is_err() {
+            let err = CallError::Overloaded {
+                agent: agent.into(),
+                reason: format!(
+                    "no place among the {} calls running wasm freed up within the call's deadline of {}",
+                    self.running_places,
+                    crate::human::duration(budget.timeout)
+                ),
+            };
+            return (Err(err), usage(Capture::new(agent, 0)));
+        }
 
         // The tokio timeout covers what epochs cannot: a guest blocked in an
         // async host call (a WASI sleep or poll) is not running wasm, so
@@ -425,6 +449,7 @@ impl Sandbox<'_> {
                 deadline,
                 log: Arc::new(Mutex::new(HttpLog::default())),
             },
+            cpu: CpuGate::new(self.running.clone()),
         };
         let mut store = Store::new(self.engine, state);
         store.limiter(|s| &mut s.meter);

@@ -27,7 +27,7 @@ use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView as _};
 /// Adds the agent's WASI surface to `l`.
 pub(crate) fn add_to_linker<T: WasiView>(l: &mut Linker<T>) -> wasmtime::Result<()> {
     io::error::add_to_linker::<T, Io>(l, |t| t.ctx().table)?;
-    io::poll::add_to_linker::<T, Io>(l, |t| t.ctx().table)?;
+    // `wasi:io/poll` is linked by `sandbox` through the CPU gate.
     io::streams::add_to_linker::<T, Io>(l, |t| t.ctx().table)?;
 
     clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
