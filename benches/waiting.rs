@@ -14,7 +14,6 @@ use corral::{Budget, EngineConfig, Grants, HandoffPacket, Runtime, RuntimeConfig
 use serde_json::json;
 
 #[path = "../tests/support.rs"]
-#[allow(dead_code)]
 mod support;
 
 const LATENCY: Duration = Duration::from_secs(2);

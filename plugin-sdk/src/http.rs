@@ -350,10 +350,10 @@ fn resolve(base: &str, location: &str) -> Result<String, HttpError> {
     }
     let url = Url::parse(base)?;
     let scheme = if url.https { "https" } else { "http" };
-    if let Some(path) = location.strip_prefix('/') {
-        if !path.starts_with('/') {
-            return Ok(format!("{scheme}://{}/{path}", url.authority));
-        }
+    if let Some(path) = location.strip_prefix('/')
+        && !path.starts_with('/')
+    {
+        return Ok(format!("{scheme}://{}/{path}", url.authority));
     }
     Err(HttpError::Invalid(format!(
         "a redirect to `{location}`, which is neither an absolute URL nor an absolute path"

@@ -632,6 +632,29 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// A call that failed after the host refused one of its outbound requests
+/// failed because of the refusal: the agent's own error or trap is
+/// replaced by `PolicyDenied`, naming the grant that would allow it. A
+/// budget breach stays what it is.
+fn blame_http_policy(e: CallError, refused: &[String]) -> CallError {
+    let followed = matches!(
+        e,
+        CallError::Agent { .. } | CallError::GuestTrap { .. } | CallError::InvalidOutput { .. }
+    );
+    if refused.is_empty() || !followed {
+        return e;
+    }
+    CallError::PolicyDenied {
+        agent: e.agent().to_owned(),
+        denied: refused
+            .iter()
+            .map(|url| crate::Denial {
+                capability: crate::Capability::Http { url: url.clone() },
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -666,28 +689,5 @@ mod tests {
             let result = check().run_until(output(size), past).await;
             assert!(result.is_none(), "{size}: checked after its deadline");
         }
-    }
-}
-
-/// A call that failed after the host refused one of its outbound requests
-/// failed because of the refusal: the agent's own error or trap is
-/// replaced by `PolicyDenied`, naming the grant that would allow it. A
-/// budget breach stays what it is.
-fn blame_http_policy(e: CallError, refused: &[String]) -> CallError {
-    let followed = matches!(
-        e,
-        CallError::Agent { .. } | CallError::GuestTrap { .. } | CallError::InvalidOutput { .. }
-    );
-    if refused.is_empty() || !followed {
-        return e;
-    }
-    CallError::PolicyDenied {
-        agent: e.agent().to_owned(),
-        denied: refused
-            .iter()
-            .map(|url| crate::Denial {
-                capability: crate::Capability::Http { url: url.clone() },
-            })
-            .collect(),
     }
 }
