@@ -183,24 +183,25 @@ async fn the_key_reaches_the_provider_and_never_the_agent_and_budgets_refuse_bef
 #[tokio::test]
 async fn agents_of_contract_0_1_0_run_unchanged_beside_0_2_0() {
     let rt = support::runtime();
-    // The Python SDK still builds 0.1.0 agents.
-    let py = rt.load(agents::PY_CONTRACT).await.unwrap();
-    assert_eq!(py.contract_version(), "0.1.0");
+    // The hostile fixture is built against the frozen 0.1.0 contract with
+    // raw bindings, as an agent from before 0.2.0 was.
+    let old = rt.load(agents::HOSTILE).await.unwrap();
+    assert_eq!(old.contract_version(), "0.1.0");
     let out = rt
         .call(
-            &py,
+            &old,
             &HandoffPacket::new("r", "s", json!({ "action": "ok" })),
-            &Budget {
-                timeout: Duration::from_secs(60),
-                ..Budget::default()
-            },
+            &Budget::default(),
             &Grants::default(),
         )
         .await;
-    assert!(out.result.is_ok(), "{:?}", out.result);
-    let echo = rt.load(agents::ECHO).await.unwrap();
-    assert_eq!(echo.contract_version(), "0.2.0");
-    let inspected = corral::inspect::Inspection::of(&py, rt.engine());
+    assert_eq!(out.result.unwrap().payload, json!({ "ok": true }));
+    // Every SDK now builds 0.2.0 agents, served by the same host.
+    for new in [agents::ECHO, agents::PY_CONTRACT, agents::JS_CONTRACT] {
+        let agent = rt.load(new).await.unwrap();
+        assert_eq!(agent.contract_version(), "0.2.0", "{new}");
+    }
+    let inspected = corral::inspect::Inspection::of(&old, rt.engine());
     assert_eq!(inspected.world_version, "0.1.0");
     let _: Value = serde_json::to_value(&inspected).unwrap();
 }
@@ -265,4 +266,126 @@ async fn a_workflow_grants_the_alias_and_its_token_budget_encloses_every_call() 
         .await
         .unwrap_err();
     assert!(format!("{d:?}").contains("models: [fast]"), "{d:?}");
+}
+
+/// A scripted provider from `responses` (the script's entries).
+fn script(dir: &std::path::Path, responses: Value) -> String {
+    let file = dir.join("script.json");
+    std::fs::write(&file, json!({ "responses": responses }).to_string()).unwrap();
+    format!(
+        "[providers.p]\nkind = \"scripted\"\nfile = {:?}\n",
+        file.display().to_string()
+    )
+}
+
+#[tokio::test]
+async fn a_python_agent_loops_through_tool_calls_until_the_model_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first request is answered with a tool call; the second only
+    // matches once the tool's result is among the messages.
+    let rt = runtime_with(&script(
+        dir.path(),
+        json!([
+            { "when": { "contains": "portable, sandboxed binary format" },
+              "content": "WebAssembly is a portable sandboxed format." },
+            { "content": "", "finish_reason": "tool_calls",
+              "tool_calls": [{ "id": "c1", "name": "lookup", "arguments": "{\"term\": \"wasm\"}" }] }
+        ]),
+    ));
+    let agent = rt.load(agents::PY_RESEARCHER).await.unwrap();
+    assert_eq!(agent.contract_version(), "0.2.0");
+    let out = rt
+        .call(
+            &agent,
+            &HandoffPacket::new("r", "s", json!({ "question": "What is wasm?" })),
+            &Budget {
+                timeout: Duration::from_secs(30),
+                ..Budget::default()
+            },
+            &grants(&["fast"]),
+        )
+        .await;
+    let payload = out.result.unwrap().payload;
+    assert_eq!(
+        payload,
+        json!({ "answer": "WebAssembly is a portable sandboxed format.", "rounds": 2, "tool_calls": ["lookup"] })
+    );
+    assert_eq!(out.receipt.model_calls.len(), 2);
+
+    // The loop is bounded by the token budget: a budget too small for a
+    // second round ends the call with the agent's permanent error naming it.
+    let out = rt
+        .call(
+            &agent,
+            &HandoffPacket::new("r", "s", json!({ "question": "What is wasm?" })),
+            &Budget {
+                timeout: Duration::from_secs(30),
+                tokens: 300,
+                ..Budget::default()
+            },
+            &grants(&["fast"]),
+        )
+        .await;
+    let e = out.result.unwrap_err();
+    assert!(e.to_string().contains("token_budget_exhausted"), "{e}");
+    assert_eq!(out.receipt.model_calls.len(), 1);
+}
+
+#[tokio::test]
+async fn a_javascript_agent_fetches_a_granted_url_and_asks_the_model_about_it() {
+    let app = axum::Router::new().route(
+        "/page",
+        axum::routing::get(|| async { "Corral runs agents in a sandbox." }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime_with(&script(
+        dir.path(),
+        json!([{ "when": { "contains": "Corral runs agents" }, "content": "Corral sandboxes agents." }]),
+    ));
+    let agent = rt.load(agents::JS_BRIEFING).await.unwrap();
+    assert_eq!(agent.contract_version(), "0.2.0");
+    let url = format!("http://127.0.0.1:{port}/page");
+    let budget = Budget {
+        timeout: Duration::from_secs(30),
+        ..Budget::default()
+    };
+    let granted = |origin: String| Grants {
+        http: vec![corral::http::HttpGrant::parse(&origin).unwrap()],
+        ..grants(&["fast"])
+    };
+    let out = rt
+        .call(
+            &agent,
+            &HandoffPacket::new("r", "s", json!({ "url": url })),
+            &budget,
+            &granted(format!("http://127.0.0.1:{port}")),
+        )
+        .await;
+    let payload = out.result.unwrap().payload;
+    assert_eq!(payload["briefing"], "Corral sandboxes agents.");
+    assert_eq!(payload["status"], 200);
+    assert_eq!(out.receipt.http_calls.len(), 1);
+    assert_eq!(out.receipt.model_calls.len(), 1);
+
+    // Granted elsewhere: the fetch is refused and the host names the grant.
+    let out = rt
+        .call(
+            &agent,
+            &HandoffPacket::new("r", "s", json!({ "url": url })),
+            &budget,
+            &granted("https://example.com".into()),
+        )
+        .await;
+    let e = out.result.unwrap_err();
+    assert!(matches!(e, CallError::PolicyDenied { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("--allow-http http://127.0.0.1:{port}")),
+        "{e}"
+    );
+    assert!(out.receipt.model_calls.is_empty());
 }

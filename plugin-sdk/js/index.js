@@ -1,10 +1,11 @@
 // corral-sdk: write corral agents in JavaScript; `defineAgent` builds the WIT `guest` export.
 //
 // The module is bundled into the agent's single source and componentized with
-// componentize-js against `wit/since_v0.1.0` (world `agent`); the import below
-// is resolved by componentize-js, not by the bundler.
+// componentize-js against `wit/since_v0.2.0` (world `agent`); the imports below
+// are resolved by componentize-js, not by the bundler.
 
-import { log as hostLog, progress as hostProgress } from "corral:agent/host@0.1.0";
+import { log as hostLog, progress as hostProgress } from "corral:agent/host@0.2.0";
+import { complete as hostComplete } from "corral:agent/model@0.2.0";
 
 /** @typedef {"transient" | "permanent" | "degradable"} ErrorClass */
 /** @typedef {"trace" | "debug" | "info" | "warn" | "error"} Level */
@@ -97,7 +98,7 @@ export function defineAgent(spec) {
     description: spec.description,
     inputSchema: JSON.stringify(spec.inputSchema),
     outputSchema: JSON.stringify(spec.outputSchema),
-    capabilities: [],
+    capabilities: capabilities(spec),
   };
 
   return {
@@ -135,6 +136,88 @@ export function defineAgent(spec) {
   };
 }
 
+/**
+ * What the agent asks the host for: `env` (variable names), `models` (model
+ * aliases for `ctx.complete`) and `http` (where `fetch` may go, such as
+ * `https://api.example.com/v1`, or `*` for wherever the operator's grants
+ * allow). Nothing is granted unless listed here and granted by the operator.
+ */
+function capabilities(spec) {
+  const list = (key) => {
+    const v = spec[key] ?? [];
+    if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) {
+      throw new TypeError(`defineAgent: \`${key}\` must be a list of strings`);
+    }
+    return v;
+  };
+  return [
+    ...list("env").map((val) => ({ tag: "env", val })),
+    ...list("models").map((val) => ({ tag: "model", val })),
+    ...list("http").map((val) => ({ tag: "http", val })),
+  ];
+}
+
+const ROLES = ["system", "user", "assistant", "tool"];
+const TRANSIENT_MODEL_ERRORS = ["rate-limited", "timeout", "unavailable"];
+
+/**
+ * A completion the host refused or the provider failed. `kind` names the
+ * case (`not-granted`, `token-budget-exhausted`, `rate-limited`, ...); rate
+ * limits, timeouts and outages are transient, the rest permanent.
+ */
+export class ModelError extends AgentError {
+  constructor(kind, message) {
+    super(TRANSIENT_MODEL_ERRORS.includes(kind) ? "transient" : "permanent", `model call failed (${kind}): ${message}`);
+    this.name = "ModelError";
+    this.kind = kind;
+  }
+}
+
+/**
+ * Asks the host for a completion (contract 0.2.0). `request.model` is an alias
+ * listed in `models`; messages are `{ role, content, toolCalls?, toolCallId? }`;
+ * tools are `{ name, description, parameters }` with `parameters` a JSON Schema.
+ * Returns `{ content, toolCalls, finishReason, usage }`.
+ */
+function complete(request) {
+  const messages = (request.messages ?? []).map((m) => {
+    if (!ROLES.includes(m.role)) throw new TypeError(`a message's role must be one of ${ROLES.join(", ")}`);
+    return {
+      role: m.role,
+      content: String(m.content ?? ""),
+      toolCalls: (m.toolCalls ?? []).map((c) => ({ id: c.id, name: c.name, arguments: c.arguments ?? "{}" })),
+      toolCallId: m.toolCallId,
+    };
+  });
+  let response;
+  try {
+    response = hostComplete({
+      model: String(request.model),
+      messages,
+      maxTokens: Number(request.maxTokens ?? 256),
+      temperature: request.temperature,
+      stop: request.stop ?? [],
+      tools: (request.tools ?? []).map((t) => ({
+        name: t.name,
+        description: t.description ?? "",
+        parameters: JSON.stringify(t.parameters ?? { type: "object" }),
+      })),
+      responseSchema: request.responseSchema === undefined ? undefined : JSON.stringify(request.responseSchema),
+    });
+  } catch (e) {
+    // componentize-js throws the `model-error` variant as the error's payload.
+    const p = e?.payload;
+    if (p && typeof p.tag === "string") throw new ModelError(p.tag, String(p.val));
+    throw e;
+  }
+  return {
+    content: response.message.content,
+    toolCalls: response.message.toolCalls,
+    finishReason: response.finishReason,
+    usage: response.usage,
+  };
+}
+
 /** @returns {Context} */
 function makeContext(packet) {
   return {
@@ -147,6 +230,15 @@ function makeContext(packet) {
       }
       const pairs = Array.isArray(fields) ? fields : Object.entries(fields);
       hostLog(level, String(message), pairs.map(([k, v]) => [String(k), String(v)]));
+    },
+    complete,
+    /** One question, one answer: the answer's text. */
+    ask(model, system, user, maxTokens = 256) {
+      const messages = [
+        { role: "system", content: system },
+        { role: "user", content: user },
+      ];
+      return complete({ model, messages, maxTokens }).content;
     },
     progress(percent, note = "") {
       // The WIT type is a u8: clamp and round here rather than trap on 150 or 12.5.

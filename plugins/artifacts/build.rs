@@ -243,7 +243,7 @@ fn python_agents(root: &Path, target_dir: &Path) -> Vec<PathBuf> {
             .and_then(|f| f.set_modified(std::time::SystemTime::now()));
     }
     let sdk = root.join("plugin-sdk/python");
-    let wit = root.join("wit/since_v0.1.0");
+    let wit = root.join("wit/since_v0.2.0");
     let out_dir = target_dir.join("python");
     std::fs::create_dir_all(&out_dir).unwrap();
     agents
@@ -296,7 +296,7 @@ fn js_agents(root: &Path, target_dir: &Path) -> Vec<PathBuf> {
     }
     let inputs = [
         root.join("plugin-sdk/js"),
-        root.join("wit/since_v0.1.0"),
+        root.join("wit/since_v0.2.0"),
         js.join("build.mjs"),
         installed,
     ];

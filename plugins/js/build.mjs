@@ -2,9 +2,9 @@
 //
 // esbuild inlines `<agent-dir>/agent.js` and the SDK (plugin-sdk/js) into one
 // ES module, and componentize-js turns that module into a component of the
-// world `agent` in wit/since_v0.1.0.
+// world `agent` in wit/since_v0.2.0.
 
-import { mkdtemp, rm, writeFile, mkdir } from "node:fs/promises";
+import { mkdtemp, rm, writeFile, mkdir, readFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 const here = dirname(fileURLToPath(import.meta.url));
 // CORRAL_WIT and CORRAL_SDK let a project made by `corral new agent --lang js`
 // (which vendors both) reuse this script.
-const witPath = resolve(process.env.CORRAL_WIT ?? resolve(here, "../../wit/since_v0.1.0"));
+const witPath = resolve(process.env.CORRAL_WIT ?? resolve(here, "../../wit/since_v0.2.0"));
 const sdkEntry = resolve(process.env.CORRAL_SDK ?? resolve(here, "../../plugin-sdk/js/index.js"));
 
 // Engine features an agent may ask for with `--with`; off by default, so the
@@ -21,9 +21,12 @@ const sdkEntry = resolve(process.env.CORRAL_SDK ?? resolve(here, "../../plugin-s
 // `Math.random()` replays one build-time sequence on every call, keeping
 // agents deterministic. (`Date.now()` works either way.) stdio stays on:
 // console output and engine error reports go to the host's log capture.
-const OPTIONAL = ["clocks", "random"];
-// Never wanted: corral agents have no network, and `run` is not a fetch handler.
-const ALWAYS_OFF = ["http", "fetch-event"];
+// `http` gives the agent `fetch` over wasi:http (contract 0.2.0): the host
+// sends only what the grants allow. An agent directory may list the
+// features it needs in a `features` file (`http`, one per line).
+const OPTIONAL = ["clocks", "random", "http"];
+// Never wanted: `run` is not a fetch handler.
+const ALWAYS_OFF = ["fetch-event"];
 
 function usage(message) {
   console.error(`error: ${message}`);
@@ -47,6 +50,13 @@ const agentDir = [resolve(args[0]), resolve(here, args[0])].find((d) => existsSy
 const outPath = resolve(args[1]);
 const entry = join(agentDir, "agent.js");
 if (!existsSync(entry)) usage(`${entry} does not exist`);
+const featuresFile = join(agentDir, "features");
+if (existsSync(featuresFile)) {
+  const listed = (await readFile(featuresFile, "utf8")).split(/\s+/).filter(Boolean);
+  const unknown = listed.filter((f) => !OPTIONAL.includes(f));
+  if (unknown.length) usage(`${featuresFile} lists unknown features ${unknown.join(", ")}; known: ${OPTIONAL.join(", ")}`);
+  enabled = [...new Set([...enabled, ...listed])];
+}
 
 // Imported lazily so a missing node_modules gets a clear message, not a stack trace.
 let esbuild, componentize;

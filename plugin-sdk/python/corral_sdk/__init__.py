@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from componentize_py_types import Err
 from wit_world.imports import host
+from wit_world.imports import model as wit_model
 from wit_world.imports import types as wit
 
 __all__ = ["Agent", "AgentError", "Context", "guest", "schema_of"]
@@ -75,6 +76,111 @@ class Context:
     def progress(self, percent: int, note: str = "") -> None:
         host.progress(max(0, min(100, int(percent))), note)
 
+    def complete(
+        self,
+        model: str,
+        messages: List[Dict[str, Any]],
+        max_tokens: int,
+        temperature: Optional[float] = None,
+        stop: Optional[List[str]] = None,
+        tools: Optional[List[Dict[str, Any]]] = None,
+        response_schema: Optional[Dict[str, Any]] = None,
+    ) -> Dict[str, Any]:
+        """Asks the host for a completion from `model`, an alias the agent lists in `models`.
+
+        `messages` are dicts with `role` (system, user, assistant, tool),
+        `content`, and for tool turns `tool_calls` or `tool_call_id`. `tools`
+        are dicts with `name`, `description` and `parameters` (a JSON
+        Schema). Returns `{"content", "tool_calls", "finish_reason",
+        "usage"}`; raises `ModelError` (an `AgentError`, transient for rate
+        limits, timeouts and outages) when the host refuses or the provider fails.
+        """
+        request = wit_model.Request(
+            model=model,
+            messages=[_message(m) for m in messages],
+            max_tokens=int(max_tokens),
+            temperature=temperature,
+            stop=list(stop or []),
+            tools=[
+                wit_model.Tool(
+                    name=t["name"],
+                    description=t.get("description", ""),
+                    parameters=json.dumps(t.get("parameters", {"type": "object"})),
+                )
+                for t in (tools or [])
+            ],
+            response_schema=None if response_schema is None else json.dumps(response_schema),
+        )
+        try:
+            response = wit_model.complete(request)
+        except Err as e:
+            raise ModelError.of(e.value) from None
+        message = response.message
+        usage = response.usage
+        return {
+            "content": message.content,
+            "tool_calls": [
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls
+            ],
+            "finish_reason": _FINISH.get(response.finish_reason, "other"),
+            "usage": None
+            if usage is None
+            else {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+        }
+
+    def ask(self, model: str, system: str, user: str, max_tokens: int = 256) -> str:
+        """One question, one answer: a system prompt and a user message; the answer's text."""
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return self.complete(model, messages, max_tokens)["content"]
+
+
+_ROLES = {
+    "system": wit_model.Role.SYSTEM,
+    "user": wit_model.Role.USER,
+    "assistant": wit_model.Role.ASSISTANT,
+    "tool": wit_model.Role.TOOL,
+}
+
+_FINISH = {
+    wit_model.FinishReason.STOP: "stop",
+    wit_model.FinishReason.LENGTH: "length",
+    wit_model.FinishReason.TOOL_CALLS: "tool_calls",
+    wit_model.FinishReason.CONTENT_FILTER: "content_filter",
+    wit_model.FinishReason.OTHER: "other",
+}
+
+
+def _message(m: Dict[str, Any]) -> Any:
+    role = m.get("role")
+    if role not in _ROLES:
+        raise ValueError(f"a message's role must be one of {sorted(_ROLES)}, not {role!r}")
+    return wit_model.Message(
+        role=_ROLES[role],
+        content=str(m.get("content", "")),
+        tool_calls=[
+            wit_model.ToolCall(id=c["id"], name=c["name"], arguments=c.get("arguments", "{}"))
+            for c in m.get("tool_calls", [])
+        ],
+        tool_call_id=m.get("tool_call_id"),
+    )
+
+
+class ModelError(AgentError):
+    """A completion the host refused or the provider failed; `kind` names the case."""
+
+    TRANSIENT = {"rate_limited", "timeout", "unavailable"}
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message, "transient" if kind in self.TRANSIENT else "permanent")
+        self.kind = kind
+
+    @classmethod
+    def of(cls, error: Any) -> "ModelError":
+        # componentize-py names a variant's cases `ModelError_NotGranted` and so on.
+        case = type(error).__name__.split("_", 1)[-1]
+        kind = "".join("_" + c.lower() if c.isupper() else c for c in case).lstrip("_")
+        return cls(kind, f"model call failed ({kind}): {error.value}")
+
 
 class Agent:
     """Subclass this. Set `name`, `version`, `description`, and `Input`/`Output` (dataclasses) or the schemas."""
@@ -86,6 +192,12 @@ class Agent:
     Output: Optional[type] = None
     input_schema: Optional[Dict[str, Any]] = None
     output_schema: Optional[Dict[str, Any]] = None
+    # What the agent asks the host for; nothing is granted unless listed here
+    # and granted by the operator.
+    models: List[str] = []
+    """Model aliases for `ctx.complete` (contract 0.2.0)."""
+    env: List[str] = []
+    """Environment variables the agent reads."""
 
     def run(self, ctx: Context, input: Any) -> Any:
         raise NotImplementedError("an agent implements run(self, ctx, input)")
@@ -195,7 +307,8 @@ def guest(agent: Agent) -> type:
                 description=agent.description,
                 input_schema=json.dumps(input_schema),
                 output_schema=json.dumps(output_schema),
-                capabilities=[],
+                capabilities=[wit.Capability_Env(v) for v in agent.env]
+                + [wit.Capability_Model(m) for m in agent.models],
             )
 
         def run(self, packet: str) -> str:

@@ -37,9 +37,7 @@ enum Lang {
     Js,
 }
 
-/// The contract the Python and JavaScript SDKs speak.
-const WIT: &str = include_str!("../../../../wit/since_v0.1.0/agent.wit");
-/// The contract the Rust SDK speaks (with `model`).
+/// The contract every SDK speaks (0.2.0: with `model` and `http`).
 const WIT_0_2: &str = include_str!("../../../../wit/since_v0.2.0/agent.wit");
 const README: &str = include_str!("../../templates/README.md.tmpl");
 const TEST: &str = include_str!("../../templates/test.sh");
@@ -97,7 +95,7 @@ const PYTHON_FILES: &[(&str, &str)] = &[
         "corral_sdk/__init__.py",
         include_str!("../../../../plugin-sdk/python/corral_sdk/__init__.py"),
     ),
-    ("wit/agent.wit", WIT),
+    ("wit/agent.wit", WIT_0_2),
     (".gitignore", ".venv/\n__pycache__/\n*.wasm\n"),
 ];
 
@@ -120,7 +118,7 @@ const JS_FILES: &[(&str, &str)] = &[
         "corral-sdk/index.js",
         include_str!("../../../../plugin-sdk/js/index.js"),
     ),
-    ("wit/agent.wit", WIT),
+    ("wit/agent.wit", WIT_0_2),
     (".gitignore", "node_modules/\n*.wasm\n"),
 ];
 
