@@ -16,7 +16,11 @@
 //! 4. runs `examples/approval.yaml` until it waits for a human, approves it
 //!    the way `corral approve` does, and resumes it from the store: the steps
 //!    committed before the pause are reused, not rerun;
-//! 5. runs the `hostile` fixture's infinite loop, memory bomb and panic to
+//! 5. runs `examples/research.yaml` offline: agents in three languages ask
+//!    the host's model gateway (`examples/models.toml`, the scripted
+//!    provider replaying `examples/responses.json`) and fetch a page the
+//!    demo serves on 127.0.0.1:18080, only because the workflow grants it;
+//! 6. runs the `hostile` fixture's infinite loop, memory bomb and panic to
 //!    show the typed errors a breach produces.
 //!
 //! The same workflows run from the command line with
@@ -179,7 +183,10 @@ async fn main() -> anyhow::Result<()> {
         reused.join(", ")
     );
 
-    println!("\n5. a hostile agent, contained");
+    println!("\n5. agents that do AI work: a model gateway and outbound HTTP, offline");
+    research(built).await?;
+
+    println!("\n6. a hostile agent, contained");
     let hostile = runtime.load(corral_plugins::HOSTILE).await?;
     let tight = Budget {
         fuel: 50_000_000,
@@ -200,6 +207,56 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\ncompile cache: {} compiled, {} from disk (a second run loads everything from disk)",
         s.compiled, s.disk_hits
+    );
+    Ok(())
+}
+
+/// Runs `examples/research.yaml` against the scripted provider of
+/// `examples/models.toml`, with the page its JavaScript agent fetches
+/// served on loopback.
+async fn research(built: &Path) -> anyhow::Result<()> {
+    let models = corral::model::ModelConfig::load(&examples_dir().join("models.toml"))
+        .map_err(|e| anyhow::anyhow!("examples/models.toml: {e}"))?;
+    let gateway = corral::model::Gateway::new(&models)
+        .map_err(|e| anyhow::anyhow!("examples/models.toml: {}", e.join("; ")))?;
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        allowed_paths: vec![built.to_path_buf()],
+        models: Some(Arc::new(gateway)),
+        ..RuntimeConfig::with_default_cache()
+    })?);
+    // The workflow grants exactly this origin and path prefix.
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:18080").await {
+        Ok(l) => l,
+        Err(e) => {
+            println!("   skipped: cannot serve the page on 127.0.0.1:18080 ({e})");
+            return Ok(());
+        }
+    };
+    let page = axum::Router::new().route(
+        "/notes/release",
+        axum::routing::get(|| async {
+            "corral 0.2: agents call models through the host's gateway, and reach only the URLs they are granted."
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, page).await });
+    let file = examples_dir().join("research.yaml");
+    let src = source::load(&file).map_err(|d| anyhow::anyhow!("{d:#?}"))?;
+    let workflow = Arc::new(
+        validate(&src, &runtime)
+            .await
+            .map_err(|d| anyhow::anyhow!("{d:#?}"))?,
+    );
+    let params = resolve_params(&workflow, &[]).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let report = run(runtime, workflow, RunOptions::new("demo-research", params)).await;
+    server.abort();
+    anyhow::ensure!(report.status == RunStatus::Completed, "{}", report.summary);
+    println!("   {}", report.summary);
+    println!(
+        "   outputs: {}",
+        serde_json::to_string_pretty(&report.outputs)?.replace('\n', "\n   ")
+    );
+    println!(
+        "   with a real endpoint: change one line of examples/models.toml (`provider = \"openai\"`)"
     );
     Ok(())
 }

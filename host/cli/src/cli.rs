@@ -390,9 +390,7 @@ pub use corral::workflow::units::{parse_bytes, parse_count};
 /// Reads `--models`: the providers and aliases of the model gateway.
 fn load_models(path: &std::path::Path) -> Result<Arc<corral::model::Gateway>, Vec<String>> {
     let at = |e: String| vec![format!("{}: {e}", path.display())];
-    let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
-    let config: corral::model::ModelConfig =
-        toml::from_str(&text).map_err(|e| at(e.message().trim().to_owned()))?;
+    let config = corral::model::ModelConfig::load(path).map_err(at)?;
     corral::model::Gateway::new(&config)
         .map(Arc::new)
         .map_err(|errors| {

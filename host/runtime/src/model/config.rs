@@ -1,7 +1,7 @@
 //! The operator's model configuration: providers (an OpenAI-compatible endpoint and its key, or a script of responses) and the aliases agents name, with their rate limits.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -14,6 +14,29 @@ pub struct ModelConfig {
     /// Alias → provider and model. Agents name aliases only.
     #[serde(default)]
     pub models: BTreeMap<String, AliasConfig>,
+}
+
+impl ModelConfig {
+    /// Reads and parses a configuration file; relative paths in it (a
+    /// script, a key file) are taken from the file's directory.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        let mut config: ModelConfig =
+            toml::from_str(&text).map_err(|e| e.message().trim().to_owned())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in config.providers.values_mut() {
+            let file = match p {
+                ProviderConfig::Openai { api_key_file, .. } => api_key_file.as_mut(),
+                ProviderConfig::Scripted { file } => Some(file),
+            };
+            if let Some(f) = file
+                && f.is_relative()
+            {
+                *f = base.join(&*f);
+            }
+        }
+        Ok(config)
+    }
 }
 
 /// Where completions come from.

@@ -71,7 +71,10 @@ impl Gateway {
     pub fn new(config: &ModelConfig) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
         let mut providers: HashMap<&str, Arc<dyn Provider>> = HashMap::new();
-        for (name, p) in &config.providers {
+        // A provider no alias names is not started, and its key not read:
+        // switching an alias between providers is a one-line change.
+        let used = |name: &str| config.models.values().any(|a| a.provider == name);
+        for (name, p) in config.providers.iter().filter(|(n, _)| used(n)) {
             match provider(name, p) {
                 Ok(p) => {
                     providers.insert(name, p);
