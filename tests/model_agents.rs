@@ -208,8 +208,17 @@ async fn agents_of_contract_0_1_0_run_unchanged_beside_0_2_0() {
 
 /// Runs `yaml` (with `@EXTRACT@` for the agent's path) on `rt`.
 async fn run_workflow(rt: Runtime, yaml: &str) -> corral::workflow::report::RunReport {
+    run_journaled(rt, yaml, None).await
+}
+
+/// [`run_workflow`], journaled in `store` when one is given.
+async fn run_journaled(
+    rt: Runtime,
+    yaml: &str,
+    store: Option<Arc<dyn corral::store::Store>>,
+) -> corral::workflow::report::RunReport {
     use corral::workflow::run::{RunOptions, resolve_params, run};
-    use corral::workflow::{source, validate::validate};
+    use corral::workflow::{durable::begin, source, validate::validate};
     let text = yaml.replace("@EXTRACT@", agents::EXTRACT);
     let src = source::parse(std::path::Path::new("w.yaml"), &text).unwrap();
     let rt = Arc::new(rt);
@@ -219,7 +228,18 @@ async fn run_workflow(rt: Runtime, yaml: &str) -> corral::workflow::report::RunR
             .unwrap_or_else(|d| panic!("{d:#?}")),
     );
     let params = resolve_params(&w, &[]).unwrap();
-    run(rt, w, RunOptions::new("run", params)).await
+    let mut opts = RunOptions::new("run", params.clone());
+    let journal = store.map(|store| {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        opts.cancel = cancel.clone();
+        begin(store, &w, &params, "run", cancel).unwrap()
+    });
+    opts.journal = journal.clone();
+    let report = run(rt, w, opts).await;
+    if let Some(j) = journal {
+        j.close().await.unwrap();
+    }
+    report
 }
 
 fn runtime_allowing(provider: &str) -> Runtime {
@@ -241,13 +261,32 @@ async fn a_workflow_grants_the_alias_and_its_token_budget_encloses_every_call() 
     let dir = tempfile::tempdir().unwrap();
     let provider = scripted(dir.path(), r#"{"summary": "s", "keywords": ["k"]}"#);
     let ok = "version: 1\nname: m\nagents:\n  extract: { component: '@EXTRACT@', grants: { models: [fast] } }\nsteps:\n  - { id: a, agent: extract, input: { text: hello, max_tokens: 64 } }\n";
-    let report = run_workflow(runtime_allowing(&provider), ok).await;
+    let state = tempfile::tempdir().unwrap();
+    let store: Arc<dyn corral::store::Store> = Arc::new(
+        corral::store::SqliteStore::open(state.path(), corral::store::Durability::Normal).unwrap(),
+    );
+    let report = run_journaled(runtime_allowing(&provider), ok, Some(store.clone())).await;
     assert_eq!(
         report.status,
         corral::workflow::report::RunStatus::Completed,
         "{}",
         report.summary
     );
+    // The tokens the step was charged: in its report, the run's total, the
+    // summary, and the journal's step row (what `corral show` prints).
+    let used = report.step("a").unwrap().tokens_used;
+    assert!(used > 0);
+    assert_eq!(
+        (report.tokens.used, report.tokens.budget),
+        (used, 10_000_000)
+    );
+    assert!(
+        report.summary.contains("model tokens"),
+        "{}",
+        report.summary
+    );
+    let rows = store.steps("run").unwrap();
+    assert_eq!(rows[0].tokens_used, used);
 
     // The run's token budget is smaller than one request: the step fails
     // with the budget named, and the request never left the host.

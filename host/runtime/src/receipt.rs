@@ -48,4 +48,9 @@ impl Receipt {
     pub fn wall_time(&self) -> Duration {
         Duration::from_micros(self.wall_time_us)
     }
+
+    /// Model tokens charged to the call's budgets, over all its model calls.
+    pub fn tokens_used(&self) -> u64 {
+        self.model_calls.iter().map(|m| m.charged_tokens).sum()
+    }
 }

@@ -97,6 +97,8 @@ pub struct StepView {
     pub attempts: u32,
     pub retries: u32,
     pub fuel_used: u64,
+    /// Model tokens charged to the step's calls.
+    pub tokens_used: u64,
     pub peak_memory_bytes: u64,
     pub wall_time_us: u64,
     /// The step's output payload, once it has one.

@@ -75,6 +75,7 @@ fn step_view(s: StepRecord, outputs: &HashMap<String, Value>) -> StepView {
         attempts: s.attempts,
         retries: s.retries,
         fuel_used: s.fuel_used,
+        tokens_used: s.tokens_used,
         peak_memory_bytes: s.peak_memory_bytes,
         wall_time_us: s.wall_time_us,
         cached: s.cached,

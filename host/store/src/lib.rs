@@ -240,6 +240,8 @@ pub struct StepRecord {
     pub attempts: u32,
     pub retries: u32,
     pub fuel_used: u64,
+    /// Model tokens charged to the step's calls.
+    pub tokens_used: u64,
     pub peak_memory_bytes: u64,
     pub wall_time_us: u64,
     /// Digest of the output packet's payload in the blob table.

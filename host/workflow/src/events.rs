@@ -18,6 +18,9 @@ pub struct StepStats {
     pub items: Option<usize>,
     pub iterations: Option<u32>,
     pub fuel_used: u64,
+    /// Model tokens charged to the step's calls.
+    #[serde(default)]
+    pub tokens_used: u64,
     pub peak_memory_bytes: u64,
     pub wall_time_us: u64,
 }

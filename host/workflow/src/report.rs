@@ -83,6 +83,8 @@ pub struct StepReport {
     /// Quality-gate steps: iterations run.
     pub iterations: Option<u32>,
     pub fuel_used: u64,
+    /// Model tokens charged to the step's calls.
+    pub tokens_used: u64,
     /// Highest peak memory of any of the step's calls.
     pub peak_memory_bytes: u64,
     /// Wall time of all the step's calls together.
@@ -129,6 +131,14 @@ pub struct FuelUse {
     pub unsettled: u64,
 }
 
+/// Model tokens the run's steps were charged, against `budget.tokens`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenUse {
+    /// Summed over every step, earlier sessions included.
+    pub used: u64,
+    pub budget: u64,
+}
+
 /// Everything a run did, for people (`summary`) and machines (the rest).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -138,6 +148,7 @@ pub struct RunReport {
     pub steps: Vec<StepReport>,
     pub counts: Counts,
     pub fuel: FuelUse,
+    pub tokens: TokenUse,
     pub outputs: Value,
     pub breakers: Vec<BreakerReport>,
     /// Compensations run after the run failed, in the order they ran.
@@ -176,6 +187,13 @@ impl RunReport {
             },
             human::duration(std::time::Duration::from_micros(self.wall_time_us)),
         );
+        if self.tokens.used > 0 {
+            s.push_str(&format!(
+                "; model tokens {} of {}",
+                human::count(self.tokens.used),
+                human::count(self.tokens.budget)
+            ));
+        }
         if self.fuel.unsettled > 0 {
             s.push_str(&format!(
                 " (plus at most {} reserved by calls cut off by cancellation)",

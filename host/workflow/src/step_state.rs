@@ -38,6 +38,7 @@ impl StepMachine {
             Event::CallStarted { .. } => r.attempts += 1,
             Event::CallFinished { receipt, .. } => {
                 r.fuel_used += receipt.fuel_used;
+                r.tokens_used += receipt.tokens_used();
                 r.peak_memory_bytes = r.peak_memory_bytes.max(receipt.peak_memory_bytes);
                 r.wall_time_us += receipt.wall_time_us;
             }
@@ -126,6 +127,7 @@ fn set_stats(r: &mut StepRecord, s: &StepStats) {
     r.attempts = s.attempts;
     r.retries = s.retries;
     r.fuel_used = s.fuel_used;
+    r.tokens_used = s.tokens_used;
     r.peak_memory_bytes = s.peak_memory_bytes;
     r.wall_time_us = s.wall_time_us;
     r.fallback = s.fallback.clone();

@@ -193,6 +193,7 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
             status: s.status.as_str(),
             attempts: s.attempts,
             fuel: s.fuel_used,
+            tokens: s.tokens_used,
             peak_memory_bytes: s.peak_memory_bytes,
             wall_time_us: s.wall_time_us,
             note: render::step_note(s.error.as_deref(), false, s.cached, s.fallback.as_deref()),

@@ -134,6 +134,8 @@ pub struct StepLine<'a> {
     pub status: &'a str,
     pub attempts: u32,
     pub fuel: u64,
+    /// Model tokens charged to the step's calls.
+    pub tokens: u64,
     pub peak_memory_bytes: u64,
     pub wall_time_us: u64,
     pub note: String,
@@ -142,16 +144,17 @@ pub struct StepLine<'a> {
 /// Prints the step table; `status_width` fits the longest status shown.
 pub fn step_table(status_width: usize, rows: &[StepLine<'_>]) {
     println!(
-        "  {:<16} {:<status_width$} {:>8} {:>14} {:>10} {:>11}  note",
-        "step", "status", "attempts", "fuel", "peak mem", "wall"
+        "  {:<16} {:<status_width$} {:>8} {:>14} {:>8} {:>10} {:>11}  note",
+        "step", "status", "attempts", "fuel", "tokens", "peak mem", "wall"
     );
     for s in rows {
         println!(
-            "  {:<16} {:<status_width$} {:>8} {:>14} {:>10} {:>11}  {}",
+            "  {:<16} {:<status_width$} {:>8} {:>14} {:>8} {:>10} {:>11}  {}",
             s.id,
             s.status,
             s.attempts,
             human::count(s.fuel),
+            human::count(s.tokens),
             ByteSize(s.peak_memory_bytes).to_string(),
             human::duration(std::time::Duration::from_micros(s.wall_time_us)),
             printable(&s.note)

@@ -375,6 +375,7 @@ fn print_report(r: &RunReport) {
             status: status.as_str().unwrap_or_default(),
             attempts: s.attempts,
             fuel: s.fuel_used,
+            tokens: s.tokens_used,
             peak_memory_bytes: s.peak_memory_bytes,
             wall_time_us: s.wall_time_us,
             note: render::step_note(

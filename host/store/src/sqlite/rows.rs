@@ -116,11 +116,12 @@ pub(super) fn insert_entry(conn: &Connection, run: &str, e: &Entry) -> rusqlite:
         // A human's answer is written by `answer`, never by a driver's copy
         // of the row: while the step waits, the stored answer is kept.
         conn.prepare_cached(
-            "INSERT INTO steps (run_id, step, status, attempts, retries, fuel_used, peak_memory_bytes, wall_time_us, output, fingerprint, cached, fallback, error, error_kind, completed_order, waiting, answer)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+            "INSERT INTO steps (run_id, step, status, attempts, retries, fuel_used, peak_memory_bytes, wall_time_us, output, fingerprint, cached, fallback, error, error_kind, completed_order, waiting, answer, tokens_used)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
              ON CONFLICT (run_id, step) DO UPDATE SET
                status = excluded.status, attempts = excluded.attempts, retries = excluded.retries,
-               fuel_used = excluded.fuel_used, peak_memory_bytes = excluded.peak_memory_bytes,
+               fuel_used = excluded.fuel_used, tokens_used = excluded.tokens_used,
+               peak_memory_bytes = excluded.peak_memory_bytes,
                wall_time_us = excluded.wall_time_us, output = excluded.output,
                fingerprint = excluded.fingerprint, cached = excluded.cached, fallback = excluded.fallback,
                error = excluded.error, error_kind = excluded.error_kind,
@@ -146,6 +147,7 @@ pub(super) fn insert_entry(conn: &Connection, run: &str, e: &Entry) -> rusqlite:
             s.completed_order.map(|o| o as i64),
             opt_json(&s.waiting),
             opt_json(&s.answer),
+            s.tokens_used as i64,
         ])?;
     }
     if let Some((status, error)) = &e.run_state {
@@ -168,7 +170,7 @@ pub(super) fn insert_entry(conn: &Connection, run: &str, e: &Entry) -> rusqlite:
 }
 
 /// The columns `step_row` reads, in its order.
-pub(super) const STEP_COLUMNS: &str = "step, status, attempts, retries, fuel_used, peak_memory_bytes, wall_time_us, output, fingerprint, cached, fallback, error, error_kind, completed_order, waiting, answer";
+pub(super) const STEP_COLUMNS: &str = "step, status, attempts, retries, fuel_used, peak_memory_bytes, wall_time_us, output, fingerprint, cached, fallback, error, error_kind, completed_order, waiting, answer, tokens_used";
 
 pub(super) fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
     let json = |i: usize| -> rusqlite::Result<Option<Value>> {
@@ -192,5 +194,6 @@ pub(super) fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
         completed_order: r.get::<_, Option<i64>>(13)?.map(|o| o as u64),
         waiting: json(14)?,
         answer: json(15)?,
+        tokens_used: r.get::<_, i64>(16)? as u64,
     })
 }

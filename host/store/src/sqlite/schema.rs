@@ -137,6 +137,10 @@ CREATE TABLE webhook_attempts (
 -- Rate limiter state (GCRA's theoretical arrival time), by key.
 CREATE TABLE rate_limits (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 "#,
+    // Model tokens each step's calls were charged.
+    r#"
+ALTER TABLE steps ADD COLUMN tokens_used INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

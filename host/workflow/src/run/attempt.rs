@@ -186,6 +186,7 @@ impl Exec {
         }
         stats.attempts += 1;
         stats.fuel += r.fuel_used;
+        stats.tokens += r.tokens_used();
         stats.peak = stats.peak.max(r.peak_memory_bytes);
         stats.wall_us += r.wall_time_us;
         let error = out.result.as_ref().err();

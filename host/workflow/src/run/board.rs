@@ -56,6 +56,7 @@ impl Board {
                     items: None,
                     iterations: None,
                     fuel_used: 0,
+                    tokens_used: 0,
                     peak_memory_bytes: 0,
                     wall_time_us: 0,
                     error: None,
@@ -110,6 +111,7 @@ impl Board {
             (rec.attempts, rec.retries, rec.fallback.clone(), rec.cached);
         (r.fuel_used, r.peak_memory_bytes, r.wall_time_us) =
             (rec.fuel_used, rec.peak_memory_bytes, rec.wall_time_us);
+        r.tokens_used = rec.tokens_used;
         // The store keeps a skip's reason as its error; the report apart.
         if status == StepStatus::Skipped {
             (r.skip_reason, r.error, r.error_kind) = (rec.error.clone(), None, None);
@@ -130,6 +132,7 @@ impl Board {
     pub(super) fn carry_stats(&mut self, i: usize, prior: &StepRecord) {
         let r = &mut self.records[i];
         (r.attempts, r.retries, r.fuel_used) = (prior.attempts, prior.retries, prior.fuel_used);
+        r.tokens_used = prior.tokens_used;
         (r.peak_memory_bytes, r.wall_time_us) = (prior.peak_memory_bytes, prior.wall_time_us);
         self.sync(i);
     }
@@ -185,6 +188,7 @@ impl Board {
             attempts: r.attempts,
             retries: r.retries,
             fuel: r.fuel_used,
+            tokens: r.tokens_used,
             peak: r.peak_memory_bytes,
             wall_us: r.wall_time_us,
             ..Stats::default()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::events::Event;
-use crate::report::{Counts, FuelUse, RunReport, RunStatus, StepReport, StepStatus};
+use crate::report::{Counts, FuelUse, RunReport, RunStatus, StepReport, StepStatus, TokenUse};
 use corral_store::StepState;
 
 use super::exec::{Scope, lookup};
@@ -75,6 +75,7 @@ impl Scheduler {
                 })
                 .collect(),
         );
+        let tokens_used = board.reports.iter().map(|s| s.tokens_used).sum();
         let mut report = RunReport {
             run_id: exec.run_id.clone(),
             workflow: w.name.clone(),
@@ -85,6 +86,10 @@ impl Scheduler {
                 used,
                 budget: w.fuel_budget,
                 unsettled,
+            },
+            tokens: TokenUse {
+                used: tokens_used,
+                budget: w.token_budget,
             },
             outputs,
             breakers: exec.breakers.iter().map(|(n, b)| b.report(n)).collect(),

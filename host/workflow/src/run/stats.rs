@@ -13,6 +13,7 @@ pub(super) struct Stats {
     pub(super) items: Option<usize>,
     pub(super) iterations: Option<u32>,
     pub(super) fuel: u64,
+    pub(super) tokens: u64,
     pub(super) peak: u64,
     pub(super) wall_us: u64,
 }
@@ -24,6 +25,7 @@ impl Stats {
         self.retries += o.retries;
         self.fallback = self.fallback.take().or(o.fallback);
         self.fuel += o.fuel;
+        self.tokens += o.tokens;
         self.peak = self.peak.max(o.peak);
         self.wall_us += o.wall_us;
     }
@@ -36,6 +38,7 @@ impl Stats {
             items: self.items,
             iterations: self.iterations,
             fuel_used: self.fuel,
+            tokens_used: self.tokens,
             peak_memory_bytes: self.peak,
             wall_time_us: self.wall_us,
         }

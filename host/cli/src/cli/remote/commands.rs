@@ -221,6 +221,7 @@ fn print_view(v: &Value) {
             status: st["status"].as_str().unwrap_or(""),
             attempts: st["attempts"].as_u64().unwrap_or(0) as u32,
             fuel: st["fuel_used"].as_u64().unwrap_or(0),
+            tokens: st["tokens_used"].as_u64().unwrap_or(0),
             peak_memory_bytes: st["peak_memory_bytes"].as_u64().unwrap_or(0),
             wall_time_us: st["wall_time_us"].as_u64().unwrap_or(0),
             note: render::step_note(
