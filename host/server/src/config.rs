@@ -122,6 +122,7 @@ struct QuotaDef {
     #[serde(default)]
     models: Vec<String>,
     tokens_per_call: Option<Spanned<String>>,
+    tokens_per_window: Option<Spanned<String>>,
     /// Where the tenant's agents may send HTTP requests, in grant form.
     #[serde(default)]
     http: Vec<Spanned<String>>,
@@ -496,6 +497,12 @@ impl Checker<'_> {
                 &f("tokens_per_call"),
                 parse_count,
                 d.tokens_per_call,
+            ),
+            tokens_per_window: self.unit(
+                &q.tokens_per_window,
+                &f("tokens_per_window"),
+                parse_count,
+                d.tokens_per_window,
             ),
         }
     }

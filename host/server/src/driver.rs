@@ -101,6 +101,13 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
         }
     });
     opts.ledger = state.fuel.get(&tenant.id).cloned().map(|f| f as _);
+    opts.token_pools = state
+        .tokens
+        .get(&tenant.id)
+        .cloned()
+        .map(|t| t as _)
+        .into_iter()
+        .collect();
     let cancel = opts.cancel.clone();
     let limit = tenant.quota.run_timeout;
     let st = state.clone();

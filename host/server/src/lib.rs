@@ -23,6 +23,7 @@ pub mod run_view;
 pub mod runs;
 pub mod state;
 pub mod tenant;
+pub mod token_window;
 pub mod webhooks;
 pub mod workflows;
 
@@ -115,8 +116,19 @@ impl Server {
                 (t.id.clone(), Arc::new(f))
             })
             .collect();
+        let tokens = tenants
+            .iter()
+            .map(|t| {
+                let pool = token_window::TenantTokens {
+                    store: store.clone(),
+                    tenant: t.clone(),
+                };
+                (t.id.clone(), Arc::new(pool))
+            })
+            .collect();
         let state = Arc::new(AppState {
             fuel,
+            tokens,
             rt: Arc::new(rt),
             store,
             tenants,

@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Each tenant's fuel window with this process's credit, shared by its runs.
     pub fuel: std::collections::HashMap<String, Arc<crate::quota::TenantFuel>>,
+    /// Each tenant's model tokens per window, shared by its runs.
+    pub tokens: std::collections::HashMap<String, Arc<crate::token_window::TenantTokens>>,
     /// Run events on their way to the tenants' endpoints.
     pub webhooks: crate::webhooks::Webhooks,
     /// Set on SIGTERM: nothing new is admitted.

@@ -67,6 +67,8 @@ pub struct Quota {
     pub models: Vec<String>,
     /// The most model tokens any one call may use.
     pub tokens_per_call: u64,
+    /// Model tokens all its calls may use per `window`, across processes.
+    pub tokens_per_window: u64,
     /// The ceiling of its workflows' `grants.http`: each grant must lie
     /// within one of these. None unless the operator lists them.
     pub http: Vec<corral_runtime::http::HttpGrant>,
@@ -89,6 +91,7 @@ impl Default for Quota {
             event_streams: 64,
             models: Vec::new(),
             tokens_per_call: 100_000,
+            tokens_per_window: 10_000_000,
             http: Vec::new(),
         }
     }

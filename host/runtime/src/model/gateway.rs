@@ -192,7 +192,7 @@ impl Gateway {
         record.model = alias.model.clone();
         check_request(req)?;
         let needed = estimate_prompt_tokens(req).saturating_add(u64::from(req.max_tokens));
-        let grants = reserve(pools, needed)?;
+        let grants = reserve(pools, needed).await?;
         record.reserved_tokens = needed;
         let answer = self.attempts(alias, req, needed, deadline, record).await;
         // A failed request may still have been billed; only a request that
@@ -209,7 +209,7 @@ impl Gateway {
         }
         record.charged_tokens = charged;
         for (pool, grant) in pools.iter().zip(grants) {
-            pool.settle(grant, charged);
+            pool.settle(grant, charged).await;
         }
         answer
     }
@@ -329,14 +329,14 @@ fn check_request(req: &ModelRequest) -> Result<(), ModelError> {
 }
 
 /// Reserves `tokens` from every pool, or from none.
-fn reserve(pools: &[&dyn TokenPool], tokens: u64) -> Result<Vec<TokenGrant>, ModelError> {
+async fn reserve(pools: &[&dyn TokenPool], tokens: u64) -> Result<Vec<TokenGrant>, ModelError> {
     let mut grants = Vec::with_capacity(pools.len());
     for pool in pools {
-        match pool.reserve(tokens) {
+        match pool.reserve(tokens).await {
             Ok(g) => grants.push(g),
             Err(e) => {
                 for (p, g) in pools.iter().zip(grants) {
-                    p.settle(g, 0);
+                    p.settle(g, 0).await;
                 }
                 return Err(ModelError::TokenBudgetExhausted {
                     budget: e.budget,

@@ -44,11 +44,13 @@ pub struct TokenGrant {
 }
 
 /// An enclosing token budget: the step's, the workflow's, a tenant's window.
-/// A pool grants all of a reservation or none of it.
+/// A pool grants all of a reservation or none of it. Its methods may wait
+/// (a tenant's window lives in the store).
+#[async_trait::async_trait]
 pub trait TokenPool: Send + Sync {
-    fn reserve(&self, tokens: u64) -> Result<TokenGrant, TokensExhausted>;
+    async fn reserve(&self, tokens: u64) -> Result<TokenGrant, TokensExhausted>;
     /// Gives back what `grant` reserved beyond `used`.
-    fn settle(&self, grant: TokenGrant, used: u64);
+    async fn settle(&self, grant: TokenGrant, used: u64);
 }
 
 /// A token budget held in memory: a call's own, or a step's or a run's in
@@ -73,14 +75,22 @@ impl MemoryPool {
         }
     }
 
+    /// A pool that starts with `used` already spent (what earlier sessions
+    /// of a run were charged).
+    pub fn with_used(mut self, used: u64) -> Self {
+        self.used = std::sync::atomic::AtomicU64::new(used);
+        self
+    }
+
     /// Reserved or used so far.
     pub fn used(&self) -> u64 {
         self.used.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
+#[async_trait::async_trait]
 impl TokenPool for MemoryPool {
-    fn reserve(&self, tokens: u64) -> Result<TokenGrant, TokensExhausted> {
+    async fn reserve(&self, tokens: u64) -> Result<TokenGrant, TokensExhausted> {
         use std::sync::atomic::Ordering;
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
@@ -98,7 +108,7 @@ impl TokenPool for MemoryPool {
             })
     }
 
-    fn settle(&self, grant: TokenGrant, used: u64) {
+    async fn settle(&self, grant: TokenGrant, used: u64) {
         use std::sync::atomic::Ordering;
         let _ = self
             .used

@@ -176,7 +176,9 @@ impl Exec {
                 packet,
                 &call_budget,
                 &wa.grants,
-                vec![self.tokens.clone()],
+                std::iter::once(self.tokens.clone())
+                    .chain(self.outer_tokens.iter().cloned())
+                    .collect(),
             )
             .await;
         let r = &out.receipt;

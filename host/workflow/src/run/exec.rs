@@ -33,6 +33,8 @@ pub(super) struct Exec {
     pub(super) fuel: Mutex<FuelPool>,
     /// The run's model tokens: every model request reserves from it.
     pub(super) tokens: Arc<dyn corral_runtime::model::TokenPool>,
+    /// Token budgets around the run (a tenant's window).
+    pub(super) outer_tokens: Vec<Arc<dyn corral_runtime::model::TokenPool>>,
     pub(super) breakers: BTreeMap<String, Breaker>,
     pub(super) rng: Mutex<fastrand::Rng>,
     pub(super) journal: Option<Arc<Journal>>,

@@ -39,6 +39,9 @@ pub struct RunOptions {
     pub cache_scope: String,
     /// An outer fuel budget every call also reserves from (a tenant's).
     pub ledger: Option<Arc<dyn FuelLedger>>,
+    /// Outer token budgets every model request also reserves from (a
+    /// tenant's window), besides the call's and the run's.
+    pub token_pools: Vec<Arc<dyn corral_runtime::model::TokenPool>>,
     /// Call slots shared with other runs (a server's fair share).
     pub admission: Option<Arc<dyn Admission>>,
 }
@@ -58,6 +61,7 @@ impl RunOptions {
             compensate_on_cancel: false,
             cache_scope: "local".into(),
             ledger: None,
+            token_pools: Vec::new(),
             admission: None,
         }
     }

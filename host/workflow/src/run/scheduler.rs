@@ -80,11 +80,16 @@ impl Scheduler {
             cancel: opts.cancel.clone(),
             global: Semaphore::new(w.max_concurrency as usize),
             fuel: Mutex::new(FuelPool::new(w.fuel_budget, resume.fuel_charged)),
-            tokens: Arc::new(corral_runtime::model::MemoryPool::new(
-                "workflow token budget",
-                "budget.tokens",
-                w.token_budget,
-            )),
+            // What earlier sessions' steps were charged stays spent.
+            tokens: Arc::new(
+                corral_runtime::model::MemoryPool::new(
+                    "workflow token budget",
+                    "budget.tokens",
+                    w.token_budget,
+                )
+                .with_used(resume.steps.values().map(|p| p.record.tokens_used).sum()),
+            ),
+            outer_tokens: opts.token_pools.clone(),
             breakers: w
                 .agents
                 .iter()
