@@ -337,3 +337,68 @@ fn max_packet_holds_on_every_path_that_takes_params() {
     assert_eq!(resumed.status, 429, "{}", resumed.body);
     assert_eq!(resumed.body["quota"]["quota"], "max_packet");
 }
+
+/// A tenant's model tokens per window hold across its runs and a restart:
+/// the window lives in the store, and a request that cannot fit is refused
+/// before it is sent, naming `quota.tokens_per_window`.
+#[test]
+fn the_token_window_holds_across_runs_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.json");
+    std::fs::write(
+        &script,
+        r#"{"responses": [{"when": {"contains": ""}, "content": "{\"summary\": \"s\", \"keywords\": []}", "usage": {"prompt_tokens": 50, "completion_tokens": 10}}]}"#,
+    )
+    .unwrap();
+    let config = format!(
+        "{}\n[[tenant]]\nid = \"thrifty\"\ntokens = [\"{}\"]\n[tenant.quota]\nmodels = [\"fast\"]\ntokens_per_window = \"400\"\n",
+        config(),
+        hash("thrifty-token")
+    );
+    let mut s = Serve::start_with(&config);
+    std::fs::write(
+        s.dir.path().join("models.toml"),
+        format!(
+            "[providers.p]\nkind = \"scripted\"\nfile = {:?}\n[models.fast]\nprovider = \"p\"\nmodel = \"m\"\n",
+            script.display().to_string()
+        ),
+    )
+    .unwrap();
+    s.kill9();
+    s.spawn();
+    let token = "thrifty-token";
+    assert_eq!(
+        s.upload(token, "extract", &bytes(support::agents::EXTRACT))
+            .status,
+        201
+    );
+    let workflow = "version: 1\nname: t\nagents:\n  extract: { component: extract, grants: { models: [fast] } }\nsteps:\n  - { id: a, agent: extract, input: { text: hello, max_tokens: 16 } }\n";
+    let run = |s: &Serve| {
+        let r = s.submit(token, workflow);
+        assert_eq!(r.status, 201, "{}", r.body);
+        s.wait_run(token, r.body["id"].as_str().unwrap())
+    };
+    // Each run is charged the provider's 60 tokens; runs complete until the
+    // next reservation (the prompt's estimate plus max_tokens) no longer
+    // fits in what is left of the 400.
+    let mut completed = 0;
+    let refused = loop {
+        let r = run(&s);
+        if r["status"] != "completed" {
+            break r;
+        }
+        assert_eq!(r["steps"][0]["tokens_used"], 60, "{r}");
+        completed += 1;
+        assert!(completed < 7, "400 tokens cannot pay for 7 runs of 60");
+    };
+    assert!(completed >= 1);
+    assert_eq!(refused["status"], "failed", "{refused}");
+    let error = refused["steps"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("quota.tokens_per_window"), "{error}");
+    // A restart does not refill the window.
+    s.kill9();
+    s.spawn();
+    let fourth = run(&s);
+    let error = fourth["steps"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("quota.tokens_per_window"), "{fourth}");
+}

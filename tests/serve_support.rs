@@ -45,7 +45,12 @@ impl Serve {
     /// Starts (or restarts) the process on a free port; waits for its
     /// "listening on" line.
     pub fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+        // A `models.toml` beside the config gives the server a gateway.
+        if self.dir.path().join("models.toml").is_file() {
+            cmd.args(["--models", "models.toml"]);
+        }
+        let mut child = cmd
             .args([
                 "serve",
                 "--config",
