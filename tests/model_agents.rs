@@ -428,3 +428,75 @@ async fn a_javascript_agent_fetches_a_granted_url_and_asks_the_model_about_it() 
     );
     assert!(out.receipt.model_calls.is_empty());
 }
+
+/// A call waiting on a model gives its place among the running calls up:
+/// with one place only, another call runs to completion meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_on_the_model_does_not_hold_a_running_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = script(
+        dir.path(),
+        json!([{ "when": { "contains": "" }, "latency_ms": 60000,
+                 "content": "{\"summary\": \"s\", \"keywords\": []}" }]),
+    );
+    let config: ModelConfig = toml::from_str(&format!(
+        "{provider}\n[models.fast]\nprovider = \"p\"\nmodel = \"tiny-model\"\n"
+    ))
+    .unwrap();
+    let rt = Arc::new(
+        Runtime::new(RuntimeConfig {
+            cache_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache")),
+            models: Some(Arc::new(Gateway::new(&config).unwrap())),
+            engine: corral::EngineConfig {
+                max_running: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let extract = rt.load(agents::EXTRACT).await.unwrap();
+    let echo = rt.load(agents::ECHO).await.unwrap();
+    let waiting = {
+        let (rt, extract) = (rt.clone(), extract.clone());
+        tokio::spawn(async move {
+            rt.call(
+                &extract,
+                &packet("x"),
+                &Budget::default(),
+                &grants(&["fast"]),
+            )
+            .await
+        })
+    };
+    // Let the first call reach its model request; it then waits a minute,
+    // longer than the second call's deadline.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A deadline well inside the first call's wait: held up by it, the
+    // second call would end `Overloaded`.
+    let short = Budget {
+        timeout: Duration::from_secs(3),
+        ..Budget::default()
+    };
+    let out = rt
+        .call(
+            &echo,
+            &HandoffPacket::new("r", "s", json!({ "text": "hi", "tags": [] })),
+            &short,
+            &Grants::default(),
+        )
+        .await;
+    assert!(
+        out.result.is_ok(),
+        "the second call could not run while the first waited on the model: {:?}",
+        out.result
+    );
+    if waiting.is_finished() {
+        let first = waiting.await.unwrap();
+        panic!(
+            "the first call ended first: {:?} {:?}",
+            first.result, first.receipt.model_calls
+        );
+    }
+    waiting.abort();
+}
