@@ -355,3 +355,46 @@ async fn the_scripted_provider_answers_by_match_then_in_order_through_the_same_p
             .contains("no response for this request")
     );
 }
+
+#[tokio::test]
+async fn a_repeated_deterministic_request_is_answered_from_the_cache() {
+    let (m, base) = mock().await;
+    m.then(200, ok("four", Some((21, 2))));
+    m.then(200, ok("four again", Some((21, 2))));
+    m.then(200, ok("warm", Some((21, 2))));
+    let g = gateway(&base, "\n[cache]\nentries = 8\nttl = \"10m\"\n");
+    let call = MemoryPool::new("call token budget", "budget.tokens", 10_000);
+    let mut req = request("What is 2+2?", 50);
+    req.temperature = Some(0.0);
+    let (first, rec) = g.complete(&req, &granted(), &[&call], soon()).await;
+    assert_eq!(
+        (
+            first.unwrap().message.content.as_str(),
+            rec.outcome.as_str()
+        ),
+        ("four", "ok")
+    );
+    // The same request: answered from memory, no provider call, no tokens.
+    let (again, rec) = g.complete(&req, &granted(), &[&call], soon()).await;
+    assert_eq!(again.unwrap().message.content, "four");
+    assert_eq!(
+        (rec.outcome.as_str(), rec.charged_tokens, rec.attempts),
+        ("cached", 0, 0)
+    );
+    assert!(rec.cached);
+    assert_eq!(m.seen().len(), 1);
+    assert_eq!(call.used(), 23);
+    // Another prompt, or a request that is not deterministic, is sent.
+    let (other, _) = g
+        .complete(&request("What is 3+3?", 50), &granted(), &[&call], soon())
+        .await;
+    assert_eq!(other.unwrap().message.content, "four again");
+    req.temperature = Some(0.7);
+    let (warm, _) = g.complete(&req, &granted(), &[&call], soon()).await;
+    assert_eq!(warm.unwrap().message.content, "warm");
+    assert_eq!(m.seen().len(), 3);
+    // The cache never answers an alias the caller is not granted.
+    req.temperature = Some(0.0);
+    let (refused, _) = g.complete(&req, &[], &[&call], soon()).await;
+    assert!(matches!(refused, Err(ModelError::NotGranted { .. })));
+}

@@ -8,6 +8,7 @@
 //! each reservation settles to the usage the provider reported (or stays
 //! charged in full when it reported none).
 
+mod cache;
 mod config;
 mod error;
 mod gateway;
@@ -17,6 +18,7 @@ pub mod scripted;
 mod tokens;
 mod types;
 
+pub use cache::CacheConfig;
 pub use config::{AliasConfig, ModelConfig, ProviderConfig};
 pub use error::{ModelError, ProviderError, ProviderErrorKind};
 pub use gateway::{Gateway, ModelCallRecord};

@@ -14,6 +14,9 @@ pub struct ModelConfig {
     /// Alias → provider and model. Agents name aliases only.
     #[serde(default)]
     pub models: BTreeMap<String, AliasConfig>,
+    /// Reuse answers to repeated deterministic requests (off when absent).
+    #[serde(default)]
+    pub cache: Option<super::cache::CacheConfig>,
 }
 
 impl ModelConfig {

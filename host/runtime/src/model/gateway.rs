@@ -41,8 +41,11 @@ pub struct ModelCallRecord {
     pub charged_tokens: u64,
     pub attempts: u32,
     pub latency_ms: u64,
-    /// `ok`, or the error's kind (`rate_limited`, `timeout`, ...).
+    /// `ok`, `cached`, or the error's kind (`rate_limited`, `timeout`, ...).
     pub outcome: String,
+    /// Answered from the gateway's cache: no provider call, no tokens.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 struct Alias {
@@ -55,6 +58,7 @@ struct Alias {
 /// The configured aliases and their providers; one per host.
 pub struct Gateway {
     aliases: HashMap<String, Alias>,
+    cache: Option<super::cache::AnswerCache>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -108,7 +112,10 @@ impl Gateway {
             );
         }
         if errors.is_empty() {
-            Ok(Self { aliases })
+            Ok(Self {
+                aliases,
+                cache: config.cache.clone().map(super::cache::AnswerCache::new),
+            })
         } else {
             Err(errors)
         }
@@ -126,7 +133,10 @@ impl Gateway {
                 tokens: None,
             },
         );
-        Self { aliases }
+        Self {
+            aliases,
+            cache: None,
+        }
     }
 
     pub fn aliases(&self) -> impl Iterator<Item = &str> {
@@ -154,10 +164,12 @@ impl Gateway {
             attempts: 0,
             latency_ms: 0,
             outcome: String::new(),
+            cached: false,
         };
         let result = self.run(req, granted, pools, deadline, &mut record).await;
         record.latency_ms = started.elapsed().as_millis() as u64;
         record.outcome = match &result {
+            Ok(_) if record.cached => "cached".into(),
             Ok(_) => "ok".into(),
             Err(e) => e.outcome().into(),
         };
@@ -191,6 +203,17 @@ impl Gateway {
         })?;
         record.model = alias.model.clone();
         check_request(req)?;
+        // A repeated deterministic request: no tokens, no provider call.
+        let key = self
+            .cache
+            .as_ref()
+            .and_then(|_| super::cache::AnswerCache::key(&alias.model, req));
+        if let (Some(cache), Some(key)) = (&self.cache, &key)
+            && let Some(answer) = cache.get(key)
+        {
+            record.cached = true;
+            return Ok(answer);
+        }
         let needed = estimate_prompt_tokens(req).saturating_add(u64::from(req.max_tokens));
         let grants = reserve(pools, needed).await?;
         record.reserved_tokens = needed;
@@ -210,6 +233,9 @@ impl Gateway {
         record.charged_tokens = charged;
         for (pool, grant) in pools.iter().zip(grants) {
             pool.settle(grant, charged).await;
+        }
+        if let (Some(cache), Some(key), Ok(a)) = (&self.cache, key, &answer) {
+            cache.put(key, a);
         }
         answer
     }
