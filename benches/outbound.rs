@@ -89,6 +89,7 @@ fn outbound(c: &mut Criterion) {
                 body.clone(),
                 format!("{base}/v1/chat/completions"),
             );
+            let _guard = tokio.enter();
             tokio
                 .block_on(tokio::task::spawn_blocking(move || {
                     let mut r = agent
@@ -135,6 +136,7 @@ fn outbound(c: &mut Criterion) {
     g.bench_function("direct", |b| {
         b.iter(|| {
             let (agent, url) = (agent.clone(), format!("{base}/page"));
+            let _guard = tokio.enter();
             tokio
                 .block_on(tokio::task::spawn_blocking(move || {
                     agent

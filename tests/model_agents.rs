@@ -287,6 +287,19 @@ async fn a_workflow_grants_the_alias_and_its_token_budget_encloses_every_call() 
     );
     let rows = store.steps("run").unwrap();
     assert_eq!(rows[0].tokens_used, used);
+    // `corral show` lists the model call from the journaled receipt.
+    let show = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["show", "run"])
+        .env("CORRAL_STATE_DIR", state.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains(&format!(
+            "model  a                fast (tiny-model): {used} tokens"
+        )),
+        "{text}"
+    );
 
     // The run's token budget is smaller than one request: the step fails
     // with the budget named, and the request never left the host.

@@ -200,6 +200,7 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
         })
         .collect();
     render::step_table(20, &rows);
+    calls(store.as_ref(), &run.id);
     for s in waiting {
         let w = s.waiting.as_ref().expect("filtered");
         println!(
@@ -226,6 +227,56 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
         );
     }
     Exit::Success
+}
+
+/// The most model and HTTP calls `show` lists; `corral events` has them all.
+const MAX_CALL_LINES: usize = 50;
+
+/// Every model and HTTP call the run's agents made, from the receipts in
+/// its journal: step, alias or request, tokens or bytes, time and outcome.
+fn calls(store: &dyn corral::store::Store, run: &str) {
+    let Ok(entries) = store.journal(run, 0, 100_000) else {
+        return;
+    };
+    let mut lines = Vec::new();
+    for e in entries.iter().filter(|e| e.kind == "call_finished") {
+        let step = e.step.as_deref().unwrap_or("");
+        let receipt = &e.data["receipt"];
+        for m in receipt["model_calls"].as_array().into_iter().flatten() {
+            lines.push(format!(
+                "  model  {step:<16} {} ({}): {} tokens, {} ms, {}",
+                m["alias"].as_str().unwrap_or(""),
+                m["model"].as_str().unwrap_or(""),
+                m["charged_tokens"],
+                m["latency_ms"],
+                m["outcome"].as_str().unwrap_or("")
+            ));
+        }
+        for h in receipt["http_calls"].as_array().into_iter().flatten() {
+            lines.push(format!(
+                "  http   {step:<16} {} {}{} -> {}, {} B in, {}",
+                h["method"].as_str().unwrap_or(""),
+                h["origin"].as_str().unwrap_or(""),
+                corral::display::guest(h["path"].as_str().unwrap_or("")),
+                h["status"].as_u64().map_or("-".into(), |s| s.to_string()),
+                h["bytes_in"],
+                h["outcome"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    println!("calls:");
+    for l in lines.iter().take(MAX_CALL_LINES) {
+        println!("{l}");
+    }
+    if lines.len() > MAX_CALL_LINES {
+        println!(
+            "  … {} more (`corral events {run}` has every receipt)",
+            lines.len() - MAX_CALL_LINES
+        );
+    }
 }
 
 pub async fn events(args: EventsArgs, state: &StateArgs) -> Exit {
