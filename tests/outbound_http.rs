@@ -322,3 +322,73 @@ async fn a_server_that_hangs_is_cut_off_at_the_deadline() {
     assert!(matches!(e, CallError::DeadlineExceeded { .. }), "{e}");
     assert_eq!(seen.paths(), ["/public/hang"]);
 }
+
+/// Requests no SDK would build, field by field: a query without a path
+/// (once a host panic), and user info before the granted host (which would
+/// have reached the server's `Host` header).
+#[tokio::test]
+async fn raw_requests_a_hostile_guest_builds_are_sent_safely_or_refused() {
+    let (seen, port) = server().await;
+    let rt = runtime();
+    let agent = rt.load(agents::FETCH).await.unwrap();
+    let raw = |authority: String, path: &str| json!({ "url": "http://raw", "raw": { "authority": authority, "path_with_query": path } });
+    let packet = HandoffPacket::new(
+        "r",
+        "s",
+        json!({ "requests": [
+            raw(format!("127.0.0.1:{port}"), "?x"),
+            raw(format!("evil.example:80@127.0.0.1:{port}"), "/public/hello"),
+        ] }),
+    );
+    let out = rt
+        .call(
+            &agent,
+            &packet,
+            &Budget::default(),
+            &http(&[format!("http://127.0.0.1:{port}")]),
+        )
+        .await;
+    let payload = out.result.unwrap().payload;
+    // `?x` is `/?x`: sent, answered (404 from the fallback), no panic.
+    assert_eq!(payload["results"][0]["status"], 404, "{payload}");
+    // User info is refused before anything is sent.
+    let error = payload["results"][1]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("UriInvalid") || error.contains("authority refused"),
+        "{payload}"
+    );
+    assert_eq!(seen.paths(), ["/"]);
+}
+
+/// A guest that loops on refused requests is bounded by its fuel, and the
+/// receipt by its record cap: the rest are counted, not kept.
+#[tokio::test]
+async fn refused_requests_past_the_record_cap_are_counted_not_kept() {
+    let rt = runtime();
+    let agent = rt.load(agents::FETCH).await.unwrap();
+    let n = corral::http::MAX_HTTP_RECORDS + 44;
+    let requests: Vec<Value> = (0..n)
+        .map(|i| json!({ "url": format!("http://10.1.2.3/{}", "p".repeat(1000 + i)) }))
+        .collect();
+    let out = rt
+        .call(
+            &agent,
+            &HandoffPacket::new("r", "s", json!({ "requests": requests })),
+            &Budget {
+                timeout: Duration::from_secs(30),
+                ..Budget::default()
+            },
+            &http(&["https://api.example.com".to_string()]),
+        )
+        .await;
+    assert!(out.result.is_ok(), "{:?}", out.result.err());
+    let r = &out.receipt;
+    assert_eq!(r.http_calls.len(), corral::http::MAX_HTTP_RECORDS);
+    assert_eq!(r.http_calls_dropped, 44);
+    // Paths are cut in records.
+    assert!(
+        r.http_calls[0].path.chars().count() <= 257,
+        "{}",
+        r.http_calls[0].path.len()
+    );
+}

@@ -11,4 +11,4 @@ pub use address::internal_range;
 pub use grant::{HttpGrant, Target};
 pub(crate) use hooks::{HttpPolicy, HttpQuota};
 pub(crate) use record::HttpLog;
-pub use record::{HttpCallRecord, HttpOutcome};
+pub use record::{HttpCallRecord, HttpOutcome, MAX_HTTP_RECORDS};

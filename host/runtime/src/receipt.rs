@@ -42,6 +42,13 @@ pub struct Receipt {
     /// 0.2.0): method, origin, path, status, bytes, time and outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_calls: Vec<crate::http::HttpCallRecord>,
+    /// Requests past the receipt's cap of `MAX_HTTP_RECORDS`, counted only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub http_calls_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Receipt {

@@ -405,10 +405,12 @@ impl Runtime {
             progress,
             model_calls,
             http_calls,
+            http_calls_dropped,
             http_refused,
         } = usage;
         receipt.model_calls = model_calls;
         receipt.http_calls = http_calls;
+        receipt.http_calls_dropped = http_calls_dropped;
         receipt.fuel_used = fuel_used;
         receipt.peak_memory_bytes = peak_memory;
         receipt.wall_time_us = wall.as_micros() as u64;

@@ -241,6 +241,7 @@ pub(crate) struct Usage {
     pub progress: Option<u8>,
     pub model_calls: Vec<ModelCallRecord>,
     pub http_calls: Vec<HttpCallRecord>,
+    pub http_calls_dropped: u64,
     /// The grant lines of outbound requests refused by policy.
     pub http_refused: Vec<String>,
 }
@@ -301,6 +302,7 @@ impl Sandbox<'_> {
             progress: None,
             model_calls: Vec::new(),
             http_calls: Vec::new(),
+            http_calls_dropped: 0,
             http_refused: Vec::new(),
         };
         let deadline_exceeded = || CallError::DeadlineExceeded {
@@ -393,6 +395,7 @@ impl Sandbox<'_> {
             capture,
             progress,
             model_calls,
+            http_calls_dropped: http_log.dropped,
             http_calls: http_log.records,
             http_refused,
         };

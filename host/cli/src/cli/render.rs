@@ -126,6 +126,12 @@ pub fn receipt(r: &Receipt) {
                 .unwrap_or_default()
         );
     }
+    if r.http_calls_dropped > 0 {
+        eprintln!(
+            "  http     … {} more requests, counted but not recorded",
+            r.http_calls_dropped
+        );
+    }
 }
 
 /// One row of a step table, as `corral run` and `corral show` print them.

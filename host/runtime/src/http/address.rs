@@ -20,6 +20,7 @@ fn v4_range(ip: Ipv4Addr) -> Option<&'static str> {
         (100, 64..=127) => "shared (carrier-grade NAT)",
         (192, 0) if c == 0 => "IETF protocol assignments",
         (198, 18..=19) => "benchmarking",
+        (192, 88) if c == 99 => "6to4 relay anycast",
         _ if ip.is_broadcast() || a >= 240 => "reserved",
         _ if ip.is_multicast() => "multicast",
         _ if ip.is_documentation() => "documentation",
@@ -37,6 +38,11 @@ fn v6_range(ip: Ipv6Addr) -> Option<&'static str> {
         _ if ip.is_loopback() => "loopback",
         _ if ip.is_unspecified() => "unspecified",
         0xfc00..=0xfdff => "private (unique local)",
+        // Local-use NAT64 (RFC 8215) may lead anywhere on the host's side.
+        0x64 if ip.segments()[1] == 0xff9b && ip.segments()[2] == 1 => "local-use NAT64",
+        // Teredo tunnels to an IPv4 address of the tunnel's choosing.
+        0x2001 if ip.segments()[1] == 0 => "Teredo",
+        0x0100 if ip.segments()[1..4] == [0, 0, 0] => "discard-only",
         0xfe80..=0xfebf => "link-local",
         0xfec0..=0xfeff => "site-local",
         0xff00..=0xffff => "multicast",
@@ -57,6 +63,10 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         return Some(tail());
     }
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(tail());
+    }
+    // IPv4-translated (`::ffff:0:a.b.c.d`, RFC 2765).
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
         return Some(tail());
     }
     if s[0] == 0x2002 {
@@ -90,6 +100,10 @@ mod tests {
         assert_eq!(r("::ffff:127.0.0.1"), Some("loopback"));
         assert_eq!(r("64:ff9b::a9fe:a9fe"), Some("link-local"));
         assert_eq!(r("2002:c0a8:0101::1"), Some("private"));
+        assert_eq!(r("::ffff:0:127.0.0.1"), Some("loopback"));
+        assert_eq!(r("64:ff9b:1::1"), Some("local-use NAT64"));
+        assert_eq!(r("2001:0:4136:e378::1"), Some("Teredo"));
+        assert_eq!(r("192.88.99.1"), Some("6to4 relay anycast"));
         assert_eq!(r("8.8.8.8"), None);
         assert_eq!(r("172.32.0.1"), None);
         assert_eq!(r("2606:4700::1111"), None);

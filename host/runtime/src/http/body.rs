@@ -22,7 +22,8 @@ pub(crate) enum Direction {
 pub(crate) struct Counted<B> {
     pub inner: B,
     pub log: Arc<Mutex<HttpLog>>,
-    pub index: usize,
+    /// The request's record, if it was kept.
+    pub index: Option<usize>,
     pub direction: Direction,
     pub limit: u64,
 }
@@ -37,7 +38,9 @@ impl<B> Counted<B> {
         };
         if total.saturating_add(n) > self.limit {
             let limit = self.limit;
-            let record = &mut log.records[self.index];
+            let Some(record) = self.index.and_then(|i| log.records.get_mut(i)) else {
+                return false;
+            };
             record.outcome = HttpOutcome::OverQuota;
             record.detail = Some(match self.direction {
                 Direction::Out => format!(
@@ -50,10 +53,11 @@ impl<B> Counted<B> {
             return false;
         }
         *total += n;
-        let record = &mut log.records[self.index];
-        match self.direction {
-            Direction::Out => record.bytes_out += n,
-            Direction::In => record.bytes_in += n,
+        if let Some(record) = self.index.and_then(|i| log.records.get_mut(i)) {
+            match self.direction {
+                Direction::Out => record.bytes_out += n,
+                Direction::In => record.bytes_in += n,
+            }
         }
         true
     }

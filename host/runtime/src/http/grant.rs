@@ -191,7 +191,16 @@ fn split_authority(authority: &str, https: bool) -> Option<(String, u16)> {
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
         None => default,
     };
-    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
+    // An IPv6 address needs its brackets: `::1:80` could be read two ways.
+    if host.is_empty() || (host.contains(':') && !authority.starts_with('[')) {
+        return None;
+    }
+    // An address is kept in one spelling (`::1`, never `0::1`).
+    let host = match host.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    };
+    Some((host, port))
 }
 
 fn check_host(host: &str) -> Result<(), String> {
@@ -239,7 +248,10 @@ fn path_within(prefix: &str, path: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'));
     let lower = path.to_ascii_lowercase();
     let encoded = ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e));
-    under && !encoded && !has_dot_segment(path) && !path.contains('\\')
+    // `;` starts matrix parameters, which some servers strip before
+    // resolving `..;`; non-ASCII may be normalized into dots.
+    let odd = path.contains(['\\', ';']) || !path.is_ascii();
+    under && !encoded && !odd && !has_dot_segment(path)
 }
 
 fn has_dot_segment(path: &str) -> bool {
@@ -271,6 +283,8 @@ mod tests {
         assert_eq!(g.to_string(), "GET,POST https://api.example.com:443/v1");
         let g = HttpGrant::parse("http://[::1]:8080").unwrap();
         assert_eq!((g.host.as_str(), g.port), ("::1", 8080));
+        let g = HttpGrant::parse("http://[0:0::1]:8080").unwrap();
+        assert_eq!(g.host, "::1");
         assert_eq!(g.to_string(), "http://[::1]:8080");
         for bad in [
             "ftp://x",
@@ -284,6 +298,7 @@ mod tests {
             "https://-x",
             "https://x.*.com",
             "get https://x",
+            "http://::1:80",
         ] {
             assert!(HttpGrant::parse(bad).is_err(), "{bad} parsed");
         }
@@ -303,6 +318,10 @@ mod tests {
         escape.path = "/v1/%2E%2E/admin".into();
         assert!(!g.allows(&escape));
         escape.path = "/v1/../admin".into();
+        assert!(!g.allows(&escape));
+        escape.path = "/v1/..;/admin".into();
+        assert!(!g.allows(&escape));
+        escape.path = "/v1/\u{ff0e}\u{ff0e}/admin".into();
         assert!(!g.allows(&escape));
         let w = HttpGrant::parse("https://*.example.com").unwrap();
         assert!(w.allows(&target("PUT", "https://a.b.example.com/x")));

@@ -59,7 +59,7 @@ impl HttpPolicy {
         record: &mut HttpCallRecord,
     ) -> Option<Error> {
         let log = self.log.lock().unwrap();
-        if log.records.len() as u64 >= u64::from(self.quota.requests) {
+        if log.sent >= self.quota.requests {
             record.outcome = HttpOutcome::OverQuota;
             record.detail = Some(format!(
                 "the call's quota of {} requests is used up (budget field `http_requests`)",
@@ -74,7 +74,7 @@ impl HttpPolicy {
                 "no grant allows {} {}{}",
                 target.method,
                 target.origin(),
-                target.path
+                super::record::bounded(&target.path)
             ));
             return Some(Error::HttpRequestDenied);
         }
@@ -97,16 +97,25 @@ impl HttpPolicy {
 }
 
 /// The parts of `req` the grants are checked against; `None` when the URI
-/// has no host.
+/// has no host, or user info (`user@host`), which would put text the
+/// grants never saw into what the server reads.
 fn target_of(req: &Request<WasiBody>) -> Option<Target> {
     let uri = req.uri();
     let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    if uri.authority()?.as_str().contains('@') {
+        return None;
+    }
     let host = uri.host()?;
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host)
         .to_ascii_lowercase();
+    // An address is compared in one spelling (`::1`, never `0::1`).
+    let host = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host,
+    };
     Some(Target {
         method: req.method().as_str().to_owned(),
         https,
@@ -117,6 +126,11 @@ fn target_of(req: &Request<WasiBody>) -> Option<Target> {
 }
 
 impl WasiHttpHooks for HttpPolicy {
+    /// corral writes `Host` itself, from the host and port it checked.
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
     fn send_request(
         &mut self,
         request: Request<WasiBody>,
@@ -129,7 +143,7 @@ impl WasiHttpHooks for HttpPolicy {
         let mut record = HttpCallRecord {
             method: target.method.clone(),
             origin: target.origin(),
-            path: target.path.clone(),
+            path: super::record::bounded(&target.path),
             status: None,
             bytes_out: 0,
             bytes_in: 0,
@@ -141,7 +155,11 @@ impl WasiHttpHooks for HttpPolicy {
         if let Some(error) = self.check(&target, &request, &mut record) {
             return self.refuse(record, error);
         }
-        let index = self.log.lock().unwrap().push(record);
+        let index = {
+            let mut log = self.log.lock().unwrap();
+            log.sent += 1;
+            log.push(record)
+        };
         let log = self.log.clone();
         let quota = self.quota;
         let deadline = tokio::time::Instant::from_std(self.deadline);
@@ -156,7 +174,11 @@ impl WasiHttpHooks for HttpPolicy {
             let start = Instant::now();
             let sent = send(request, &target, deadline).await;
             let mut l = log.lock().unwrap();
-            let record = &mut l.records[index];
+            // Past the record cap the request is counted, not recorded.
+            let mut dropped = HttpCallRecord::dropped();
+            let record = index
+                .and_then(|i| l.records.get_mut(i))
+                .unwrap_or(&mut dropped);
             record.latency_us = start.elapsed().as_micros() as u64;
             match sent {
                 Ok((response, rest)) => {

@@ -58,19 +58,61 @@ pub struct HttpCallRecord {
     pub grant: Option<String>,
 }
 
+/// The most requests a receipt records; the rest are counted. A guest may
+/// try (and be refused) as many requests as its fuel pays for.
+pub const MAX_HTTP_RECORDS: usize = 256;
+
+/// The most characters of a path a record keeps.
+const MAX_RECORDED_PATH: usize = 256;
+
+/// `path` cut to what a record keeps.
+pub(crate) fn bounded(path: &str) -> String {
+    match path.char_indices().nth(MAX_RECORDED_PATH) {
+        Some((at, _)) => format!("{}…", &path[..at]),
+        None => path.to_owned(),
+    }
+}
+
+impl HttpCallRecord {
+    /// A record that is kept nowhere: for a request past the record cap.
+    pub(crate) fn dropped() -> Self {
+        Self {
+            method: String::new(),
+            origin: String::new(),
+            path: String::new(),
+            status: None,
+            bytes_out: 0,
+            bytes_in: 0,
+            latency_us: 0,
+            outcome: HttpOutcome::Failed,
+            detail: None,
+            grant: None,
+        }
+    }
+}
+
 /// The requests of one call so far, shared by the hook and the bodies it
 /// counts.
 #[derive(Debug, Default)]
 pub(crate) struct HttpLog {
     pub records: Vec<HttpCallRecord>,
+    /// Requests past [`MAX_HTTP_RECORDS`], counted only.
+    pub dropped: u64,
+    /// Requests that passed the checks (what `http_requests` counts).
+    pub sent: u32,
     pub bytes_out: u64,
     pub bytes_in: u64,
 }
 
 impl HttpLog {
-    pub fn push(&mut self, r: HttpCallRecord) -> usize {
+    /// Keeps `r`, unless the cap is reached; its index if kept.
+    pub fn push(&mut self, r: HttpCallRecord) -> Option<usize> {
+        if self.records.len() >= MAX_HTTP_RECORDS {
+            self.dropped += 1;
+            return None;
+        }
         self.records.push(r);
-        self.records.len() - 1
+        Some(self.records.len() - 1)
     }
 
     /// The grant lines of the requests refused by policy, in order, once each.

@@ -56,6 +56,7 @@ where
             "the call's deadline passed".into(),
         )
     };
+    to_origin_form(&mut req, target)?;
     let stream = tokio::time::timeout_at(deadline, connect(target))
         .await
         .map_err(|_| timeout())??;
@@ -75,12 +76,6 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| SendFailure::failed(Error::HttpProtocolError, format!("HTTP/1.1: {e}")))?;
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    *req.uri_mut() = path.parse().expect("a path and query from a valid URI");
 
     let mut conn = Some(Box::pin(conn));
     let mut pending = std::pin::pin!(sender.send_request(req));
@@ -111,6 +106,39 @@ where
         }
     });
     Ok((response, rest))
+}
+
+/// Rewrites `req` for the origin server: the path and query only (a guest
+/// may give a query without a path, `?x`, which means `/?x`), and the
+/// `Host` header from the checked host and port, never the guest's text.
+fn to_origin_form<B>(req: &mut Request<B>, target: &Target) -> Result<(), SendFailure> {
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let origin = if pq.starts_with('/') {
+        pq.to_owned()
+    } else {
+        format!("/{pq}")
+    };
+    *req.uri_mut() = origin.parse().map_err(|e| {
+        SendFailure::failed(
+            Error::HttpRequestUriInvalid,
+            format!("the request's path is not valid: {e}"),
+        )
+    })?;
+    let default_port = if target.https { 443 } else { 80 };
+    let host = if target.host.contains(':') {
+        format!("[{}]", target.host)
+    } else {
+        target.host.clone()
+    };
+    let host = if target.port == default_port {
+        host
+    } else {
+        format!("{host}:{}", target.port)
+    };
+    let value = http::HeaderValue::from_str(&host)
+        .map_err(|e| SendFailure::failed(Error::HttpRequestUriInvalid, format!("the host: {e}")))?;
+    req.headers_mut().insert(http::header::HOST, value);
+    Ok(())
 }
 
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
