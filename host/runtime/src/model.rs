@@ -20,7 +20,7 @@ mod types;
 
 pub use cache::CacheConfig;
 pub use config::{AliasConfig, ModelConfig, ProviderConfig};
-pub use error::{ModelError, ProviderError, ProviderErrorKind};
+pub use error::{ModelError, ModelOutcome, ProviderError, ProviderErrorKind};
 pub use gateway::{Gateway, ModelCallRecord};
 pub use provider::Provider;
 pub use tokens::{MemoryPool, TokenGrant, TokenPool, TokensExhausted, estimate_prompt_tokens};

@@ -57,18 +57,68 @@ impl ModelError {
     }
 
     /// A short name for receipts and metrics: `ok` is the success's.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> ModelOutcome {
         match self {
-            ModelError::NotGranted { .. } => "not_granted",
-            ModelError::UnknownAlias { .. } => "unknown_alias",
-            ModelError::TokenBudgetExhausted { .. } => "token_budget_exhausted",
-            ModelError::RateLimited { .. } => "rate_limited",
-            ModelError::Timeout { .. } => "timeout",
-            ModelError::BadRequest { .. } => "bad_request",
-            ModelError::Unavailable { .. } => "unavailable",
-            ModelError::Malformed { .. } => "malformed",
-            ModelError::InvalidRequest(_) => "invalid_request",
+            ModelError::NotGranted { .. } => ModelOutcome::NotGranted,
+            ModelError::UnknownAlias { .. } => ModelOutcome::UnknownAlias,
+            ModelError::TokenBudgetExhausted { .. } => ModelOutcome::TokenBudgetExhausted,
+            ModelError::RateLimited { .. } => ModelOutcome::RateLimited,
+            ModelError::Timeout { .. } => ModelOutcome::Timeout,
+            ModelError::BadRequest { .. } => ModelOutcome::BadRequest,
+            ModelError::Unavailable { .. } => ModelOutcome::Unavailable,
+            ModelError::Malformed { .. } => ModelOutcome::Malformed,
+            ModelError::InvalidRequest(_) => ModelOutcome::InvalidRequest,
         }
+    }
+}
+
+/// How a model call ended, as receipts and the journal record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelOutcome {
+    #[default]
+    Ok,
+    /// Answered from the gateway's cache.
+    Cached,
+    NotGranted,
+    UnknownAlias,
+    TokenBudgetExhausted,
+    RateLimited,
+    Timeout,
+    BadRequest,
+    Unavailable,
+    Malformed,
+    InvalidRequest,
+}
+
+impl ModelOutcome {
+    /// The outcome as written in receipts: `ok`, `rate_limited`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelOutcome::Ok => "ok",
+            ModelOutcome::Cached => "cached",
+            ModelOutcome::NotGranted => "not_granted",
+            ModelOutcome::UnknownAlias => "unknown_alias",
+            ModelOutcome::TokenBudgetExhausted => "token_budget_exhausted",
+            ModelOutcome::RateLimited => "rate_limited",
+            ModelOutcome::Timeout => "timeout",
+            ModelOutcome::BadRequest => "bad_request",
+            ModelOutcome::Unavailable => "unavailable",
+            ModelOutcome::Malformed => "malformed",
+            ModelOutcome::InvalidRequest => "invalid_request",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ModelOutcome {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

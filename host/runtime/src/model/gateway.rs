@@ -42,7 +42,7 @@ pub struct ModelCallRecord {
     pub attempts: u32,
     pub latency_ms: u64,
     /// `ok`, `cached`, or the error's kind (`rate_limited`, `timeout`, ...).
-    pub outcome: String,
+    pub outcome: super::ModelOutcome,
     /// Answered from the gateway's cache: no provider call, no tokens.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
@@ -163,15 +163,15 @@ impl Gateway {
             charged_tokens: 0,
             attempts: 0,
             latency_ms: 0,
-            outcome: String::new(),
+            outcome: super::ModelOutcome::Ok,
             cached: false,
         };
         let result = self.run(req, granted, pools, deadline, &mut record).await;
         record.latency_ms = started.elapsed().as_millis() as u64;
         record.outcome = match &result {
-            Ok(_) if record.cached => "cached".into(),
-            Ok(_) => "ok".into(),
-            Err(e) => e.outcome().into(),
+            Ok(_) if record.cached => super::ModelOutcome::Cached,
+            Ok(_) => super::ModelOutcome::Ok,
+            Err(e) => e.outcome(),
         };
         (result, record)
     }
