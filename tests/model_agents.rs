@@ -12,19 +12,24 @@ use corral::{Budget, CallError, Grants, HandoffPacket, Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 use support::agents;
 
-/// A runtime whose gateway has alias `fast` on `config`'s provider.
+/// A runtime whose gateway has alias `fast` on `provider`.
 fn runtime_with(provider: &str) -> Runtime {
+    Runtime::new(config_with(provider)).unwrap()
+}
+
+/// The runtime configuration of [`runtime_with`]: the shared compile cache,
+/// the built agents allowed by path, and the gateway.
+fn config_with(provider: &str) -> RuntimeConfig {
     let config: ModelConfig = toml::from_str(&format!(
         "{provider}\n[models.fast]\nprovider = \"p\"\nmodel = \"tiny-model\"\n"
     ))
     .unwrap();
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache");
-    Runtime::new(RuntimeConfig {
-        cache_dir: Some(dir),
+    RuntimeConfig {
+        cache_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache")),
+        allowed_paths: vec![support::wasm_agents_dir()],
         models: Some(Arc::new(Gateway::new(&config).unwrap())),
         ..Default::default()
-    })
-    .unwrap()
+    }
 }
 
 fn scripted(dir: &std::path::Path, answer: &str) -> String {
@@ -242,20 +247,6 @@ async fn run_journaled(
     report
 }
 
-fn runtime_allowing(provider: &str) -> Runtime {
-    let config: ModelConfig = toml::from_str(&format!(
-        "{provider}\n[models.fast]\nprovider = \"p\"\nmodel = \"tiny-model\"\n"
-    ))
-    .unwrap();
-    Runtime::new(RuntimeConfig {
-        cache_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache")),
-        allowed_paths: vec![support::wasm_agents_dir()],
-        models: Some(Arc::new(Gateway::new(&config).unwrap())),
-        ..Default::default()
-    })
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_workflow_grants_the_alias_and_its_token_budget_encloses_every_call() {
     let dir = tempfile::tempdir().unwrap();
@@ -265,7 +256,7 @@ async fn a_workflow_grants_the_alias_and_its_token_budget_encloses_every_call() 
     let store: Arc<dyn corral::store::Store> = Arc::new(
         corral::store::SqliteStore::open(state.path(), corral::store::Durability::Normal).unwrap(),
     );
-    let report = run_journaled(runtime_allowing(&provider), ok, Some(store.clone())).await;
+    let report = run_journaled(runtime_with(&provider), ok, Some(store.clone())).await;
     assert_eq!(
         report.status,
         corral::workflow::report::RunStatus::Completed,
@@ -304,7 +295,7 @@ async fn a_workflow_grants_the_alias_and_its_token_budget_encloses_every_call() 
     // The run's token budget is smaller than one request: the step fails
     // with the budget named, and the request never left the host.
     let tight = ok.replace("name: m\n", "name: m\nbudget: { tokens: 30 }\n");
-    let report = run_workflow(runtime_allowing(&provider), &tight).await;
+    let report = run_workflow(runtime_with(&provider), &tight).await;
     let a = report.step("a").unwrap();
     let error = a.error.as_deref().unwrap_or_default();
     assert!(error.contains("workflow token budget"), "{error}");
@@ -313,7 +304,7 @@ async fn a_workflow_grants_the_alias_and_its_token_budget_encloses_every_call() 
     let ungranted = ok.replace(", grants: { models: [fast] }", "");
     let text = ungranted.replace("@EXTRACT@", agents::EXTRACT);
     let src = corral::workflow::source::parse(std::path::Path::new("w.yaml"), &text).unwrap();
-    let rt = runtime_allowing(&provider);
+    let rt = runtime_with(&provider);
     let d = corral::workflow::validate::validate(&src, &rt)
         .await
         .unwrap_err();
@@ -452,19 +443,13 @@ async fn a_call_waiting_on_the_model_does_not_hold_a_running_place() {
         json!([{ "when": { "contains": "" }, "latency_ms": 60000,
                  "content": "{\"summary\": \"s\", \"keywords\": []}" }]),
     );
-    let config: ModelConfig = toml::from_str(&format!(
-        "{provider}\n[models.fast]\nprovider = \"p\"\nmodel = \"tiny-model\"\n"
-    ))
-    .unwrap();
     let rt = Arc::new(
         Runtime::new(RuntimeConfig {
-            cache_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache")),
-            models: Some(Arc::new(Gateway::new(&config).unwrap())),
             engine: corral::EngineConfig {
                 max_running: 1,
                 ..Default::default()
             },
-            ..Default::default()
+            ..config_with(&provider)
         })
         .unwrap(),
     );

@@ -44,14 +44,38 @@ impl Target {
     pub fn grant_line(&self) -> String {
         self.origin()
     }
+
+    /// The `Host` header: the host, and the port when it is not the
+    /// scheme's.
+    pub fn host_header(&self) -> String {
+        let default = if self.https { 443 } else { 80 };
+        match self.port {
+            p if p == default => bracketed(&self.host).into_owned(),
+            p => format!("{}:{p}", bracketed(&self.host)),
+        }
+    }
 }
 
 fn origin(https: bool, host: &str, port: u16) -> String {
     let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{}:{port}", bracketed(host))
+}
+
+/// An IPv6 address in brackets, as URLs write it; anything else as is.
+fn bracketed(host: &str) -> std::borrow::Cow<'_, str> {
     if host.contains(':') {
-        format!("{scheme}://[{host}]:{port}")
+        format!("[{host}]").into()
     } else {
-        format!("{scheme}://{host}:{port}")
+        host.into()
+    }
+}
+
+/// A host in the one spelling grants and requests are compared in: an
+/// address as Rust prints it (`::1`, never `0::1`), a name in lower case.
+pub(crate) fn canonical_host(host: &str) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
     }
 }
 
@@ -195,12 +219,7 @@ fn split_authority(authority: &str, https: bool) -> Option<(String, u16)> {
     if host.is_empty() || (host.contains(':') && !authority.starts_with('[')) {
         return None;
     }
-    // An address is kept in one spelling (`::1`, never `0::1`).
-    let host = match host.parse::<IpAddr>() {
-        Ok(ip) => ip.to_string(),
-        Err(_) => host.to_ascii_lowercase(),
-    };
-    Some((host, port))
+    Some((canonical_host(host), port))
 }
 
 fn check_host(host: &str) -> Result<(), String> {

@@ -109,13 +109,8 @@ fn target_of(req: &Request<WasiBody>) -> Option<Target> {
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-        .to_ascii_lowercase();
-    // An address is compared in one spelling (`::1`, never `0::1`).
-    let host = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.to_string(),
-        Err(_) => host,
-    };
+        .unwrap_or(host);
+    let host = super::grant::canonical_host(host);
     Some(Target {
         method: req.method().as_str().to_owned(),
         https,
@@ -140,18 +135,7 @@ impl WasiHttpHooks for HttpPolicy {
         let Some(target) = target_of(&request) else {
             return Box::new(async { Err(Error::HttpRequestUriInvalid) });
         };
-        let mut record = HttpCallRecord {
-            method: target.method.clone(),
-            origin: target.origin(),
-            path: super::record::bounded(&target.path),
-            status: None,
-            bytes_out: 0,
-            bytes_in: 0,
-            latency_us: 0,
-            outcome: HttpOutcome::Failed,
-            detail: None,
-            grant: None,
-        };
+        let mut record = HttpCallRecord::new(&target.method, target.origin(), &target.path);
         if let Some(error) = self.check(&target, &request, &mut record) {
             return self.refuse(record, error);
         }

@@ -74,12 +74,12 @@ pub(crate) fn bounded(path: &str) -> String {
 }
 
 impl HttpCallRecord {
-    /// A record that is kept nowhere: for a request past the record cap.
-    pub(crate) fn dropped() -> Self {
+    /// A request about to be checked: failed until it is answered.
+    pub(crate) fn new(method: &str, origin: String, path: &str) -> Self {
         Self {
-            method: String::new(),
-            origin: String::new(),
-            path: String::new(),
+            method: method.to_owned(),
+            origin,
+            path: bounded(path),
             status: None,
             bytes_out: 0,
             bytes_in: 0,
@@ -88,6 +88,11 @@ impl HttpCallRecord {
             detail: None,
             grant: None,
         }
+    }
+
+    /// A record that is kept nowhere: for a request past the record cap.
+    pub(crate) fn dropped() -> Self {
+        Self::new("", String::new(), "")
     }
 }
 

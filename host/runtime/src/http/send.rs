@@ -124,18 +124,7 @@ fn to_origin_form<B>(req: &mut Request<B>, target: &Target) -> Result<(), SendFa
             format!("the request's path is not valid: {e}"),
         )
     })?;
-    let default_port = if target.https { 443 } else { 80 };
-    let host = if target.host.contains(':') {
-        format!("[{}]", target.host)
-    } else {
-        target.host.clone()
-    };
-    let host = if target.port == default_port {
-        host
-    } else {
-        format!("{host}:{}", target.port)
-    };
-    let value = http::HeaderValue::from_str(&host)
+    let value = http::HeaderValue::from_str(&target.host_header())
         .map_err(|e| SendFailure::failed(Error::HttpRequestUriInvalid, format!("the host: {e}")))?;
     req.headers_mut().insert(http::header::HOST, value);
     Ok(())
