@@ -311,6 +311,42 @@ async fn a_workflow_grants_the_alias_and_its_token_budget_encloses_every_call() 
     assert!(format!("{d:?}").contains("models: [fast]"), "{d:?}");
 }
 
+#[tokio::test]
+async fn a_steps_token_budget_encloses_all_of_its_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every answer is charged 1,000 tokens; each request reserves its
+    // 600 max_tokens plus the prompt first.
+    let rt = || {
+        runtime_with(&script(
+            dir.path(),
+            json!([{ "when": { "contains": "item" },
+                     "content": "{\"summary\": \"s\", \"keywords\": [\"k\"]}",
+                     "usage": { "prompt_tokens": 500, "completion_tokens": 500 } }]),
+        ))
+    };
+    let yaml = "version: 1\nname: m\nparams:\n  texts: { type: array, default: [item one, item two, item three] }\nagents:\n  extract: { component: '@EXTRACT@', grants: { models: [fast] } }\nsteps:\n  - { id: a, agent: extract, for_each: $params.texts, max_concurrency: 1, input: { text: $item, max_tokens: 600 } }\n";
+    let report = run_workflow(rt(), yaml).await;
+    assert_eq!(
+        report.status,
+        corral::workflow::report::RunStatus::Completed,
+        "{}",
+        report.summary
+    );
+    assert_eq!(report.step("a").unwrap().tokens_used, 3_000);
+
+    // With room for two items' answers, the third item's request cannot
+    // reserve: the step fails naming its budget and the field to raise.
+    let limited = yaml.replace("max_concurrency: 1,", "max_concurrency: 1, tokens: 2500,");
+    let report = run_workflow(rt(), &limited).await;
+    let a = report.step("a").unwrap();
+    let error = a.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("step `a` token budget") && error.contains("steps[0].tokens"),
+        "{error}"
+    );
+    assert_eq!(a.tokens_used, 2_000, "the refused request was never sent");
+}
+
 /// A scripted provider from `responses` (the script's entries).
 fn script(dir: &std::path::Path, responses: Value) -> String {
     let file = dir.join("script.json");

@@ -126,6 +126,9 @@ struct QuotaDef {
     /// Where the tenant's agents may send HTTP requests, in grant form.
     #[serde(default)]
     http: Vec<Spanned<String>>,
+    http_requests_per_call: Option<Spanned<u32>>,
+    http_request_bytes_per_call: Option<Spanned<String>>,
+    http_response_bytes_per_call: Option<Spanned<String>>,
 }
 
 /// Reads and checks `path`; relative directories in it are taken from the
@@ -504,6 +507,24 @@ impl Checker<'_> {
                 parse_count,
                 d.tokens_per_window,
             ),
+            http_requests_per_call: count(
+                self,
+                &q.http_requests_per_call,
+                "http_requests_per_call",
+                d.http_requests_per_call,
+            ),
+            http_request_bytes_per_call: self.unit(
+                &q.http_request_bytes_per_call,
+                &f("http_request_bytes_per_call"),
+                parse_bytes,
+                d.http_request_bytes_per_call,
+            ),
+            http_response_bytes_per_call: self.unit(
+                &q.http_response_bytes_per_call,
+                &f("http_response_bytes_per_call"),
+                parse_bytes,
+                d.http_response_bytes_per_call,
+            ),
         }
     }
 }
@@ -528,7 +549,7 @@ mod tests {
     #[test]
     fn a_tenant_with_quotas_reads_back() {
         let c = check(&format!(
-            "[server]\nlisten = \"127.0.0.1:8700\"\n\n[[tenant]]\nid = \"acme\"\ntokens = [\"{HASH}\"]\nsecrets = {{ KEY = \"v\" }}\n[tenant.quota]\nfuel_per_window = \"50G\"\nwindow = \"1h\"\nmemory_per_call = \"64MiB\"\nconcurrent_runs = 3\n"
+            "[server]\nlisten = \"127.0.0.1:8700\"\n\n[[tenant]]\nid = \"acme\"\ntokens = [\"{HASH}\"]\nsecrets = {{ KEY = \"v\" }}\n[tenant.quota]\nfuel_per_window = \"50G\"\nwindow = \"1h\"\nmemory_per_call = \"64MiB\"\nconcurrent_runs = 3\nhttp_requests_per_call = 8\nhttp_response_bytes_per_call = \"2MiB\"\n"
         ))
         .unwrap();
         assert_eq!(c.state_dir, Path::new("/srv/corral-state"));
@@ -538,6 +559,9 @@ mod tests {
         assert_eq!(t.quota.window, Duration::from_secs(3600));
         assert_eq!(t.quota.memory_per_call, 64 << 20);
         assert_eq!(t.quota.concurrent_runs, 3);
+        assert_eq!(t.quota.http_requests_per_call, 8);
+        assert_eq!(t.quota.http_response_bytes_per_call, 2 << 20);
+        assert_eq!(t.quota.http_request_bytes_per_call, 1 << 20, "the default");
         assert_eq!(t.secrets["KEY"], "v");
     }
 

@@ -191,6 +191,36 @@ pub fn above_ceiling(def: &WorkflowDef, q: &Quota) -> Vec<String> {
                 human::count(q.tokens_per_call)
             ));
         }
+        if let Some(n) = b.http_requests
+            && n > q.http_requests_per_call
+        {
+            found.push(format!(
+                "{field}.http_requests asks for {n}; the tenant's ceiling (quota.http_requests_per_call) is {}",
+                q.http_requests_per_call
+            ));
+        }
+        for (name, asked, ceiling) in [
+            (
+                "http_request_bytes",
+                b.http_request_bytes,
+                q.http_request_bytes_per_call,
+            ),
+            (
+                "http_response_bytes",
+                b.http_response_bytes,
+                q.http_response_bytes_per_call,
+            ),
+        ] {
+            if let Some(a) = asked
+                && a.0 > ceiling
+            {
+                found.push(format!(
+                    "{field}.{name} asks for {}; the tenant's ceiling (quota.{name}_per_call) is {}",
+                    human::bytes(a.0),
+                    human::bytes(ceiling)
+                ));
+            }
+        }
     };
     for (name, a) in &def.agents {
         check(format!("agents.{name}.budget"), &a.budget);
@@ -204,20 +234,25 @@ pub fn above_ceiling(def: &WorkflowDef, q: &Quota) -> Vec<String> {
 /// Holds every call's budget to the tenant's ceiling: a default the file
 /// did not set never exceeds what the tenant may have.
 pub fn clamp(w: &mut Workflow, q: &Quota) {
-    let hold = |b: &mut Budget| {
-        b.fuel = b.fuel.min(q.fuel_per_call);
-        b.memory_bytes = b.memory_bytes.min(q.memory_per_call);
-        b.timeout = b.timeout.min(q.call_timeout);
-        b.tokens = b.tokens.min(q.tokens_per_call);
-    };
     for a in w.agents.values_mut() {
-        hold(&mut a.budget);
+        hold(&mut a.budget, q);
     }
     for s in &mut w.steps {
-        hold(&mut s.budget);
-        hold(&mut s.fallback_budget);
+        hold(&mut s.budget, q);
+        hold(&mut s.fallback_budget, q);
     }
     w.max_concurrency = w.max_concurrency.min(q.concurrent_calls);
+}
+
+/// One call's budget held to the tenant's per-call ceilings.
+fn hold(b: &mut Budget, q: &Quota) {
+    b.fuel = b.fuel.min(q.fuel_per_call);
+    b.memory_bytes = b.memory_bytes.min(q.memory_per_call);
+    b.timeout = b.timeout.min(q.call_timeout);
+    b.tokens = b.tokens.min(q.tokens_per_call);
+    b.http_requests = b.http_requests.min(q.http_requests_per_call);
+    b.http_request_bytes = b.http_request_bytes.min(q.http_request_bytes_per_call);
+    b.http_response_bytes = b.http_response_bytes.min(q.http_response_bytes_per_call);
 }
 
 /// The quotas a tenant's run is held to, shared with its driver.
@@ -419,6 +454,57 @@ mod tests {
             .fuel_window("acme", Duration::from_secs(3600), limit)
             .unwrap()
             .charged
+    }
+
+    fn tight() -> Quota {
+        Quota {
+            tokens_per_call: 1_000,
+            http_requests_per_call: 4,
+            http_request_bytes_per_call: 1 << 10,
+            http_response_bytes_per_call: 64 << 10,
+            ..Quota::default()
+        }
+    }
+
+    #[test]
+    fn budgets_above_the_per_call_ceilings_are_all_named() {
+        let text = "version: 1\nname: w\nagents:\n  f: { component: f.wasm, budget: { http_requests: 5, http_response_bytes: 1MiB } }\nsteps:\n  - { id: a, agent: f, budget: { http_request_bytes: 2KiB, tokens: 2K } }\n";
+        let def = corral_workflow::source::parse(std::path::Path::new("w.yaml"), text)
+            .unwrap()
+            .def;
+        let found = above_ceiling(&def, &tight());
+        let expected = [
+            "agents.f.budget.http_requests asks for 5; the tenant's ceiling (quota.http_requests_per_call) is 4",
+            "agents.f.budget.http_response_bytes asks for 1.0 MiB; the tenant's ceiling (quota.http_response_bytes_per_call) is 64.0 KiB",
+            "steps[0].budget.tokens asks for 2k; the tenant's ceiling (quota.tokens_per_call) is 1k",
+            "steps[0].budget.http_request_bytes asks for 2.0 KiB; the tenant's ceiling (quota.http_request_bytes_per_call) is 1.0 KiB",
+        ];
+        assert_eq!(found, expected);
+        let within = text.replace("5,", "4,").replace("1MiB", "64KiB");
+        let within = within.replace("2KiB", "1KiB").replace("2K }", "1K }");
+        let def = corral_workflow::source::parse(std::path::Path::new("w.yaml"), &within)
+            .unwrap()
+            .def;
+        assert_eq!(above_ceiling(&def, &tight()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn defaults_the_file_left_unset_are_held_to_the_ceilings() {
+        let mut b = Budget::default();
+        hold(&mut b, &tight());
+        assert_eq!(
+            (
+                b.tokens,
+                b.http_requests,
+                b.http_request_bytes,
+                b.http_response_bytes
+            ),
+            (1_000, 4, 1 << 10, 64 << 10)
+        );
+        // A ceiling above the default leaves the default alone.
+        let mut b = Budget::default();
+        hold(&mut b, &Quota::default());
+        assert_eq!(b, Budget::default());
     }
 
     #[test]

@@ -72,6 +72,12 @@ pub struct Quota {
     /// The ceiling of its workflows' `grants.http`: each grant must lie
     /// within one of these. None unless the operator lists them.
     pub http: Vec<corral_runtime::http::HttpGrant>,
+    /// The most outbound HTTP requests any one call may send.
+    pub http_requests_per_call: u32,
+    /// The most bytes of request bodies any one call may send.
+    pub http_request_bytes_per_call: u64,
+    /// The most bytes of response bodies any one call may read.
+    pub http_response_bytes_per_call: u64,
 }
 
 impl Default for Quota {
@@ -93,6 +99,9 @@ impl Default for Quota {
             tokens_per_call: 100_000,
             tokens_per_window: 10_000_000,
             http: Vec::new(),
+            http_requests_per_call: corral_runtime::Budget::DEFAULT_HTTP_REQUESTS,
+            http_request_bytes_per_call: corral_runtime::Budget::DEFAULT_HTTP_REQUEST_BYTES,
+            http_response_bytes_per_call: corral_runtime::Budget::DEFAULT_HTTP_RESPONSE_BYTES,
         }
     }
 }

@@ -249,6 +249,12 @@ pub struct StepDef {
     /// Limits for each call of this step, over the agent's.
     #[serde(default)]
     pub budget: BudgetDef,
+    /// Model tokens for all of this step's calls together: its retries,
+    /// fallback, `for_each` items, `repeat` iterations and critic calls
+    /// (each call is also held to `budget.tokens`). Unset: only the call's
+    /// and the workflow's budgets bind. Example: `tokens: 100K`.
+    #[serde(default)]
+    pub tokens: Option<Count>,
     #[serde(default)]
     pub retry: Option<RetryDef>,
     /// An agent called with the same input when this step finally fails.

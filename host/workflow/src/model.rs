@@ -74,6 +74,8 @@ pub struct Step {
     pub compensate: Option<String>,
     /// Caching: `Some(None)` keeps entries forever, `Some(Some(ttl))` for `ttl`.
     pub cache: Option<Option<Duration>>,
+    /// Model tokens for all of the step's calls together, if limited.
+    pub token_budget: Option<u64>,
 }
 
 /// A validated approval step.

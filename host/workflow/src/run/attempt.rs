@@ -176,7 +176,11 @@ impl Exec {
                 packet,
                 &call_budget,
                 &wa.grants,
-                std::iter::once(self.tokens.clone())
+                self.step_tokens
+                    .get(&step.id)
+                    .cloned()
+                    .into_iter()
+                    .chain([self.tokens.clone()])
                     .chain(self.outer_tokens.iter().cloned())
                     .collect(),
             )

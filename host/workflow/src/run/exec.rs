@@ -35,6 +35,9 @@ pub(super) struct Exec {
     pub(super) tokens: Arc<dyn corral_runtime::model::TokenPool>,
     /// Token budgets around the run (a tenant's window).
     pub(super) outer_tokens: Vec<Arc<dyn corral_runtime::model::TokenPool>>,
+    /// The token budgets of the steps that set `tokens`, by step id: every
+    /// call of the step reserves from its step's as well.
+    pub(super) step_tokens: HashMap<String, Arc<dyn corral_runtime::model::TokenPool>>,
     pub(super) breakers: BTreeMap<String, Breaker>,
     pub(super) rng: Mutex<fastrand::Rng>,
     pub(super) journal: Option<Arc<Journal>>,

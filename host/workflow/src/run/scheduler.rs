@@ -90,6 +90,7 @@ impl Scheduler {
                 .with_used(resume.steps.values().map(|p| p.record.tokens_used).sum()),
             ),
             outer_tokens: opts.token_pools.clone(),
+            step_tokens: step_token_pools(&w, &resume),
             breakers: w
                 .agents
                 .iter()
@@ -415,4 +416,26 @@ fn announce_start(exec: &Exec, w: &Workflow, resume: &Resume) {
             steps: w.steps.len(),
         });
     }
+}
+
+/// A token pool for each step that sets `tokens`, charged with what the
+/// step's calls in earlier sessions used.
+fn step_token_pools(
+    w: &Workflow,
+    resume: &Resume,
+) -> HashMap<String, Arc<dyn corral_runtime::model::TokenPool>> {
+    w.steps
+        .iter()
+        .filter_map(|s| {
+            let limit = s.token_budget?;
+            let used = resume.steps.get(&s.id).map_or(0, |p| p.record.tokens_used);
+            let pool = corral_runtime::model::MemoryPool::new(
+                format!("step `{}` token budget", s.id),
+                format!("steps[{}].tokens", s.index),
+                limit,
+            )
+            .with_used(used);
+            Some((s.id.clone(), Arc::new(pool) as Arc<_>))
+        })
+        .collect()
 }

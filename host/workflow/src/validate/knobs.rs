@@ -78,7 +78,7 @@ impl Validator<'_> {
     }
 
     /// Model tokens: 0 (no model calls) up to [`MAX_TOKENS`].
-    fn tokens(&mut self, field: &str, tokens: u64) {
+    pub(super) fn tokens(&mut self, field: &str, tokens: u64) {
         if tokens > MAX_TOKENS {
             self.err(
                 field.to_owned(),

@@ -102,6 +102,9 @@ impl Validator<'_> {
         }
         let cache = self.cache(&f, s.cache.as_ref());
         self.budget(&format!("{f}.budget"), &s.budget);
+        if let Some(t) = s.tokens {
+            self.tokens(&format!("{f}.tokens"), t.0);
+        }
         let input = self.step_input(&mut c);
         let when = self.when(&mut c);
         let for_each = self.for_each(&mut c);
@@ -143,6 +146,7 @@ impl Validator<'_> {
             approval,
             compensate: s.compensate.clone(),
             cache,
+            token_budget: s.tokens.map(|t| t.0),
         })
     }
 
@@ -360,6 +364,7 @@ impl Validator<'_> {
             ("retry", s.retry.is_some()),
             ("fallback", s.fallback.is_some()),
             ("cache", s.cache.is_some()),
+            ("tokens", s.tokens.is_some()),
         ];
         for (field, set) in agent_only {
             if set {
