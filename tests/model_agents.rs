@@ -347,6 +347,83 @@ async fn a_steps_token_budget_encloses_all_of_its_calls() {
     assert_eq!(a.tokens_used, 2_000, "the refused request was never sent");
 }
 
+#[test]
+fn a_recorded_step_is_replayed_from_the_journal_without_the_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    // Answered in order: each item's request gets its own answer.
+    let provider = script(
+        dir.path(),
+        json!([
+            { "content": "{\"summary\": \"first\", \"keywords\": [\"a\"]}" },
+            { "content": "{\"summary\": \"second\", \"keywords\": [\"b\"]}" }
+        ]),
+    );
+    let models = dir.path().join("models.toml");
+    std::fs::write(
+        &models,
+        format!("{provider}\n[models.fast]\nprovider = \"p\"\nmodel = \"tiny-model\"\n"),
+    )
+    .unwrap();
+    let wf = dir.path().join("w.yaml");
+    std::fs::write(
+        &wf,
+        format!("version: 1\nname: m\nparams:\n  texts: {{ type: array, default: [item one, item two] }}\nagents:\n  extract: {{ component: '{}', grants: {{ models: [fast] }} }}\nsteps:\n  - {{ id: a, agent: extract, for_each: $params.texts, max_concurrency: 1, input: {{ text: $item, max_tokens: 64 }} }}\noutputs:\n  all: $steps.a.output\n", agents::EXTRACT),
+    )
+    .unwrap();
+    let corral = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(args)
+            .env("CORRAL_STATE_DIR", dir.path().join("state"))
+            .env("CORRAL_ALLOW_PATHS", support::wasm_agents_dir())
+            .env_remove("CORRAL_MODELS")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let last = stdout.lines().last().unwrap_or_default().to_owned();
+        let report: Value = serde_json::from_str(&last)
+            .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), report)
+    };
+    let wf = wf.display().to_string();
+    let models = models.display().to_string();
+    let (code, first) = corral(&["--models", &models, "run", &wf, "--run-id", "r", "--json"]);
+    assert_eq!(code, Some(0), "{first}");
+    let outputs = first["data"]["outputs"].clone();
+    assert_eq!(outputs["all"][1]["summary"], "second", "{first}");
+
+    // The provider is gone: the replay answers each item's request with
+    // the answer recorded for it, so the step's output is the same.
+    std::fs::remove_file(dir.path().join("script.json")).unwrap();
+    let (code, again) = corral(&["retry", "r", "--step", "a", "--replay-models", "--json"]);
+    assert_eq!(code, Some(0), "{again}");
+    assert_eq!(again["data"]["outputs"], outputs);
+    let store = corral::store::SqliteStore::open(
+        &dir.path().join("state"),
+        corral::store::Durability::Normal,
+    )
+    .unwrap();
+    use corral::store::Store;
+    let outcomes: Vec<String> = store
+        .journal("r", 0, 10_000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "call_finished")
+        .flat_map(|e| {
+            e.data["receipt"]["model_calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|m| m["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["ok", "ok", "replayed", "replayed"]);
+
+    // Without the replay there is no provider: the step fails, naming why.
+    let (code, failed) = corral(&["retry", "r", "--step", "a", "--json"]);
+    assert_eq!(code, Some(1), "{failed}");
+    assert!(failed.to_string().contains("no model gateway"), "{failed}");
+}
+
 /// A scripted provider from `responses` (the script's entries).
 fn script(dir: &std::path::Path, responses: Value) -> String {
     let file = dir.join("script.json");

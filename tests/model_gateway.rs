@@ -398,3 +398,70 @@ async fn a_repeated_deterministic_request_is_answered_from_the_cache() {
     let (refused, _) = g.complete(&req, &[], &[&call], soon()).await;
     assert!(matches!(refused, Err(ModelError::NotGranted { .. })));
 }
+
+#[tokio::test]
+async fn a_replay_answers_recorded_requests_without_the_provider_and_refuses_others() {
+    let (m, base) = mock().await;
+    m.then(200, ok("four", Some((21, 2))));
+    m.then(200, ok("paris", Some((30, 1))));
+    let g = gateway(&base, "");
+    let pool = || MemoryPool::new("call token budget", "budget.tokens", 10_000);
+    let mut recorded = Vec::new();
+    for q in ["What is 2+2?", "Capital of France?"] {
+        let (r, rec) = g
+            .complete(&request(q, 50), &granted(), &[&pool()], soon())
+            .await;
+        assert!(r.is_ok());
+        assert!(rec.request.starts_with("sha256:") && rec.response.is_some());
+        // What the journal keeps is what a replay reads.
+        let text = serde_json::to_string(&rec).unwrap();
+        recorded.push(serde_json::from_str(&text).unwrap());
+    }
+    assert_eq!(m.seen().len(), 2);
+
+    // Asked in another order, each gets its own answer, charged as before,
+    // and the provider hears nothing.
+    let replay = Gateway::replay(recorded);
+    assert_eq!(replay.replay_left(), 2);
+    let call = pool();
+    let (r, rec) = replay
+        .complete(
+            &request("Capital of France?", 50),
+            &granted(),
+            &[&call],
+            soon(),
+        )
+        .await;
+    assert_eq!(r.unwrap().message.content, "paris");
+    assert_eq!(
+        (rec.outcome, rec.model.as_str(), rec.charged_tokens),
+        (corral::model::ModelOutcome::Replayed, "gpt-test-mini", 31)
+    );
+    assert_eq!(call.used(), 31);
+    let (r, _) = replay
+        .complete(&request("What is 2+2?", 50), &granted(), &[&pool()], soon())
+        .await;
+    assert_eq!(r.unwrap().message.content, "four");
+    assert_eq!(m.seen().len(), 2, "no request reached the provider");
+
+    // A request the run never made, or one made more often than recorded,
+    // fails as not recorded; grants and budgets still hold.
+    for q in ["What is 3+3?", "What is 2+2?"] {
+        let (r, rec) = replay
+            .complete(&request(q, 50), &granted(), &[&pool()], soon())
+            .await;
+        let e = r.unwrap_err();
+        assert!(matches!(e, ModelError::NotRecorded { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("no unused answer to this exact request"),
+            "{e}"
+        );
+        assert_eq!(rec.outcome, "not_recorded");
+    }
+    let mut other = request("What is 2+2?", 50);
+    other.temperature = Some(0.5);
+    let (r, _) = replay.complete(&other, &[], &[&pool()], soon()).await;
+    assert!(matches!(r, Err(ModelError::NotGranted { .. })));
+    assert_eq!(replay.replay_left(), 0);
+}

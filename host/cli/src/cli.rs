@@ -7,6 +7,7 @@ mod inspect;
 mod new;
 mod remote;
 mod render;
+mod replay;
 mod run;
 mod serve;
 mod validate;
@@ -326,14 +327,20 @@ pub fn main() -> ExitCode {
                 );
                 return ExitCode::from(Exit::Usage as u8);
             }
-            let models = match cli.models.as_deref().map(load_models).transpose() {
-                Ok(m) => m,
-                Err(errors) => {
-                    for e in errors {
-                        eprintln!("error: {e}");
+            let models = match &command {
+                Command::Retry(a) if a.replay_models => match replay::gateway(a.run_id(), &state) {
+                    Ok(g) => Some(g),
+                    Err(exit) => return ExitCode::from(exit as u8),
+                },
+                _ => match cli.models.as_deref().map(load_models).transpose() {
+                    Ok(m) => m,
+                    Err(errors) => {
+                        for e in errors {
+                            eprintln!("error: {e}");
+                        }
+                        return ExitCode::from(Exit::Usage as u8);
                     }
-                    return ExitCode::from(Exit::Usage as u8);
-                }
+                },
             };
             let config = RuntimeConfig {
                 models,

@@ -36,7 +36,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 let (result, record) = complete(ctx, req).await;
                 store.data_mut().cpu.enter().await;
                 if let Some(r) = record {
-                    store.data_mut().model_calls.push(r);
+                    store.data_mut().model_log.push(r);
                 }
                 Ok((result,))
             })
@@ -170,5 +170,6 @@ fn lower_error(e: ModelError) -> w::ModelError {
             w::ModelError::BadRequest(text)
         }
         ModelError::InvalidRequest(_) => w::ModelError::InvalidRequest(text),
+        ModelError::NotRecorded { .. } => w::ModelError::BadRequest(text),
     }
 }

@@ -38,6 +38,13 @@ pub struct Receipt {
     /// model, tokens, attempts, latency and outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub model_calls: Vec<crate::model::ModelCallRecord>,
+    /// Model calls past the receipt's cap of `MAX_MODEL_RECORDS`, counted only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub model_calls_dropped: u64,
+    /// Model tokens charged to the call's budgets, over all its model calls
+    /// (the dropped ones included).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub model_tokens: u64,
     /// Every outbound HTTP request the agent made or tried (contract
     /// 0.2.0): method, origin, path, status, bytes, time and outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -58,6 +65,6 @@ impl Receipt {
 
     /// Model tokens charged to the call's budgets, over all its model calls.
     pub fn tokens_used(&self) -> u64 {
-        self.model_calls.iter().map(|m| m.charged_tokens).sum()
+        self.model_tokens
     }
 }

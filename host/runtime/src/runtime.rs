@@ -403,12 +403,14 @@ impl Runtime {
             deadline,
             capture,
             progress,
-            model_calls,
+            model_log,
             http_calls,
             http_calls_dropped,
             http_refused,
         } = usage;
-        receipt.model_calls = model_calls;
+        receipt.model_calls = model_log.records;
+        receipt.model_calls_dropped = model_log.dropped;
+        receipt.model_tokens = model_log.charged;
         receipt.http_calls = http_calls;
         receipt.http_calls_dropped = http_calls_dropped;
         receipt.fuel_used = fuel_used;

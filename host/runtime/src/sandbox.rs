@@ -19,7 +19,7 @@ use crate::error::CallError;
 use crate::gate::{CpuGate, GatedPoll};
 use crate::http::{HttpCallRecord, HttpLog, HttpPolicy, HttpQuota};
 use crate::lift::{GuestStr, LogFields, OUTPUT_CAP, RunResult};
-use crate::model::{Gateway, MemoryPool, ModelCallRecord, TokenPool};
+use crate::model::{Gateway, MemoryPool, ModelLog, TokenPool};
 use crate::model_host::ModelCtx;
 use crate::wit::latest::corral::agent::host::Level;
 use crate::{Budget, Grants};
@@ -33,8 +33,8 @@ pub(crate) struct HostState {
     progress: Option<u8>,
     /// The model gateway as this call may use it (contract 0.2.0).
     pub(crate) model: Option<Arc<ModelCtx>>,
-    /// Every model call made, for the receipt.
-    pub(crate) model_calls: Vec<ModelCallRecord>,
+    /// The model calls made, for the receipt.
+    pub(crate) model_log: ModelLog,
     http: WasiHttpCtx,
     /// Checks and sends every outbound request (contract 0.2.0).
     http_policy: HttpPolicy,
@@ -239,7 +239,7 @@ pub(crate) struct Usage {
     pub deadline: Instant,
     pub capture: Capture,
     pub progress: Option<u8>,
-    pub model_calls: Vec<ModelCallRecord>,
+    pub model_log: ModelLog,
     pub http_calls: Vec<HttpCallRecord>,
     pub http_calls_dropped: u64,
     /// The grant lines of outbound requests refused by policy.
@@ -300,7 +300,7 @@ impl Sandbox<'_> {
             deadline,
             capture,
             progress: None,
-            model_calls: Vec::new(),
+            model_log: ModelLog::default(),
             http_calls: Vec::new(),
             http_calls_dropped: 0,
             http_refused: Vec::new(),
@@ -361,7 +361,7 @@ impl Sandbox<'_> {
         let HostState {
             meter,
             progress,
-            model_calls,
+            model_log,
             http_policy,
             ..
         } = store.into_data();
@@ -394,7 +394,7 @@ impl Sandbox<'_> {
             deadline,
             capture,
             progress,
-            model_calls,
+            model_log,
             http_calls_dropped: http_log.dropped,
             http_calls: http_log.records,
             http_refused,
@@ -440,7 +440,7 @@ impl Sandbox<'_> {
                     deadline,
                 })
             }),
-            model_calls: Vec::new(),
+            model_log: ModelLog::default(),
             http: WasiHttpCtx::new(),
             http_policy: HttpPolicy {
                 grants: grants.http.clone().into(),

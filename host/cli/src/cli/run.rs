@@ -91,8 +91,18 @@ pub struct RetryArgs {
     #[arg(long)]
     allow_changed_components: bool,
 
+    /// Answer model requests from the run's journal, never a provider: a request identical to one the run made (same alias, messages, tools, schema, settings) gets the answer recorded for it, charged as before; any other fails with `not_recorded`. `--models` is not used.
+    #[arg(long)]
+    pub(crate) replay_models: bool,
+
     #[command(flatten)]
     drive: DriveArgs,
+}
+
+impl RetryArgs {
+    pub(crate) fn run_id(&self) -> &str {
+        &self.run_id
+    }
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {

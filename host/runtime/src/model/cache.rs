@@ -61,14 +61,7 @@ impl AnswerCache {
     }
 
     pub fn put(&self, key: String, answer: &ModelResponse) {
-        let size = answer.message.content.len()
-            + answer
-                .message
-                .tool_calls
-                .iter()
-                .map(|c| c.name.len() + c.arguments.len() + c.id.len())
-                .sum::<usize>();
-        if self.config.entries == 0 || size > MAX_ENTRY_BYTES {
+        if self.config.entries == 0 || answer.size() > MAX_ENTRY_BYTES {
             return;
         }
         let mut entries = self.inner.lock().unwrap_or_else(|p| p.into_inner());

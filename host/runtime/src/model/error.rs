@@ -42,6 +42,9 @@ pub enum ModelError {
     Malformed { alias: String, message: String },
     #[error("the model request is invalid: {0}")]
     InvalidRequest(String),
+    /// A replay found no recorded answer for the request.
+    #[error("model `{alias}`: replaying, and {why}")]
+    NotRecorded { alias: String, why: String },
 }
 
 impl ModelError {
@@ -68,6 +71,7 @@ impl ModelError {
             ModelError::Unavailable { .. } => ModelOutcome::Unavailable,
             ModelError::Malformed { .. } => ModelOutcome::Malformed,
             ModelError::InvalidRequest(_) => ModelOutcome::InvalidRequest,
+            ModelError::NotRecorded { .. } => ModelOutcome::NotRecorded,
         }
     }
 }
@@ -80,6 +84,8 @@ pub enum ModelOutcome {
     Ok,
     /// Answered from the gateway's cache.
     Cached,
+    /// Answered from the run's journal (a replay), not by the provider.
+    Replayed,
     NotGranted,
     UnknownAlias,
     TokenBudgetExhausted,
@@ -89,6 +95,8 @@ pub enum ModelOutcome {
     Unavailable,
     Malformed,
     InvalidRequest,
+    /// A replay had no recorded answer for the request.
+    NotRecorded,
 }
 
 impl ModelOutcome {
@@ -97,6 +105,7 @@ impl ModelOutcome {
         match self {
             ModelOutcome::Ok => "ok",
             ModelOutcome::Cached => "cached",
+            ModelOutcome::Replayed => "replayed",
             ModelOutcome::NotGranted => "not_granted",
             ModelOutcome::UnknownAlias => "unknown_alias",
             ModelOutcome::TokenBudgetExhausted => "token_budget_exhausted",
@@ -106,7 +115,18 @@ impl ModelOutcome {
             ModelOutcome::Unavailable => "unavailable",
             ModelOutcome::Malformed => "malformed",
             ModelOutcome::InvalidRequest => "invalid_request",
+            ModelOutcome::NotRecorded => "not_recorded",
         }
+    }
+}
+
+impl ModelOutcome {
+    /// The agent got an answer (from the provider, the cache or a replay).
+    pub fn answered(self) -> bool {
+        matches!(
+            self,
+            ModelOutcome::Ok | ModelOutcome::Cached | ModelOutcome::Replayed
+        )
     }
 }
 

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use serde::Serialize;
 
 use super::openai::{ApiKey, OpenAi};
+use super::replay::{Recorded, request_digest};
 use super::scripted::Scripted;
 use super::{
-    ModelConfig, ModelError, ModelRequest, ModelResponse, Provider, ProviderConfig, TokenGrant,
-    TokenPool, estimate_prompt_tokens,
+    ModelCallRecord, ModelConfig, ModelError, ModelOutcome, ModelRequest, ModelResponse, Provider,
+    ProviderConfig, TokenGrant, TokenPool, estimate_prompt_tokens,
 };
 
 /// Attempts per request (the first and three retries), all inside the deadline.
@@ -26,28 +26,6 @@ const MAX_MESSAGES: usize = 1024;
 const MAX_TOOLS: usize = 128;
 const MAX_REQUEST_BYTES: usize = 4 << 20;
 
-/// A model call as receipts and the journal record it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ModelCallRecord {
-    pub alias: String,
-    /// The provider's model name.
-    pub model: String,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// What was reserved before the request was sent.
-    pub reserved_tokens: u64,
-    /// Tokens charged to the budgets: the usage, or the reservation when the
-    /// provider reported none.
-    pub charged_tokens: u64,
-    pub attempts: u32,
-    pub latency_ms: u64,
-    /// `ok`, `cached`, or the error's kind (`rate_limited`, `timeout`, ...).
-    pub outcome: super::ModelOutcome,
-    /// Answered from the gateway's cache: no provider call, no tokens.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub cached: bool,
-}
-
 struct Alias {
     provider: Arc<dyn Provider>,
     model: String,
@@ -59,6 +37,8 @@ struct Alias {
 pub struct Gateway {
     aliases: HashMap<String, Alias>,
     cache: Option<super::cache::AnswerCache>,
+    /// A replaying gateway answers from these only, never a provider.
+    replay: Option<Recorded>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -115,6 +95,7 @@ impl Gateway {
             Ok(Self {
                 aliases,
                 cache: config.cache.clone().map(super::cache::AnswerCache::new),
+                replay: None,
             })
         } else {
             Err(errors)
@@ -136,7 +117,25 @@ impl Gateway {
         Self {
             aliases,
             cache: None,
+            replay: None,
         }
+    }
+
+    /// A gateway that answers from `records` (a run's journaled model
+    /// calls) and never calls a provider: each request identical to a
+    /// recorded one gets its recorded answer, charged its recorded usage;
+    /// any other request fails with `not_recorded`.
+    pub fn replay(records: impl IntoIterator<Item = ModelCallRecord>) -> Self {
+        Self {
+            aliases: HashMap::new(),
+            cache: None,
+            replay: Some(Recorded::new(records)),
+        }
+    }
+
+    /// Recorded answers a replaying gateway has not used yet (0 otherwise).
+    pub fn replay_left(&self) -> usize {
+        self.replay.as_ref().map_or(0, Recorded::left)
     }
 
     pub fn aliases(&self) -> impl Iterator<Item = &str> {
@@ -154,25 +153,18 @@ impl Gateway {
         deadline: Instant,
     ) -> (Result<ModelResponse, ModelError>, ModelCallRecord) {
         let started = Instant::now();
-        let mut record = ModelCallRecord {
-            alias: req.model.clone(),
-            model: String::new(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            reserved_tokens: 0,
-            charged_tokens: 0,
-            attempts: 0,
-            latency_ms: 0,
-            outcome: super::ModelOutcome::Ok,
-            cached: false,
-        };
+        let mut record = ModelCallRecord::new(&req.model);
         let result = self.run(req, granted, pools, deadline, &mut record).await;
         record.latency_ms = started.elapsed().as_millis() as u64;
         record.outcome = match &result {
-            Ok(_) if record.cached => super::ModelOutcome::Cached,
-            Ok(_) => super::ModelOutcome::Ok,
+            Ok(_) if record.cached => ModelOutcome::Cached,
+            Ok(_) if self.replay.is_some() => ModelOutcome::Replayed,
+            Ok(_) => ModelOutcome::Ok,
             Err(e) => e.outcome(),
         };
+        if let Ok(answer) = &result {
+            record.response = Some(answer.clone());
+        }
         (result, record)
     }
 
@@ -189,6 +181,11 @@ impl Gateway {
                 alias: req.model.clone(),
             });
         }
+        if let Some(recorded) = &self.replay {
+            check_request(req)?;
+            record.request = request_digest(&req.model, req);
+            return replayed(recorded, req, pools, record).await;
+        }
         let alias = self.aliases.get(&req.model).ok_or_else(|| {
             let mut known: Vec<&str> = self.aliases().collect();
             known.sort();
@@ -203,6 +200,7 @@ impl Gateway {
         })?;
         record.model = alias.model.clone();
         check_request(req)?;
+        record.request = request_digest(&req.model, req);
         // A repeated deterministic request: no tokens, no provider call.
         let key = self
             .cache
@@ -352,6 +350,37 @@ fn check_request(req: &ModelRequest) -> Result<(), ModelError> {
         ));
     }
     Ok(())
+}
+
+/// Answers `req` from the recorded answers, reserving and charging as the
+/// provider's answer was: a replay meets the same budgets the run did.
+async fn replayed(
+    recorded: &Recorded,
+    req: &ModelRequest,
+    pools: &[&dyn TokenPool],
+    record: &mut ModelCallRecord,
+) -> Result<ModelResponse, ModelError> {
+    let Some(answer) = recorded.take(&record.request) else {
+        return Err(ModelError::NotRecorded {
+            alias: req.model.clone(),
+            why: recorded.why_missing(),
+        });
+    };
+    record.model = answer.model;
+    let needed = estimate_prompt_tokens(req).saturating_add(u64::from(req.max_tokens));
+    let grants = reserve(pools, needed).await?;
+    record.reserved_tokens = needed;
+    let usage = answer.response.usage;
+    let charged = usage.map_or(needed, |u| u.total());
+    if let Some(u) = usage {
+        record.prompt_tokens = u.prompt_tokens;
+        record.completion_tokens = u.completion_tokens;
+    }
+    record.charged_tokens = charged;
+    for (pool, grant) in pools.iter().zip(grants) {
+        pool.settle(grant, charged).await;
+    }
+    Ok(answer.response)
 }
 
 /// Reserves `tokens` from every pool, or from none.

@@ -14,7 +14,7 @@ pub enum Role {
 }
 
 /// One chat message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: String,
@@ -47,7 +47,7 @@ pub struct Tool {
 }
 
 /// A call the model asks for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolCall {
     pub id: String,
     pub name: String,
@@ -100,10 +100,24 @@ impl Usage {
 }
 
 /// The model's answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelResponse {
     pub message: Message,
     pub finish_reason: FinishReason,
     /// `None` when the provider did not say; the whole reservation is then charged.
     pub usage: Option<Usage>,
+}
+
+impl ModelResponse {
+    /// Bytes of text it carries (content and tool calls): what caches and
+    /// the journal bound.
+    pub fn size(&self) -> usize {
+        self.message.content.len()
+            + self
+                .message
+                .tool_calls
+                .iter()
+                .map(|c| c.name.len() + c.arguments.len() + c.id.len())
+                .sum::<usize>()
+    }
 }
