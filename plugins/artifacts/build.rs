@@ -259,7 +259,7 @@ fn python_agents(root: &Path, target_dir: &Path) -> Vec<PathBuf> {
                         .arg("--quiet")
                         .arg("-d")
                         .arg(&wit)
-                        .args(["-w", "agent", "componentize", "app", "-p"])
+                        .args(["-w", world(dir), "componentize", "app", "-p"])
                         .arg(dir)
                         .arg("-p")
                         .arg(&sdk)
@@ -272,6 +272,18 @@ fn python_agents(root: &Path, target_dir: &Path) -> Vec<PathBuf> {
             out
         })
         .collect()
+}
+
+/// The world a Python agent is built against: `agent-http` when its
+/// `features` file lists `http` (componentize-py binds every import of the
+/// world, so only agents that send requests import `wasi:http`).
+fn world(dir: &Path) -> &'static str {
+    let features = std::fs::read_to_string(dir.join("features")).unwrap_or_default();
+    if features.split_whitespace().any(|f| f == "http") {
+        "agent-http"
+    } else {
+        "agent"
+    }
 }
 
 /// Builds `plugins/js/*/agent.js` with componentize-js (through `plugins/js/build.mjs`).

@@ -17,9 +17,15 @@ from typing import Any, Dict, List, Optional
 from componentize_py_types import Err
 from wit_world.imports import host
 from wit_world.imports import model as wit_model
-from wit_world.imports import types as wit
 
-__all__ = ["Agent", "AgentError", "Context", "guest", "schema_of"]
+from . import http
+
+try:
+    from wit_world.imports import types as wit
+except ImportError:  # the `agent-http` world names it apart from wasi:http's `types`
+    from wit_world.imports import corral_agent_types as wit
+
+__all__ = ["Agent", "AgentError", "Context", "guest", "http", "schema_of"]
 
 
 class AgentError(Exception):
@@ -198,6 +204,8 @@ class Agent:
     """Model aliases for `ctx.complete` (contract 0.2.0)."""
     env: List[str] = []
     """Environment variables the agent reads."""
+    http: List[str] = []
+    """Where `corral_sdk.http` may send requests: `[METHODS ]scheme://host[:port][/path-prefix]`, or `*` for wherever the operator's grants allow (contract 0.2.0; build against the `agent-http` world)."""
 
     def run(self, ctx: Context, input: Any) -> Any:
         raise NotImplementedError("an agent implements run(self, ctx, input)")
@@ -222,9 +230,14 @@ def schema_of(tp: Any) -> Dict[str, Any]:
         return {"type": "object", "additionalProperties": schema_of(args[1]) if len(args) == 2 else {}}
     if origin in (typing.Union, pytypes.UnionType):
         rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1:
-            return schema_of(rest[0])
-        return {"anyOf": [schema_of(a) for a in rest]}
+        inner = schema_of(rest[0]) if len(rest) == 1 else {"anyOf": [schema_of(a) for a in rest]}
+        if len(rest) == len(args):
+            return inner
+        # Optional: `None` is sent as null, so null must be valid (as
+        # schemars writes a Rust `Option`).
+        if isinstance(inner.get("type"), str):
+            return {**inner, "type": [inner["type"], "null"]}
+        return {"anyOf": [inner, {"type": "null"}]}
     if dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)
         props, required = {}, []
@@ -293,6 +306,9 @@ def guest(agent: Agent) -> type:
             raise Err(wit.AgentError(AgentError.CLASSES[e.error_class], e.message))
         except MemoryError:
             raise  # see `run`: never an agent error
+        except http.HttpError as e:  # as Rust's `?` on one: transient only for transport failures
+            error_class = "transient" if isinstance(e, http.Transport) else "permanent"
+            raise Err(wit.AgentError(AgentError.CLASSES[error_class], str(e)))
         except Exception as e:  # an author's bug is a permanent failure, with its message
             raise Err(wit.AgentError(wit.ErrorClass.PERMANENT, f"{type(e).__name__}: {e}"))
         reply = {k: envelope[k] for k in ("version", "run_id", "step_id") if k in envelope}
@@ -308,7 +324,8 @@ def guest(agent: Agent) -> type:
                 input_schema=json.dumps(input_schema),
                 output_schema=json.dumps(output_schema),
                 capabilities=[wit.Capability_Env(v) for v in agent.env]
-                + [wit.Capability_Model(m) for m in agent.models],
+                + [wit.Capability_Model(m) for m in agent.models]
+                + [wit.Capability_Http(h) for h in agent.http],
             )
 
         def run(self, packet: str) -> str:

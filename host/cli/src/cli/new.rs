@@ -39,6 +39,38 @@ enum Lang {
 
 /// The contract every SDK speaks (0.2.0: with `model` and `http`).
 const WIT_0_2: &str = include_str!("../../../../wit/since_v0.2.0/agent.wit");
+/// The WASI interfaces the contract's `agent-http` world imports, vendored
+/// beside it (every WIT tool resolves `deps/` in the package's directory).
+const WASI_DEPS: &[(&str, &str)] = &[
+    (
+        "cli",
+        include_str!("../../../../wit/since_v0.2.0/deps/cli/cli.wit"),
+    ),
+    (
+        "clocks",
+        include_str!("../../../../wit/since_v0.2.0/deps/clocks/clocks.wit"),
+    ),
+    (
+        "filesystem",
+        include_str!("../../../../wit/since_v0.2.0/deps/filesystem/filesystem.wit"),
+    ),
+    (
+        "http",
+        include_str!("../../../../wit/since_v0.2.0/deps/http/http.wit"),
+    ),
+    (
+        "io",
+        include_str!("../../../../wit/since_v0.2.0/deps/io/io.wit"),
+    ),
+    (
+        "random",
+        include_str!("../../../../wit/since_v0.2.0/deps/random/random.wit"),
+    ),
+    (
+        "sockets",
+        include_str!("../../../../wit/since_v0.2.0/deps/sockets/sockets.wit"),
+    ),
+];
 const README: &str = include_str!("../../templates/README.md.tmpl");
 const TEST: &str = include_str!("../../templates/test.sh");
 
@@ -95,6 +127,10 @@ const PYTHON_FILES: &[(&str, &str)] = &[
         "corral_sdk/__init__.py",
         include_str!("../../../../plugin-sdk/python/corral_sdk/__init__.py"),
     ),
+    (
+        "corral_sdk/http.py",
+        include_str!("../../../../plugin-sdk/python/corral_sdk/http.py"),
+    ),
     ("wit/agent.wit", WIT_0_2),
     (".gitignore", ".venv/\n__pycache__/\n*.wasm\n"),
 ];
@@ -150,11 +186,7 @@ pub fn run(args: NewArgs) -> Exit {
         );
         return Exit::Usage;
     }
-    let wit_version = if matches!(a.lang, Lang::Rust) {
-        "0.2.0"
-    } else {
-        "0.1.0"
-    };
+    let wit_version = "0.2.0";
     let (files, lang, lang_name, notes) = match a.lang {
         Lang::Rust => (
             RUST_FILES,
@@ -166,7 +198,7 @@ pub fn run(args: NewArgs) -> Exit {
             PYTHON_FILES,
             "python",
             "Python",
-            "The agent is `app.py`: `Input` and `Output` dataclasses (their JSON Schemas are derived from the type hints; or set `input_schema`/`output_schema` as dicts) and a `run` that returns the output or raises `AgentError.transient/permanent/degradable`. `corral_sdk/` is the SDK. `build.sh` needs python3 with venv and pip; it installs the pinned componentize-py into `.venv`. The component is about 18 MB and takes seconds to compile the first time it is called; corral caches the compiled form, so later calls start in milliseconds.",
+            "The agent is `app.py`: `Input` and `Output` dataclasses (their JSON Schemas are derived from the type hints; or set `input_schema`/`output_schema` as dicts) and a `run` that returns the output or raises `AgentError.transient/permanent/degradable`. `corral_sdk/` is the SDK (`corral_sdk.http` sends HTTP requests: list `http` in a `features` file to build against the `agent-http` world). `build.sh` needs python3 with venv and pip; it installs the pinned componentize-py into `.venv`. The component is about 18 MB and takes seconds to compile the first time it is called; corral caches the compiled form, so later calls start in milliseconds.",
         ),
         Lang::Js => (
             JS_FILES,
@@ -186,9 +218,22 @@ pub fn run(args: NewArgs) -> Exit {
             .replace("{{wit_version}}", wit_version)
             .replace("{{sdk_version}}", env!("CARGO_PKG_VERSION"))
     };
-    let mut all: Vec<(&str, String)> = files.iter().map(|(p, t)| (*p, fill(t))).collect();
-    all.push(("README.md", fill(README)));
-    all.push(("test.sh", fill(TEST)));
+    let mut all: Vec<(String, String)> = files
+        .iter()
+        .map(|(p, t)| (p.to_string(), fill(t)))
+        .collect();
+    all.push(("README.md".into(), fill(README)));
+    all.push(("test.sh".into(), fill(TEST)));
+    let wit_dir = match a.lang {
+        Lang::Rust => "vendor/wit/since_v0.2.0",
+        Lang::Python | Lang::Js => "wit",
+    };
+    for (name, text) in WASI_DEPS {
+        all.push((
+            format!("{wit_dir}/deps/{name}/{name}.wit"),
+            text.to_string(),
+        ));
+    }
     for (rel, text) in &all {
         if let Err(e) = write(&dir.join(rel), text) {
             eprintln!("error: cannot write {}: {e}", dir.join(rel).display());

@@ -8,5 +8,9 @@ if [ ! -x "$tool" ]; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 fi
-PYTHONDONTWRITEBYTECODE=1 "$tool" --quiet -d wit -w agent componentize app -p . -o {{name}}.wasm
+# An agent that sends HTTP requests (`http = [...]`, `corral_sdk.http`) lists
+# `http` in a `features` file and is built against the `agent-http` world.
+world=agent
+if [ -f features ] && grep -qw http features; then world=agent-http; fi
+PYTHONDONTWRITEBYTECODE=1 "$tool" --quiet -d wit -w "$world" componentize app -p . -o {{name}}.wasm
 echo "built {{name}}.wasm"
