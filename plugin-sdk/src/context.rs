@@ -1,7 +1,7 @@
 //! The per-call context: identifiers of the run and step, logging, progress, and model completions.
 
 use crate::bindings::corral::agent::host;
-use crate::model;
+use crate::{delegate, model};
 
 pub use host::Level;
 
@@ -56,6 +56,33 @@ impl Context {
     /// call's deadline.
     pub fn complete(&self, request: &model::Request) -> Result<model::Response, model::ModelError> {
         crate::bindings::corral::agent::model::complete(request)
+    }
+
+    /// Calls `agent` (one of the step's `delegates`) with `input` under
+    /// `budget`, carved from what this call has left, and returns its
+    /// output payload; the callee's input and output are checked against
+    /// its schemas. Whatever it does not use comes back to this call.
+    pub fn delegate(
+        &self,
+        agent: &str,
+        input: &impl serde::Serialize,
+        budget: delegate::SubBudget,
+    ) -> Result<serde_json::Value, delegate::DelegateError> {
+        let request = delegate::request(agent, input, budget);
+        let text = crate::bindings::corral::agent::delegate::call(&request)?;
+        Ok(serde_json::from_str(&text).expect("the host checked the callee's output"))
+    }
+
+    /// Calls several agents at once and waits for all of them; the answers
+    /// are in the order of `requests` (see [`delegate::request`]).
+    pub fn delegate_all(
+        &self,
+        requests: &[delegate::Request],
+    ) -> Vec<Result<serde_json::Value, delegate::DelegateError>> {
+        crate::bindings::corral::agent::delegate::call_all(requests)
+            .into_iter()
+            .map(|r| r.map(|text| serde_json::from_str(&text).expect("checked by the host")))
+            .collect()
     }
 
     /// One question, one answer: a system prompt and a user message to

@@ -71,6 +71,24 @@ impl From<crate::model::ModelError> for AgentError {
     }
 }
 
+/// A failed delegated call as the caller's own error: the callee's error
+/// keeps its class; anything else is permanent (a refusal, or a callee that
+/// hit its sub-budget, would fail the same way again).
+impl From<crate::delegate::DelegateError> for AgentError {
+    fn from(e: crate::delegate::DelegateError) -> Self {
+        use crate::delegate::DelegateError as D;
+        match e {
+            D::Failed(inner) => AgentError {
+                class: inner.class,
+                message: inner.message,
+            },
+            D::NotGranted(m) | D::InvalidInput(m) | D::LimitReached(m) | D::Breached(m) => {
+                AgentError::permanent(m)
+            }
+        }
+    }
+}
+
 /// A failed HTTP request as the agent's own error: a denial, a spent quota
 /// or a bad request is permanent; a transport failure transient.
 impl From<crate::http::HttpError> for AgentError {

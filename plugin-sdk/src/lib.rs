@@ -67,6 +67,35 @@ pub mod model {
     };
 }
 
+/// Calls to other agents, made by the host for this agent (contract
+/// 0.2.0): the step must grant the callee (`delegates: [name]`), and each
+/// runs under a [`SubBudget`](delegate::SubBudget) carved from what this
+/// call has left. Call [`Context::delegate`] or [`Context::delegate_all`].
+pub mod delegate {
+    pub use crate::bindings::corral::agent::delegate::{DelegateError, Request, SubBudget};
+
+    /// A sub-budget that asks for nothing in particular: the callee gets
+    /// its own limits, held to what the caller has left (in a batch, an
+    /// equal share of the fuel). Set the fields to carve less.
+    pub fn sub_budget() -> SubBudget {
+        SubBudget {
+            fuel: None,
+            memory_bytes: None,
+            timeout_ms: None,
+            tokens: None,
+        }
+    }
+
+    /// A request for [`Context::delegate_all`](crate::Context::delegate_all).
+    pub fn request(agent: &str, input: &impl serde::Serialize, budget: SubBudget) -> Request {
+        Request {
+            agent: agent.to_owned(),
+            payload: serde_json::to_string(input).expect("a Serialize value serializes"),
+            budget,
+        }
+    }
+}
+
 /// The generated WIT bindings. Not part of the public API.
 #[doc(hidden)]
 pub mod bindings {

@@ -28,6 +28,7 @@ const AGENTS: &[(&str, &str)] = &[
     ("latch", "latch"),
     ("extract", "extract"),
     ("fetch", "fetch"),
+    ("orchestrate", "orchestrate"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

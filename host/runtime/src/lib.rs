@@ -19,6 +19,7 @@ pub mod budget;
 pub mod cache;
 pub mod capability;
 pub mod capture;
+pub mod delegate;
 pub mod describe;
 pub mod digest;
 pub mod display;
@@ -36,6 +37,7 @@ pub mod schema;
 pub mod wit;
 
 mod contract;
+mod delegate_host;
 mod gate;
 mod lift;
 mod model_host;

@@ -16,7 +16,7 @@ pub(crate) struct ModelCtx {
     /// The aliases the call was granted.
     pub granted: Vec<String>,
     /// The call's own token budget.
-    pub tokens: MemoryPool,
+    pub tokens: Arc<MemoryPool>,
     /// The budgets around the call (step, workflow, tenant), innermost first.
     pub outer: Vec<Arc<dyn crate::model::TokenPool>>,
     pub deadline: Instant,
@@ -58,7 +58,7 @@ async fn complete(
         Ok(r) => r,
         Err(e) => return (Err(w::ModelError::InvalidRequest(e)), None),
     };
-    let mut pools: Vec<&dyn crate::model::TokenPool> = vec![&ctx.tokens];
+    let mut pools: Vec<&dyn crate::model::TokenPool> = vec![&*ctx.tokens];
     pools.extend(ctx.outer.iter().map(|p| &**p));
     let (result, record) = ctx
         .gateway

@@ -38,6 +38,10 @@ pub struct Receipt {
     /// model, tokens, attempts, latency and outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub model_calls: Vec<crate::model::ModelCallRecord>,
+    /// Every call the agent delegated to another agent (contract 0.2.0),
+    /// each with its own receipt: the tree of a step's delegations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegations: Vec<crate::delegate::DelegationRecord>,
     /// Model calls past the receipt's cap of `MAX_MODEL_RECORDS`, counted only.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub model_calls_dropped: u64,
@@ -65,6 +69,13 @@ impl Receipt {
 
     /// Model tokens charged to the call's budgets, over all its model calls.
     pub fn tokens_used(&self) -> u64 {
+        // Delegates draw on the caller's token budget: their tokens are its.
         self.model_tokens
+            + self
+                .delegations
+                .iter()
+                .filter_map(|d| d.receipt.as_ref())
+                .map(|r| r.tokens_used())
+                .sum::<u64>()
     }
 }

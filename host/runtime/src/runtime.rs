@@ -271,7 +271,7 @@ impl Runtime {
                 Export::Describe,
                 &self.config.describe_budget,
                 &Grants::default(),
-                Vec::new(),
+                Default::default(),
             )
             .await;
         match result {
@@ -322,6 +322,23 @@ impl Runtime {
         budget: &Budget,
         grants: &Grants,
         pools: Vec<Arc<dyn crate::model::TokenPool>>,
+    ) -> CallOutcome {
+        let extras = crate::delegate::CallExtras {
+            pools,
+            delegation: None,
+        };
+        self.call_with(agent, packet, budget, grants, extras).await
+    }
+
+    /// [`call_pooled`](Self::call_pooled), with everything a call may get
+    /// besides: the pools around it and whom it may delegate to.
+    pub async fn call_with(
+        &self,
+        agent: &Agent,
+        packet: &HandoffPacket,
+        budget: &Budget,
+        grants: &Grants,
+        extras: crate::delegate::CallExtras,
     ) -> CallOutcome {
         let name = agent.name();
         let mut receipt = Receipt {
@@ -394,7 +411,7 @@ impl Runtime {
 
         let (result, usage) = self
             .sandbox()
-            .invoke(name, &agent.pre, Export::Run(text), budget, grants, pools)
+            .invoke(name, &agent.pre, Export::Run(text), budget, grants, extras)
             .await;
         let Usage {
             fuel_used,
@@ -404,6 +421,7 @@ impl Runtime {
             capture,
             progress,
             model_log,
+            delegations,
             http_calls,
             http_calls_dropped,
             http_refused,
@@ -411,6 +429,7 @@ impl Runtime {
         receipt.model_calls = model_log.records;
         receipt.model_calls_dropped = model_log.dropped;
         receipt.model_tokens = model_log.charged;
+        receipt.delegations = delegations;
         receipt.http_calls = http_calls;
         receipt.http_calls_dropped = http_calls_dropped;
         receipt.fuel_used = fuel_used;

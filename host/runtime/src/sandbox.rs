@@ -14,12 +14,14 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capture::{Capture, CaptureStream, LogRecord, MAX_LOG_FIELDS, Source, log_record_cost};
 use crate::contract::Contract;
+use crate::delegate::{CallExtras, DelegationRecord};
+use crate::delegate_host::DelegateCtx;
 use crate::describe::Declared;
 use crate::error::CallError;
 use crate::gate::{CpuGate, GatedPoll};
 use crate::http::{HttpCallRecord, HttpLog, HttpPolicy, HttpQuota};
 use crate::lift::{GuestStr, LogFields, OUTPUT_CAP, RunResult};
-use crate::model::{Gateway, MemoryPool, ModelLog, TokenPool};
+use crate::model::{Gateway, MemoryPool, ModelLog};
 use crate::model_host::ModelCtx;
 use crate::wit::latest::corral::agent::host::Level;
 use crate::{Budget, Grants};
@@ -35,6 +37,10 @@ pub(crate) struct HostState {
     pub(crate) model: Option<Arc<ModelCtx>>,
     /// The model calls made, for the receipt.
     pub(crate) model_log: ModelLog,
+    /// Whom the call may delegate to (contract 0.2.0).
+    pub(crate) delegate: Option<Arc<DelegateCtx>>,
+    /// The delegated calls made, for the receipt.
+    pub(crate) delegations: Vec<DelegationRecord>,
     http: WasiHttpCtx,
     /// Checks and sends every outbound request (contract 0.2.0).
     http_policy: HttpPolicy,
@@ -76,7 +82,8 @@ pub(crate) fn add_host_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Re
         gate: &mut s.cpu,
     })?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-    crate::model_host::add_to_linker(linker)
+    crate::model_host::add_to_linker(linker)?;
+    crate::delegate_host::add_to_linker(linker)
 }
 
 /// Links one version's `host` interface (the same in every version). Its
@@ -240,6 +247,7 @@ pub(crate) struct Usage {
     pub capture: Capture,
     pub progress: Option<u8>,
     pub model_log: ModelLog,
+    pub delegations: Vec<DelegationRecord>,
     pub http_calls: Vec<HttpCallRecord>,
     pub http_calls_dropped: u64,
     /// The grant lines of outbound requests refused by policy.
@@ -289,7 +297,7 @@ impl Sandbox<'_> {
         export: Export,
         budget: &Budget,
         grants: &Grants,
-        pools: Vec<Arc<dyn TokenPool>>,
+        extras: CallExtras,
     ) -> (Result<Returned, CallError>, Usage) {
         let start = Instant::now();
         let deadline = deadline_after(start, budget.timeout);
@@ -301,6 +309,7 @@ impl Sandbox<'_> {
             capture,
             progress: None,
             model_log: ModelLog::default(),
+            delegations: Vec::new(),
             http_calls: Vec::new(),
             http_calls_dropped: 0,
             http_refused: Vec::new(),
@@ -329,7 +338,7 @@ impl Sandbox<'_> {
             }
         };
         let capture = Arc::new(Mutex::new(Capture::new(agent, budget.max_log_bytes)));
-        let mut store = match self.store(agent, &capture, budget, grants, pools, deadline) {
+        let mut store = match self.store(agent, &capture, budget, grants, extras, deadline) {
             Ok(store) => store,
             Err(e) => return (Err(e), usage(Capture::new(agent, 0))),
         };
@@ -362,6 +371,7 @@ impl Sandbox<'_> {
             meter,
             progress,
             model_log,
+            delegations,
             http_policy,
             ..
         } = store.into_data();
@@ -395,6 +405,7 @@ impl Sandbox<'_> {
             capture,
             progress,
             model_log,
+            delegations,
             http_calls_dropped: http_log.dropped,
             http_calls: http_log.records,
             http_refused,
@@ -410,9 +421,14 @@ impl Sandbox<'_> {
         capture: &Arc<Mutex<Capture>>,
         budget: &Budget,
         grants: &Grants,
-        pools: Vec<Arc<dyn TokenPool>>,
+        extras: CallExtras,
         deadline: Instant,
     ) -> Result<Store<HostState>, CallError> {
+        let tokens = Arc::new(MemoryPool::new(
+            "call token budget",
+            "budget.tokens",
+            budget.tokens,
+        ));
         let mut wasi = grants.wasi_builder().map_err(|e| CallError::Host {
             agent: agent.into(),
             message: format!("{e:#}"),
@@ -435,11 +451,21 @@ impl Sandbox<'_> {
                 Arc::new(ModelCtx {
                     gateway: g.clone(),
                     granted: grants.models.clone(),
-                    tokens: MemoryPool::new("call token budget", "budget.tokens", budget.tokens),
-                    outer: pools,
+                    tokens: tokens.clone(),
+                    outer: extras.pools.clone(),
                     deadline,
                 })
             }),
+            delegate: extras.delegation.map(|delegation| {
+                Arc::new(DelegateCtx {
+                    delegation,
+                    tokens,
+                    outer: extras.pools,
+                    memory_limit: budget.memory_bytes,
+                    deadline,
+                })
+            }),
+            delegations: Vec::new(),
             model_log: ModelLog::default(),
             http: WasiHttpCtx::new(),
             http_policy: HttpPolicy {

@@ -249,6 +249,19 @@ pub struct StepDef {
     /// Limits for each call of this step, over the agent's.
     #[serde(default)]
     pub budget: BudgetDef,
+    /// Agents (keys of `agents`) this step's agent may call through the
+    /// host's `delegate` interface (contract 0.2.0), and they in turn.
+    /// Example: `delegates: [summarize, critic]`.
+    #[serde(default)]
+    pub delegates: Vec<String>,
+    /// Delegated calls the step may make in all, across its attempts and
+    /// its whole tree of delegations (1 to 10,000; default 64).
+    #[serde(default)]
+    pub max_delegations: Option<u32>,
+    /// How deep delegations may nest: 1 lets the step's agent delegate but
+    /// not its callees (1 to 16; default 4).
+    #[serde(default)]
+    pub delegation_depth: Option<u32>,
     /// Model tokens for all of this step's calls together: its retries,
     /// fallback, `for_each` items, `repeat` iterations and critic calls
     /// (each call is also held to `budget.tokens`). Unset: only the call's

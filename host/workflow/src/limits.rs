@@ -62,3 +62,12 @@ pub const DEFAULT_MAX_ITEMS: u32 = 100;
 pub const MAX_APPROVAL_TIMEOUT: Duration = Duration::from_secs(365 * DAY);
 /// `cache.ttl`.
 pub const MAX_CACHE_TTL: Duration = Duration::from_secs(365 * DAY);
+
+/// Delegated calls one step may make in all (`max_delegations`).
+pub const MAX_DELEGATIONS: u32 = 10_000;
+/// What `max_delegations` is when the file leaves it out.
+pub const DEFAULT_DELEGATIONS: u32 = 64;
+/// The deepest delegations may nest (`delegation_depth`).
+pub const MAX_DELEGATION_DEPTH: u32 = 16;
+/// What `delegation_depth` is when the file leaves it out.
+pub const DEFAULT_DELEGATION_DEPTH: u32 = 4;

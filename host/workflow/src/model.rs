@@ -76,6 +76,12 @@ pub struct Step {
     pub cache: Option<Option<Duration>>,
     /// Model tokens for all of the step's calls together, if limited.
     pub token_budget: Option<u64>,
+    /// Agents the step's agent (and its callees) may delegate to.
+    pub delegates: Vec<String>,
+    /// Delegated calls the step may make in all.
+    pub max_delegations: u32,
+    /// How deep its delegations may nest.
+    pub delegation_depth: u32,
 }
 
 /// A validated approval step.

@@ -11,6 +11,7 @@ mod approvals;
 mod attempt;
 mod board;
 mod compensate;
+mod delegates;
 mod exec;
 mod failure;
 mod finish;

@@ -229,6 +229,29 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
     Exit::Success
 }
 
+/// The delegated calls in `receipt`, as a tree indented by depth.
+fn delegations(lines: &mut Vec<String>, step: &str, receipt: &serde_json::Value, depth: usize) {
+    for d in receipt["delegations"].as_array().into_iter().flatten() {
+        let inner = &d["receipt"];
+        lines.push(format!(
+            "  call   {step:<16} {}{} (depth {}): fuel {} of {} carved, {}{}",
+            "  ".repeat(depth - 1),
+            d["agent"].as_str().unwrap_or(""),
+            d["depth"],
+            inner["fuel_used"].as_u64().unwrap_or(0),
+            d["fuel_carved"],
+            d["outcome"].as_str().unwrap_or(""),
+            d["error"]
+                .as_str()
+                .map(|e| format!(": {}", corral::display::guest(e)))
+                .unwrap_or_default()
+        ));
+        if depth < 16 {
+            delegations(lines, step, inner, depth + 1);
+        }
+    }
+}
+
 /// The most model and HTTP calls `show` lists; `corral events` has them all.
 const MAX_CALL_LINES: usize = 50;
 
@@ -252,6 +275,7 @@ fn calls(store: &dyn corral::store::Store, run: &str) {
                 m["outcome"].as_str().unwrap_or("")
             ));
         }
+        delegations(&mut lines, step, receipt, 1);
         for h in receipt["http_calls"].as_array().into_iter().flatten() {
             lines.push(format!(
                 "  http   {step:<16} {} {}{} -> {}, {} B in, {}",

@@ -82,6 +82,11 @@ impl MemoryPool {
         self
     }
 
+    /// What it allows in all.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Reserved or used so far.
     pub fn used(&self) -> u64 {
         self.used.load(std::sync::atomic::Ordering::Acquire)

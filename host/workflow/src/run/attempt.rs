@@ -169,21 +169,25 @@ impl Exec {
             ..site.budget.clone()
         };
         let wa = &self.w.agents[agent];
+        let extras = corral_runtime::delegate::CallExtras {
+            pools: self
+                .step_tokens
+                .get(&step.id)
+                .cloned()
+                .into_iter()
+                .chain([self.tokens.clone()])
+                .chain(self.outer_tokens.iter().cloned())
+                .collect(),
+            delegation: self.delegates.get(&step.id).map(|d| {
+                corral_runtime::delegate::Delegation {
+                    delegates: d.clone(),
+                    depth: 0,
+                }
+            }),
+        };
         let out = self
             .rt
-            .call_pooled(
-                &wa.agent,
-                packet,
-                &call_budget,
-                &wa.grants,
-                self.step_tokens
-                    .get(&step.id)
-                    .cloned()
-                    .into_iter()
-                    .chain([self.tokens.clone()])
-                    .chain(self.outer_tokens.iter().cloned())
-                    .collect(),
-            )
+            .call_with(&wa.agent, packet, &call_budget, &wa.grants, extras)
             .await;
         let r = &out.receipt;
         self.fuel.lock().unwrap().settle(pooled, r.fuel_used);

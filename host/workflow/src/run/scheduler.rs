@@ -72,6 +72,7 @@ enum Wake {
 impl Scheduler {
     pub(super) fn new(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> Self {
         let resume = opts.resume.unwrap_or_default();
+        let delegates = step_delegates(&rt, &w, &opts.run_id);
         let exec = Arc::new(Exec {
             rt,
             run_id: opts.run_id.clone(),
@@ -91,6 +92,7 @@ impl Scheduler {
             ),
             outer_tokens: opts.token_pools.clone(),
             step_tokens: step_token_pools(&w, &resume),
+            delegates,
             breakers: w
                 .agents
                 .iter()
@@ -436,6 +438,23 @@ fn step_token_pools(
             )
             .with_used(used);
             Some((s.id.clone(), Arc::new(pool) as Arc<_>))
+        })
+        .collect()
+}
+
+/// The delegation of each step that sets `delegates`.
+fn step_delegates(
+    rt: &Arc<Runtime>,
+    w: &Arc<Workflow>,
+    run_id: &str,
+) -> HashMap<String, Arc<dyn corral_runtime::delegate::Delegates>> {
+    w.steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.delegates.is_empty())
+        .map(|(i, s)| {
+            let d = super::delegates::StepDelegates::new(rt.clone(), w.clone(), i, run_id.into());
+            (s.id.clone(), Arc::new(d) as Arc<_>)
         })
         .collect()
 }

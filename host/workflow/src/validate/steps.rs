@@ -8,7 +8,8 @@ use serde_json::Value;
 use super::super::condition::Condition;
 use super::super::definition::{ApprovalDef, CacheDef, Join, OnTimeout, StepDef, WorkflowDef};
 use super::super::limits::{
-    DEFAULT_MAX_ITEMS, MAX_APPROVAL_TIMEOUT, MAX_CACHE_TTL, MAX_CONCURRENCY, MAX_ITEMS,
+    DEFAULT_DELEGATION_DEPTH, DEFAULT_DELEGATIONS, DEFAULT_MAX_ITEMS, MAX_APPROVAL_TIMEOUT,
+    MAX_CACHE_TTL, MAX_CONCURRENCY, MAX_DELEGATION_DEPTH, MAX_DELEGATIONS, MAX_ITEMS,
     MAX_ITERATIONS, MAX_STEPS,
 };
 use super::super::model::{Approval, ForEach, Repeat, Step, WorkflowAgent};
@@ -105,6 +106,7 @@ impl Validator<'_> {
         if let Some(t) = s.tokens {
             self.tokens(&format!("{f}.tokens"), t.0);
         }
+        self.delegation(&c, agents);
         let input = self.step_input(&mut c);
         let when = self.when(&mut c);
         let for_each = self.for_each(&mut c);
@@ -147,7 +149,50 @@ impl Validator<'_> {
             compensate: s.compensate.clone(),
             cache,
             token_budget: s.tokens.map(|t| t.0),
+            delegates: s.delegates.clone(),
+            max_delegations: s.max_delegations.unwrap_or(DEFAULT_DELEGATIONS),
+            delegation_depth: s.delegation_depth.unwrap_or(DEFAULT_DELEGATION_DEPTH),
         })
+    }
+
+    /// `delegates` name known agents, the step's agent speaks a contract
+    /// with `delegate`, and the limits are in range.
+    fn delegation(&mut self, c: &StepCheck<'_>, agents: &BTreeMap<String, WorkflowAgent>) {
+        let (f, s) = (&c.f, c.s);
+        for (k, name) in s.delegates.iter().enumerate() {
+            self.known_agent(c, format!("{f}.delegates[{k}]"), name);
+        }
+        if let Some(a) = agents.get(&s.agent)
+            && !s.delegates.is_empty()
+            && a.agent.contract_version() == "0.1.0"
+        {
+            self.err(
+                format!("{f}.delegates"),
+                format!(
+                    "agent `{}` speaks contract 0.1.0, which has no `delegate`; rebuild it with a 0.2.0 SDK",
+                    s.agent
+                ),
+            );
+        }
+        let ranges = [
+            ("max_delegations", s.max_delegations, MAX_DELEGATIONS),
+            ("delegation_depth", s.delegation_depth, MAX_DELEGATION_DEPTH),
+        ];
+        for (name, value, max) in ranges {
+            if let Some(n) = value {
+                if n == 0 || n > max {
+                    self.err(
+                        format!("{f}.{name}"),
+                        format!("must be between 1 and {max}"),
+                    );
+                } else if s.delegates.is_empty() {
+                    self.err(
+                        format!("{f}.{name}"),
+                        format!("`{name}` only applies with `delegates`"),
+                    );
+                }
+            }
+        }
     }
 
     fn known_agent(&mut self, c: &StepCheck<'_>, field: String, name: &str) {
@@ -365,6 +410,7 @@ impl Validator<'_> {
             ("fallback", s.fallback.is_some()),
             ("cache", s.cache.is_some()),
             ("tokens", s.tokens.is_some()),
+            ("delegates", !s.delegates.is_empty()),
         ];
         for (field, set) in agent_only {
             if set {
