@@ -129,6 +129,8 @@ struct QuotaDef {
     http_requests_per_call: Option<Spanned<u32>>,
     http_request_bytes_per_call: Option<Spanned<String>>,
     http_response_bytes_per_call: Option<Spanned<String>>,
+    delegations_per_step: Option<Spanned<u32>>,
+    delegation_depth: Option<Spanned<u32>>,
 }
 
 /// Reads and checks `path`; relative directories in it are taken from the
@@ -525,6 +527,18 @@ impl Checker<'_> {
                 parse_bytes,
                 d.http_response_bytes_per_call,
             ),
+            delegations_per_step: count(
+                self,
+                &q.delegations_per_step,
+                "delegations_per_step",
+                d.delegations_per_step,
+            ),
+            delegation_depth: count(
+                self,
+                &q.delegation_depth,
+                "delegation_depth",
+                d.delegation_depth,
+            ),
         }
     }
 }
@@ -549,7 +563,7 @@ mod tests {
     #[test]
     fn a_tenant_with_quotas_reads_back() {
         let c = check(&format!(
-            "[server]\nlisten = \"127.0.0.1:8700\"\n\n[[tenant]]\nid = \"acme\"\ntokens = [\"{HASH}\"]\nsecrets = {{ KEY = \"v\" }}\n[tenant.quota]\nfuel_per_window = \"50G\"\nwindow = \"1h\"\nmemory_per_call = \"64MiB\"\nconcurrent_runs = 3\nhttp_requests_per_call = 8\nhttp_response_bytes_per_call = \"2MiB\"\n"
+            "[server]\nlisten = \"127.0.0.1:8700\"\n\n[[tenant]]\nid = \"acme\"\ntokens = [\"{HASH}\"]\nsecrets = {{ KEY = \"v\" }}\n[tenant.quota]\nfuel_per_window = \"50G\"\nwindow = \"1h\"\nmemory_per_call = \"64MiB\"\nconcurrent_runs = 3\nhttp_requests_per_call = 8\nhttp_response_bytes_per_call = \"2MiB\"\ndelegation_depth = 2\n"
         ))
         .unwrap();
         assert_eq!(c.state_dir, Path::new("/srv/corral-state"));
@@ -562,6 +576,10 @@ mod tests {
         assert_eq!(t.quota.http_requests_per_call, 8);
         assert_eq!(t.quota.http_response_bytes_per_call, 2 << 20);
         assert_eq!(t.quota.http_request_bytes_per_call, 1 << 20, "the default");
+        assert_eq!(
+            (t.quota.delegation_depth, t.quota.delegations_per_step),
+            (2, 64)
+        );
         assert_eq!(t.secrets["KEY"], "v");
     }
 

@@ -228,6 +228,31 @@ pub fn above_ceiling(def: &WorkflowDef, q: &Quota) -> Vec<String> {
     for (i, s) in def.steps.iter().enumerate() {
         check(format!("steps[{i}].budget"), &s.budget);
     }
+    for (i, s) in def.steps.iter().enumerate() {
+        let limits = [
+            (
+                "max_delegations",
+                s.max_delegations,
+                q.delegations_per_step,
+                "delegations_per_step",
+            ),
+            (
+                "delegation_depth",
+                s.delegation_depth,
+                q.delegation_depth,
+                "delegation_depth",
+            ),
+        ];
+        for (field, asked, ceiling, quota) in limits {
+            if let Some(n) = asked
+                && n > ceiling
+            {
+                found.push(format!(
+                    "steps[{i}].{field} asks for {n}; the tenant's ceiling (quota.{quota}) is {ceiling}"
+                ));
+            }
+        }
+    }
     found
 }
 
@@ -240,6 +265,8 @@ pub fn clamp(w: &mut Workflow, q: &Quota) {
     for s in &mut w.steps {
         hold(&mut s.budget, q);
         hold(&mut s.fallback_budget, q);
+        s.max_delegations = s.max_delegations.min(q.delegations_per_step);
+        s.delegation_depth = s.delegation_depth.min(q.delegation_depth);
     }
     w.max_concurrency = w.max_concurrency.min(q.concurrent_calls);
 }
@@ -486,6 +513,26 @@ mod tests {
             .unwrap()
             .def;
         assert_eq!(above_ceiling(&def, &tight()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_steps_delegation_limits_are_held_to_the_tenants_ceilings() {
+        let q = Quota {
+            delegations_per_step: 10,
+            delegation_depth: 2,
+            ..Quota::default()
+        };
+        let text = "version: 1\nname: w\nagents:\n  o: { component: o.wasm }\nsteps:\n  - { id: a, agent: o, delegates: [o], max_delegations: 11, delegation_depth: 3 }\n  - { id: b, agent: o, delegates: [o], max_delegations: 10, delegation_depth: 2 }\n";
+        let def = corral_workflow::source::parse(std::path::Path::new("w.yaml"), text)
+            .unwrap()
+            .def;
+        assert_eq!(
+            above_ceiling(&def, &q),
+            [
+                "steps[0].max_delegations asks for 11; the tenant's ceiling (quota.delegations_per_step) is 10",
+                "steps[0].delegation_depth asks for 3; the tenant's ceiling (quota.delegation_depth) is 2",
+            ]
+        );
     }
 
     #[test]

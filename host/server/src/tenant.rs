@@ -78,6 +78,10 @@ pub struct Quota {
     pub http_request_bytes_per_call: u64,
     /// The most bytes of response bodies any one call may read.
     pub http_response_bytes_per_call: u64,
+    /// The most delegated calls any one step may make (`max_delegations`).
+    pub delegations_per_step: u32,
+    /// The deepest its steps' delegations may nest (`delegation_depth`).
+    pub delegation_depth: u32,
 }
 
 impl Default for Quota {
@@ -102,6 +106,8 @@ impl Default for Quota {
             http_requests_per_call: corral_runtime::Budget::DEFAULT_HTTP_REQUESTS,
             http_request_bytes_per_call: corral_runtime::Budget::DEFAULT_HTTP_REQUEST_BYTES,
             http_response_bytes_per_call: corral_runtime::Budget::DEFAULT_HTTP_RESPONSE_BYTES,
+            delegations_per_step: corral_workflow::limits::DEFAULT_DELEGATIONS,
+            delegation_depth: corral_workflow::limits::DEFAULT_DELEGATION_DEPTH,
         }
     }
 }
