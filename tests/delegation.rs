@@ -196,3 +196,42 @@ async fn the_two_level_example_summarizes_every_section_through_its_tree() {
         4
     );
 }
+
+#[tokio::test]
+async fn a_python_agent_delegates_through_its_sdk() {
+    let run_fanout = |fuel_each: &'static str| async move {
+        let yaml = format!(
+            "version: 1\nname: f\nagents:\n  fanout: {{ component: '{}', budget: {{ fuel: 2G, timeout: 30s }} }}\n  summarize: {{ component: '{}' }}\nsteps:\n  - {{ id: f, agent: fanout, delegates: [summarize], input: {{ texts: [One sentence here. Another one., Short text here.]{fuel_each} }} }}\noutputs:\n  f: $steps.f.output\n",
+            agents::PY_FANOUT,
+            agents::SUMMARIZE,
+        );
+        let src = source::parse(std::path::Path::new("f.yaml"), &yaml).unwrap();
+        let rt = support::runtime().clone();
+        let w = Arc::new(
+            validate(&src, &rt)
+                .await
+                .unwrap_or_else(|d| panic!("{d:#?}")),
+        );
+        run(
+            rt,
+            w.clone(),
+            RunOptions::new("run", resolve_params(&w, &[]).unwrap()),
+        )
+        .await
+    };
+    let report = run_fanout("").await;
+    assert_eq!(report.status, RunStatus::Completed, "{}", report.summary);
+    assert_eq!(
+        report.outputs["f"]["summaries"].as_array().unwrap().len(),
+        2,
+        "{}",
+        report.outputs
+    );
+    // Too little fuel carved for each: both breach, the agent reports it.
+    let report = run_fanout(", fuel_each: 1000").await;
+    assert_eq!(report.status, RunStatus::Completed, "{}", report.summary);
+    assert_eq!(
+        report.outputs["f"]["errors"],
+        serde_json::json!(["breached", "breached"])
+    );
+}

@@ -14,8 +14,9 @@ import types as pytypes
 import typing
 from typing import Any, Dict, List, Optional
 
-from componentize_py_types import Err
+from componentize_py_types import Err, Ok
 from wit_world.imports import host
+from wit_world.imports import delegate as wit_delegate
 from wit_world.imports import model as wit_model
 
 from . import http
@@ -25,7 +26,7 @@ try:
 except ImportError:  # the `agent-http` world names it apart from wasi:http's `types`
     from wit_world.imports import corral_agent_types as wit
 
-__all__ = ["Agent", "AgentError", "Context", "guest", "http", "schema_of"]
+__all__ = ["Agent", "AgentError", "Context", "DelegateError", "guest", "http", "schema_of"]
 
 
 class AgentError(Exception):
@@ -134,6 +135,28 @@ class Context:
             else {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
         }
 
+    def delegate(self, agent: str, payload: Any, **budget: Optional[int]) -> Any:
+        """Calls `agent` (one of the step's `delegates`) with `payload` and returns its output payload.
+
+        `budget` may set `fuel`, `memory_bytes`, `timeout_ms` and `tokens`,
+        each held to what this call has left (unset: the rest); what the
+        callee does not use comes back. Raises `DelegateError`.
+        """
+        try:
+            return json.loads(wit_delegate.call(_delegation(agent, payload, budget)))
+        except Err as e:
+            raise DelegateError.of(e.value) from None
+
+    def delegate_all(self, requests: List[Dict[str, Any]]) -> List[Any]:
+        """Calls several agents at once and waits for all; each request is a dict with `agent`, `payload` and optional `budget` (a dict as for `delegate`; unset fuel is an equal share). Returns, in order, each output payload or its `DelegateError`."""
+        answers = wit_delegate.call_all(
+            [_delegation(r["agent"], r.get("payload"), r.get("budget") or {}) for r in requests]
+        )
+        return [
+            json.loads(a.value) if isinstance(a, Ok) else DelegateError.of(a.value)
+            for a in answers
+        ]
+
     def ask(self, model: str, system: str, user: str, max_tokens: int = 256) -> str:
         """One question, one answer: a system prompt and a user message; the answer's text."""
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -186,6 +209,34 @@ class ModelError(AgentError):
         case = type(error).__name__.split("_", 1)[-1]
         kind = "".join("_" + c.lower() if c.isupper() else c for c in case).lstrip("_")
         return cls(kind, f"model call failed ({kind}): {error.value}")
+
+
+def _delegation(agent: str, payload: Any, budget: Dict[str, Optional[int]]) -> Any:
+    unknown = set(budget) - {"fuel", "memory_bytes", "timeout_ms", "tokens"}
+    if unknown:
+        raise ValueError(f"a sub-budget has fuel, memory_bytes, timeout_ms and tokens, not {sorted(unknown)}")
+    return wit_delegate.Request(
+        agent=agent,
+        payload=json.dumps(_plain(payload)),
+        budget=wit_delegate.SubBudget(**{k: budget.get(k) for k in ("fuel", "memory_bytes", "timeout_ms", "tokens")}),
+    )
+
+
+class DelegateError(AgentError):
+    """A delegated call that gave no output. `kind` is `not_granted`, `invalid_input`, `limit_reached`, `breached` (the callee hit its sub-budget or trapped) or `failed` (the callee's own error, whose class it keeps)."""
+
+    def __init__(self, kind: str, message: str, error_class: str = "permanent"):
+        super().__init__(message, error_class)
+        self.kind = kind
+
+    @classmethod
+    def of(cls, error: Any) -> "DelegateError":
+        case = type(error).__name__.split("_", 1)[-1]
+        kind = "".join("_" + c.lower() if c.isupper() else c for c in case).lstrip("_")
+        if kind == "failed":
+            classes = {v: k for k, v in AgentError.CLASSES.items()}
+            return cls(kind, error.value.message, classes.get(error.value.class_, "permanent"))
+        return cls(kind, f"delegated call failed ({kind}): {error.value}")
 
 
 class Agent:
