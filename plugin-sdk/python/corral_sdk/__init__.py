@@ -194,6 +194,12 @@ def _message(m: Dict[str, Any]) -> Any:
     )
 
 
+def _case(error: Any) -> str:
+    """A WIT variant value's case in snake_case: componentize-py names the cases `ModelError_NotGranted` and so on."""
+    case = type(error).__name__.split("_", 1)[-1]
+    return "".join("_" + c.lower() if c.isupper() else c for c in case).lstrip("_")
+
+
 class ModelError(AgentError):
     """A completion the host refused or the provider failed; `kind` names the case."""
 
@@ -205,9 +211,7 @@ class ModelError(AgentError):
 
     @classmethod
     def of(cls, error: Any) -> "ModelError":
-        # componentize-py names a variant's cases `ModelError_NotGranted` and so on.
-        case = type(error).__name__.split("_", 1)[-1]
-        kind = "".join("_" + c.lower() if c.isupper() else c for c in case).lstrip("_")
+        kind = _case(error)
         return cls(kind, f"model call failed ({kind}): {error.value}")
 
 
@@ -231,8 +235,7 @@ class DelegateError(AgentError):
 
     @classmethod
     def of(cls, error: Any) -> "DelegateError":
-        case = type(error).__name__.split("_", 1)[-1]
-        kind = "".join("_" + c.lower() if c.isupper() else c for c in case).lstrip("_")
+        kind = _case(error)
         if kind == "failed":
             classes = {v: k for k, v in AgentError.CLASSES.items()}
             return cls(kind, error.value.message, classes.get(error.value.class_, "permanent"))

@@ -246,7 +246,8 @@ fn delegations(lines: &mut Vec<String>, step: &str, receipt: &serde_json::Value,
                 .map(|e| format!(": {}", corral::display::guest(e)))
                 .unwrap_or_default()
         ));
-        if depth < 16 {
+        // A journal holds no deeper tree than the limit allows.
+        if depth < corral::workflow::limits::MAX_DELEGATION_DEPTH as usize {
             delegations(lines, step, inner, depth + 1);
         }
     }
