@@ -688,3 +688,63 @@ steps:
     assert_eq!(step(&r, "first")["reused"], true, "{r}");
     assert_eq!(count(&env.journal("race"), "step_completed", "first"), 1);
 }
+
+/// One step whose latch delegates three legs to latch, each held at its gate.
+const DELEGATING: &str = r#"
+version: 1
+name: delegating
+agents:
+  latch: { component: "@LATCH@", grants: { dirs: [ { host: gates, guest: /gates } ] }, budget: { timeout: 60s } }
+steps:
+  - id: fan
+    agent: latch
+    delegates: [latch]
+    input: { text: "go", then: [ { text: "a", gate: a }, { text: "b", gate: b }, { text: "c", gate: c } ] }
+outputs:
+  text: $steps.fan.output.text
+"#;
+
+#[test]
+fn kill_9_mid_delegation_then_resume_reuses_the_children_that_completed() {
+    let env = Env::new();
+    env.open_gates(&["a", "b"]);
+    let wf = env.workflow("delegating.yaml", DELEGATING);
+    let mut child = env.spawn(&["run", &wf, "--json", "--run-id", "d"]);
+    // Legs a and b are done and journaled; c waits at its closed gate.
+    env.wait_for("d", "two delegated calls finished", |j| {
+        count(j, "delegate_finished", "fan") >= 2
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(env.store().run("d").unwrap().status, RunState::Running);
+
+    env.open_gates(&["c"]);
+    let out = env.corral(&["resume", "d", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(env.report(&out)["outputs"]["text"], "go[a][b][c]");
+
+    // a and b ran once, in the first session; only c ran in the second.
+    let j = env.journal("d");
+    assert_eq!(count(&j, "delegate_finished", "fan"), 3);
+    let inputs: std::collections::BTreeSet<&str> = j
+        .iter()
+        .filter(|e| e.kind == "delegate_finished")
+        .map(|e| e.data["input"].as_str().unwrap())
+        .collect();
+    assert_eq!(inputs.len(), 3, "three different legs");
+    let finished = j
+        .iter()
+        .rfind(|e| e.kind == "call_finished" && e.step.as_deref() == Some("fan"))
+        .unwrap();
+    let outcomes: Vec<&str> = finished.data["receipt"]["delegations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["reused", "reused", "ok"]);
+
+    let show = env.corral(&["show", "d"]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert_eq!(text.matches("reused").count(), 2, "{text}");
+}

@@ -11,6 +11,8 @@ use crate::{Agent, Budget, CallError, CallOutcome, Grants, HandoffPacket, Receip
 
 /// An agent a call may delegate to, as its starter resolved it.
 pub struct Callee {
+    /// The name the caller asked for.
+    pub name: String,
     pub agent: Arc<Agent>,
     pub grants: Grants,
     /// Its own limits; the carved sub-budget is held under them.
@@ -31,6 +33,10 @@ pub trait Delegates: Send + Sync {
     fn max_depth(&self) -> (u32, String);
     /// The packet a callee gets: the step's run and step ids, `payload`.
     fn packet(&self, payload: Value) -> HandoffPacket;
+    /// The answer an earlier session of the run recorded for this very
+    /// call (the callee's component and the packet's payload), if any:
+    /// a resumed step does not call its completed children again.
+    fn reuse(&self, callee: &Callee, packet: &HandoffPacket) -> Option<Reused>;
     /// Makes the call; `extras` carries the pools and the delegation of
     /// the callee itself, one level deeper.
     async fn call(
@@ -49,6 +55,14 @@ pub struct CallExtras {
     pub pools: Vec<Arc<dyn TokenPool>>,
     /// Whom it may delegate to, and at what depth it runs (a top-level call is 0).
     pub delegation: Option<Delegation>,
+}
+
+/// A delegated call's answer from an earlier session of the run.
+#[derive(Debug, Clone)]
+pub struct Reused {
+    pub payload: Value,
+    /// Its receipt then; what it spent was charged then.
+    pub receipt: Receipt,
 }
 
 /// A call's place in a tree of delegations.
@@ -80,6 +94,9 @@ pub struct DelegationRecord {
 #[serde(rename_all = "snake_case")]
 pub enum DelegationOutcome {
     Ok,
+    /// An earlier session of the run completed the same call (agent,
+    /// component and input); its recorded answer was given again, at no cost.
+    Reused,
     NotGranted,
     InvalidInput,
     LimitReached,

@@ -53,6 +53,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     Ok(())
 }
 
+/// How a planned request was answered.
+enum Done {
+    Called(crate::CallOutcome),
+    Reused(crate::delegate::Reused),
+}
+
 /// A request the host will make: its callee, packet and carved budget.
 struct Planned {
     callee: Callee,
@@ -90,21 +96,23 @@ async fn delegate_all(
         let ctx = &ctx;
         async move {
             let p = p.as_ref().ok()?;
+            let delegates = &ctx.delegation.delegates;
+            if let Some(r) = delegates.reuse(&p.callee, &p.packet) {
+                return Some(Done::Reused(r));
+            }
             let mut pools: Vec<Arc<dyn TokenPool>> = vec![ctx.tokens.clone()];
             pools.extend(ctx.outer.iter().cloned());
             let extras = CallExtras {
                 pools,
                 delegation: Some(Delegation {
-                    delegates: ctx.delegation.delegates.clone(),
+                    delegates: delegates.clone(),
                     depth,
                 }),
             };
-            Some(
-                ctx.delegation
-                    .delegates
-                    .call(&p.callee, &p.packet, &p.budget, extras)
-                    .await,
-            )
+            let out = delegates
+                .call(&p.callee, &p.packet, &p.budget, extras)
+                .await;
+            Some(Done::Called(out))
         }
     });
     let outcomes = futures::future::join_all(calls).await;
@@ -125,9 +133,22 @@ async fn delegate_all(
                     receipt: None,
                 },
             ),
-            (Ok(p), Some(out)) => {
+            (Ok(p), Some(Done::Called(out))) => {
                 refund += p.budget.fuel.saturating_sub(out.receipt.fuel_used);
                 finished(agent, depth, p.budget.fuel, out)
+            }
+            (Ok(p), Some(Done::Reused(r))) => {
+                // Nothing ran: all that was carved comes back.
+                refund += p.budget.fuel;
+                let record = DelegationRecord {
+                    agent,
+                    depth,
+                    fuel_carved: p.budget.fuel,
+                    outcome: DelegationOutcome::Reused,
+                    error: None,
+                    receipt: Some(Box::new(r.receipt)),
+                };
+                (Ok(r.payload.to_string()), record)
             }
             (Ok(_), None) => unreachable!("every planned request is called"),
         };
@@ -243,8 +264,9 @@ fn refused(outcome: DelegationOutcome, why: String) -> w::DelegateError {
         DelegationOutcome::NotGranted => w::DelegateError::NotGranted(why),
         DelegationOutcome::InvalidInput => w::DelegateError::InvalidInput(why),
         DelegationOutcome::LimitReached => w::DelegateError::LimitReached(why),
-        DelegationOutcome::Ok | DelegationOutcome::Breached | DelegationOutcome::Failed => {
-            w::DelegateError::Breached(why)
-        }
+        DelegationOutcome::Ok
+        | DelegationOutcome::Reused
+        | DelegationOutcome::Breached
+        | DelegationOutcome::Failed => w::DelegateError::Breached(why),
     }
 }

@@ -70,10 +70,12 @@ impl Receipt {
     /// Model tokens charged to the call's budgets, over all its model calls.
     pub fn tokens_used(&self) -> u64 {
         // Delegates draw on the caller's token budget: their tokens are its.
+        // A reused answer spent its tokens in the session that recorded it.
         self.model_tokens
             + self
                 .delegations
                 .iter()
+                .filter(|d| d.outcome != crate::delegate::DelegationOutcome::Reused)
                 .filter_map(|d| d.receipt.as_ref())
                 .map(|r| r.tokens_used())
                 .sum::<u64>()

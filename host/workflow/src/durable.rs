@@ -260,6 +260,8 @@ pub async fn reopen_in(
             },
         );
     }
+    let delegated = super::prior_delegates::prior_delegates(store.as_ref(), id, &steps, &req.force)
+        .map_err(|e| release(e.into()))?;
     let journal = Arc::new(Journal::start(
         store.clone(),
         id.into(),
@@ -277,6 +279,7 @@ pub async fn reopen_in(
             changed_components: changed.into_iter().map(|c| c.0).collect(),
             changed_params,
             fuel_charged: record.fuel_charged,
+            delegated,
         },
         journal,
         record,

@@ -71,6 +71,20 @@ pub enum Event {
         error: Option<String>,
         receipt: Receipt,
     },
+    /// A call the step's agent delegated (at any depth) completed; a
+    /// resumed step gives its answer again instead of calling it anew.
+    DelegateFinished {
+        step: String,
+        agent: String,
+        /// 1 for a call the step's agent made, 2 for one its callee made, ...
+        depth: u32,
+        /// The callee's component digest and the input payload's digest:
+        /// the call a resumed step must make for the answer to be reused.
+        component: String,
+        input: String,
+        output: Arc<Value>,
+        receipt: Receipt,
+    },
     /// A cached output stood in for a call: no fuel was spent.
     CallCached {
         step: String,
@@ -185,6 +199,7 @@ impl Event {
             Event::StepStarted { .. } => "step_started",
             Event::CallStarted { .. } => "call_started",
             Event::CallFinished { .. } => "call_finished",
+            Event::DelegateFinished { .. } => "delegate_finished",
             Event::CallCached { .. } => "call_cached",
             Event::StepRetrying { .. } => "step_retrying",
             Event::StepFallback { .. } => "step_fallback",
@@ -210,6 +225,7 @@ impl Event {
             Event::StepStarted { step }
             | Event::CallStarted { step, .. }
             | Event::CallFinished { step, .. }
+            | Event::DelegateFinished { step, .. }
             | Event::CallCached { step, .. }
             | Event::StepRetrying { step, .. }
             | Event::StepFallback { step, .. }

@@ -307,6 +307,18 @@ impl Writer {
                 blob = Some((d, bytes));
                 data
             }
+            Event::DelegateFinished { output, .. } => {
+                // The output is stored once, as a blob, like a step's.
+                let bytes = serde_json::to_vec(output.as_ref()).unwrap_or_default();
+                let d = digest(&bytes);
+                let mut data = match serde_json::to_value(&e) {
+                    Ok(Value::Object(mut m)) => m.remove("data").unwrap_or(Value::Null),
+                    _ => Value::Null,
+                };
+                data["output"] = Value::String(d.clone());
+                blob = Some((d, bytes));
+                data
+            }
             other => match serde_json::to_value(other) {
                 Ok(Value::Object(mut m)) => m.remove("data").unwrap_or(Value::Null),
                 _ => Value::Null,

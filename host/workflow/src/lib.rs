@@ -13,6 +13,7 @@ pub mod limits;
 pub mod model;
 pub mod paths;
 pub mod plan;
+mod prior_delegates;
 pub mod reference;
 pub mod report;
 pub mod run;

@@ -33,7 +33,7 @@ use super::model::Workflow;
 use super::report::RunReport;
 
 pub use failure::Failure;
-pub use options::{Prior, Resume, RunOptions, resolve_params};
+pub use options::{Prior, PriorDelegate, Resume, RunOptions, resolve_params};
 
 /// Runs `w` to the end (or until it fails, pauses, waits for a human, runs out of fuel or is cancelled).
 pub async fn run(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> RunReport {

@@ -114,6 +114,8 @@ impl StepMachine {
             | Event::StepReused { .. }
             | Event::StepRerun { .. }
             | Event::CallCached { .. }
+            // The caller's receipt counts its delegates when its call ends.
+            | Event::DelegateFinished { .. }
             | Event::StepFallback { .. }
             | Event::ApprovalExpired { .. }
             | Event::CompensationStarted { .. }

@@ -233,21 +233,31 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
 fn delegations(lines: &mut Vec<String>, step: &str, receipt: &serde_json::Value, depth: usize) {
     for d in receipt["delegations"].as_array().into_iter().flatten() {
         let inner = &d["receipt"];
+        let reused = d["outcome"] == "reused";
         lines.push(format!(
             "  call   {step:<16} {}{} (depth {}): fuel {} of {} carved, {}{}",
             "  ".repeat(depth - 1),
             d["agent"].as_str().unwrap_or(""),
             d["depth"],
-            inner["fuel_used"].as_u64().unwrap_or(0),
+            // A reused answer spent nothing in this session.
+            if reused {
+                0
+            } else {
+                inner["fuel_used"].as_u64().unwrap_or(0)
+            },
             d["fuel_carved"],
-            d["outcome"].as_str().unwrap_or(""),
+            if reused {
+                "reused (answered as in an earlier session)"
+            } else {
+                d["outcome"].as_str().unwrap_or("")
+            },
             d["error"]
                 .as_str()
                 .map(|e| format!(": {}", corral::display::guest(e)))
                 .unwrap_or_default()
         ));
         // A journal holds no deeper tree than the limit allows.
-        if depth < corral::workflow::limits::MAX_DELEGATION_DEPTH as usize {
+        if !reused && depth < corral::workflow::limits::MAX_DELEGATION_DEPTH as usize {
             delegations(lines, step, inner, depth + 1);
         }
     }

@@ -84,6 +84,21 @@ pub struct Resume {
     /// [`RunRecord::fuel_charged`](corral_store::RunRecord::fuel_charged)):
     /// this session gets only what is left of the budget.
     pub fuel_charged: u64,
+    /// The delegated calls that completed in the steps the last session
+    /// left running, by step id: the steps reuse them as they run again.
+    pub delegated: HashMap<String, Vec<PriorDelegate>>,
+}
+
+/// A delegated call an earlier session completed, for its step to reuse
+/// when the step runs again.
+#[derive(Debug, Clone)]
+pub struct PriorDelegate {
+    /// The callee's component digest.
+    pub component: String,
+    /// The digest of the input payload's canonical JSON.
+    pub input: String,
+    pub output: Arc<Value>,
+    pub receipt: corral_runtime::Receipt,
 }
 
 /// One step as an earlier session left it.

@@ -70,9 +70,9 @@ enum Wake {
 }
 
 impl Scheduler {
-    pub(super) fn new(rt: Arc<Runtime>, w: Arc<Workflow>, opts: RunOptions) -> Self {
-        let resume = opts.resume.unwrap_or_default();
-        let delegates = step_delegates(&rt, &w, &opts.run_id);
+    pub(super) fn new(rt: Arc<Runtime>, w: Arc<Workflow>, mut opts: RunOptions) -> Self {
+        let mut resume = opts.resume.take().unwrap_or_default();
+        let delegates = step_delegates(&rt, &w, &opts, &mut resume);
         let exec = Arc::new(Exec {
             rt,
             run_id: opts.run_id.clone(),
@@ -442,18 +442,32 @@ fn step_token_pools(
         .collect()
 }
 
-/// The delegation of each step that sets `delegates`.
+/// The delegation of each step that sets `delegates`, with the answers
+/// of the calls an earlier session completed for it.
 fn step_delegates(
     rt: &Arc<Runtime>,
     w: &Arc<Workflow>,
-    run_id: &str,
+    opts: &RunOptions,
+    resume: &mut Resume,
 ) -> HashMap<String, Arc<dyn corral_runtime::delegate::Delegates>> {
     w.steps
         .iter()
         .enumerate()
         .filter(|(_, s)| !s.delegates.is_empty())
         .map(|(i, s)| {
-            let d = super::delegates::StepDelegates::new(rt.clone(), w.clone(), i, run_id.into());
+            let report = super::delegates::Report {
+                journal: opts.journal.clone(),
+                events: opts.events.clone(),
+            };
+            let earlier = resume.delegated.remove(&s.id).unwrap_or_default();
+            let d = super::delegates::StepDelegates::new(
+                rt.clone(),
+                w.clone(),
+                i,
+                opts.run_id.clone(),
+                report,
+                earlier,
+            );
             (s.id.clone(), Arc::new(d) as Arc<_>)
         })
         .collect()
