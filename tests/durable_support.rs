@@ -63,7 +63,8 @@ impl Env {
             .replace("@RELAY@", agents::RELAY)
             .replace("@LATCH@", agents::LATCH)
             .replace("@HOSTILE@", agents::HOSTILE)
-            .replace("@MERGE@", agents::MERGE);
+            .replace("@MERGE@", agents::MERGE)
+            .replace("@BULK@", agents::BULK);
         let path = self.path().join(name);
         std::fs::write(&path, text).unwrap();
         path.display().to_string()

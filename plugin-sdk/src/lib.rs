@@ -45,6 +45,7 @@
 //! (`name`, `version`, `description`).
 
 mod agent;
+pub mod artifacts;
 mod context;
 mod error;
 pub mod http;

@@ -29,6 +29,7 @@ const AGENTS: &[(&str, &str)] = &[
     ("extract", "extract"),
     ("fetch", "fetch"),
     ("orchestrate", "orchestrate"),
+    ("bulk", "bulk"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -1,6 +1,7 @@
 //! Command-line parsing, logging setup and the documented exit codes.
 
 mod approve;
+mod artifact;
 mod call;
 mod history;
 mod inspect;
@@ -165,6 +166,8 @@ pub(crate) enum Command {
     Cancel(history::CancelArgs),
     /// Delete finished runs older than a duration, and the blobs and cache entries nothing uses any more.
     Gc(history::GcArgs),
+    /// List a run's artifacts, or download one (`corral artifact get RUN DIGEST -o FILE`).
+    Artifact(artifact::ArtifactArgs),
     /// Scaffold a new agent project in Rust, Python or JavaScript.
     New(new::NewArgs),
     /// Serve the multi-tenant HTTP API (`/v1`): tenants, their quotas and runs are set in `--config`.
@@ -190,6 +193,7 @@ impl Command {
             Command::Reject(_) => "reject",
             Command::Cancel(_) => "cancel",
             Command::Gc(_) => "gc",
+            Command::Artifact(_) => "artifact",
             Command::New(_) => "new",
             Command::Serve(_) => "serve",
             Command::Token(_) => "token",
@@ -306,6 +310,7 @@ pub fn main() -> ExitCode {
         Command::Approve(args) => approve::approve(args, &state),
         Command::Reject(args) => approve::reject(args, &state),
         Command::Gc(args) => history::gc(args, &state),
+        Command::Artifact(args) => artifact::run(args, &state),
         Command::New(args) => new::run(args),
         Command::Token(args) => serve::token(args),
         command => {
@@ -385,6 +390,7 @@ fn run_engine(config: RuntimeConfig, command: Command, state: &StateArgs) -> Exi
             | Command::Approve(_)
             | Command::Reject(_)
             | Command::Gc(_)
+            | Command::Artifact(_)
             | Command::New(_)
             | Command::Token(_) => unreachable!("handled without the engine"),
         }

@@ -55,6 +55,9 @@ pub struct CallExtras {
     pub pools: Vec<Arc<dyn TokenPool>>,
     /// Whom it may delegate to, and at what depth it runs (a top-level call is 0).
     pub delegation: Option<Delegation>,
+    /// Where the call's artifacts are kept (its run's store); without it,
+    /// a packet that names an artifact is refused.
+    pub artifacts: Option<Arc<dyn crate::artifact::ArtifactStore>>,
 }
 
 /// A delegated call's answer from an earlier session of the run.

@@ -78,13 +78,14 @@ async fn delegate_all(
             .collect());
     };
     let now = Instant::now();
+    let artifacts = store.data().artifacts.clone();
     let mut fuel_left = store.get_fuel()?;
     let share = fuel_left / reqs.len().max(1) as u64;
     let plans: Vec<(String, Result<Planned, Refusal>)> = reqs
         .into_iter()
         .map(|r| {
             let name = r.agent.clone();
-            let planned = plan(&ctx, r, &mut fuel_left, share, now);
+            let planned = plan(&ctx, artifacts.as_deref(), r, &mut fuel_left, share, now);
             (name, planned)
         })
         .collect();
@@ -94,6 +95,7 @@ async fn delegate_all(
     let depth = ctx.delegation.depth + 1;
     let calls = plans.iter().map(|(_, p)| {
         let ctx = &ctx;
+        let artifacts = &artifacts;
         async move {
             let p = p.as_ref().ok()?;
             let delegates = &ctx.delegation.delegates;
@@ -108,6 +110,7 @@ async fn delegate_all(
                     delegates: delegates.clone(),
                     depth,
                 }),
+                artifacts: artifacts.as_ref().map(|a| a.store.clone()),
             };
             let out = delegates
                 .call(&p.callee, &p.packet, &p.budget, extras)
@@ -163,6 +166,7 @@ async fn delegate_all(
 /// Checks one request and carves its budget from what is left.
 fn plan(
     ctx: &DelegateCtx,
+    artifacts: Option<&crate::artifact::CallArtifacts>,
     r: w::Request,
     fuel_left: &mut u64,
     share: u64,
@@ -187,6 +191,18 @@ fn plan(
         (
             DelegationOutcome::InvalidInput,
             format!("the payload for `{}` is not JSON: {e}", r.agent),
+        )
+    })?;
+    // A caller passes on only the artifacts it may read itself.
+    crate::artifact::check_references(
+        &payload,
+        &|d| Ok(artifacts.and_then(|a| a.readable(d))),
+        "is not one this call received or wrote, so it cannot pass it on",
+    )
+    .map_err(|(pointer, why)| {
+        (
+            DelegationOutcome::InvalidInput,
+            format!("the payload for `{}` at `{pointer}`: {why}", r.agent),
         )
     })?;
     delegates

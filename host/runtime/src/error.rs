@@ -28,6 +28,8 @@ pub enum PacketProblem {
     TooDeep { limit: usize, pointer: String },
     #[error("bad envelope: {message}")]
     Envelope { message: String },
+    #[error("the artifact reference at `{pointer}`: {message}")]
+    Artifact { pointer: String, message: String },
 }
 
 /// A capability an agent requests and its grants do not cover.

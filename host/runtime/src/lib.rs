@@ -15,6 +15,7 @@
 //! address check, quotas and the hook `sandbox` installs.
 
 pub mod agent;
+pub mod artifact;
 pub mod budget;
 pub mod cache;
 pub mod capability;
@@ -36,6 +37,7 @@ pub mod runtime;
 pub mod schema;
 pub mod wit;
 
+mod artifact_host;
 mod contract;
 mod delegate_host;
 mod gate;

@@ -272,6 +272,7 @@ impl Runtime {
                 &self.config.describe_budget,
                 &Grants::default(),
                 Default::default(),
+                None,
             )
             .await;
         match result {
@@ -325,7 +326,7 @@ impl Runtime {
     ) -> CallOutcome {
         let extras = crate::delegate::CallExtras {
             pools,
-            delegation: None,
+            ..Default::default()
         };
         self.call_with(agent, packet, budget, grants, extras).await
     }
@@ -408,10 +409,30 @@ impl Runtime {
             }
         };
         receipt.bytes_in = text.len() as u64;
+        let artifacts = match artifacts_in(packet, extras.artifacts.clone()) {
+            Ok(a) => a,
+            Err(problem) => {
+                return fail(
+                    receipt,
+                    CallError::InvalidInput {
+                        agent: name.into(),
+                        problem,
+                    },
+                );
+            }
+        };
 
         let (result, usage) = self
             .sandbox()
-            .invoke(name, &agent.pre, Export::Run(text), budget, grants, extras)
+            .invoke(
+                name,
+                &agent.pre,
+                Export::Run(text),
+                budget,
+                grants,
+                extras,
+                artifacts.clone(),
+            )
             .await;
         let Usage {
             fuel_used,
@@ -462,6 +483,15 @@ impl Runtime {
                 receipt.bytes_out = out.len() as u64;
                 self.check_output(agent, packet, out, budget, deadline)
                     .await
+                    .and_then(|p| {
+                        artifacts_out(&p, artifacts.as_deref()).map_err(|problem| {
+                            CallError::InvalidOutput {
+                                agent: name.into(),
+                                problem,
+                            }
+                        })?;
+                        Ok(p)
+                    })
             }
         };
         let result = result.map_err(|e| blame_http_policy(e, &http_refused));
@@ -590,6 +620,51 @@ impl OutputCheck {
     }
 }
 
+/// The call's artifacts: the references in its input, each checked against
+/// the run's store, become what it may read. A packet that names an
+/// artifact needs a store.
+fn artifacts_in(
+    packet: &HandoffPacket,
+    store: Option<Arc<dyn crate::artifact::ArtifactStore>>,
+) -> Result<Option<Arc<crate::artifact::CallArtifacts>>, PacketProblem> {
+    use crate::artifact::{CallArtifacts, check_references, references};
+    let Some(store) = store else {
+        return match references(&packet.payload).into_iter().next() {
+            Some((pointer, _)) => Err(PacketProblem::Artifact {
+                pointer,
+                message: "this call has no artifact store: artifacts belong to a run (run the agent in a workflow with a state directory)".into(),
+            }),
+            None => Ok(None),
+        };
+    };
+    let call = CallArtifacts::new(store);
+    let found = check_references(
+        &packet.payload,
+        &|d| call.store.stat(d),
+        "is not held by this run",
+    )
+    .map_err(|(pointer, message)| PacketProblem::Artifact { pointer, message })?;
+    for a in found {
+        call.allow(a);
+    }
+    Ok(Some(Arc::new(call)))
+}
+
+/// Every artifact an output names must be one the call received or wrote.
+fn artifacts_out(
+    packet: &HandoffPacket,
+    call: Option<&crate::artifact::CallArtifacts>,
+) -> Result<(), PacketProblem> {
+    let known = |d: &str| Ok(call.and_then(|c| c.readable(d)));
+    crate::artifact::check_references(
+        &packet.payload,
+        &known,
+        "is not one this call received or wrote",
+    )
+    .map(|_| ())
+    .map_err(|(pointer, message)| PacketProblem::Artifact { pointer, message })
+}
+
 fn check_envelope(packet: &HandoffPacket) -> Result<(), PacketProblem> {
     if packet.version != PACKET_VERSION {
         return Err(PacketProblem::Envelope {
@@ -597,6 +672,13 @@ fn check_envelope(packet: &HandoffPacket) -> Result<(), PacketProblem> {
                 "packet version {} is not supported (expected {PACKET_VERSION})",
                 packet.version
             ),
+        });
+    }
+    // The envelope's old list is no way around the checks: references
+    // travel in the payload, where schemas can require them.
+    if !packet.artifacts.is_empty() {
+        return Err(PacketProblem::Envelope {
+            message: "the envelope's `artifacts` list is not used; refer to an artifact inside the payload as {\"$artifact\": \"sha256:…\", \"media_type\": …, \"size\": …}".into(),
         });
     }
     Ok(())

@@ -29,7 +29,7 @@ use crate::{Budget, Grants};
 /// The store data of one call.
 pub(crate) struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     meter: MemoryMeter,
     capture: Arc<Mutex<Capture>>,
     progress: Option<u8>,
@@ -41,6 +41,8 @@ pub(crate) struct HostState {
     pub(crate) delegate: Option<Arc<DelegateCtx>>,
     /// The delegated calls made, for the receipt.
     pub(crate) delegations: Vec<DelegationRecord>,
+    /// The run's artifacts as this call may use them (contract 0.2.0).
+    pub(crate) artifacts: Option<Arc<crate::artifact::CallArtifacts>>,
     http: WasiHttpCtx,
     /// Checks and sends every outbound request (contract 0.2.0).
     http_policy: HttpPolicy,
@@ -83,7 +85,8 @@ pub(crate) fn add_host_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Re
     })?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     crate::model_host::add_to_linker(linker)?;
-    crate::delegate_host::add_to_linker(linker)
+    crate::delegate_host::add_to_linker(linker)?;
+    crate::artifact_host::add_to_linker(linker)
 }
 
 /// Links one version's `host` interface (the same in every version). Its
@@ -298,6 +301,7 @@ impl Sandbox<'_> {
         budget: &Budget,
         grants: &Grants,
         extras: CallExtras,
+        artifacts: Option<Arc<crate::artifact::CallArtifacts>>,
     ) -> (Result<Returned, CallError>, Usage) {
         let start = Instant::now();
         let deadline = deadline_after(start, budget.timeout);
@@ -338,10 +342,11 @@ impl Sandbox<'_> {
             }
         };
         let capture = Arc::new(Mutex::new(Capture::new(agent, budget.max_log_bytes)));
-        let mut store = match self.store(agent, &capture, budget, grants, extras, deadline) {
-            Ok(store) => store,
-            Err(e) => return (Err(e), usage(Capture::new(agent, 0))),
-        };
+        let mut store =
+            match self.store(agent, &capture, budget, grants, extras, artifacts, deadline) {
+                Ok(store) => store,
+                Err(e) => return (Err(e), usage(Capture::new(agent, 0))),
+            };
 
         // A place among the running calls, within the deadline as well.
         let entered = tokio::time::timeout_at(tokio_deadline, store.data_mut().cpu.enter()).await;
@@ -422,6 +427,7 @@ impl Sandbox<'_> {
         budget: &Budget,
         grants: &Grants,
         extras: CallExtras,
+        artifacts: Option<Arc<crate::artifact::CallArtifacts>>,
         deadline: Instant,
     ) -> Result<Store<HostState>, CallError> {
         let tokens = Arc::new(MemoryPool::new(
@@ -466,6 +472,7 @@ impl Sandbox<'_> {
                 })
             }),
             delegations: Vec::new(),
+            artifacts,
             model_log: ModelLog::default(),
             http: WasiHttpCtx::new(),
             http_policy: HttpPolicy {

@@ -5,6 +5,7 @@
 //! and with no SQLite-specific semantics: leases expire by time, sequence
 //! numbers come from the store, and blobs are keyed by their digest.
 
+mod artifact;
 pub mod sqlite;
 mod status;
 mod webhook;
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use artifact::{ArtifactLimits, ArtifactRefusal, ArtifactRow, ArtifactUpload};
 pub use sqlite::{Durability, SqliteStore};
 pub use status::{DeliveryState, RunState, StepState, UnknownStatus};
 pub use webhook::{Delivery, DeliveryAttempt, WebhookMessage};
@@ -317,6 +319,9 @@ pub struct GcStats {
     pub blobs: u64,
     pub blob_bytes: u64,
     pub cache_entries: u64,
+    /// Artifact files no run held any more, and their bytes.
+    pub artifacts: u64,
+    pub artifact_bytes: u64,
 }
 
 /// One page of a tenant's runs, newest first.
@@ -433,6 +438,25 @@ pub trait Store: Send + Sync {
     fn journal(&self, run: &str, after: i64, limit: usize)
     -> Result<Vec<JournalEntry>, StoreError>;
     fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Starts storing an artifact's bytes, written in chunks.
+    fn artifact_upload(&self) -> Result<ArtifactUpload, StoreError>;
+    /// Stores the upload's bytes under their digest (once, however many
+    /// runs hold them) and records that `run` holds them, unless that would
+    /// take the run or its tenant past `limits`: then nothing is stored.
+    fn artifact_finish(
+        &self,
+        run: &str,
+        upload: ArtifactUpload,
+        media_type: &str,
+        limits: ArtifactLimits,
+    ) -> Result<Result<ArtifactRow, ArtifactRefusal>, StoreError>;
+    /// The artifact `digest` as `run` holds it; `None` if `run` holds no such artifact.
+    fn artifact(&self, run: &str, digest: &str) -> Result<Option<ArtifactRow>, StoreError>;
+    /// Every artifact `run` holds, oldest first.
+    fn artifacts(&self, run: &str) -> Result<Vec<ArtifactRow>, StoreError>;
+    /// Up to `max` bytes of the stored artifact `digest` from `offset`
+    /// (empty past its end). Whether a caller may read it is decided above.
+    fn artifact_read(&self, digest: &str, offset: u64, max: usize) -> Result<Vec<u8>, StoreError>;
     /// A live cache entry's output digest.
     fn cache_get(&self, key: &str, now_ms: i64) -> Result<Option<String>, StoreError>;
     /// Records a human's answer to a waiting approval; fails unless the step waits.

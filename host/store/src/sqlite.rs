@@ -7,6 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
+mod artifacts;
 mod rows;
 mod schema;
 mod webhooks;
@@ -17,9 +18,10 @@ use rows::{
 use schema::migrate;
 
 use super::{
-    AgentRecord, Delivery, DeliveryAttempt, DeliveryState, Entry, FuelWindow, GcStats,
-    JournalEntry, Lease, NewRun, Owner, RunQuery, RunRecord, RunState, StepRecord, Store,
-    StoreError, WebhookMessage, WorkflowRecord, now_ms,
+    AgentRecord, ArtifactLimits, ArtifactRefusal, ArtifactRow, ArtifactUpload, Delivery,
+    DeliveryAttempt, DeliveryState, Entry, FuelWindow, GcStats, JournalEntry, Lease, NewRun, Owner,
+    RunQuery, RunRecord, RunState, StepRecord, Store, StoreError, WebhookMessage, WorkflowRecord,
+    now_ms,
 };
 
 /// How hard each commit pushes to disk (SQLite's `synchronous`).
@@ -66,6 +68,11 @@ impl SqliteStore {
             path,
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Artifact files live beside the database.
+    fn artifact_dir(&self) -> PathBuf {
+        self.path.with_file_name("artifacts")
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
@@ -515,6 +522,52 @@ impl Store for SqliteStore {
         })
     }
 
+    fn artifact_upload(&self) -> Result<ArtifactUpload, StoreError> {
+        ArtifactUpload::create(&self.artifact_dir())
+    }
+
+    fn artifact_finish(
+        &self,
+        run: &str,
+        upload: ArtifactUpload,
+        media_type: &str,
+        limits: ArtifactLimits,
+    ) -> Result<Result<ArtifactRow, ArtifactRefusal>, StoreError> {
+        let (digest, size, tmp) = upload.seal()?;
+        let dir = self.artifact_dir();
+        let new = ArtifactRow {
+            run: run.to_owned(),
+            digest,
+            media_type: media_type.to_owned(),
+            size,
+            created_ms: 0,
+        };
+        let recorded = self.with(|conn| {
+            artifacts::record(conn, &new, limits, || {
+                crate::artifact::place(&dir, &new.digest, &tmp)
+            })
+            .map_err(|f| match f {
+                artifacts::Failure::Sql(e) => self.err(e),
+                artifacts::Failure::Store(e) => e,
+            })
+        });
+        // Refused, failed or already held: the upload is not needed.
+        let _ = std::fs::remove_file(&tmp);
+        recorded
+    }
+
+    fn artifact(&self, run: &str, digest: &str) -> Result<Option<ArtifactRow>, StoreError> {
+        self.with(|conn| artifacts::get(conn, run, digest).map_err(|e| self.err(e)))
+    }
+
+    fn artifacts(&self, run: &str) -> Result<Vec<ArtifactRow>, StoreError> {
+        self.with(|conn| artifacts::list(conn, run).map_err(|e| self.err(e)))
+    }
+
+    fn artifact_read(&self, digest: &str, offset: u64, max: usize) -> Result<Vec<u8>, StoreError> {
+        crate::artifact::read(&self.artifact_dir(), digest, offset, max)
+    }
+
     fn cache_get(&self, key: &str, now_ms: i64) -> Result<Option<String>, StoreError> {
         self.with(|conn| {
             conn.prepare_cached(
@@ -722,6 +775,10 @@ impl Store for SqliteStore {
                     "DELETE FROM webhook_attempts WHERE message_id IN ({settled})"
                 ))?;
                 run(&format!("DELETE FROM webhook_messages WHERE id IN ({settled})"))?;
+                // Its hold on artifacts too; the files go below once no run holds them.
+                run(&format!(
+                    "DELETE FROM artifacts WHERE run_id IN (SELECT id FROM runs WHERE {finished})"
+                ))?;
                 stats.runs = run(&format!("DELETE FROM runs WHERE {finished}"))?;
                 stats.cache_entries = tx.execute(
                     "DELETE FROM cache WHERE expires_ms IS NOT NULL AND expires_ms <= ?1",
@@ -741,6 +798,14 @@ impl Store for SqliteStore {
             // Hand the freed pages back to the file system.
             conn.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
                 .map_err(|e| self.err(e))?;
+            // Files no run holds. Only those older than the cut-off: a file
+            // placed just now may be about to get its row in another process.
+            let before = std::time::UNIX_EPOCH
+                + Duration::from_millis(before_ms.max(0) as u64);
+            (stats.artifacts, stats.artifact_bytes) =
+                crate::artifact::sweep(&self.artifact_dir(), before, &mut |digest| {
+                    artifacts::held(conn, digest).map_err(|e| self.err(e))
+                })?;
             Ok(stats)
         })
     }

@@ -191,6 +191,9 @@ pub struct WorkflowBudget {
     /// Model tokens for all steps together; each model request reserves
     /// from it as well as from its call's budget.
     pub tokens: Count,
+    /// Bytes of artifacts the run's agents may store, all together (a
+    /// tenant's ceiling also holds). Example: `artifact_bytes: 10GiB`.
+    pub artifact_bytes: Bytes,
 }
 
 impl Default for WorkflowBudget {
@@ -199,6 +202,7 @@ impl Default for WorkflowBudget {
             fuel: Count(100_000_000_000),
             max_concurrency: 5,
             tokens: Count(10_000_000),
+            artifact_bytes: Bytes(crate::limits::DEFAULT_ARTIFACT_BYTES),
         }
     }
 }

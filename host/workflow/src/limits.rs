@@ -28,6 +28,11 @@ pub const MAX_AGENTS: usize = 256;
 pub const MAX_FUEL: u64 = 1_000_000_000_000_000;
 /// Model tokens of one call and of a whole run (`budget.tokens`): 10^12.
 pub const MAX_TOKENS: u64 = 1_000_000_000_000;
+
+/// A run's artifact storage when `budget.artifact_bytes` is unset: 1 GiB.
+pub const DEFAULT_ARTIFACT_BYTES: u64 = 1 << 30;
+/// The most `budget.artifact_bytes` may be: 1 TiB.
+pub const MAX_ARTIFACT_BYTES: u64 = 1 << 40;
 /// A call's `http_requests`.
 pub const MAX_HTTP_REQUESTS: u32 = 10_000;
 /// A call's `http_request_bytes` and `http_response_bytes`.

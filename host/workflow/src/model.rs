@@ -29,6 +29,8 @@ pub struct Workflow {
     pub fuel_budget: u64,
     /// Model tokens for the whole run (each session's own count).
     pub token_budget: u64,
+    /// Bytes of artifacts the run may store.
+    pub artifact_budget: u64,
     pub max_concurrency: u32,
     /// Steps in a dependency order: every step comes after its dependencies.
     pub steps: Vec<Step>,

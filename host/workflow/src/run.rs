@@ -8,6 +8,7 @@
 //! report).
 
 mod approvals;
+mod artifacts;
 mod attempt;
 mod board;
 mod compensate;

@@ -78,6 +78,7 @@ pub async fn validate_in(
         params: def.params.clone(),
         fuel_budget: def.budget.fuel.0,
         token_budget: def.budget.tokens.0,
+        artifact_budget: def.budget.artifact_bytes.0,
         max_concurrency: def.budget.max_concurrency,
         steps: ordered,
         outputs,

@@ -164,9 +164,15 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
             .collect();
         let mut r = serde_json::to_value(&run).unwrap_or(Value::Null);
         r["status"] = json!(status);
+        let artifacts: Vec<Value> = store
+            .artifacts(&run.id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| json!({ "$artifact": a.digest, "media_type": a.media_type, "size": a.size }))
+            .collect();
         println!(
             "{}",
-            json!({ "run": r, "steps": steps, "waiting": waiting.iter().map(|s| json!({ "step": s.step, "request": s.waiting })).collect::<Vec<_>>() })
+            json!({ "run": r, "steps": steps, "artifacts": artifacts, "waiting": waiting.iter().map(|s| json!({ "step": s.step, "request": s.waiting })).collect::<Vec<_>>() })
         );
         return Exit::Success;
     }
@@ -201,6 +207,16 @@ pub fn show(args: ShowArgs, state: &StateArgs) -> Exit {
         .collect();
     render::step_table(20, &rows);
     calls(store.as_ref(), &run.id);
+    if let Ok(artifacts) = store.artifacts(&run.id) {
+        for a in &artifacts {
+            println!(
+                "  artifact {}  {}  {}",
+                a.digest,
+                a.media_type,
+                bytesize::ByteSize(a.size)
+            );
+        }
+    }
     for s in waiting {
         let w = s.waiting.as_ref().expect("filtered");
         println!(
@@ -436,12 +452,14 @@ pub fn gc(args: GcArgs, state: &StateArgs) -> Exit {
                 println!("{}", serde_json::to_string(&stats).unwrap_or_default());
             } else {
                 println!(
-                    "deleted {} run(s), {} journal entries, {} blob(s) ({}), {} expired cache entries",
+                    "deleted {} run(s), {} journal entries, {} blob(s) ({}), {} expired cache entries, {} artifact(s) ({})",
                     stats.runs,
                     stats.journal_entries,
                     stats.blobs,
                     bytesize::ByteSize(stats.blob_bytes),
-                    stats.cache_entries
+                    stats.cache_entries,
+                    stats.artifacts,
+                    bytesize::ByteSize(stats.artifact_bytes)
                 );
             }
             Exit::Success

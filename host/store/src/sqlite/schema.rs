@@ -141,6 +141,19 @@ CREATE TABLE rate_limits (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT 
     r#"
 ALTER TABLE steps ADD COLUMN tokens_used INTEGER NOT NULL DEFAULT 0;
 "#,
+    // Artifacts: the runs that hold each stored artifact (the bytes are
+    // files beside the database, one per digest).
+    r#"
+CREATE TABLE artifacts (
+    run_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (run_id, digest)
+) WITHOUT ROWID;
+CREATE INDEX artifacts_digest ON artifacts(digest);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

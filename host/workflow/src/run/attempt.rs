@@ -184,6 +184,7 @@ impl Exec {
                     depth: 0,
                 }
             }),
+            artifacts: self.artifacts.clone(),
         };
         let out = self
             .rt

@@ -38,6 +38,8 @@ pub(super) struct Exec {
     /// The token budgets of the steps that set `tokens`, by step id: every
     /// call of the step reserves from its step's as well.
     pub(super) step_tokens: HashMap<String, Arc<dyn corral_runtime::model::TokenPool>>,
+    /// The run's artifacts, when it is durable (they live in its store).
+    pub(super) artifacts: Option<Arc<dyn corral_runtime::artifact::ArtifactStore>>,
     /// The delegation of the steps that set `delegates`, by step id.
     pub(super) delegates: HashMap<String, Arc<dyn corral_runtime::delegate::Delegates>>,
     pub(super) breakers: BTreeMap<String, Breaker>,

@@ -42,6 +42,9 @@ pub struct RunOptions {
     /// Outer token budgets every model request also reserves from (a
     /// tenant's window), besides the call's and the run's.
     pub token_pools: Vec<Arc<dyn corral_runtime::model::TokenPool>>,
+    /// The most bytes the tenant's runs' artifacts may take together
+    /// (unlimited for the command line).
+    pub artifact_tenant_bytes: u64,
     /// Call slots shared with other runs (a server's fair share).
     pub admission: Option<Arc<dyn Admission>>,
 }
@@ -62,6 +65,7 @@ impl RunOptions {
             cache_scope: "local".into(),
             ledger: None,
             token_pools: Vec::new(),
+            artifact_tenant_bytes: u64::MAX,
             admission: None,
         }
     }

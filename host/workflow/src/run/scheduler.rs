@@ -93,6 +93,16 @@ impl Scheduler {
             outer_tokens: opts.token_pools.clone(),
             step_tokens: step_token_pools(&w, &resume),
             delegates,
+            artifacts: opts.journal.as_ref().map(|j| {
+                Arc::new(super::artifacts::RunArtifacts {
+                    store: j.store().clone(),
+                    run_id: opts.run_id.clone(),
+                    limits: corral_store::ArtifactLimits {
+                        run: w.artifact_budget,
+                        tenant: opts.artifact_tenant_bytes,
+                    },
+                }) as Arc<_>
+            }),
             breakers: w
                 .agents
                 .iter()

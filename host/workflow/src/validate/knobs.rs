@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use super::super::definition::{BreakerDef, BudgetDef, RetryDef, WorkflowBudget};
 use super::super::limits::{
-    MAX_ATTEMPTS, MAX_BACKOFF, MAX_BREAKER_THRESHOLD, MAX_CONCURRENCY, MAX_COOLDOWN, MAX_FUEL,
-    MAX_HTTP_BYTES, MAX_HTTP_REQUESTS, MAX_JITTER, MAX_RETRY_DELAY, MAX_TIMEOUT, MAX_TOKENS,
-    MIN_BACKOFF,
+    MAX_ARTIFACT_BYTES, MAX_ATTEMPTS, MAX_BACKOFF, MAX_BREAKER_THRESHOLD, MAX_CONCURRENCY,
+    MAX_COOLDOWN, MAX_FUEL, MAX_HTTP_BYTES, MAX_HTTP_REQUESTS, MAX_JITTER, MAX_RETRY_DELAY,
+    MAX_TIMEOUT, MAX_TOKENS, MIN_BACKOFF,
 };
 use super::super::model::{RETRY_KINDS, RetryPolicy};
 use super::Validator;
@@ -16,6 +16,12 @@ impl Validator<'_> {
     pub(super) fn run_budget(&mut self, b: &WorkflowBudget) {
         self.fuel("budget.fuel", b.fuel.0);
         self.tokens("budget.tokens", b.tokens.0);
+        if b.artifact_bytes.0 > MAX_ARTIFACT_BYTES {
+            self.err(
+                "budget.artifact_bytes",
+                format!("must be at most {MAX_ARTIFACT_BYTES} bytes (1TiB)"),
+            );
+        }
         if b.max_concurrency == 0 || b.max_concurrency > MAX_CONCURRENCY {
             self.err(
                 "budget.max_concurrency",

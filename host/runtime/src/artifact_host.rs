@@ -1,0 +1,148 @@
+//! The host side of contract 0.2.0's `artifacts` interface: writers streaming chunks into the run's store, reads in chunks of what the call may read, each chunk bounded before it is copied out of the guest.
+
+use std::sync::Arc;
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceType, WasmList};
+
+use crate::artifact::{Artifact, ArtifactError, ArtifactSink, CallArtifacts, MAX_CHUNK};
+use crate::sandbox::HostState;
+use crate::wit::since_v0_2_0::corral::agent::artifacts as w;
+
+/// A guest's `writer`: the sink until `finish`, or why it cannot write.
+pub(crate) struct Writer {
+    media_type: String,
+    sink: Result<Box<dyn ArtifactSink>, ArtifactError>,
+}
+
+type Store<'a> = StoreContextMut<'a, HostState>;
+
+/// Links `corral:agent/artifacts@0.2.0`.
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let mut i = linker.instance("corral:agent/artifacts@0.2.0")?;
+    i.resource(
+        "writer",
+        ResourceType::host::<Writer>(),
+        |mut store, rep| {
+            // Unfinished: the sink's temporary bytes go with it.
+            store
+                .data_mut()
+                .table
+                .delete(Resource::<Writer>::new_own(rep))?;
+            Ok(())
+        },
+    )?;
+    i.func_wrap(
+        "[constructor]writer",
+        |mut store: Store<'_>, (media_type,): (String,)| {
+            let sink = match ctx(&store) {
+                Ok(a) if valid_media_type(&media_type) => a.store.begin(),
+                Ok(_) => Err(ArtifactError::Invalid(format!(
+                    "`{}` is not a media type such as `text/plain`",
+                    crate::display::guest(&media_type)
+                ))),
+                Err(e) => Err(e),
+            };
+            let writer = Writer { media_type, sink };
+            Ok((store.data_mut().table.push(writer)?,))
+        },
+    )?;
+    i.func_wrap(
+        "[method]writer.write",
+        |mut store: Store<'_>, (this, chunk): (Resource<Writer>, WasmList<u8>)| {
+            if chunk.len() > MAX_CHUNK {
+                let e = ArtifactError::Invalid(format!(
+                    "a chunk of {} bytes is over the {MAX_CHUNK} a write takes",
+                    chunk.len()
+                ));
+                return Ok((Err(lower(e)),));
+            }
+            // Copied out of guest memory only once its size is known.
+            let bytes = chunk.as_le_slice(&store).to_vec();
+            let writer = store.data_mut().table.get_mut(&this)?;
+            let result = match &mut writer.sink {
+                Ok(sink) => sink.write(&bytes),
+                Err(e) => Err(e.clone()),
+            };
+            Ok((result.map_err(lower),))
+        },
+    )?;
+    i.func_wrap(
+        "[method]writer.finish",
+        |mut store: Store<'_>, (this,): (Resource<Writer>,)| {
+            let writer = store.data_mut().table.get_mut(&this)?;
+            let spent = Err(ArtifactError::Invalid(
+                "this writer is already finished".into(),
+            ));
+            let media_type = writer.media_type.clone();
+            let result = match std::mem::replace(&mut writer.sink, spent) {
+                Ok(sink) => sink.finish(&media_type),
+                Err(e) => Err(e),
+            };
+            if let (Ok(a), Ok(call)) = (&result, ctx(&store)) {
+                call.allow(a.clone());
+            }
+            Ok((result.map(lift).map_err(lower),))
+        },
+    )?;
+    i.func_wrap("stat", |store: Store<'_>, (digest,): (String,)| {
+        let result = readable(&store, &digest);
+        Ok((result.map(lift).map_err(lower),))
+    })?;
+    i.func_wrap(
+        "read",
+        |store: Store<'_>, (digest, offset, max): (String, u64, u32)| {
+            let result = readable(&store, &digest).and_then(|a| {
+                let call = ctx(&store)?;
+                call.store
+                    .read(&a.digest, offset, (max as usize).min(MAX_CHUNK))
+            });
+            Ok((result.map_err(lower),))
+        },
+    )?;
+    Ok(())
+}
+
+/// The call's artifacts, or why it has none.
+fn ctx(store: &Store<'_>) -> Result<Arc<CallArtifacts>, ArtifactError> {
+    store.data().artifacts.clone().ok_or_else(|| {
+        ArtifactError::Invalid(
+            "this call has no artifact store: artifacts belong to a run (run the agent in a workflow with a state directory)".into(),
+        )
+    })
+}
+
+/// The artifact `digest` if the call may read it.
+fn readable(store: &Store<'_>, digest: &str) -> Result<Artifact, ArtifactError> {
+    ctx(store)?.readable(digest).ok_or_else(|| {
+        ArtifactError::NotFound(format!(
+            "this call may not read artifact `{}`: a call reads the artifacts its input names and those it wrote",
+            crate::display::guest(digest)
+        ))
+    })
+}
+
+/// `type/subtype`, printable ASCII without spaces, at most 255 bytes.
+fn valid_media_type(s: &str) -> bool {
+    s.len() <= 255
+        && s.split_once('/')
+            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+        && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn lift(a: Artifact) -> w::Artifact {
+    w::Artifact {
+        digest: a.digest,
+        media_type: a.media_type,
+        size: a.size,
+    }
+}
+
+fn lower(e: ArtifactError) -> w::ArtifactError {
+    match e {
+        ArtifactError::NotFound(m) => w::ArtifactError::NotFound(m),
+        ArtifactError::Quota(m) => w::ArtifactError::Quota(m),
+        ArtifactError::Invalid(m) => w::ArtifactError::Invalid(m),
+        ArtifactError::Unavailable(m) => w::ArtifactError::Unavailable(m),
+    }
+}
