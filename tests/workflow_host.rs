@@ -190,6 +190,42 @@ impl corral::store::Store for SlowCache {
     fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, corral::store::StoreError> {
         self.inner.blob(digest)
     }
+    fn artifact_upload(&self) -> Result<corral::store::ArtifactUpload, corral::store::StoreError> {
+        self.inner.artifact_upload()
+    }
+    fn artifact_finish(
+        &self,
+        run: &str,
+        upload: corral::store::ArtifactUpload,
+        media_type: &str,
+        limits: corral::store::ArtifactLimits,
+    ) -> Result<
+        Result<corral::store::ArtifactRow, corral::store::ArtifactRefusal>,
+        corral::store::StoreError,
+    > {
+        self.inner.artifact_finish(run, upload, media_type, limits)
+    }
+    fn artifact(
+        &self,
+        run: &str,
+        digest: &str,
+    ) -> Result<Option<corral::store::ArtifactRow>, corral::store::StoreError> {
+        self.inner.artifact(run, digest)
+    }
+    fn artifacts(
+        &self,
+        run: &str,
+    ) -> Result<Vec<corral::store::ArtifactRow>, corral::store::StoreError> {
+        self.inner.artifacts(run)
+    }
+    fn artifact_read(
+        &self,
+        digest: &str,
+        offset: u64,
+        max: usize,
+    ) -> Result<Vec<u8>, corral::store::StoreError> {
+        self.inner.artifact_read(digest, offset, max)
+    }
     fn answer(
         &self,
         run: &str,

@@ -18,7 +18,7 @@ use crate::error::{CallError, LoadError, PacketProblem};
 use crate::lift::OutputText;
 use crate::packet::{HandoffPacket, PACKET_VERSION, PacketLimits, check_depth};
 use crate::receipt::Receipt;
-use crate::sandbox::{Export, HostState, Returned, Sandbox, Usage};
+use crate::sandbox::{Beside, Export, HostState, Returned, Sandbox, Usage};
 use crate::schema::PayloadSchema;
 use crate::{Budget, EngineConfig, Grants};
 
@@ -272,7 +272,6 @@ impl Runtime {
                 &self.config.describe_budget,
                 &Grants::default(),
                 Default::default(),
-                None,
             )
             .await;
         match result {
@@ -430,8 +429,10 @@ impl Runtime {
                 Export::Run(text),
                 budget,
                 grants,
-                extras,
-                artifacts.clone(),
+                Beside {
+                    extras,
+                    artifacts: artifacts.clone(),
+                },
             )
             .await;
         let Usage {

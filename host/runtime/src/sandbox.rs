@@ -26,6 +26,15 @@ use crate::model_host::ModelCtx;
 use crate::wit::latest::corral::agent::host::Level;
 use crate::{Budget, Grants};
 
+/// What a call gets besides its export, budget and grants.
+#[derive(Default)]
+pub(crate) struct Beside {
+    /// What its starter gave: pools, delegation, the artifact store.
+    pub extras: CallExtras,
+    /// Its artifacts, with what its input lets it read.
+    pub artifacts: Option<Arc<crate::artifact::CallArtifacts>>,
+}
+
 /// The store data of one call.
 pub(crate) struct HostState {
     wasi: WasiCtx,
@@ -300,8 +309,7 @@ impl Sandbox<'_> {
         export: Export,
         budget: &Budget,
         grants: &Grants,
-        extras: CallExtras,
-        artifacts: Option<Arc<crate::artifact::CallArtifacts>>,
+        beside: Beside,
     ) -> (Result<Returned, CallError>, Usage) {
         let start = Instant::now();
         let deadline = deadline_after(start, budget.timeout);
@@ -342,11 +350,10 @@ impl Sandbox<'_> {
             }
         };
         let capture = Arc::new(Mutex::new(Capture::new(agent, budget.max_log_bytes)));
-        let mut store =
-            match self.store(agent, &capture, budget, grants, extras, artifacts, deadline) {
-                Ok(store) => store,
-                Err(e) => return (Err(e), usage(Capture::new(agent, 0))),
-            };
+        let mut store = match self.store(agent, &capture, budget, grants, beside, deadline) {
+            Ok(store) => store,
+            Err(e) => return (Err(e), usage(Capture::new(agent, 0))),
+        };
 
         // A place among the running calls, within the deadline as well.
         let entered = tokio::time::timeout_at(tokio_deadline, store.data_mut().cpu.enter()).await;
@@ -426,10 +433,10 @@ impl Sandbox<'_> {
         capture: &Arc<Mutex<Capture>>,
         budget: &Budget,
         grants: &Grants,
-        extras: CallExtras,
-        artifacts: Option<Arc<crate::artifact::CallArtifacts>>,
+        beside: Beside,
         deadline: Instant,
     ) -> Result<Store<HostState>, CallError> {
+        let Beside { extras, artifacts } = beside;
         let tokens = Arc::new(MemoryPool::new(
             "call token budget",
             "budget.tokens",
