@@ -131,6 +131,7 @@ struct QuotaDef {
     http_response_bytes_per_call: Option<Spanned<String>>,
     delegations_per_step: Option<Spanned<u32>>,
     delegation_depth: Option<Spanned<u32>>,
+    artifact_bytes: Option<Spanned<String>>,
 }
 
 /// Reads and checks `path`; relative directories in it are taken from the
@@ -527,6 +528,12 @@ impl Checker<'_> {
                 parse_bytes,
                 d.http_response_bytes_per_call,
             ),
+            artifact_bytes: self.unit(
+                &q.artifact_bytes,
+                &f("artifact_bytes"),
+                parse_bytes,
+                d.artifact_bytes,
+            ),
             delegations_per_step: count(
                 self,
                 &q.delegations_per_step,
@@ -563,7 +570,7 @@ mod tests {
     #[test]
     fn a_tenant_with_quotas_reads_back() {
         let c = check(&format!(
-            "[server]\nlisten = \"127.0.0.1:8700\"\n\n[[tenant]]\nid = \"acme\"\ntokens = [\"{HASH}\"]\nsecrets = {{ KEY = \"v\" }}\n[tenant.quota]\nfuel_per_window = \"50G\"\nwindow = \"1h\"\nmemory_per_call = \"64MiB\"\nconcurrent_runs = 3\nhttp_requests_per_call = 8\nhttp_response_bytes_per_call = \"2MiB\"\ndelegation_depth = 2\n"
+            "[server]\nlisten = \"127.0.0.1:8700\"\n\n[[tenant]]\nid = \"acme\"\ntokens = [\"{HASH}\"]\nsecrets = {{ KEY = \"v\" }}\n[tenant.quota]\nfuel_per_window = \"50G\"\nwindow = \"1h\"\nmemory_per_call = \"64MiB\"\nconcurrent_runs = 3\nhttp_requests_per_call = 8\nhttp_response_bytes_per_call = \"2MiB\"\ndelegation_depth = 2\nartifact_bytes = \"5GiB\"\n"
         ))
         .unwrap();
         assert_eq!(c.state_dir, Path::new("/srv/corral-state"));
@@ -575,6 +582,7 @@ mod tests {
         assert_eq!(t.quota.concurrent_runs, 3);
         assert_eq!(t.quota.http_requests_per_call, 8);
         assert_eq!(t.quota.http_response_bytes_per_call, 2 << 20);
+        assert_eq!(t.quota.artifact_bytes, 5 << 30);
         assert_eq!(t.quota.http_request_bytes_per_call, 1 << 20, "the default");
         assert_eq!(
             (t.quota.delegation_depth, t.quota.delegations_per_step),

@@ -101,6 +101,7 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
         }
     });
     opts.ledger = state.fuel.get(&tenant.id).cloned().map(|f| f as _);
+    opts.artifact_tenant_bytes = tenant.quota.artifact_bytes;
     opts.token_pools = state
         .tokens
         .get(&tenant.id)

@@ -269,6 +269,7 @@ pub fn clamp(w: &mut Workflow, q: &Quota) {
         s.delegation_depth = s.delegation_depth.min(q.delegation_depth);
     }
     w.max_concurrency = w.max_concurrency.min(q.concurrent_calls);
+    w.artifact_budget = w.artifact_budget.min(q.artifact_bytes);
 }
 
 /// One call's budget held to the tenant's per-call ceilings.

@@ -82,6 +82,9 @@ pub struct Quota {
     pub delegations_per_step: u32,
     /// The deepest its steps' delegations may nest (`delegation_depth`).
     pub delegation_depth: u32,
+    /// The most bytes the artifacts of all its runs may take together; a
+    /// run's own `budget.artifact_bytes` is held to it too.
+    pub artifact_bytes: u64,
 }
 
 impl Default for Quota {
@@ -108,6 +111,7 @@ impl Default for Quota {
             http_response_bytes_per_call: corral_runtime::Budget::DEFAULT_HTTP_RESPONSE_BYTES,
             delegations_per_step: corral_workflow::limits::DEFAULT_DELEGATIONS,
             delegation_depth: corral_workflow::limits::DEFAULT_DELEGATION_DEPTH,
+            artifact_bytes: 10 << 30,
         }
     }
 }
