@@ -86,6 +86,24 @@ fn small(env: &Env, id: &str, seed: u64) -> Value {
     env.report(&out)["outputs"]["a"].clone()
 }
 
+/// Runs `yaml` as run `id`, which must fail; returns the error of step `step`.
+fn failing_step(env: &Env, id: &str, yaml: &str, step_id: &str) -> String {
+    let wf = env.workflow(&format!("{id}.yaml"), yaml);
+    let out = env.corral(&["run", &wf, "--json", "--run-id", id]);
+    assert_ne!(code(&out), 0, "run {id} should fail");
+    step(&env.report(&out), step_id)["error"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A one-step workflow: `bulk` with `input` (YAML flow text).
+fn one_step(name: &str, step_id: &str, input: &str) -> String {
+    format!(
+        "version: 1\nname: {name}\nagents:\n  bulk: {{ component: \"@BULK@\" }}\nsteps:\n  - {{ id: {step_id}, agent: bulk, input: {input} }}\n"
+    )
+}
+
 #[test]
 fn a_step_cannot_read_another_runs_artifact() {
     let env = Env::new();
@@ -93,16 +111,8 @@ fn a_step_cannot_read_another_runs_artifact() {
     let digest = theirs["$artifact"].as_str().unwrap().to_owned();
 
     // Named in the input: the handoff check refuses it before the call.
-    let wf = env.workflow(
-        "b.yaml",
-        &format!(
-            "version: 1\nname: b\nagents:\n  bulk: {{ component: \"@BULK@\" }}\nsteps:\n  - {{ id: steal, agent: bulk, input: {{ read: {theirs} }} }}\n"
-        ),
-    );
-    let out = env.corral(&["run", &wf, "--json", "--run-id", "b"]);
-    assert_ne!(code(&out), 0);
-    let r = env.report(&out);
-    let err = step(&r, "steal")["error"].as_str().unwrap().to_owned();
+    let yaml = one_step("b", "steal", &format!("{{ read: {theirs} }}"));
+    let err = failing_step(&env, "b", &yaml, "steal");
     assert!(
         err.contains("`/read`") && err.contains("is not held by this run"),
         "{err}"
@@ -110,33 +120,13 @@ fn a_step_cannot_read_another_runs_artifact() {
     assert!(err.contains(&digest), "{err}");
 
     // Asked for by digest alone: the host refuses the read.
-    let wf = env.workflow(
-        "c.yaml",
-        &format!(
-            "version: 1\nname: c\nagents:\n  bulk: {{ component: \"@BULK@\" }}\nsteps:\n  - {{ id: forge, agent: bulk, input: {{ forge: \"{digest}\" }} }}\n"
-        ),
-    );
-    let out = env.corral(&["run", &wf, "--json", "--run-id", "c"]);
-    assert_ne!(code(&out), 0);
-    let err = step(&env.report(&out), "forge")["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let yaml = one_step("c", "forge", &format!("{{ forge: \"{digest}\" }}"));
+    let err = failing_step(&env, "c", &yaml, "forge");
     assert!(err.contains("may not read artifact"), "{err}");
 
     // An output may not name an artifact its call neither got nor wrote.
-    let wf = env.workflow(
-        "d.yaml",
-        &format!(
-            "version: 1\nname: d\nagents:\n  bulk: {{ component: \"@BULK@\" }}\nsteps:\n  - {{ id: claim, agent: bulk, input: {{ claim: {{ digest: \"{digest}\", size: 5000 }} }} }}\n"
-        ),
-    );
-    let out = env.corral(&["run", &wf, "--json", "--run-id", "d"]);
-    assert_ne!(code(&out), 0);
-    let err = step(&env.report(&out), "claim")["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let claim = format!("{{ claim: {{ digest: \"{digest}\", size: 5000 }} }}");
+    let err = failing_step(&env, "d", &one_step("d", "claim", &claim), "claim");
     assert!(
         err.contains("`/artifact`") && err.contains("is not one this call received or wrote"),
         "{err}"
@@ -148,18 +138,27 @@ fn a_step_cannot_read_another_runs_artifact() {
 }
 
 #[test]
-fn a_run_over_its_artifact_budget_is_refused_naming_the_field() {
+fn a_compensation_reads_the_artifact_its_step_wrote() {
     let env = Env::new();
     let wf = env.workflow(
-        "q.yaml",
-        "version: 1\nname: q\nbudget: { artifact_bytes: 1MiB }\nagents:\n  bulk: { component: \"@BULK@\" }\nsteps:\n  - { id: big, agent: bulk, input: { make: { size: 3000000 } } }\n",
+        "saga.yaml",
+        "version: 1\nname: saga\nagents:\n  bulk: { component: \"@BULK@\" }\nsteps:\n  - { id: make, agent: bulk, input: { make: { size: 5000 } }, compensate: bulk }\n  - { id: boom, agent: bulk, input: {}, depends_on: [make] }\n",
     );
-    let out = env.corral(&["run", &wf, "--json", "--run-id", "q"]);
-    assert_ne!(code(&out), 0);
-    let err = step(&env.report(&out), "big")["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let out = env.corral(&["run", &wf, "--json", "--run-id", "s"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let r = env.report(&out);
+    let comps = r["compensations"].as_array().unwrap();
+    assert_eq!(comps.len(), 1, "{r}");
+    assert_eq!(comps[0]["step"], "make");
+    assert_eq!(comps[0]["outcome"], "ok", "{r}");
+}
+
+#[test]
+fn a_run_over_its_artifact_budget_is_refused_naming_the_field() {
+    let env = Env::new();
+    let yaml = one_step("q", "big", "{ make: { size: 3000000 } }")
+        .replace("\nagents:", "\nbudget: { artifact_bytes: 1MiB }\nagents:");
+    let err = failing_step(&env, "q", &yaml, "big");
     assert!(err.contains("budget.artifact_bytes"), "{err}");
     assert!(env.store().artifacts("q").unwrap().is_empty());
     // Nothing is left behind, not even the partial upload.

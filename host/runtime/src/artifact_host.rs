@@ -86,14 +86,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         },
     )?;
     i.func_wrap("stat", |store: Store<'_>, (digest,): (String,)| {
-        let result = readable(&store, &digest);
+        let result = ctx(&store).and_then(|call| readable(&call, &digest));
         Ok((result.map(lift).map_err(lower),))
     })?;
     i.func_wrap(
         "read",
         |store: Store<'_>, (digest, offset, max): (String, u64, u32)| {
-            let result = readable(&store, &digest).and_then(|a| {
-                let call = ctx(&store)?;
+            let result = ctx(&store).and_then(|call| {
+                let a = readable(&call, &digest)?;
                 call.store
                     .read(&a.digest, offset, (max as usize).min(MAX_CHUNK))
             });
@@ -113,8 +113,8 @@ fn ctx(store: &Store<'_>) -> Result<Arc<CallArtifacts>, ArtifactError> {
 }
 
 /// The artifact `digest` if the call may read it.
-fn readable(store: &Store<'_>, digest: &str) -> Result<Artifact, ArtifactError> {
-    ctx(store)?.readable(digest).ok_or_else(|| {
+fn readable(call: &CallArtifacts, digest: &str) -> Result<Artifact, ArtifactError> {
+    call.readable(digest).ok_or_else(|| {
         ArtifactError::NotFound(format!(
             "this call may not read artifact `{}`: a call reads the artifacts its input names and those it wrote",
             crate::display::guest(digest)

@@ -27,6 +27,14 @@ pub struct Input {
     /// having it (which the host refuses unless this call may read it).
     #[serde(default)]
     pub claim: Option<Claim>,
+    /// An output of this agent is an input too (as when it compensates its
+    /// own step): its artifact is read through, like `read`.
+    #[serde(default)]
+    pub artifact: Option<Artifact>,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub checksum: Option<u64>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -69,7 +77,7 @@ impl Agent for Bulk {
         if let Some(m) = input.make {
             return make(&m);
         }
-        if let Some(a) = input.read {
+        if let Some(a) = input.read.or(input.artifact) {
             let mut sum = Sum::default();
             let mut reader = artifacts::open(&a);
             while let Some(chunk) = reader.next_chunk()? {

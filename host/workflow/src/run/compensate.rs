@@ -32,9 +32,15 @@ impl Exec {
             );
             // Compensations have their agent's own budget, outside the
             // workflow's pool: a run that failed for fuel must still undo.
+            // They read the run's artifacts like any call: an output that
+            // names one hands it to its compensation.
+            let extras = corral_runtime::delegate::CallExtras {
+                artifacts: self.artifacts.clone(),
+                ..Default::default()
+            };
             let call = self
                 .rt
-                .call(&wa.agent, &packet, &wa.budget, &wa.grants)
+                .call_with(&wa.agent, &packet, &wa.budget, &wa.grants, extras)
                 .await;
             let (outcome, error) = match &call.result {
                 Ok(_) => ("ok".to_owned(), None),
