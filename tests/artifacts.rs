@@ -138,6 +138,25 @@ fn a_step_cannot_read_another_runs_artifact() {
 }
 
 #[test]
+fn a_caller_reads_and_hands_on_the_artifact_its_delegate_wrote() {
+    let env = Env::new();
+    let wf = env.workflow(
+        "relay.yaml",
+        "version: 1\nname: relay\nagents:\n  bulk: { component: \"@BULK@\" }\nsteps:\n  - { id: direct, agent: bulk, input: { make: { size: 70000, seed: 3 } } }\n  - { id: relayed, agent: bulk, delegates: [bulk], input: { relay: { size: 70000, seed: 3 } } }\noutputs:\n  direct: $steps.direct.output\n  relayed: $steps.relayed.output\n",
+    );
+    let out = env.corral(&["run", &wf, "--json", "--run-id", "r"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r = env.report(&out);
+    let (direct, relayed) = (&r["outputs"]["direct"], &r["outputs"]["relayed"]);
+    assert_eq!(relayed["size"], 70000);
+    assert_eq!(relayed["checksum"], direct["checksum"], "{r}");
+    assert_eq!(
+        relayed["artifact"], direct["artifact"],
+        "the same bytes, one digest"
+    );
+}
+
+#[test]
 fn a_compensation_reads_the_artifact_its_step_wrote() {
     let env = Env::new();
     let wf = env.workflow(

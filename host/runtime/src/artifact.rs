@@ -10,6 +10,9 @@ use serde_json::Value;
 /// The largest chunk written or read at once.
 pub const MAX_CHUNK: usize = 1 << 20;
 
+/// Why a call without a store may not name or use an artifact.
+pub(crate) const NO_STORE: &str = "this call has no artifact store: artifacts belong to a run (run the agent in a workflow with a state directory)";
+
 /// A packet's reference to a stored artifact:
 /// `{"$artifact": "sha256:<hex>", "media_type": "text/plain", "size": 123}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -137,6 +140,17 @@ impl CallArtifacts {
     /// The artifact `digest`, if this call may read it.
     pub fn readable(&self, digest: &str) -> Option<Artifact> {
         self.readable.lock().unwrap().get(digest).cloned()
+    }
+
+    /// Lets the call read the artifacts a delegate's answer names: the
+    /// callee could read each (its output was checked), so the run holds
+    /// it; the store says so again, which also covers a reused answer.
+    pub fn allow_answer(&self, payload: &Value) {
+        if let Ok(found) = check_references(payload, &|d| self.store.stat(d), "is not held") {
+            for a in found {
+                self.allow(a);
+            }
+        }
     }
 }
 

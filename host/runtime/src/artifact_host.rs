@@ -105,11 +105,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 
 /// The call's artifacts, or why it has none.
 fn ctx(store: &Store<'_>) -> Result<Arc<CallArtifacts>, ArtifactError> {
-    store.data().artifacts.clone().ok_or_else(|| {
-        ArtifactError::Invalid(
-            "this call has no artifact store: artifacts belong to a run (run the agent in a workflow with a state directory)".into(),
-        )
-    })
+    store
+        .data()
+        .artifacts
+        .clone()
+        .ok_or_else(|| ArtifactError::Invalid(crate::artifact::NO_STORE.into()))
 }
 
 /// The artifact `digest` if the call may read it.

@@ -138,11 +138,17 @@ async fn delegate_all(
             ),
             (Ok(p), Some(Done::Called(out))) => {
                 refund += p.budget.fuel.saturating_sub(out.receipt.fuel_used);
+                if let (Ok(answer), Some(call)) = (&out.result, &artifacts) {
+                    call.allow_answer(&answer.payload);
+                }
                 finished(agent, depth, p.budget.fuel, out)
             }
             (Ok(p), Some(Done::Reused(r))) => {
                 // Nothing ran: all that was carved comes back.
                 refund += p.budget.fuel;
+                if let Some(call) = &artifacts {
+                    call.allow_answer(&r.payload);
+                }
                 let record = DelegationRecord {
                     agent,
                     depth,

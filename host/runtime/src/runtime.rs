@@ -633,7 +633,7 @@ fn artifacts_in(
         return match references(&packet.payload).into_iter().next() {
             Some((pointer, _)) => Err(PacketProblem::Artifact {
                 pointer,
-                message: "this call has no artifact store: artifacts belong to a run (run the agent in a workflow with a state directory)".into(),
+                message: crate::artifact::NO_STORE.into(),
             }),
             None => Ok(None),
         };
