@@ -186,6 +186,36 @@ fn a_run_over_its_artifact_budget_is_refused_naming_the_field() {
 }
 
 #[test]
+fn a_call_holds_at_most_16_writers_and_stores_at_most_1000_artifacts() {
+    let env = Env::new();
+    // At the bounds, all is well.
+    for (id, input) in [("h16", "{ hold: 16 }"), ("m1000", "{ many: 1000 }")] {
+        let wf = env.workflow(&format!("{id}.yaml"), &one_step(id, "s", input));
+        let out = env.corral(&["run", &wf, "--run-id", id]);
+        assert_eq!(code(&out), 0, "{id}: {}", stderr(&out));
+    }
+    assert_eq!(env.store().artifacts("m1000").unwrap().len(), 1000);
+    // One writer more ends the call: each may hold a file open.
+    let err = failing_step(&env, "h17", &one_step("h17", "s", "{ hold: 17 }"), "s");
+    assert!(
+        err.contains("more than 16 artifact writers at once"),
+        "{err}"
+    );
+    // One artifact more is refused as a quota.
+    let err = failing_step(
+        &env,
+        "m1001",
+        &one_step("m1001", "s", "{ many: 1001 }"),
+        "s",
+    );
+    assert!(
+        err.contains("stored 1000 artifacts, the most one call may"),
+        "{err}"
+    );
+    assert_eq!(env.store().artifacts("m1001").unwrap().len(), 1000);
+}
+
+#[test]
 fn gc_removes_unreferenced_artifacts_and_keeps_referenced_ones() {
     let env = Env::new();
     let only_old = small(&env, "old", 1);

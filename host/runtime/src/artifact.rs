@@ -10,6 +10,14 @@ use serde_json::Value;
 /// The largest chunk written or read at once.
 pub const MAX_CHUNK: usize = 1 << 20;
 
+/// The most writers a call holds at once: each may hold a temporary file
+/// open, so a guest cannot exhaust the host's file descriptors.
+pub const MAX_OPEN_WRITERS: usize = 16;
+
+/// The most artifacts one call may store: each costs the host a file, a
+/// sync and a row, far more than the fuel the guest spends asking.
+pub const MAX_ARTIFACTS_PER_CALL: u32 = 1_000;
+
 /// Why a call without a store may not name or use an artifact.
 pub(crate) const NO_STORE: &str = "this call has no artifact store: artifacts belong to a run (run the agent in a workflow with a state directory)";
 
@@ -123,6 +131,8 @@ pub fn is_digest(s: &str) -> bool {
 pub(crate) struct CallArtifacts {
     pub store: Arc<dyn ArtifactStore>,
     readable: Mutex<HashMap<String, Artifact>>,
+    /// Artifacts it stored so far.
+    stored: std::sync::atomic::AtomicU32,
 }
 
 impl CallArtifacts {
@@ -130,7 +140,23 @@ impl CallArtifacts {
         Self {
             store,
             readable: Mutex::new(HashMap::new()),
+            stored: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// Claims one of the call's [`MAX_ARTIFACTS_PER_CALL`], or says why not.
+    pub fn claim_store(&self) -> Result<(), ArtifactError> {
+        use std::sync::atomic::Ordering;
+        self.stored
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_ARTIFACTS_PER_CALL).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| {
+                ArtifactError::Quota(format!(
+                    "this call has stored {MAX_ARTIFACTS_PER_CALL} artifacts, the most one call may; put more in each"
+                ))
+            })
     }
 
     pub fn allow(&self, a: Artifact) {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, ResourceType, WasmList};
 
-use crate::artifact::{Artifact, ArtifactError, ArtifactSink, CallArtifacts, MAX_CHUNK};
+use crate::artifact::{
+    Artifact, ArtifactError, ArtifactSink, CallArtifacts, MAX_CHUNK, MAX_OPEN_WRITERS,
+};
 use crate::sandbox::HostState;
 use crate::wit::since_v0_2_0::corral::agent::artifacts as w;
 
@@ -25,16 +27,22 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         ResourceType::host::<Writer>(),
         |mut store, rep| {
             // Unfinished: the sink's temporary bytes go with it.
-            store
-                .data_mut()
-                .table
-                .delete(Resource::<Writer>::new_own(rep))?;
+            let data = store.data_mut();
+            data.table.delete(Resource::<Writer>::new_own(rep))?;
+            data.artifact_writers -= 1;
             Ok(())
         },
     )?;
     i.func_wrap(
         "[constructor]writer",
         |mut store: Store<'_>, (media_type,): (String,)| {
+            // Every writer is a table entry, and may hold a file: past the
+            // bound the guest broke the contract, and the call ends.
+            if store.data().artifact_writers >= MAX_OPEN_WRITERS {
+                wasmtime::bail!(
+                    "the agent opened more than {MAX_OPEN_WRITERS} artifact writers at once, the most a call may hold (finish or drop one first)"
+                );
+            }
             let sink = match ctx(&store) {
                 Ok(a) if valid_media_type(&media_type) => a.store.begin(),
                 Ok(_) => Err(ArtifactError::Invalid(format!(
@@ -43,8 +51,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 ))),
                 Err(e) => Err(e),
             };
+            // Only a valid media type is kept (it is short).
+            let media_type = if sink.is_ok() { media_type } else { String::new() };
             let writer = Writer { media_type, sink };
-            Ok((store.data_mut().table.push(writer)?,))
+            let data = store.data_mut();
+            let handle = data.table.push(writer)?;
+            data.artifact_writers += 1;
+            Ok((handle,))
         },
     )?;
     i.func_wrap(
@@ -75,10 +88,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 "this writer is already finished".into(),
             ));
             let media_type = writer.media_type.clone();
-            let result = match std::mem::replace(&mut writer.sink, spent) {
-                Ok(sink) => sink.finish(&media_type),
-                Err(e) => Err(e),
-            };
+            let sink = std::mem::replace(&mut writer.sink, spent);
+            let result = sink.and_then(|sink| {
+                ctx(&store)?.claim_store()?;
+                sink.finish(&media_type)
+            });
             if let (Ok(a), Ok(call)) = (&result, ctx(&store)) {
                 call.allow(a.clone());
             }

@@ -52,6 +52,8 @@ pub(crate) struct HostState {
     pub(crate) delegations: Vec<DelegationRecord>,
     /// The run's artifacts as this call may use them (contract 0.2.0).
     pub(crate) artifacts: Option<Arc<crate::artifact::CallArtifacts>>,
+    /// Artifact writers the guest holds (see `MAX_OPEN_WRITERS`).
+    pub(crate) artifact_writers: usize,
     http: WasiHttpCtx,
     /// Checks and sends every outbound request (contract 0.2.0).
     http_policy: HttpPolicy,
@@ -480,6 +482,7 @@ impl Sandbox<'_> {
             }),
             delegations: Vec::new(),
             artifacts,
+            artifact_writers: 0,
             model_log: ModelLog::default(),
             http: WasiHttpCtx::new(),
             http_policy: HttpPolicy {
