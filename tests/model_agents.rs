@@ -350,12 +350,13 @@ async fn a_steps_token_budget_encloses_all_of_its_calls() {
 #[test]
 fn a_recorded_step_is_replayed_from_the_journal_without_the_provider() {
     let dir = tempfile::tempdir().unwrap();
-    // Answered in order: each item's request gets its own answer.
+    // Each item's request gets its own answer, matched by its text: the
+    // items' calls may start in either order, even one at a time.
     let provider = script(
         dir.path(),
         json!([
-            { "content": "{\"summary\": \"first\", \"keywords\": [\"a\"]}" },
-            { "content": "{\"summary\": \"second\", \"keywords\": [\"b\"]}" }
+            { "when": { "contains": "item one" }, "content": "{\"summary\": \"first\", \"keywords\": [\"a\"]}" },
+            { "when": { "contains": "item two" }, "content": "{\"summary\": \"second\", \"keywords\": [\"b\"]}" }
         ]),
     );
     let models = dir.path().join("models.toml");

@@ -112,6 +112,10 @@ const RUST_FILES: &[(&str, &str)] = &[
         "vendor/corral-sdk/src/http.rs",
         include_str!("../../../../plugin-sdk/src/http.rs"),
     ),
+    (
+        "vendor/corral-sdk/src/artifacts.rs",
+        include_str!("../../../../plugin-sdk/src/artifacts.rs"),
+    ),
     ("vendor/wit/since_v0.2.0/agent.wit", WIT_0_2),
     (".gitignore", "target/\n*.wasm\n"),
 ];
