@@ -11,6 +11,7 @@ use std::time::Duration;
 use corral::store::Store;
 use durable::*;
 use serde_json::Value;
+use support::agents;
 
 const SIZE: u64 = 200_000_000;
 
@@ -235,4 +236,222 @@ fn gc_removes_unreferenced_artifacts_and_keeps_referenced_ones() {
     let get = env.corral(&["artifact", "get", "new", digest, "-o", to.to_str().unwrap()]);
     assert_eq!(code(&get), 0, "{}", stderr(&get));
     assert_eq!(std::fs::read(&to).unwrap().len(), 5000);
+}
+
+/// `examples/report.yaml` from the repository, with its components found
+/// wherever this build put them.
+fn report_example(env: &Env) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("examples/report.yaml")).unwrap();
+    let release = support::wasm_agents_dir().join("wasm32-wasip2/release");
+    let text = text.replace(
+        "../target/wasm-agents/wasm32-wasip2/release",
+        &release.display().to_string(),
+    );
+    env.workflow("report.yaml", &text)
+}
+
+#[test]
+fn an_orchestrator_summarizes_a_document_file_through_two_levels() {
+    let env = Env::new();
+    // 600 paragraphs of one line each, each sentence naming its paragraph:
+    // 1.2 MB, more than a packet may carry.
+    let para = |i: usize| {
+        vec![
+            format!("Paragraph {i:05} records that the export of batch {i:05} finished on time.");
+            26
+        ]
+        .join(" ")
+    };
+    let doc: Vec<String> = (0..600).map(para).collect();
+    let text = doc.join("\n\n");
+    assert!(text.len() > 1 << 20);
+    let file = env.path().join("long.txt");
+    std::fs::write(&file, &text).unwrap();
+    // The orchestrator merges whole paragraphs into sections of up to 20,000 bytes.
+    let per_section = (1..)
+        .take_while(|k| k * para(0).len() + 2 * (k - 1) <= 20_000)
+        .last()
+        .unwrap();
+    let sections = 600usize.div_ceil(per_section);
+
+    let wf = report_example(&env);
+    let doc_param = format!("document={}", file.display());
+    let out = env.corral(&[
+        "run",
+        &wf,
+        "--json",
+        "--run-id",
+        "doc",
+        "-p",
+        &doc_param,
+        "-p",
+        "section_bytes=20000",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r = env.report(&out);
+    assert_eq!(r["outputs"]["sections"], sections, "{}", r["outputs"]);
+    assert_eq!(r["outputs"]["failed"], 0);
+    // One summary line per section, in the document's order: line j quotes
+    // a paragraph of section j.
+    let lines: Vec<&str> = r["outputs"]["summary"].as_str().unwrap().lines().collect();
+    assert_eq!(lines.len(), sections);
+    for (j, line) in lines.iter().enumerate() {
+        let at = line
+            .find("Paragraph ")
+            .unwrap_or_else(|| panic!("line {j}: {line}"));
+        let n: usize = line[at + 10..at + 15]
+            .parse()
+            .unwrap_or_else(|_| panic!("line {j}: {line}"));
+        assert_eq!(n / per_section, j, "line {j}: {line}");
+    }
+
+    // The run holds the file (with the param's media type) and the two
+    // halves the top orchestrator wrote for the level below.
+    let held = env.store().artifacts("doc").unwrap();
+    assert_eq!(held.len(), 3, "{held:?}");
+    let file_ref = held
+        .iter()
+        .find(|a| a.size == text.len() as u64)
+        .expect("the file is held");
+    assert_eq!(file_ref.media_type, "text/markdown");
+    assert_eq!(file_ref.digest, corral::digest::digest(text.as_bytes()));
+    let tree = String::from_utf8_lossy(&env.corral(&["show", "doc"]).stdout).into_owned();
+    assert!(
+        tree.contains("orchestrate") && tree.contains("summarize"),
+        "{tree}"
+    );
+}
+
+#[test]
+fn an_artifact_param_names_its_file_when_it_cannot_be_used() {
+    let env = Env::new();
+    let wf = report_example(&env);
+    let missing = env.path().join("nowhere.txt");
+    let out = env.corral(&["run", &wf, "-p", &format!("document={}", missing.display())]);
+    assert_eq!(code(&out), 9, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("param `document`") && err.contains("nowhere.txt"),
+        "{err}"
+    );
+
+    let file = env.path().join("small.txt");
+    std::fs::write(&file, "One paragraph.").unwrap();
+    let out = env.corral(&[
+        "run",
+        &wf,
+        "--ephemeral",
+        "-p",
+        &format!("document={}", file.display()),
+    ]);
+    assert_eq!(code(&out), 9);
+    assert!(stderr(&out).contains("--ephemeral"), "{}", stderr(&out));
+
+    // Over the run's artifact budget: refused before the run starts.
+    let text = std::fs::read_to_string(&wf).unwrap();
+    let tight = env.workflow(
+        "tight.yaml",
+        &text.replace("agents:\n", "budget: { artifact_bytes: 10 }\nagents:\n"),
+    );
+    let out = env.corral(&["run", &tight, "-p", &format!("document={}", file.display())]);
+    assert_eq!(code(&out), 9);
+    assert!(
+        stderr(&out).contains("budget.artifact_bytes"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.store().runs().unwrap().is_empty());
+}
+
+/// A document file goes through a JavaScript agent and a Python agent, each
+/// of which reads an artifact, delegates, and writes an artifact, and a Rust
+/// agent reads the last one.
+#[test]
+fn javascript_and_python_agents_read_write_and_delegate_through_their_sdks() {
+    let env = Env::new();
+    let yaml = format!(
+        r#"
+version: 1
+name: languages
+params:
+  document: {{ type: artifact, media_type: text/plain }}
+agents:
+  outline: {{ component: "{js}", budget: {{ fuel: 5G, timeout: 60s }} }}
+  fanout: {{ component: "{py}", budget: {{ fuel: 5G, timeout: 60s }} }}
+  summarize: {{ component: "{summarize}" }}
+  bulk: {{ component: "@BULK@" }}
+steps:
+  - {{ id: outline, agent: outline, delegates: [summarize], input: {{ document: $params.document }} }}
+  - {{ id: fanout, agent: fanout, delegates: [summarize], input: {{ document: $steps.outline.output.outline, report: true }} }}
+  - {{ id: check, agent: bulk, input: {{ read: $steps.fanout.output.report }} }}
+outputs:
+  outline: $steps.outline.output
+  fanout: $steps.fanout.output
+  check: $steps.check.output
+"#,
+        js = agents::JS_OUTLINE,
+        py = agents::PY_FANOUT,
+        summarize = agents::SUMMARIZE,
+    );
+    let wf = env.workflow("languages.yaml", &yaml);
+    // Twenty paragraphs; more than a chunk of text, so reading spans chunks.
+    // Every sentence names its paragraph, so every summary line does.
+    let para = |i: usize| {
+        (0..900)
+            .map(|n| {
+                format!(
+                    "Paragraph {i:02} sentence {n:03} says the backup of batch {i:02} finished."
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let text: String = (0..20).map(para).collect::<Vec<_>>().join("\n\n");
+    assert!(text.len() > 1 << 20);
+    let file = env.path().join("doc.txt");
+    std::fs::write(&file, &text).unwrap();
+    let out = env.corral(&[
+        "run",
+        &wf,
+        "--json",
+        "--run-id",
+        "l",
+        "-p",
+        &format!("document={}", file.display()),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r = env.report(&out);
+    let o = &r["outputs"];
+    assert_eq!(o["outline"]["paragraphs"], 20, "{o}");
+    assert_eq!(o["outline"]["failed"], serde_json::json!([]));
+    assert_eq!(o["outline"]["outline"]["media_type"], "text/markdown");
+    // The Python agent read the outline's 20 lines as one paragraph.
+    assert_eq!(o["fanout"]["summaries"].as_array().unwrap().len(), 1, "{o}");
+    let report = &o["fanout"]["report"];
+    assert_eq!(report["media_type"], "text/plain");
+    assert_eq!(o["check"]["size"], report["size"]);
+    // What the Python agent wrote is in the store, as it said.
+    let digest = report["$artifact"].as_str().unwrap();
+    let bytes = std::fs::read(file_of(&env, digest)).unwrap();
+    assert_eq!(corral::digest::digest(&bytes), digest);
+    let written = String::from_utf8(bytes).unwrap();
+    assert_eq!(
+        written,
+        format!("{}\n", o["fanout"]["summaries"][0].as_str().unwrap())
+    );
+    // The outline quotes each paragraph in order.
+    let outline = std::fs::read_to_string(file_of(
+        &env,
+        o["outline"]["outline"]["$artifact"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let lines: Vec<&str> = outline.lines().collect();
+    assert_eq!(lines.len(), 20, "{outline}");
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            line.starts_with("- ") && line.contains(&format!("Paragraph {i:02}")),
+            "line {i}: {line}"
+        );
+    }
 }

@@ -6,10 +6,19 @@
 
 import { log as hostLog, progress as hostProgress } from "corral:agent/host@0.2.0";
 import { complete as hostComplete } from "corral:agent/model@0.2.0";
+import { call as hostDelegate, callAll as hostDelegateAll } from "corral:agent/delegate@0.2.0";
+import { Writer as HostWriter, read as hostRead } from "corral:agent/artifacts@0.2.0";
 
 /** @typedef {"transient" | "permanent" | "degradable"} ErrorClass */
 /** @typedef {"trace" | "debug" | "info" | "warn" | "error"} Level */
-/** @typedef {{ name: string, digest: string, media_type: string, size: number }} ArtifactRef */
+/**
+ * A reference to a stored artifact, as it travels in a packet.
+ * @typedef {{ "$artifact": string, media_type: string, size: number }} Artifact
+ */
+/**
+ * The callee's limits for a delegated call; each unset one is all the caller has left.
+ * @typedef {{ fuel?: number, memoryBytes?: number, timeoutMs?: number, tokens?: number }} SubBudget
+ */
 
 const CLASSES = ["transient", "permanent", "degradable"];
 const LEVELS = ["trace", "debug", "info", "warn", "error"];
@@ -58,10 +67,13 @@ export class AgentError extends Error {
  * @typedef {object} Context
  * @property {string} runId The workflow run this call belongs to.
  * @property {string} stepId The step of the run this call serves.
- * @property {ArtifactRef[]} artifacts Artifacts the input packet refers to.
  * @property {(level: Level, message: string, fields?: [string, string][] | Record<string, unknown>) => void} log
  *   Log with structured fields. The host caps log bytes per call and drops the rest.
  * @property {(percent: number, note?: string) => void} progress Report progress, 0 to 100.
+ * @property {(agent: string, payload: any, budget?: SubBudget) => any} delegate
+ *   Call an agent of the step's `delegates` and get its output payload (throws a {@link DelegateError}).
+ * @property {(requests: { agent: string, payload: any, budget?: SubBudget }[]) => any[]} delegateAll
+ *   Call several at once; each answer is an output payload or a {@link DelegateError}.
  */
 
 /**
@@ -223,7 +235,6 @@ function makeContext(packet) {
   return {
     runId: packet.run_id,
     stepId: packet.step_id,
-    artifacts: packet.artifacts ?? [],
     log(level, message, fields = []) {
       if (!LEVELS.includes(level)) {
         throw new TypeError(`log level must be one of ${LEVELS.join(", ")}, not ${JSON.stringify(level)}`);
@@ -232,6 +243,8 @@ function makeContext(packet) {
       hostLog(level, String(message), pairs.map(([k, v]) => [String(k), String(v)]));
     },
     complete,
+    delegate,
+    delegateAll,
     /** One question, one answer: the answer's text. */
     ask(model, system, user, maxTokens = 256) {
       const messages = [
@@ -267,3 +280,193 @@ function safeString(value) {
     return Object.prototype.toString.call(value);
   }
 }
+
+/**
+ * A delegated call that gave no output. `kind` is `not-granted`,
+ * `invalid-input`, `limit-reached`, `breached` (the callee hit its sub-budget
+ * or trapped) or `failed` (the callee's own error, whose class it keeps).
+ */
+export class DelegateError extends AgentError {
+  constructor(kind, message, errorClass = "permanent") {
+    super(CLASSES.includes(errorClass) ? errorClass : "permanent", message);
+    this.name = "DelegateError";
+    this.kind = kind;
+  }
+
+  /** From the WIT `delegate-error` variant (`{ tag, val }`). */
+  static of(variant) {
+    if (variant.tag === "failed") return new DelegateError("failed", variant.val.message, variant.val.class);
+    return new DelegateError(variant.tag, `delegated call failed (${variant.tag}): ${variant.val}`);
+  }
+}
+
+const BUDGET_KEYS = ["fuel", "memoryBytes", "timeoutMs", "tokens"];
+
+/** A WIT `request`: the payload as JSON text, each limit a u64 (a BigInt) or unset. */
+function delegation(agent, payload, budget = {}) {
+  const unknown = Object.keys(budget ?? {}).filter((k) => !BUDGET_KEYS.includes(k));
+  if (unknown.length) {
+    throw new TypeError(`a sub-budget has ${BUDGET_KEYS.join(", ")}, not ${unknown.join(", ")}`);
+  }
+  const limit = (k) => {
+    const v = budget?.[k];
+    if (v === undefined || v === null) return undefined;
+    if (!(Number.isSafeInteger(v) && v >= 0) && typeof v !== "bigint") {
+      throw new TypeError(`sub-budget \`${k}\` must be a whole number, not ${safeString(v)}`);
+    }
+    return BigInt(v);
+  };
+  return {
+    agent: String(agent),
+    payload: JSON.stringify(payload),
+    budget: { fuel: limit("fuel"), memoryBytes: limit("memoryBytes"), timeoutMs: limit("timeoutMs"), tokens: limit("tokens") },
+  };
+}
+
+/**
+ * Calls `agent` (one of the step's `delegates`) with `payload` and returns its
+ * output payload; what the callee does not use of `budget` comes back.
+ * Throws a {@link DelegateError}.
+ * @param {string} agent
+ * @param {any} payload
+ * @param {SubBudget} [budget]
+ */
+function delegate(agent, payload, budget = {}) {
+  try {
+    return JSON.parse(hostDelegate(delegation(agent, payload, budget)));
+  } catch (e) {
+    // componentize-js throws the `delegate-error` variant as the error's payload.
+    const p = e?.payload;
+    if (p && typeof p.tag === "string") throw DelegateError.of(p);
+    throw e;
+  }
+}
+
+/**
+ * Calls several agents at once and waits for all. Each request is
+ * `{ agent, payload, budget? }` (unset fuel is an equal share); returns, in
+ * order, each output payload or its {@link DelegateError}.
+ * @param {{ agent: string, payload: any, budget?: SubBudget }[]} requests
+ */
+function delegateAll(requests) {
+  const answers = hostDelegateAll(requests.map((r) => delegation(r.agent, r.payload, r.budget)));
+  return answers.map((a) => (a.tag === "ok" ? JSON.parse(a.val) : DelegateError.of(a.val)));
+}
+
+/** The largest chunk the host takes or gives at once. */
+const CHUNK = 1 << 20;
+
+/**
+ * The host refused an artifact write or read. `kind` is `not-found`,
+ * `quota`, `invalid` or `unavailable` (the store failed: transient).
+ */
+export class ArtifactError extends AgentError {
+  constructor(kind, message) {
+    super(kind === "unavailable" ? "transient" : "permanent", `artifact ${kind}: ${message}`);
+    this.name = "ArtifactError";
+    this.kind = kind;
+  }
+}
+
+function artifactCall(f) {
+  try {
+    return f();
+  } catch (e) {
+    const p = e?.payload;
+    if (p && typeof p.tag === "string") throw new ArtifactError(p.tag, String(p.val));
+    throw e;
+  }
+}
+
+const encoder = new TextEncoder();
+
+/** An artifact being written: `write` as often as needed, then `finish` once. */
+class ArtifactWriter {
+  /** @param {string} mediaType */
+  constructor(mediaType) {
+    this.inner = artifactCall(() => new HostWriter(String(mediaType)));
+  }
+
+  /** Appends bytes (a string is written as UTF-8), a chunk at a time. @param {Uint8Array | string} data */
+  write(data) {
+    const bytes = typeof data === "string" ? encoder.encode(data) : data;
+    for (let at = 0; at < bytes.length; at += CHUNK) {
+      const chunk = bytes.subarray(at, Math.min(at + CHUNK, bytes.length));
+      artifactCall(() => this.inner.write(chunk));
+    }
+  }
+
+  /** Stores what was written and gives its reference; the writer is spent. @returns {Artifact} */
+  finish() {
+    const a = artifactCall(() => this.inner.finish());
+    return { $artifact: a.digest, media_type: a.mediaType, size: Number(a.size) };
+  }
+}
+
+/** The artifact's bytes, a chunk of at most 1 MiB at a time. @param {Artifact} artifact */
+function* chunks(artifact) {
+  const digest = String(artifact.$artifact);
+  let offset = 0n;
+  for (;;) {
+    const chunk = artifactCall(() => hostRead(digest, offset, CHUNK));
+    if (chunk.length === 0) return;
+    offset += BigInt(chunk.length);
+    yield chunk;
+  }
+}
+
+/** The artifact's text, a piece (of at most 1 MiB of bytes) at a time. @param {Artifact} artifact */
+function* textChunks(artifact) {
+  const decoder = new TextDecoder();
+  for (const chunk of chunks(artifact)) {
+    const piece = decoder.decode(chunk, { stream: true });
+    if (piece) yield piece;
+  }
+  const rest = decoder.decode();
+  if (rest) yield rest;
+}
+
+/**
+ * Large data by content-addressed reference (contract 0.2.0). A call may
+ * read the artifacts its input names and those it wrote; a call holds at
+ * most 16 writers at once.
+ */
+export const artifacts = {
+  /** The JSON Schema of a reference, for a field of `inputSchema` or `outputSchema`. */
+  schema: {
+    title: "corral artifact reference",
+    type: "object",
+    properties: {
+      $artifact: { type: "string", pattern: "^sha256:[0-9a-f]{64}$" },
+      media_type: { type: "string" },
+      size: { type: "integer", minimum: 0 },
+    },
+    required: ["$artifact", "media_type", "size"],
+    additionalProperties: false,
+  },
+  /** A writer for a new artifact of `mediaType`. */
+  writer: (mediaType) => new ArtifactWriter(mediaType),
+  /** Stores `data` (bytes, or a string as UTF-8) as one artifact. @returns {Artifact} */
+  put(data, mediaType) {
+    const w = new ArtifactWriter(mediaType);
+    w.write(data);
+    return w.finish();
+  },
+  chunks,
+  textChunks,
+  /** The whole artifact's bytes; for a large one, read it with `chunks`. @returns {Uint8Array} */
+  get(artifact) {
+    const parts = Array.from(chunks(artifact));
+    const out = new Uint8Array(parts.reduce((n, c) => n + c.length, 0));
+    let at = 0;
+    for (const c of parts) {
+      out.set(c, at);
+      at += c.length;
+    }
+    return out;
+  },
+  /** The whole artifact as text (UTF-8). */
+  text(artifact) {
+    return Array.from(textChunks(artifact)).join("");
+  },
+};

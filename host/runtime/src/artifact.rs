@@ -42,6 +42,15 @@ pub fn artifact_schema() -> Value {
     serde_json::to_value(schemars::schema_for!(Artifact)).expect("schemas serialize")
 }
 
+/// Whether `s` may be an artifact's media type: `type/subtype`, printable
+/// ASCII without spaces, at most 255 bytes.
+pub fn is_media_type(s: &str) -> bool {
+    s.len() <= 255
+        && s.split_once('/')
+            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+        && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Why an artifact could not be written or read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArtifactError {

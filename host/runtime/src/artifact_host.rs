@@ -7,6 +7,7 @@ use wasmtime::component::{Linker, Resource, ResourceType, WasmList};
 
 use crate::artifact::{
     Artifact, ArtifactError, ArtifactSink, CallArtifacts, MAX_CHUNK, MAX_OPEN_WRITERS,
+    is_media_type,
 };
 use crate::sandbox::HostState;
 use crate::wit::since_v0_2_0::corral::agent::artifacts as w;
@@ -44,7 +45,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 );
             }
             let sink = match ctx(&store) {
-                Ok(a) if valid_media_type(&media_type) => a.store.begin(),
+                Ok(a) if is_media_type(&media_type) => a.store.begin(),
                 Ok(_) => Err(ArtifactError::Invalid(format!(
                     "`{}` is not a media type such as `text/plain`",
                     crate::display::guest(&media_type)
@@ -134,14 +135,6 @@ fn readable(call: &CallArtifacts, digest: &str) -> Result<Artifact, ArtifactErro
             crate::display::guest(digest)
         ))
     })
-}
-
-/// `type/subtype`, printable ASCII without spaces, at most 255 bytes.
-fn valid_media_type(s: &str) -> bool {
-    s.len() <= 255
-        && s.split_once('/')
-            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
-        && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn lift(a: Artifact) -> w::Artifact {

@@ -81,6 +81,17 @@ async fn submit_checked(
     let (file, text) = source_of(st, &tenant, &req).await?;
     let w = check(st, &tenant, &file, &text).await?;
     let pairs = param_pairs(&req.params);
+    if let Some(name) = corral_workflow::param_files::names_artifact(&w, &pairs) {
+        // A reference would name bytes this run does not hold; the service
+        // has no upload yet, so say so rather than fail at the first step.
+        let e = format!(
+            "param `{name}` is an artifact: the service does not take files yet; run this workflow with `corral run --param {name}=FILE`"
+        );
+        return Err(
+            Problem::new(Kind::InvalidWorkflow, "the params do not fit the workflow")
+                .with("errors", vec![e]),
+        );
+    }
     let params = resolve_params(&w, &pairs).map_err(|errors| {
         Problem::new(Kind::InvalidWorkflow, "the params do not fit the workflow")
             .with("errors", errors)

@@ -76,6 +76,11 @@ impl ArtifactUpload {
         self.size
     }
 
+    /// `sha256:<hex>` of the bytes written so far.
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+    }
+
     /// Flushes the file and gives its digest, size and temporary path.
     pub(crate) fn seal(mut self) -> Result<(String, u64, PathBuf), StoreError> {
         let file = self.file.take().expect("sealed once");

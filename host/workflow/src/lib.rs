@@ -11,6 +11,7 @@ pub mod journal;
 pub mod ledger;
 pub mod limits;
 pub mod model;
+pub mod param_files;
 pub mod paths;
 pub mod plan;
 mod prior_delegates;

@@ -149,6 +149,9 @@ fn dotted(at: &[String]) -> String {
 }
 
 fn param_accepts(ty: ParamType, v: &Value) -> bool {
+    if ty == ParamType::Artifact {
+        return serde_json::from_value::<corral_runtime::artifact::Artifact>(v.clone()).is_ok();
+    }
     matches!(
         (ty, v),
         (ParamType::String, Value::String(_))
@@ -171,6 +174,9 @@ pub fn param_value(name: &str, ty: ParamType, raw: &str) -> Result<Value, String
     }
     let value = match ty {
         ParamType::String => Value::String(raw.to_owned()),
+        ParamType::Artifact => serde_json::from_str(raw).map_err(|_| {
+            format!("param `{name}` is an artifact: `corral run` takes it as the path of a file (`--param {name}=FILE`), and a resumed run keeps the file it started with")
+        })?,
         _ => serde_json::from_str(raw)
             .map_err(|e| format!("param `{name}` must be {} (JSON): {e}", ty.json_type()))?,
     };
@@ -179,7 +185,7 @@ pub fn param_value(name: &str, ty: ParamType, raw: &str) -> Result<Value, String
     } else {
         Err(format!(
             "param `{name}` must be {}, got {}",
-            ty.json_type(),
+            ty.name(),
             json_type(&value)
         ))
     }

@@ -26,7 +26,18 @@ try:
 except ImportError:  # the `agent-http` world names it apart from wasi:http's `types`
     from wit_world.imports import corral_agent_types as wit
 
-__all__ = ["Agent", "AgentError", "Context", "DelegateError", "guest", "http", "schema_of"]
+__all__ = [
+    "Agent",
+    "AgentError",
+    "Artifact",
+    "ArtifactError",
+    "Context",
+    "DelegateError",
+    "artifacts",
+    "guest",
+    "http",
+    "schema_of",
+]
 
 
 class AgentError(Exception):
@@ -274,6 +285,8 @@ def schema_of(tp: Any) -> Dict[str, Any]:
     args = typing.get_args(tp)
     if tp in _PRIMITIVES:
         return {"type": _PRIMITIVES[tp]}
+    if tp is Artifact:
+        return dict(Artifact.SCHEMA)
     if tp is Any or tp is None:
         return {}
     if origin is typing.Literal:
@@ -315,6 +328,8 @@ def _build(tp: Any, value: Any) -> Any:
         return None
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if tp is Artifact:
+        return Artifact.from_json(value)
     if dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)
         return tp(**{k: _build(hints[k], v) for k, v in value.items() if k in hints})
@@ -329,8 +344,11 @@ def _build(tp: Any, value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Artifact):
+        return value.to_json()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+        # Not `asdict`: it would copy an `Artifact` field rather than convert it.
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -393,3 +411,8 @@ def guest(agent: Agent) -> type:
                 os.abort()
 
     return Guest
+
+
+# Last: the module builds on `AgentError` and `_case` above.
+from . import artifacts  # noqa: E402
+from .artifacts import Artifact, ArtifactError  # noqa: E402

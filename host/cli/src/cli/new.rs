@@ -135,6 +135,10 @@ const PYTHON_FILES: &[(&str, &str)] = &[
         "corral_sdk/http.py",
         include_str!("../../../../plugin-sdk/python/corral_sdk/http.py"),
     ),
+    (
+        "corral_sdk/artifacts.py",
+        include_str!("../../../../plugin-sdk/python/corral_sdk/artifacts.py"),
+    ),
     ("wit/agent.wit", WIT_0_2),
     (".gitignore", ".venv/\n__pycache__/\n*.wasm\n"),
 ];

@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use clap::Args;
 use corral::Runtime;
+use corral::store::ArtifactLimits;
 use corral::workflow::durable::{ResumeError, ResumeRequest, begin, reopen};
 use corral::workflow::events::{Event, EventSink};
 use corral::workflow::model::Workflow;
+use corral::workflow::param_files;
 use corral::workflow::report::{RunReport, RunStatus};
 use corral::workflow::run::{RunOptions, resolve_params, run as run_workflow};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,7 +26,7 @@ pub struct RunArgs {
     /// The workflow file (YAML or JSON).
     pub(crate) workflow: PathBuf,
 
-    /// Set a param: `name=value`. Strings are taken as they are; other types as JSON. Repeatable.
+    /// Set a param: `name=value`. Strings are taken as they are; an artifact param takes the path of a file, stored in the run; other types are JSON. Repeatable.
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_param)]
     pub(crate) params: Vec<(String, String)>,
 
@@ -105,6 +107,21 @@ impl RetryArgs {
     }
 }
 
+/// Prints why the params cannot start a run.
+fn param_errors(errors: &[String], json: bool) -> Exit {
+    if json {
+        println!(
+            "{}",
+            json!({ "type": "error", "data": { "errors": errors } })
+        );
+    } else {
+        for e in errors {
+            eprintln!("error: {e}");
+        }
+    }
+    Exit::InvalidWorkflow
+}
+
 fn parse_param(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
@@ -122,34 +139,51 @@ pub async fn run(rt: Runtime, args: RunArgs, state: &StateArgs) -> Exit {
         Ok(w) => Arc::new(w),
         Err(exit) => return exit,
     };
-    let params = match resolve_params(&w, &args.params) {
-        Ok(p) => p,
-        Err(errors) => {
-            if args.drive.json {
-                println!(
-                    "{}",
-                    json!({ "type": "error", "data": { "errors": errors } })
-                );
-            } else {
-                for e in &errors {
-                    eprintln!("error: {e}");
-                }
-            }
-            return Exit::InvalidWorkflow;
+    let store = if args.ephemeral {
+        None
+    } else {
+        match state.open() {
+            Ok(s) => Some(s),
+            Err(exit) => return exit,
         }
+    };
+    let json = args.drive.json;
+    let staged = match &store {
+        Some(store) => match param_files::stage(&**store, &w, &args.params) {
+            Ok(staged) => staged,
+            Err(errors) => return param_errors(&errors, json),
+        },
+        None => match param_files::names_artifact(&w, &args.params) {
+            Some(name) => {
+                let e = format!(
+                    "param `{name}` is an artifact, and an --ephemeral run has no store to keep it: run without --ephemeral"
+                );
+                return param_errors(&[e], json);
+            }
+            None => param_files::Staged::plain(args.params.clone()),
+        },
+    };
+    let params = match resolve_params(&w, &staged.params) {
+        Ok(p) => p,
+        Err(errors) => return param_errors(&errors, json),
     };
     let run_id = args.run_id.unwrap_or_else(new_run_id);
     let cancel = CancellationToken::new();
-    let journal = if args.ephemeral {
-        None
-    } else {
-        let store = match state.open() {
-            Ok(s) => s,
-            Err(exit) => return exit,
-        };
-        match begin(store, &w, &params, &run_id, cancel.clone()) {
-            Ok(j) => Some(j),
-            Err(e) => return super::store_error(&e),
+    let journal = match store {
+        None => None,
+        Some(store) => {
+            let journal = match begin(store.clone(), &w, &params, &run_id, cancel.clone()) {
+                Ok(j) => j,
+                Err(e) => return super::store_error(&e),
+            };
+            let limits = ArtifactLimits {
+                run: w.artifact_budget,
+                tenant: u64::MAX,
+            };
+            if let Err(e) = staged.place(&*store, &run_id, limits) {
+                return param_errors(&[e], json);
+            }
+            Some(journal)
         }
     };
     let mut opts = RunOptions::new(run_id, params);

@@ -105,7 +105,7 @@ pub fn print_plan(w: &Workflow, p: &Plan) {
             .as_ref()
             .map(|d| format!(" = {d}"))
             .unwrap_or_else(|| " (required)".into());
-        println!("  param  {name}: {}{default}", p.ty.json_type());
+        println!("  param  {name}: {}{default}", p.ty.name());
     }
     for (i, wave) in p.waves.iter().enumerate() {
         println!("  wave {:<3} {}", i + 1, wave.join(", "));

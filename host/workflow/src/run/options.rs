@@ -146,8 +146,13 @@ pub fn resolve_params(w: &Workflow, given: &[(String, String)]) -> Result<Value,
                 values.insert(name.clone(), d.clone());
             }
             None => errors.push(format!(
-                "param `{name}` ({}) is required: pass `--param {name}=<value>`",
-                p.ty.json_type()
+                "param `{name}` ({}) is required: pass `--param {name}={}`",
+                p.ty.name(),
+                if p.ty == crate::definition::ParamType::Artifact {
+                    "FILE"
+                } else {
+                    "<value>"
+                }
             )),
         }
     }

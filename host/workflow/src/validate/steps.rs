@@ -6,7 +6,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::super::condition::Condition;
-use super::super::definition::{ApprovalDef, CacheDef, Join, OnTimeout, StepDef, WorkflowDef};
+use super::super::definition::{
+    ApprovalDef, CacheDef, Join, OnTimeout, ParamDef, ParamType, StepDef, WorkflowDef,
+};
 use super::super::limits::{
     DEFAULT_DELEGATION_DEPTH, DEFAULT_DELEGATIONS, DEFAULT_MAX_ITEMS, MAX_APPROVAL_TIMEOUT,
     MAX_CACHE_TTL, MAX_CONCURRENCY, MAX_DELEGATION_DEPTH, MAX_DELEGATIONS, MAX_ITEMS,
@@ -497,7 +499,9 @@ impl Validator<'_> {
                     format!("`{name}` is not a valid name: use letters, digits, `_` and `-`"),
                 );
             }
+            self.artifact_param(name, p);
             if let Some(d) = &p.default
+                && p.ty != ParamType::Artifact
                 && !param_accepts(p.ty, d)
             {
                 self.err(
@@ -509,6 +513,33 @@ impl Validator<'_> {
                     ),
                 );
             }
+        }
+    }
+
+    /// An artifact param names a file given at the start of each run, so
+    /// it has no default; only it has a media type.
+    fn artifact_param(&mut self, name: &str, p: &ParamDef) {
+        if p.ty == ParamType::Artifact && p.default.is_some() {
+            self.err(
+                format!("params.{name}.default"),
+                format!(
+                    "an artifact param has no default (a new run holds no artifacts): remove it, and pass `--param {name}=FILE`"
+                ),
+            );
+        }
+        match &p.media_type {
+            Some(_) if p.ty != ParamType::Artifact => self.err(
+                format!("params.{name}.media_type"),
+                format!(
+                    "only a param of `type: artifact` has a media type; this one is {}",
+                    p.ty.name()
+                ),
+            ),
+            Some(m) if !corral_runtime::artifact::is_media_type(m) => self.err(
+                format!("params.{name}.media_type"),
+                format!("`{m}` is not a media type: write `type/subtype`, such as `text/plain`"),
+            ),
+            _ => {}
         }
     }
 
