@@ -143,8 +143,8 @@ fn halves(input: &Input) -> Result<Vec<(&'static str, Value)>, AgentError> {
     let mut sections = Sections::new(open(input)?, input.section_bytes);
     let mut halves = Vec::with_capacity(2);
     for n in [count / 2, count - count / 2] {
-        if input.document.is_some() {
-            let mut w = artifacts::Writer::new("text/plain");
+        if let Some(doc) = &input.document {
+            let mut w = artifacts::Writer::new(&doc.media_type);
             for i in 0..n {
                 let s = sections.next_section()?.expect("counted");
                 let sep = if i == 0 { "" } else { "\n\n" };
