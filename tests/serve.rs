@@ -520,3 +520,52 @@ fn metrics_follow_call_admission_waits_and_breakers_per_agent() {
     s.wait_metric(r#"corral_breakers_open{tenant="acme",agent="flaky"} 0"#);
     s.wait_metric(r#"corral_call_admission_wait_seconds_count{tenant="acme"} 2"#);
 }
+
+/// Artifacts belong to a run, so to its tenant: another tenant's run cannot
+/// read one even by its digest, nor can the same tenant's next run; and the
+/// service refuses artifact params (it takes no files) naming the param.
+#[test]
+fn a_tenants_artifacts_stay_in_the_run_that_holds_them() {
+    let s = Serve::start();
+    for t in [ACME, GLOBEX] {
+        assert_eq!(
+            s.upload(t, "bulk", &bytes(support::agents::BULK)).status,
+            201
+        );
+    }
+    let make = "version: 1\nname: make\nagents:\n  bulk: { component: bulk }\nsteps:\n  - { id: make, agent: bulk, input: { make: { size: 5000, seed: 3 } } }\n";
+    let run = s.submit(ACME, make);
+    assert_eq!(run.status, 201, "{}", run.body);
+    let done = s.wait_run(ACME, run.body["id"].as_str().unwrap());
+    assert_eq!(done["status"], "completed", "{done}");
+    let made = done["steps"][0]["output"]["artifact"].clone();
+    assert_eq!(made["size"], 5000, "{done}");
+
+    let read = format!(
+        "version: 1\nname: read\nagents:\n  bulk: {{ component: bulk }}\nsteps:\n  - {{ id: read, agent: bulk, input: {{ read: {made} }} }}\n"
+    );
+    for t in [GLOBEX, ACME] {
+        let run = s.submit(t, &read);
+        assert_eq!(run.status, 201, "{}", run.body);
+        let done = s.wait_run(t, run.body["id"].as_str().unwrap());
+        assert_eq!(done["status"], "failed", "{done}");
+        let error = done["steps"][0]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(made["$artifact"].as_str().unwrap()),
+            "{done}"
+        );
+    }
+
+    let param = "version: 1\nname: p\nparams:\n  doc: { type: artifact }\nagents:\n  bulk: { component: bulk }\nsteps:\n  - { id: read, agent: bulk, input: { read: $params.doc } }\n";
+    let r = s.post(
+        "/v1/runs",
+        ACME,
+        &json!({ "workflow": param, "params": { "doc": made } }),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.to_string().contains("param `doc` is an artifact"),
+        "{}",
+        r.body
+    );
+}
