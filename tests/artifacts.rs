@@ -455,3 +455,20 @@ outputs:
         );
     }
 }
+
+/// A cached output that named an artifact would hand a later run a
+/// reference it does not hold: such an output is not cached, so the step
+/// runs again and the run's next step reads its own artifact.
+#[test]
+fn a_step_whose_output_names_an_artifact_is_not_served_from_the_cache() {
+    let env = Env::new();
+    let yaml = "version: 1\nname: c\nagents:\n  bulk: { component: \"@BULK@\" }\nsteps:\n  - { id: make, agent: bulk, cache: true, input: { make: { size: 5000, seed: 9 } } }\n  - { id: read, agent: bulk, input: { read: $steps.make.output.artifact } }\n";
+    let wf = env.workflow("c.yaml", yaml);
+    for id in ["c1", "c2"] {
+        let out = env.corral(&["run", &wf, "--json", "--run-id", id]);
+        assert_eq!(code(&out), 0, "{id}: {}", stderr(&out));
+        let r = env.report(&out);
+        assert_eq!(step(&r, "make")["cached"], false, "{id}");
+        assert_eq!(step(&r, "read")["status"], "completed", "{id}");
+    }
+}

@@ -53,10 +53,16 @@ impl Exec {
         }
     }
 
+    /// Keeps `output` for later runs, unless it names artifacts: those
+    /// belong to this run, and a later run given the reference would not
+    /// hold them (its next step would be refused), so that step runs again.
     pub(super) fn cache_put(&self, step: &Step, key: String, output: &Value) {
         let (Some(j), Some(ttl)) = (&self.journal, step.cache) else {
             return;
         };
+        if !corral_runtime::artifact::references(output).is_empty() {
+            return;
+        }
         let bytes = serde_json::to_vec(output).unwrap_or_default();
         let d = digest(&bytes);
         let entry = corral_store::Entry {
