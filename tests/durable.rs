@@ -748,3 +748,33 @@ fn kill_9_mid_delegation_then_resume_reuses_the_children_that_completed() {
     let text = String::from_utf8_lossy(&show.stdout);
     assert_eq!(text.matches("reused").count(), 2, "{text}");
 }
+
+/// A step that delegates answers for its delegates' components too: a
+/// cached output is reused while they are the same, and not once the
+/// workflow points a delegate at another component.
+#[test]
+fn a_cached_step_that_delegates_runs_again_when_a_delegate_changes() {
+    let env = Env::new();
+    let yaml = |worker: &str| {
+        format!(
+            "version: 1\nname: d\nagents:\n  orchestrate: {{ component: \"{}\" }}\n  summarize: {{ component: \"{worker}\" }}\nsteps:\n  - {{ id: s, agent: orchestrate, cache: true, delegates: [summarize], input: {{ text: \"One. Two.\\n\\nThree. Four.\" }} }}\n",
+            agents::ORCHESTRATE
+        )
+    };
+    let cached = |file: &str, id: &str| {
+        let out = env.corral(&["run", file, "--json", "--run-id", id]);
+        assert_eq!(code(&out), 0, "{id}: {}", stderr(&out));
+        step(&env.report(&out), "s")["cached"].as_bool().unwrap()
+    };
+    let same = env.workflow("same.yaml", &yaml(agents::SUMMARIZE));
+    assert!(!cached(&same, "d1"));
+    assert!(
+        cached(&same, "d2"),
+        "the same call is served from the cache"
+    );
+    let other = env.workflow("other.yaml", &yaml(agents::LEAD));
+    assert!(
+        !cached(&other, "d3"),
+        "another delegate component: the step runs again"
+    );
+}

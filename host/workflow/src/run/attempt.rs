@@ -43,7 +43,9 @@ impl Exec {
             item,
             iteration,
         };
-        let key = step.cache.map(|_| self.cache_key(agent, budget, &input));
+        let key = step
+            .cache
+            .map(|_| self.cache_key(step, agent, budget, &input));
         if let Some(key) = &key
             && let Some(v) = self.cached(step, key).await
         {

@@ -13,11 +13,19 @@ impl Exec {
     /// The cache key of a call: everything that can change its result.
     /// That is the component, the input, what the agent is granted (a
     /// directory's contents or a variable's value can change the output),
-    /// the limits it runs under (a smaller budget might have failed), and
-    /// the scope entries are shared in (one tenant's never serve another's).
-    pub(super) fn cache_key(&self, agent: &str, budget: &Budget, input: &Value) -> String {
+    /// the limits it runs under (a smaller budget might have failed), the
+    /// agents it may delegate to (their components answer for part of it),
+    /// and the scope entries are shared in (one tenant's never serve
+    /// another's).
+    pub(super) fn cache_key(
+        &self,
+        step: &Step,
+        agent: &str,
+        budget: &Budget,
+        input: &Value,
+    ) -> String {
         let wa = &self.w.agents[agent];
-        let key = json!({
+        let mut key = json!({
             "version": 2,
             "scope": self.cache_scope,
             "component": wa.agent.digest(),
@@ -25,6 +33,23 @@ impl Exec {
             "budget": budget,
             "input": input,
         });
+        // Only for a step that delegates, so that other keys stay as they were.
+        if !step.delegates.is_empty() {
+            let delegates: serde_json::Map<String, Value> = step
+                .delegates
+                .iter()
+                .filter_map(|d| self.w.agents.get(d).map(|a| (d, a)))
+                .map(|(d, a)| {
+                    let v = json!({ "component": a.agent.digest(), "grants": a.grants, "budget": a.budget });
+                    (d.clone(), v)
+                })
+                .collect();
+            key["delegates"] = json!({
+                "agents": delegates,
+                "max": step.max_delegations,
+                "depth": step.delegation_depth,
+            });
+        }
         digest(&canonical_json(&key))
     }
 
