@@ -72,6 +72,7 @@ enum Wake {
 impl Scheduler {
     pub(super) fn new(rt: Arc<Runtime>, w: Arc<Workflow>, mut opts: RunOptions) -> Self {
         let mut resume = opts.resume.take().unwrap_or_default();
+        let spent = tokens_spent(&resume);
         let delegates = step_delegates(&rt, &w, &opts, &mut resume);
         let exec = Arc::new(Exec {
             rt,
@@ -88,10 +89,10 @@ impl Scheduler {
                     "budget.tokens",
                     w.token_budget,
                 )
-                .with_used(resume.steps.values().map(|p| p.record.tokens_used).sum()),
+                .with_used(spent.values().sum()),
             ),
             outer_tokens: opts.token_pools.clone(),
-            step_tokens: step_token_pools(&w, &resume),
+            step_tokens: step_token_pools(&w, &spent),
             delegates,
             artifacts: opts.journal.as_ref().map(|j| {
                 Arc::new(super::artifacts::RunArtifacts {
@@ -430,17 +431,35 @@ fn announce_start(exec: &Exec, w: &Workflow, resume: &Resume) {
     }
 }
 
+/// The tokens earlier sessions spent, by step: what each step's record was
+/// charged and, for a step the last session left running, what its
+/// completed delegated calls spent (the step reuses their answers without
+/// charging them again, and its record never saw them).
+fn tokens_spent(resume: &Resume) -> HashMap<String, u64> {
+    let mut spent: HashMap<String, u64> = resume
+        .steps
+        .iter()
+        .map(|(id, p)| (id.clone(), p.record.tokens_used))
+        .collect();
+    for (id, calls) in &resume.delegated {
+        let t: u64 = calls.iter().map(|d| d.receipt.tokens_used()).sum();
+        let e = spent.entry(id.clone()).or_default();
+        *e = e.saturating_add(t);
+    }
+    spent
+}
+
 /// A token pool for each step that sets `tokens`, charged with what the
 /// step's calls in earlier sessions used.
 fn step_token_pools(
     w: &Workflow,
-    resume: &Resume,
+    spent: &HashMap<String, u64>,
 ) -> HashMap<String, Arc<dyn corral_runtime::model::TokenPool>> {
     w.steps
         .iter()
         .filter_map(|s| {
             let limit = s.token_budget?;
-            let used = resume.steps.get(&s.id).map_or(0, |p| p.record.tokens_used);
+            let used = spent.get(&s.id).copied().unwrap_or(0);
             let pool = corral_runtime::model::MemoryPool::new(
                 format!("step `{}` token budget", s.id),
                 format!("steps[{}].tokens", s.index),
@@ -452,8 +471,6 @@ fn step_token_pools(
         .collect()
 }
 
-/// The delegation of each step that sets `delegates`, with the answers
-/// of the calls an earlier session completed for it.
 fn step_delegates(
     rt: &Arc<Runtime>,
     w: &Arc<Workflow>,
@@ -481,4 +498,38 @@ fn step_delegates(
             (s.id.clone(), Arc::new(d) as Arc<_>)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{Prior, PriorDelegate};
+
+    #[test]
+    fn tokens_spent_counts_the_delegated_calls_a_killed_step_completed() {
+        let prior = |tokens_used| Prior {
+            record: corral_store::StepRecord {
+                tokens_used,
+                ..Default::default()
+            },
+            output: None,
+        };
+        let delegated = |model_tokens| PriorDelegate {
+            component: "sha256:c".into(),
+            input: "sha256:i".into(),
+            output: Arc::new(serde_json::Value::Null),
+            receipt: corral_runtime::Receipt {
+                model_tokens,
+                ..Default::default()
+            },
+        };
+        let resume = Resume {
+            steps: HashMap::from([("done".into(), prior(100)), ("killed".into(), prior(0))]),
+            delegated: HashMap::from([("killed".into(), vec![delegated(30), delegated(12)])]),
+            ..Default::default()
+        };
+        let spent = tokens_spent(&resume);
+        assert_eq!(spent["done"], 100);
+        assert_eq!(spent["killed"], 42);
+    }
 }
