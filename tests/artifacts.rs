@@ -472,3 +472,51 @@ fn a_step_whose_output_names_an_artifact_is_not_served_from_the_cache() {
         assert_eq!(step(&r, "read")["status"], "completed", "{id}");
     }
 }
+
+/// Each SDK declares the reference's schema itself (Rust derives it, Python
+/// and JavaScript spell it out): an agent built with each accepts exactly
+/// the references the host's published schema accepts.
+#[tokio::test]
+async fn every_sdk_declares_the_reference_as_the_host_publishes_it() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let good = serde_json::json!({ "$artifact": digest, "media_type": "text/plain", "size": 5 });
+    let mut cases = vec![good.clone()];
+    for (key, value) in [
+        ("$artifact", serde_json::json!("sha256:AB")),
+        (
+            "$artifact",
+            serde_json::json!(format!("md5:{}", "ab".repeat(32))),
+        ),
+        ("size", serde_json::json!(-1)),
+        ("size", serde_json::json!("5")),
+        ("media_type", serde_json::json!(7)),
+        ("extra", serde_json::json!(1)),
+    ] {
+        let mut bad = good.clone();
+        bad[key] = value;
+        cases.push(bad);
+    }
+    for key in ["$artifact", "media_type", "size"] {
+        let mut bad = good.clone();
+        bad.as_object_mut().unwrap().remove(key);
+        cases.push(bad);
+    }
+    let host = jsonschema::validator_for(&corral::artifact::artifact_schema()).unwrap();
+    for (path, field) in [
+        (agents::BULK, "read"),
+        (agents::PY_FANOUT, "document"),
+        (agents::JS_OUTLINE, "document"),
+    ] {
+        let agent = support::runtime().load(path).await.unwrap();
+        let schema = &agent.info().input_schema;
+        for case in &cases {
+            let payload = serde_json::json!({ field: case });
+            assert_eq!(
+                schema.check(&payload).is_ok(),
+                host.is_valid(case),
+                "{}: {case}",
+                agent.name()
+            );
+        }
+    }
+}
