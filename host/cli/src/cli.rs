@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use corral::store::{Durability, SqliteStore, Store, StoreError};
+use corral::store::{Durability, PgStore, SqliteStore, Store, StoreError};
 use corral::{Budget, EngineConfig, FailureKind, Runtime, RuntimeConfig};
 
 const EXIT_CODES: &str = "\
@@ -92,6 +92,12 @@ struct Cli {
         default_value = corral::store::DEFAULT_STATE_DIR
     )]
     state_dir: PathBuf,
+
+    /// Journal runs in this PostgreSQL database instead of the state
+    /// directory (`postgres://USER@HOST:PORT/DB`): every `corral` process
+    /// that names it shares its runs, leases, quotas and artifacts.
+    #[arg(long, global = true, env = "CORRAL_DATABASE_URL", value_name = "URL")]
+    db: Option<String>,
 
     /// How hard each journal commit pushes to disk: `normal` survives the
     /// process being killed, `full` also survives power loss (slower).
@@ -222,14 +228,23 @@ impl From<DurabilityArg> for Durability {
 /// Where the state store is, and how durable its commits are.
 pub struct StateArgs {
     pub dir: PathBuf,
+    /// A PostgreSQL database, which takes the place of `dir`.
+    pub db: Option<String>,
     pub durability: Durability,
 }
 
 impl StateArgs {
     pub fn open(&self) -> Result<Arc<dyn Store>, Exit> {
-        SqliteStore::open(&self.dir, self.durability)
-            .map(|s| Arc::new(s) as Arc<dyn Store>)
-            .map_err(|e| store_error(&e))
+        self.open_in(&self.dir)
+    }
+
+    /// The store: the database if one is named, else SQLite in `dir`.
+    pub fn open_in(&self, dir: &std::path::Path) -> Result<Arc<dyn Store>, Exit> {
+        let store: Result<Arc<dyn Store>, StoreError> = match &self.db {
+            Some(url) => PgStore::connect(url).map(|s| Arc::new(s) as Arc<dyn Store>),
+            None => SqliteStore::open(dir, self.durability).map(|s| Arc::new(s) as Arc<dyn Store>),
+        };
+        store.map_err(|e| store_error(&e))
     }
 }
 
@@ -301,6 +316,7 @@ pub fn main() -> ExitCode {
     }
     let state = StateArgs {
         dir: cli.state_dir.clone(),
+        db: cli.db.clone(),
         durability: cli.durability.into(),
     };
     // History commands need no wasm engine.
@@ -384,7 +400,7 @@ fn run_engine(config: RuntimeConfig, command: Command, state: &StateArgs) -> Exi
             Command::Retry(args) => run::retry(rt, args, state).await,
             Command::Events(args) => history::events(args, state).await,
             Command::Cancel(args) => history::cancel(rt, args, state).await,
-            Command::Serve(args) => serve::run(rt, args, state.durability).await,
+            Command::Serve(args) => serve::run(rt, args, state).await,
             Command::Runs(_)
             | Command::Show(_)
             | Command::Approve(_)

@@ -6,6 +6,10 @@
 //! numbers come from the store, and blobs are keyed by their digest.
 
 mod artifact;
+#[cfg(test)]
+mod behaviour;
+pub mod postgres;
+mod rules;
 pub mod sqlite;
 mod status;
 mod webhook;
@@ -16,6 +20,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use artifact::{ArtifactLimits, ArtifactRefusal, ArtifactRow, ArtifactUpload};
+pub use postgres::PgStore;
 pub use sqlite::{Durability, SqliteStore};
 pub use status::{DeliveryState, RunState, StepState, UnknownStatus};
 pub use webhook::{Delivery, DeliveryAttempt, WebhookMessage};

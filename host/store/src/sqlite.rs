@@ -592,49 +592,8 @@ impl Store for SqliteStore {
                 ))
                 .and_then(|mut s| s.query_row([run, step], step_row).optional())
                 .map_err(|e| self.err(e))?;
-            let step_err = |message: String| StoreError::Step {
-                run: run.into(),
-                step: step.into(),
-                message,
-            };
-            let Some(mut row) = row else {
-                return Err(step_err(
-                    "has not started, so there is nothing to answer yet (see `corral show`)".into(),
-                ));
-            };
-            if rec.is_finished() {
-                return Err(step_err(format!("the run is already {}", rec.status)));
-            }
-            if !row.status.awaits_human() {
-                return Err(step_err(format!(
-                    "is not waiting for a human: its status is `{}`",
-                    row.status
-                )));
-            }
-            if row.answer.is_some() {
-                return Err(step_err(
-                    "was already answered; resume the run to apply the answer".into(),
-                ));
-            }
-            if let Some(deadline) = row.waiting.as_ref().and_then(|w| w["deadline_ms"].as_i64())
-                && deadline <= now_ms()
-            {
-                return Err(step_err(
-                    "its approval deadline has passed; resume the run to apply `on_timeout`".into(),
-                ));
-            }
-            row.answer = Some(answer.clone());
-            let e = Entry {
-                step_state: Some(row),
-                ..Entry::new("approval_answered", Some(step.into()), {
-                    let mut data = serde_json::Map::new();
-                    data.insert("step".into(), Value::String(step.into()));
-                    if let Value::Object(a) = answer {
-                        data.extend(a.clone());
-                    }
-                    Value::Object(data).to_string()
-                })
-            };
+            let row = crate::rules::answer_check(&rec, run, step, row, now_ms())?;
+            let e = crate::rules::answer_entry(row, step, answer);
             insert_entry(&tx, run, &e).map_err(|e| self.err(e))?;
             tx.commit().map_err(|e| self.err(e))
         })
@@ -672,17 +631,7 @@ impl Store for SqliteStore {
                     params![run],
                 )
                 .map_err(|e| self.err(e))?;
-                let e = Entry {
-                    run_state: Some((
-                        RunState::Cancelled,
-                        Some("cancelled with `corral cancel`".into()),
-                    )),
-                    ..Entry::new(
-                        "run_finished",
-                        None,
-                        r#"{"status":"cancelled","fuel_used":0,"error":"cancelled with `corral cancel`"}"#.into(),
-                    )
-                };
+                let e = crate::rules::cancel_entry();
                 insert_entry(&tx, run, &e).map_err(|e| self.err(e))?;
                 rec.status = RunState::Cancelled;
             }

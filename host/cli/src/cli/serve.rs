@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use corral::Runtime;
-use corral::store::{Durability, SqliteStore, Store};
+use corral::store::Store;
 use corral_server::tenant::TokenHash;
 use corral_server::{Server, config};
 
@@ -24,7 +24,7 @@ pub struct ServeArgs {
     listen: Option<SocketAddr>,
 }
 
-pub async fn run(rt: Runtime, args: ServeArgs, durability: Durability) -> Exit {
+pub async fn run(rt: Runtime, args: ServeArgs, state: &super::StateArgs) -> Exit {
     let config = match config::load(&args.config) {
         Ok(c) => c,
         Err(errors) => {
@@ -34,9 +34,10 @@ pub async fn run(rt: Runtime, args: ServeArgs, durability: Durability) -> Exit {
             return Exit::Usage;
         }
     };
-    let store: Arc<dyn Store> = match SqliteStore::open(&config.state_dir, durability) {
-        Ok(s) => Arc::new(s),
-        Err(e) => return super::store_error(&e),
+    // `--db` wins over the config's state directory.
+    let store: Arc<dyn Store> = match state.open_in(&config.state_dir) {
+        Ok(s) => s,
+        Err(exit) => return exit,
     };
     let listen = args
         .listen

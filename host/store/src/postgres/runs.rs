@@ -1,0 +1,735 @@
+//! `Store` for PostgreSQL: each method one transaction on a pooled connection, leases checked against the database's clock and fenced by epoch.
+
+use super::*;
+
+impl Store for PgStore {
+    fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<Lease, StoreError> {
+        let (run, owner) = (run.clone(), owner.clone());
+        let shown = self.shown.clone();
+        self.block(move |mut c| async move {
+            let fail = |e: RowError| row_error(&shown, e);
+            let tx = c.transaction().await.map_err(|e| sql_error(&shown, e))?;
+            if let Some(max) = run.max_running {
+                // Serialized per tenant: two processes cannot both start its last slot.
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('corral-runs:' || $1))",
+                    &[&run.tenant],
+                )
+                .await
+                .map_err(|e| sql_error(&shown, e))?;
+                let running: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM runs WHERE tenant = $1 AND status = 'running'",
+                        &[&run.tenant],
+                    )
+                    .await
+                    .and_then(|r| r.try_get(0))
+                    .map_err(|e| sql_error(&shown, e))?;
+                if running >= i64::from(max) {
+                    return Err(StoreError::TooManyRuns {
+                        tenant: run.tenant.clone(),
+                        running: running as u32,
+                    });
+                }
+            }
+            let at = now(&tx).await.map_err(fail)?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO runs (id, workflow, file, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms, epoch, tenant, idempotency_key)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $7, $8, $7, 1, $9, $10) ON CONFLICT DO NOTHING",
+                    &[
+                        &run.id,
+                        &run.workflow,
+                        &run.file,
+                        &run.digest,
+                        &run.params.to_string(),
+                        &run.components.to_string(),
+                        &at,
+                        &owner.encode(),
+                        &run.tenant,
+                        &run.idempotency_key,
+                    ],
+                )
+                .await
+                .map_err(|e| sql_error(&shown, e))?;
+            if inserted == 0 {
+                // The same request again, or an id already taken.
+                if let Some(key) = &run.idempotency_key {
+                    let earlier = tx
+                        .query_opt(
+                            "SELECT id FROM runs WHERE tenant = $1 AND idempotency_key = $2",
+                            &[&run.tenant, key],
+                        )
+                        .await
+                        .map_err(|e| sql_error(&shown, e))?;
+                    if let Some(r) = earlier {
+                        return Err(StoreError::SameRequest { run: r.get(0) });
+                    }
+                }
+                return Err(StoreError::RunExists(run.id.clone()));
+            }
+            tx.execute(
+                "INSERT INTO run_definitions (run_id, definition) VALUES ($1, $2)",
+                &[&run.id, &run.definition],
+            )
+            .await
+            .map_err(|e| sql_error(&shown, e))?;
+            tx.commit().await.map_err(|e| sql_error(&shown, e))?;
+            Ok(Lease { owner, epoch: 1 })
+        })
+    }
+
+    fn claim(
+        &self,
+        run: &str,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<(RunRecord, Lease), StoreError> {
+        let (id, owner) = (run.to_owned(), owner.clone());
+        let shown = self.shown.clone();
+        self.block(move |mut c| async move {
+            let fail = |e: RowError| row_error(&shown, e);
+            let tx = c.transaction().await.map_err(|e| sql_error(&shown, e))?;
+            tx.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &[&id])
+                .await
+                .map_err(|e| sql_error(&shown, e))?;
+            let at = now(&tx).await.map_err(fail)?;
+            let mut rec = get_run(&tx, &id)
+                .await
+                .map_err(fail)?
+                .ok_or_else(|| StoreError::UnknownRun(id.clone()))?;
+            let mine = owner.encode();
+            if rec.owner.as_deref() != Some(mine.as_str()) {
+                if rec.lease_live(at, lease) {
+                    let held = rec.owner.clone().unwrap_or_default();
+                    return Err(StoreError::Leased {
+                        run: id.clone(),
+                        owner: Owner::decode(&held).map_or(held, |o| o.describe()),
+                        age: Duration::from_millis(
+                            (at - rec.heartbeat_ms.unwrap_or(at)).max(0) as u64,
+                        ),
+                    });
+                }
+                rec.sessions += 1;
+            }
+            // A new driver starts with no cancel request pending, and a new
+            // epoch: whoever held the run before can no longer commit.
+            rec.epoch += 1;
+            tx.execute(
+                "UPDATE runs SET owner = $2, heartbeat_ms = $3, sessions = $4, cancel_requested = 0, epoch = $5 WHERE id = $1",
+                &[&id, &mine, &at, &(rec.sessions as i32), &rec.epoch],
+            )
+            .await
+            .map_err(|e| sql_error(&shown, e))?;
+            tx.commit().await.map_err(|e| sql_error(&shown, e))?;
+            rec.owner = Some(mine);
+            rec.heartbeat_ms = Some(at);
+            rec.cancel_requested = false;
+            let epoch = rec.epoch;
+            Ok((rec, Lease { owner, epoch }))
+        })
+    }
+
+    fn heartbeat(&self, run: &str, lease: &Lease) -> Result<u8, StoreError> {
+        let (id, owner, epoch) = (run.to_owned(), lease.owner.encode(), lease.epoch);
+        let cancel = self.rows(move |c| async move {
+            let s = c
+                .prepare_cached(&format!(
+                    "UPDATE runs SET heartbeat_ms = {} WHERE id = $1 AND owner = $2 AND epoch = $3 RETURNING cancel_requested",
+                    schema::NOW_MS
+                ))
+                .await?;
+            let row = c.query_opt(&s, &[&id, &owner, &epoch]).await?;
+            Ok(row.map(|r| r.get::<_, i16>(0).clamp(0, 2) as u8))
+        })?;
+        cancel.ok_or_else(|| StoreError::LeaseLost(run.into()))
+    }
+
+    fn release(&self, run: &str, lease: &Lease) -> Result<(), StoreError> {
+        let (id, owner, epoch) = (run.to_owned(), lease.owner.encode(), lease.epoch);
+        self.rows(move |c| async move {
+            c.execute(
+                "UPDATE runs SET owner = NULL, heartbeat_ms = NULL WHERE id = $1 AND owner = $2 AND epoch = $3",
+                &[&id, &owner, &epoch],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn commit(&self, run: &str, lease: &Lease, entries: &[Entry]) -> Result<(), StoreError> {
+        let (id, owner, epoch) = (run.to_owned(), lease.owner.encode(), lease.epoch);
+        let entries = entries.to_vec();
+        let lost = self.rows(move |mut c| async move {
+            let tx = c.transaction().await?;
+            // A driver whose lease was taken or fenced off by a cancel
+            // writes nothing more: the epoch is the fencing token, and the
+            // row stays locked until this transaction ends.
+            let s = tx
+                .prepare_cached(
+                    "SELECT 1 FROM runs WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE",
+                )
+                .await?;
+            if tx.query_opt(&s, &[&id, &owner, &epoch]).await?.is_none() {
+                return Ok(true);
+            }
+            for e in &entries {
+                insert_entry(&tx, &id, e).await?;
+            }
+            // One update of the run's row per batch, not one per call.
+            let charge: i64 = entries.iter().map(|e| e.fuel_charge).sum();
+            if charge != 0 {
+                let s = tx
+                    .prepare_cached(
+                        "UPDATE runs SET fuel_charged = greatest(0, fuel_charged + $2) WHERE id = $1",
+                    )
+                    .await?;
+                tx.execute(&s, &[&id, &charge]).await?;
+            }
+            tx.commit().await?;
+            Ok(false)
+        })?;
+        if lost {
+            return Err(StoreError::LeaseLost(run.into()));
+        }
+        Ok(())
+    }
+
+    fn run(&self, run: &str) -> Result<RunRecord, StoreError> {
+        let id = run.to_owned();
+        self.rows(move |c| async move { get_run(&c, &id).await })?
+            .ok_or_else(|| StoreError::UnknownRun(run.into()))
+    }
+
+    fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        self.rows(move |c| async move {
+            let rows = c
+                .query(
+                    &format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_ms, id"),
+                    &[],
+                )
+                .await?;
+            rows.iter().map(rows::run_row).collect()
+        })
+    }
+
+    fn tenant_runs(&self, q: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        let q = q.clone();
+        self.rows(move |c| async move {
+            // Newest first; the cursor is the last page's final (created_ms, id).
+            let (before_ms, before_id) = q.before.clone().unwrap_or((i64::MAX, String::new()));
+            let s = c
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     WHERE tenant = $1 AND ($2::text IS NULL OR status = $2)
+                       AND (created_ms < $3 OR (created_ms = $3 AND $4 != '' AND id < $4))
+                     ORDER BY created_ms DESC, id DESC LIMIT $5"
+                ))
+                .await?;
+            let status = q.status.map(|s| s.as_str());
+            let rows = c
+                .query(
+                    &s,
+                    &[
+                        &q.tenant,
+                        &status,
+                        &before_ms,
+                        &before_id,
+                        &(q.limit as i64),
+                    ],
+                )
+                .await?;
+            rows.iter().map(rows::run_row).collect()
+        })
+    }
+
+    fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        let a = agent.clone();
+        self.rows(move |c| async move {
+            c.execute(
+                "INSERT INTO agents (tenant, name, digest, info, size, created_ms) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (tenant, name) DO UPDATE SET digest = excluded.digest, info = excluded.info, size = excluded.size, created_ms = excluded.created_ms",
+                &[&a.tenant, &a.name, &a.digest, &a.info.to_string(), &big(a.size), &a.created_ms],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn agents(&self, tenant: &str) -> Result<Vec<AgentRecord>, StoreError> {
+        let tenant = tenant.to_owned();
+        self.rows(move |c| async move {
+            let rows = c
+                .query(
+                    "SELECT tenant, name, digest, info, size, created_ms FROM agents WHERE tenant = $1 ORDER BY name",
+                    &[&tenant],
+                )
+                .await?;
+            rows.iter().map(agent_row).collect()
+        })
+    }
+
+    fn reserve_fuel(
+        &self,
+        tenant: &str,
+        window: Duration,
+        limit: u64,
+        want: u64,
+    ) -> Result<FuelWindow, StoreError> {
+        let tenant = tenant.to_owned();
+        self.rows(move |mut c| async move {
+            let tx = c.transaction().await?;
+            // Every process charges the same window: serialized per tenant.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('corral-fuel:' || $1))",
+                &[&tenant],
+            )
+            .await?;
+            let mut w = rows::window_of(&tx, &tenant, window, limit).await?;
+            w.granted = want.min(limit.saturating_sub(w.charged));
+            if w.granted > 0 {
+                tx.execute(
+                    "INSERT INTO fuel_windows (tenant, start_ms, charged) VALUES ($1, $2, $3)
+                     ON CONFLICT (tenant, start_ms) DO UPDATE SET charged = fuel_windows.charged + excluded.charged",
+                    &[&tenant, &w.start_ms, &big(w.granted)],
+                )
+                .await?;
+                w.charged += w.granted;
+            }
+            tx.commit().await?;
+            Ok(w)
+        })
+    }
+
+    fn settle_fuel(
+        &self,
+        tenant: &str,
+        start_ms: i64,
+        reserved: u64,
+        used: u64,
+    ) -> Result<(), StoreError> {
+        let refund = big(reserved.saturating_sub(used));
+        if refund == 0 {
+            return Ok(());
+        }
+        let tenant = tenant.to_owned();
+        self.rows(move |c| async move {
+            c.execute(
+                "UPDATE fuel_windows SET charged = greatest(0, charged - $3) WHERE tenant = $1 AND start_ms = $2",
+                &[&tenant, &start_ms, &refund],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn fuel_window(
+        &self,
+        tenant: &str,
+        window: Duration,
+        limit: u64,
+    ) -> Result<FuelWindow, StoreError> {
+        let tenant = tenant.to_owned();
+        self.rows(move |c| async move { rows::window_of(&c, &tenant, window, limit).await })
+    }
+
+    fn put_workflow(&self, w: &WorkflowRecord) -> Result<(), StoreError> {
+        let w = w.clone();
+        self.rows(move |c| async move {
+            c.execute(
+                "INSERT INTO workflows (tenant, name, text, format, digest, created_ms) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (tenant, name) DO UPDATE SET text = excluded.text, format = excluded.format, digest = excluded.digest, created_ms = excluded.created_ms",
+                &[&w.tenant, &w.name, &w.text, &w.format, &w.digest, &w.created_ms],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn workflows(&self, tenant: &str) -> Result<Vec<WorkflowRecord>, StoreError> {
+        let tenant = tenant.to_owned();
+        self.rows(move |c| async move {
+            let rows = c
+                .query(
+                    "SELECT tenant, name, text, format, digest, created_ms FROM workflows WHERE tenant = $1 ORDER BY name",
+                    &[&tenant],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(WorkflowRecord {
+                        tenant: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        text: r.try_get(2)?,
+                        format: r.try_get(3)?,
+                        digest: r.try_get(4)?,
+                        created_ms: r.try_get(5)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn delete_agent(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.rows(move |c| async move {
+            let n = c
+                .execute(
+                    "DELETE FROM agents WHERE tenant = $1 AND name = $2",
+                    &[&tenant, &name],
+                )
+                .await?;
+            Ok(n > 0)
+        })
+    }
+
+    fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError> {
+        let id = run.to_owned();
+        self.rows(move |c| async move {
+            let s = c
+                .prepare_cached(&format!(
+                    "SELECT {STEP_COLUMNS} FROM steps WHERE run_id = $1 ORDER BY step"
+                ))
+                .await?;
+            c.query(&s, &[&id])
+                .await?
+                .iter()
+                .map(rows::step_row)
+                .collect()
+        })
+    }
+
+    fn journal(
+        &self,
+        run: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let id = run.to_owned();
+        self.rows(move |c| async move {
+            let s = c
+                .prepare_cached(
+                    "SELECT seq, at_ms, kind, step, data FROM journal WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                )
+                .await?;
+            let rows = c.query(&s, &[&id, &after, &(limit as i64)]).await?;
+            rows.iter()
+                .map(|r| {
+                    let data: String = r.try_get(4)?;
+                    Ok(JournalEntry {
+                        seq: r.try_get(0)?,
+                        at_ms: r.try_get(1)?,
+                        kind: r.try_get(2)?,
+                        step: r.try_get(3)?,
+                        data: serde_json::from_str(&data).unwrap_or(Value::String(data)),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let digest = digest.to_owned();
+        self.rows(move |c| async move {
+            let s = c
+                .prepare_cached("SELECT data FROM blobs WHERE digest = $1")
+                .await?;
+            Ok(c.query_opt(&s, &[&digest]).await?.map(|r| r.get(0)))
+        })
+    }
+
+    fn artifact_upload(&self) -> Result<ArtifactUpload, StoreError> {
+        ArtifactUpload::create(&self.uploads)
+    }
+
+    fn artifact_finish(
+        &self,
+        run: &str,
+        upload: ArtifactUpload,
+        media_type: &str,
+        limits: ArtifactLimits,
+    ) -> Result<Result<ArtifactRow, ArtifactRefusal>, StoreError> {
+        let (digest, size, tmp) = upload.seal()?;
+        let new = ArtifactRow {
+            run: run.to_owned(),
+            digest,
+            media_type: media_type.to_owned(),
+            size,
+            created_ms: 0,
+        };
+        let shown = self.shown.clone();
+        let file = tmp.clone();
+        let recorded = self.block(move |mut c| async move {
+            artifacts::record(&mut c, &new, limits, &file)
+                .await
+                .map_err(|f| match f {
+                    artifacts::Failure::Rows(e) => row_error(&shown, e),
+                    artifacts::Failure::Io(e) => StoreError::Backend {
+                        path: file.display().to_string(),
+                        source: e.into(),
+                    },
+                })
+        });
+        // Copied, refused or failed: the upload is not needed any more.
+        let _ = std::fs::remove_file(&tmp);
+        recorded
+    }
+
+    fn artifact(&self, run: &str, digest: &str) -> Result<Option<ArtifactRow>, StoreError> {
+        let (run, digest) = (run.to_owned(), digest.to_owned());
+        self.rows(move |c| async move { artifacts::get(&c, &run, &digest).await })
+    }
+
+    fn artifacts(&self, run: &str) -> Result<Vec<ArtifactRow>, StoreError> {
+        let run = run.to_owned();
+        self.rows(move |c| async move { artifacts::list(&c, &run).await })
+    }
+
+    fn artifact_read(&self, digest: &str, offset: u64, max: usize) -> Result<Vec<u8>, StoreError> {
+        let digest = digest.to_owned();
+        let max = max.min(artifacts::CHUNK);
+        self.rows(move |c| async move { artifacts::read(&c, &digest, offset, max).await })
+    }
+
+    fn cache_get(&self, key: &str, now_ms: i64) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.rows(move |c| async move {
+            let s = c
+                .prepare_cached(
+                    "SELECT output FROM cache WHERE key = $1 AND (expires_ms IS NULL OR expires_ms > $2)",
+                )
+                .await?;
+            Ok(c.query_opt(&s, &[&key, &now_ms]).await?.map(|r| r.get(0)))
+        })
+    }
+
+    fn answer(&self, run: &str, step: &str, answer: &Value) -> Result<(), StoreError> {
+        let (id, step, answer) = (run.to_owned(), step.to_owned(), answer.clone());
+        let shown = self.shown.clone();
+        self.block(move |mut c| async move {
+            let fail = |e: RowError| row_error(&shown, e);
+            let sql = |e: tokio_postgres::Error| sql_error(&shown, e);
+            let tx = c.transaction().await.map_err(sql)?;
+            tx.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &[&id])
+                .await
+                .map_err(sql)?;
+            let rec = get_run(&tx, &id)
+                .await
+                .map_err(fail)?
+                .ok_or_else(|| StoreError::UnknownRun(id.clone()))?;
+            let row = tx
+                .query_opt(
+                    &format!("SELECT {STEP_COLUMNS} FROM steps WHERE run_id = $1 AND step = $2"),
+                    &[&id, &step],
+                )
+                .await
+                .map_err(sql)?;
+            let row = row.as_ref().map(rows::step_row).transpose().map_err(fail)?;
+            let at = now(&tx).await.map_err(fail)?;
+            let row = crate::rules::answer_check(&rec, &id, &step, row, at)?;
+            let e = crate::rules::answer_entry(row, &step, &answer);
+            insert_entry(&tx, &id, &e).await.map_err(fail)?;
+            tx.commit().await.map_err(sql)
+        })
+    }
+
+    fn request_cancel(
+        &self,
+        run: &str,
+        lease: Duration,
+        compensate: bool,
+    ) -> Result<RunRecord, StoreError> {
+        let id = run.to_owned();
+        let shown = self.shown.clone();
+        self.block(move |mut c| async move {
+            let fail = |e: RowError| row_error(&shown, e);
+            let sql = |e: tokio_postgres::Error| sql_error(&shown, e);
+            let tx = c.transaction().await.map_err(sql)?;
+            tx.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &[&id])
+                .await
+                .map_err(sql)?;
+            let mut rec = get_run(&tx, &id)
+                .await
+                .map_err(fail)?
+                .ok_or_else(|| StoreError::UnknownRun(id.clone()))?;
+            if rec.is_finished() {
+                return Ok(rec);
+            }
+            let at = now(&tx).await.map_err(fail)?;
+            if rec.lease_live(at, lease) {
+                tx.execute(
+                    "UPDATE runs SET cancel_requested = $2 WHERE id = $1",
+                    &[&id, &(if compensate { 2i16 } else { 1 })],
+                )
+                .await
+                .map_err(sql)?;
+                rec.cancel_requested = true;
+            } else {
+                // Nobody live drives it: cancel it here, and fence off a
+                // driver whose lease went stale so that it cannot write over
+                // the cancel.
+                tx.execute(
+                    "UPDATE runs SET owner = NULL, heartbeat_ms = NULL, epoch = epoch + 1 WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(sql)?;
+                let mut e = crate::rules::cancel_entry();
+                e.at_ms = at;
+                insert_entry(&tx, &id, &e).await.map_err(fail)?;
+                rec.status = RunState::Cancelled;
+            }
+            tx.commit().await.map_err(sql)?;
+            Ok(rec)
+        })
+    }
+
+    fn update_rate(
+        &self,
+        key: &str,
+        f: &mut dyn FnMut(Option<u64>) -> Option<u64>,
+    ) -> Result<(), StoreError> {
+        // `f` stays on this thread (it need not be `Send`), so it cannot run
+        // inside a transaction on the store's runtime: read, decide, then
+        // write only if the value is still the one read (compare and set),
+        // deciding again from the newer value when another process won.
+        for _ in 0..16 {
+            let k = key.to_owned();
+            let old = self.rows(move |c| async move {
+                let r = c
+                    .query_opt("SELECT value FROM rate_limits WHERE key = $1", &[&k])
+                    .await?;
+                Ok(r.map(|r| r.get::<_, i64>(0).max(0) as u64))
+            })?;
+            let Some(new) = f(old) else {
+                return Ok(());
+            };
+            let k = key.to_owned();
+            let swapped = self.rows(move |c| async move {
+                let n = match old {
+                    None => {
+                        c.execute(
+                            "INSERT INTO rate_limits (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                            &[&k, &big(new)],
+                        )
+                        .await?
+                    }
+                    Some(o) => {
+                        c.execute(
+                            "UPDATE rate_limits SET value = $2 WHERE key = $1 AND value = $3",
+                            &[&k, &big(new), &big(o)],
+                        )
+                        .await?
+                    }
+                };
+                Ok(n == 1)
+            })?;
+            if swapped {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Busy {
+            path: self.shown.clone(),
+            source: format!("rate state `{key}` kept changing under this process").into(),
+        })
+    }
+
+    fn enqueue_webhooks(&self, messages: &[WebhookMessage]) -> Result<(), StoreError> {
+        let messages = messages.to_vec();
+        self.rows(move |mut c| async move { webhooks::enqueue(&mut c, &messages).await })
+    }
+
+    fn claim_webhooks(
+        &self,
+        now_ms: i64,
+        hold: Duration,
+        limit: usize,
+    ) -> Result<Vec<WebhookMessage>, StoreError> {
+        self.rows(move |mut c| async move { webhooks::claim(&mut c, now_ms, hold, limit).await })
+    }
+
+    fn record_delivery(
+        &self,
+        attempt: &DeliveryAttempt,
+        state: DeliveryState,
+        next_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let attempt = attempt.clone();
+        self.rows(
+            move |mut c| async move { webhooks::record(&mut c, &attempt, state, next_ms).await },
+        )
+    }
+
+    fn deliveries(&self, tenant: &str, run: &str) -> Result<Vec<Delivery>, StoreError> {
+        let (tenant, run) = (tenant.to_owned(), run.to_owned());
+        self.rows(move |c| async move { webhooks::deliveries(&c, &tenant, &run).await })
+    }
+
+    fn gc(&self, before_ms: i64) -> Result<GcStats, StoreError> {
+        self.rows(move |mut c| async move {
+            let tx = c.transaction().await?;
+            let at = now(&tx).await?;
+            let stats = gc(&tx, before_ms, at).await?;
+            tx.commit().await?;
+            Ok(stats)
+        })
+    }
+}
+
+/// Deletes finished runs last updated before `before_ms` (unless a live
+/// process is retrying one), their entries, and what nothing uses any more.
+async fn gc(tx: &impl GenericClient, before_ms: i64, at: i64) -> Rows<GcStats> {
+    let mut stats = GcStats::default();
+    let stale = at - crate::LEASE.as_millis() as i64;
+    let finished = format!(
+        "SELECT id FROM runs WHERE status IN ('completed', 'degraded', 'failed', 'fuel_exhausted', 'cancelled') AND updated_ms < $1 AND (owner IS NULL OR heartbeat_ms < {stale})"
+    );
+    let run = |sql: String| async move { tx.execute(sql.as_str(), &[&before_ms]).await };
+    stats.journal_entries =
+        run(format!("DELETE FROM journal WHERE run_id IN ({finished})")).await?;
+    run(format!("DELETE FROM steps WHERE run_id IN ({finished})")).await?;
+    run(format!(
+        "DELETE FROM run_definitions WHERE run_id IN ({finished})"
+    ))
+    .await?;
+    // A finished run's webhook messages go with it, unless one is still
+    // being delivered.
+    let settled = format!(
+        "SELECT m.id FROM webhook_messages m WHERE m.state != 'pending' AND m.run_id IN ({finished})"
+    );
+    run(format!(
+        "DELETE FROM webhook_attempts WHERE message_id IN ({settled})"
+    ))
+    .await?;
+    run(format!(
+        "DELETE FROM webhook_messages WHERE id IN ({settled})"
+    ))
+    .await?;
+    // Its hold on artifacts too; the chunks go below once no run holds them.
+    run(format!(
+        "DELETE FROM artifacts WHERE run_id IN ({finished})"
+    ))
+    .await?;
+    stats.runs = run(format!("DELETE FROM runs WHERE id IN ({finished})")).await?;
+    stats.cache_entries = tx
+        .execute(
+            "DELETE FROM cache WHERE expires_ms IS NOT NULL AND expires_ms <= $1",
+            &[&at],
+        )
+        .await?;
+    let r = tx
+        .query_one(
+            "WITH gone AS (
+                DELETE FROM blobs b
+                WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.blob = b.digest)
+                  AND NOT EXISTS (SELECT 1 FROM cache c WHERE c.output = b.digest)
+                RETURNING length(data) AS n)
+             SELECT count(*)::bigint, coalesce(sum(n), 0)::bigint FROM gone",
+            &[],
+        )
+        .await?;
+    stats.blobs = r.try_get::<_, i64>(0)?.max(0) as u64;
+    stats.blob_bytes = r.try_get::<_, i64>(1)?.max(0) as u64;
+    (stats.artifacts, stats.artifact_bytes) = artifacts::sweep(tx, before_ms).await?;
+    Ok(stats)
+}

@@ -1,0 +1,80 @@
+//! What every backend decides the same way: whether a step may take a human's answer, and the entries an answer and a cancel write.
+
+use serde_json::Value;
+
+use crate::{Entry, RunRecord, RunState, StepRecord, StoreError};
+
+/// The step row an answer may be written to, or why not: the step must
+/// wait for a human, unanswered, before its deadline, in a run not finished.
+pub(crate) fn answer_check(
+    rec: &RunRecord,
+    run: &str,
+    step: &str,
+    row: Option<StepRecord>,
+    now_ms: i64,
+) -> Result<StepRecord, StoreError> {
+    let step_err = |message: String| StoreError::Step {
+        run: run.into(),
+        step: step.into(),
+        message,
+    };
+    let Some(row) = row else {
+        return Err(step_err(
+            "has not started, so there is nothing to answer yet (see `corral show`)".into(),
+        ));
+    };
+    if rec.is_finished() {
+        return Err(step_err(format!("the run is already {}", rec.status)));
+    }
+    if !row.status.awaits_human() {
+        return Err(step_err(format!(
+            "is not waiting for a human: its status is `{}`",
+            row.status
+        )));
+    }
+    if row.answer.is_some() {
+        return Err(step_err(
+            "was already answered; resume the run to apply the answer".into(),
+        ));
+    }
+    if let Some(deadline) = row.waiting.as_ref().and_then(|w| w["deadline_ms"].as_i64())
+        && deadline <= now_ms
+    {
+        return Err(step_err(
+            "its approval deadline has passed; resume the run to apply `on_timeout`".into(),
+        ));
+    }
+    Ok(row)
+}
+
+/// The journal entry that records `answer` on `row`.
+pub(crate) fn answer_entry(mut row: StepRecord, step: &str, answer: &Value) -> Entry {
+    row.answer = Some(answer.clone());
+    Entry {
+        step_state: Some(row),
+        ..Entry::new("approval_answered", Some(step.into()), {
+            let mut data = serde_json::Map::new();
+            data.insert("step".into(), Value::String(step.into()));
+            if let Value::Object(a) = answer {
+                data.extend(a.clone());
+            }
+            Value::Object(data).to_string()
+        })
+    }
+}
+
+/// The entry that finishes a run nobody drives, cancelled by `corral cancel`.
+pub(crate) fn cancel_entry() -> Entry {
+    Entry {
+        run_state: Some((
+            RunState::Cancelled,
+            Some("cancelled with `corral cancel`".into()),
+        )),
+        ..Entry::new(
+            "run_finished",
+            None,
+            r#"{"status":"cancelled","fuel_used":0,"error":"cancelled with `corral cancel`"}"#
+                .into(),
+        )
+    }
+}
