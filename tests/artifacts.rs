@@ -8,7 +8,6 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use corral::store::Store;
 use durable::*;
 use serde_json::Value;
 use support::agents;

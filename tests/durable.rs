@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
-use corral::store::{JournalEntry, RunState, Store};
+use corral::store::{JournalEntry, RunState};
 use durable::*;
 use serde_json::{Value, json};
 use support::agents;

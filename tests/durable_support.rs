@@ -6,21 +6,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use corral::store::{Durability, JournalEntry, SqliteStore, Store};
+use std::sync::{Arc, OnceLock};
+
+use corral::store::{Durability, JournalEntry, PgStore, SqliteStore, Store};
 use serde_json::Value;
 
 use crate::support;
 use crate::support::agents;
 
-/// A scratch directory with its own state store; the compile cache is shared.
+/// A scratch directory with its own state store (SQLite in the directory,
+/// or a PostgreSQL database); the compile cache is shared.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// A PostgreSQL database every command uses instead of the directory.
+    pub db: Option<String>,
+    pg: OnceLock<Arc<PgStore>>,
 }
 
 impl Env {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
+            db: None,
+            pg: OnceLock::new(),
+        }
+    }
+
+    /// An environment whose commands journal in the database at `url`.
+    pub fn on_postgres(url: String) -> Self {
+        Self {
+            db: Some(url),
+            ..Self::new()
         }
     }
 
@@ -42,7 +58,11 @@ impl Env {
                 "CORRAL_CACHE_DIR",
                 Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache"),
             )
-            .env_remove("CORRAL_LOG");
+            .env_remove("CORRAL_LOG")
+            .env_remove("CORRAL_DATABASE_URL");
+        if let Some(url) = &self.db {
+            c.env("CORRAL_DATABASE_URL", url);
+        }
         c
     }
 
@@ -70,8 +90,14 @@ impl Env {
         path.display().to_string()
     }
 
-    pub fn store(&self) -> SqliteStore {
-        SqliteStore::open(&self.state(), Durability::Normal).unwrap()
+    pub fn store(&self) -> Arc<dyn Store> {
+        match &self.db {
+            Some(url) => self
+                .pg
+                .get_or_init(|| Arc::new(PgStore::connect(url).unwrap()))
+                .clone(),
+            None => Arc::new(SqliteStore::open(&self.state(), Durability::Normal).unwrap()),
+        }
     }
 
     pub fn journal(&self, run: &str) -> Vec<JournalEntry> {
@@ -82,7 +108,7 @@ impl Env {
     pub fn wait_for(&self, run: &str, what: &str, pred: impl Fn(&[JournalEntry]) -> bool) {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
-            if self.state().join("corral.db").exists() {
+            if self.db.is_some() || self.state().join("corral.db").exists() {
                 let j = self.store().journal(run, 0, 100_000).unwrap_or_default();
                 if pred(&j) {
                     return;

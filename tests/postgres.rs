@@ -1,0 +1,87 @@
+//! corral on PostgreSQL (`--db`): a run killed mid-step resumes from the database with every step committed once, and artifacts, `show` and `gc` work as on the embedded store. The tests start their own throwaway cluster.
+
+#[path = "durable_support.rs"]
+mod durable;
+#[path = "support.rs"]
+mod support;
+
+use std::sync::OnceLock;
+
+use corral::store::postgres::cluster::TestCluster;
+use durable::*;
+use serde_json::Value;
+
+fn cluster() -> &'static TestCluster {
+    static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| TestCluster::start().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// An environment on a database of its own.
+fn on_postgres() -> Env {
+    let name = format!("t{:016x}", fastrand::u64(..));
+    Env::on_postgres(cluster().create_database(&name).unwrap())
+}
+
+#[test]
+fn kill_9_mid_step_then_resume_on_postgres_commits_every_step_once() {
+    let env = on_postgres();
+    // s1 may pass; s2 waits at its gate until the test opens it.
+    env.open_gates(&["s1"]);
+    let wf = env.workflow("latched.yaml", LATCHED);
+    let mut child = env.spawn(&["run", &wf, "--json", "--run-id", "k"]);
+    env.wait_for("k", "s2 started", |j| count(j, "call_started", "s2") >= 1);
+    child.kill().unwrap(); // SIGKILL, mid-call of s2 (s1 committed)
+    child.wait().unwrap();
+    env.open_gates(SLOW_STEPS);
+    let out = env.corral(&["resume", "k", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(env.report(&out)["outputs"]["text"], "go-1-2-3a-4-5");
+    let j = env.journal("k");
+    for s in SLOW_STEPS {
+        assert_eq!(count(&j, "step_completed", s), 1, "{s}");
+    }
+    assert_eq!(count(&j, "call_started", "s1"), 1, "s1 was not run again");
+    assert_eq!(resumes(&j), 1);
+    let runs = env.corral(&["runs"]);
+    assert!(String::from_utf8_lossy(&runs.stdout).contains("completed"));
+}
+
+#[test]
+fn artifacts_live_in_the_database_and_gc_removes_them() {
+    let env = on_postgres();
+    let yaml = "version: 1\nname: pipe\nagents:\n  bulk: { component: \"@BULK@\" }\nsteps:\n  - { id: make, agent: bulk, input: { make: { size: 3000000, seed: 4 } } }\n  - { id: read, agent: bulk, input: { read: $steps.make.output.artifact } }\noutputs:\n  made: $steps.make.output\n  read: $steps.read.output\n";
+    let wf = env.workflow("pipe.yaml", yaml);
+    let out = env.corral(&["run", &wf, "--json", "--run-id", "p"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r = env.report(&out);
+    assert_eq!(
+        r["outputs"]["made"]["checksum"],
+        r["outputs"]["read"]["checksum"]
+    );
+    let digest = r["outputs"]["made"]["artifact"]["$artifact"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Nothing on disk: the bytes are in the database.
+    assert!(!env.state().join("artifacts").exists());
+    let to = env.path().join("out.bin");
+    let get = env.corral(&["artifact", "get", "p", &digest, "-o", to.to_str().unwrap()]);
+    assert_eq!(code(&get), 0, "{}", stderr(&get));
+    let bytes = std::fs::read(&to).unwrap();
+    assert_eq!(bytes.len(), 3_000_000);
+    assert_eq!(corral::digest::digest(&bytes), digest);
+    let shown: Value =
+        serde_json::from_slice(&env.corral(&["show", "p", "--json"]).stdout).unwrap();
+    assert_eq!(shown["artifacts"][0]["$artifact"], digest.as_str());
+
+    let gc = env.corral(&["gc", "--older-than", "0s"]);
+    assert_eq!(code(&gc), 0, "{}", stderr(&gc));
+    assert!(env.store().artifacts("p").unwrap().is_empty());
+    assert!(
+        env.store()
+            .artifact_read(&digest, 0, 10)
+            .unwrap()
+            .is_empty(),
+        "no run holds the bytes: they are gone"
+    );
+}
