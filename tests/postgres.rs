@@ -1,7 +1,9 @@
-//! corral on PostgreSQL (`--db`): a run killed mid-step resumes from the database with every step committed once, and artifacts, `show` and `gc` work as on the embedded store. The tests start their own throwaway cluster.
+//! corral on PostgreSQL (`--db`): a run killed mid-step resumes from the database with every step committed once; a server killed mid-run has its run taken over by another server on the same database; artifacts, `show` and `gc` work as on the embedded store. The tests start their own throwaway cluster.
 
 #[path = "durable_support.rs"]
 mod durable;
+#[path = "serve_support.rs"]
+mod serve;
 #[path = "support.rs"]
 mod support;
 
@@ -83,5 +85,55 @@ fn artifacts_live_in_the_database_and_gc_removes_them() {
             .unwrap()
             .is_empty(),
         "no run holds the bytes: they are gone"
+    );
+}
+
+/// Two servers on one database: the one driving a run is killed mid-step,
+/// and the other takes the run over once its lease expires, without
+/// running a committed step again.
+#[test]
+fn a_server_killed_mid_run_has_its_run_taken_over_by_another() {
+    let name = format!("t{:016x}", fastrand::u64(..));
+    let db = cluster().create_database(&name).unwrap();
+    let mut a = serve::Serve::start_on(&db, &serve::config());
+    let b = a.sibling();
+    let up = a.upload(serve::ACME, "latch", &serve::bytes(support::agents::LATCH));
+    assert_eq!(up.status, 201, "{}", up.body);
+    let gates = a.data("acme").join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    std::fs::write(gates.join("s1"), "").unwrap();
+    let run = a.submit(serve::ACME, serve::LATCHED);
+    assert_eq!(run.status, 201, "{}", run.body);
+    let id = run.body["id"].as_str().unwrap().to_owned();
+    // Held in s2, after s1 committed; then the driving server dies.
+    serve::read_events(&a, &id, None, |e| {
+        e["type"] == "call_started" && e["step"] == "s2"
+    });
+    a.kill9();
+    std::fs::write(gates.join("s2"), "").unwrap();
+    std::fs::write(gates.join("s3"), "").unwrap();
+    // The other server sees it through the shared database and, once the
+    // lease has expired, drives it to the end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        // `interrupted` until the lease expires and the sweep picks it up.
+        let r = b.wait_run(serve::ACME, &id);
+        if r["status"] != "interrupted" || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["sessions"], 2, "{done}");
+    let events = serve::read_events(&b, &id, None, |_| false);
+    let completed = |step: &str| {
+        events
+            .iter()
+            .filter(|e| e["type"] == "step_completed" && e["step"] == step)
+            .count()
+    };
+    assert_eq!(
+        (completed("s1"), completed("s2"), completed("s3")),
+        (1, 1, 1)
     );
 }

@@ -115,11 +115,7 @@ fn the_fuel_quota_holds_across_concurrent_runs_and_a_restart() {
 #[test]
 fn a_tenant_flooding_the_server_does_not_hold_back_another_tenants_run() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Serve {
-        dir,
-        child: None,
-        base: String::new(),
-    };
+    let mut s = Serve::unstarted(dir);
     // Two call slots in all, so the flood queues.
     std::fs::write(
         s.dir.path().join("corral.toml"),
@@ -200,11 +196,7 @@ fn a_thousand_runs_from_fifty_clients_across_five_tenants_all_complete() {
         ));
     }
     std::fs::write(dir.path().join("corral.toml"), toml).unwrap();
-    let mut s = Serve {
-        dir,
-        child: None,
-        base: String::new(),
-    };
+    let mut s = Serve::unstarted(dir);
     s.spawn();
     let pid = s.child.as_ref().unwrap().id();
     for t in &tenants {

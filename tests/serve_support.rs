@@ -22,6 +22,10 @@ pub struct Serve {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub base: String,
+    /// A PostgreSQL database the server journals in (`--db`).
+    pub db: Option<String>,
+    /// Where it runs: its own `dir`, or another server's (a sibling).
+    workdir: PathBuf,
 }
 
 impl Serve {
@@ -33,10 +37,55 @@ impl Serve {
     pub fn start_with(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("corral.toml"), config).unwrap();
+        let workdir = dir.path().to_owned();
         let mut s = Self {
             dir,
             child: None,
             base: String::new(),
+            db: None,
+            workdir,
+        };
+        s.spawn();
+        s
+    }
+
+    /// A server in `dir`, not started yet: write its files, then `spawn`.
+    pub fn unstarted(dir: tempfile::TempDir) -> Self {
+        let workdir = dir.path().to_owned();
+        Self {
+            dir,
+            child: None,
+            base: String::new(),
+            db: None,
+            workdir,
+        }
+    }
+
+    /// A server on the PostgreSQL database at `db`.
+    pub fn start_on(db: &str, config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("corral.toml"), config).unwrap();
+        let workdir = dir.path().to_owned();
+        let mut s = Self {
+            dir,
+            child: None,
+            base: String::new(),
+            db: Some(db.to_owned()),
+            workdir,
+        };
+        s.spawn();
+        s
+    }
+
+    /// A second server process beside this one: the same config, tenant
+    /// data and database, its own port.
+    pub fn sibling(&self) -> Self {
+        let mut s = Self {
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            base: String::new(),
+            db: self.db.clone(),
+            workdir: self.workdir.clone(),
         };
         s.spawn();
         s
@@ -47,23 +96,27 @@ impl Serve {
     pub fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
         // A `models.toml` beside the config gives the server a gateway.
-        if self.dir.path().join("models.toml").is_file() {
+        if self.workdir.join("models.toml").is_file() {
             cmd.args(["--models", "models.toml"]);
         }
+        cmd.args([
+            "serve",
+            "--config",
+            "corral.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(&self.workdir)
+        .env(
+            "CORRAL_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache"),
+        )
+        .env("CORRAL_LOG", "warn")
+        .env_remove("CORRAL_DATABASE_URL");
+        if let Some(db) = &self.db {
+            cmd.env("CORRAL_DATABASE_URL", db);
+        }
         let mut child = cmd
-            .args([
-                "serve",
-                "--config",
-                "corral.toml",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .current_dir(self.dir.path())
-            .env(
-                "CORRAL_CACHE_DIR",
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache"),
-            )
-            .env("CORRAL_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -98,7 +151,7 @@ impl Serve {
     }
 
     pub fn data(&self, tenant: &str) -> PathBuf {
-        self.dir.path().join("tenants").join(tenant)
+        self.workdir.join("tenants").join(tenant)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -81,6 +81,13 @@ impl corral::store::Store for SlowCache {
     fn runs(&self) -> Result<Vec<corral::store::RunRecord>, corral::store::StoreError> {
         self.inner.runs()
     }
+    fn interrupted(
+        &self,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<corral::store::RunRecord>, corral::store::StoreError> {
+        self.inner.interrupted(lease, limit)
+    }
     fn tenant_runs(
         &self,
         q: &corral::store::RunQuery,

@@ -213,20 +213,71 @@ pub async fn resume_interrupted(state: &Arc<AppState>) -> usize {
         if rec.tenant.is_empty() || rec.status != RunState::Running || rec.lease_live(now, LEASE) {
             continue;
         }
-        let Some(tenant) = state.tenants.get(&rec.tenant) else {
-            tracing::warn!(run = %rec.id, tenant = %rec.tenant, "run of a tenant no longer configured; left alone");
-            continue;
-        };
-        let req = ResumeRequest {
-            run_id: rec.id.clone(),
-            params: Vec::new(),
-            allow_changed_components: false,
-            force: BTreeSet::new(),
-        };
-        match resume(state, &tenant, req).await {
-            Ok(()) => resumed += 1,
-            Err(p) => tracing::warn!(run = %rec.id, detail = %p.detail, "could not resume"),
-        }
+        resumed += usize::from(pick_up(state, &rec).await);
     }
     resumed
+}
+
+/// How often a server looks for runs whose driver stopped renewing its
+/// lease (another server or worker sharing the store, killed or cut off).
+const SWEEP: Duration = Duration::from_secs(2);
+
+/// Until the server stops: every [`SWEEP`] (with jitter, so that servers
+/// sharing a store do not all look at once), claims the tenants' runs whose
+/// lease expired and drives them here. A run another process claims first
+/// is left to it.
+pub async fn sweep(state: Arc<AppState>) {
+    loop {
+        let pause = SWEEP + Duration::from_millis(fastrand::u64(0..500));
+        tokio::select! {
+            _ = state.stopping.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        let store = state.store.clone();
+        let runs = match blocking(move || store.interrupted(LEASE, 64)).await {
+            Ok(r) => r,
+            Err(p) => {
+                tracing::warn!(detail = %p.detail, "cannot look for interrupted runs");
+                continue;
+            }
+        };
+        for rec in runs {
+            if state.stopping.is_cancelled() {
+                return;
+            }
+            if pick_up(&state, &rec).await {
+                tracing::info!(run = %rec.id, tenant = %rec.tenant, "took over a run whose lease expired");
+            }
+        }
+    }
+}
+
+/// Claims `rec` and drives it here; false if it is driven already (here,
+/// or by a process that claimed it first) or cannot be resumed.
+async fn pick_up(state: &Arc<AppState>, rec: &corral_store::RunRecord) -> bool {
+    if state.drivers.is_driving(&rec.id) {
+        return false;
+    }
+    let Some(tenant) = state.tenants.get(&rec.tenant) else {
+        tracing::warn!(run = %rec.id, tenant = %rec.tenant, "run of a tenant no longer configured; left alone");
+        return false;
+    };
+    let req = ResumeRequest {
+        run_id: rec.id.clone(),
+        params: Vec::new(),
+        allow_changed_components: false,
+        force: BTreeSet::new(),
+    };
+    match resume(state, &tenant, req).await {
+        Ok(()) => true,
+        // Most often another process claimed it first.
+        Err(p) if p.kind == Kind::Conflict => {
+            tracing::info!(run = %rec.id, detail = %p.detail, "left to another process");
+            false
+        }
+        Err(p) => {
+            tracing::warn!(run = %rec.id, detail = %p.detail, "could not resume");
+            false
+        }
+    }
 }

@@ -161,6 +161,9 @@ impl Server {
             tracing::info!(resumed, "resumed runs a stopped server left behind");
         }
         webhooks::reconcile_at_start(&state).await;
+        // Runs whose driver stops renewing its lease later (another server
+        // sharing the store, killed) are taken over while this one serves.
+        let sweeper = tokio::spawn(driver::sweep(state.clone()));
         // Webhooks outlive the listener: the runs that finish during the
         // grace period are announced too. What is left stays queued in the
         // store for the next start.
@@ -174,6 +177,7 @@ impl Server {
                 stopping.cancel();
             })
             .await?;
+        let _ = sweeper.await;
         let left = state.drivers.drain(state.config.shutdown_grace).await;
         if left > 0 {
             tracing::warn!(

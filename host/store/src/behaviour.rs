@@ -519,6 +519,39 @@ pub(crate) fn artifacts_are_held_by_runs_under_limits_and_swept_when_unheld(f: &
     assert_eq!(store.artifact_read(&a.digest, 0, 10).unwrap().len(), 10);
 }
 
+pub(crate) fn runs_nobody_renews_are_listed_for_claiming(f: &dyn Fixture) {
+    let store = f.store();
+    let me = Owner::this_process();
+    let live = store
+        .create_run(&tenant_run("live", "acme", None), &me)
+        .unwrap();
+    store
+        .create_run(&tenant_run("stale", "acme", None), &me)
+        .unwrap();
+    store.create_run(&new_run("operator"), &me).unwrap();
+    let done = store
+        .create_run(&tenant_run("done", "acme", None), &me)
+        .unwrap();
+    let finished = Entry {
+        run_state: Some((RunState::Completed, None)),
+        ..Entry::new("run_finished", None, "{}".into())
+    };
+    store.commit("done", &done, &[finished]).unwrap();
+    assert!(store.interrupted(LEASE, 10).unwrap().is_empty());
+    f.sql(&format!(
+        "UPDATE runs SET heartbeat_ms = heartbeat_ms - {} WHERE id != 'live'",
+        2 * LEASE.as_millis()
+    ));
+    let ids: Vec<String> = store
+        .interrupted(LEASE, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["stale"], "a tenant's running run whose lease expired");
+    store.heartbeat("live", &live).unwrap();
+}
+
 /// One `#[test]` per behaviour for a backend: `$open` gives a fresh
 /// `impl Fixture`.
 macro_rules! behaviour_tests {
@@ -537,6 +570,7 @@ macro_rules! behaviour_tests {
             webhook_messages_are_claimed_once_retried_when_due_and_recorded,
             rate_state_is_read_and_replaced,
             artifacts_are_held_by_runs_under_limits_and_swept_when_unheld,
+            runs_nobody_renews_are_listed_for_claiming,
         );
     };
     (@each $open:expr; $($name:ident),* $(,)?) => {
