@@ -11,12 +11,20 @@ pub struct TestCluster {
     port: u16,
     /// The `postgres` user's uid and gid, when this process is root.
     user: Option<(u32, u32)>,
+    /// Commits flushed to disk (else fsync is off, for tests' speed).
+    durable: bool,
 }
 
 impl TestCluster {
     /// Creates and starts a cluster. The server binaries are found with
     /// `pg_config --bindir` (or under `/usr/lib/postgresql/*/bin`).
     pub fn start() -> Result<Self, String> {
+        Self::start_with(false)
+    }
+
+    /// [`Self::start`]; `durable` keeps PostgreSQL's own defaults (every
+    /// commit flushed to disk), for measurements that compare stores.
+    pub fn start_with(durable: bool) -> Result<Self, String> {
         let bindir = bindir()?;
         let user =
             if is_root() {
@@ -37,6 +45,7 @@ impl TestCluster {
             bindir,
             port: 0,
             user,
+            durable,
         };
         let data = cluster.data();
         cluster.run(
@@ -126,8 +135,13 @@ impl TestCluster {
     /// Starts the server again on the same port.
     pub fn start_server(&self) -> Result<(), String> {
         let data = self.data();
+        let fast = if self.durable {
+            ""
+        } else {
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200{fast}",
             self.port,
             self.dir.display()
         );
