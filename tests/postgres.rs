@@ -137,3 +137,22 @@ fn a_server_killed_mid_run_has_its_run_taken_over_by_another() {
         (1, 1, 1)
     );
 }
+
+/// Servers on different machines share only the database: an agent
+/// uploaded to one runs on the other, which copies the component from the
+/// database (checking its digest) the first time a workflow names it.
+#[test]
+fn an_agent_uploaded_to_one_server_runs_on_another_that_shares_only_the_database() {
+    let name = format!("t{:016x}", fastrand::u64(..));
+    let db = cluster().create_database(&name).unwrap();
+    let a = serve::Serve::start_on(&db, &serve::config());
+    let b = serve::Serve::start_on(&db, &serve::config());
+    let up = a.upload(serve::ACME, "echo", &serve::bytes(support::agents::ECHO));
+    assert_eq!(up.status, 201, "{}", up.body);
+    assert_eq!(b.get("/v1/agents/echo", serve::ACME).status, 200);
+    let run = b.submit(serve::ACME, &serve::echo_workflow("echo"));
+    assert_eq!(run.status, 201, "{}", run.body);
+    let done = b.wait_run(serve::ACME, run.body["id"].as_str().unwrap());
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["steps"][1]["output"]["text"], "hi", "{done}");
+}

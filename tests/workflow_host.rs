@@ -81,6 +81,12 @@ impl corral::store::Store for SlowCache {
     fn runs(&self) -> Result<Vec<corral::store::RunRecord>, corral::store::StoreError> {
         self.inner.runs()
     }
+    fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), corral::store::StoreError> {
+        self.inner.put_component(digest, bytes)
+    }
+    fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, corral::store::StoreError> {
+        self.inner.component(digest)
+    }
     fn interrupted(
         &self,
         lease: Duration,

@@ -76,6 +76,9 @@ pub async fn upload(
     let agent = loaded
         .map_err(|e| Problem::new(Kind::InvalidAgent, format!("agent `{name}`: {}", chain(&e))))?;
     kept.map_err(|e| Problem::internal(format!("cannot keep the component: {e}")))?;
+    // In the store too: every server and worker sharing it can then load it.
+    let (store, d, b) = (st.store.clone(), digest.clone(), bytes.clone());
+    blocking(move || store.put_component(&d, &b)).await?;
     let mut info =
         serde_json::to_value(Inspection::of(&agent, st.rt.engine())).unwrap_or(Value::Null);
     if let Some(o) = info.as_object_mut() {
@@ -104,7 +107,7 @@ pub async fn upload(
 }
 
 /// Writes `bytes` to a new file in `dir`, readable by this user only, synced.
-fn write_aside(dir: &Path, bytes: &[u8]) -> std::io::Result<std::path::PathBuf> {
+pub(crate) fn write_aside(dir: &Path, bytes: &[u8]) -> std::io::Result<std::path::PathBuf> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let p = dir.join(format!(".upload-{:016x}.wasm", fastrand::u64(..)));
     let mut f = std::fs::OpenOptions::new()

@@ -82,6 +82,7 @@ impl AppState {
             tenant: tenant.clone(),
             agents: agents.into_iter().map(|a| (a.name, a.digest)).collect(),
             components: self.components.clone(),
+            store: Some(self.store.clone()),
             data_root: self.config.data_root.join(&tenant.id),
         })
     }

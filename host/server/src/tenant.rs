@@ -169,8 +169,12 @@ pub struct TenantScope {
     pub tenant: std::sync::Arc<Tenant>,
     /// Registered name → `sha256:` digest.
     pub agents: BTreeMap<String, String>,
-    /// Where registered components are kept, by digest.
+    /// Where registered components are kept, by digest: this process's
+    /// copies of what the store holds.
     pub components: PathBuf,
+    /// The store a component missing from `components` is copied from (an
+    /// upload another server sharing the database received).
+    pub store: Option<std::sync::Arc<dyn corral_store::Store>>,
     /// `<data_root>/<tenant id>`.
     pub data_root: PathBuf,
 }
@@ -221,7 +225,14 @@ impl Scope for TenantScope {
                 )));
             }
         };
-        Ok(component_path(&self.components, &digest))
+        let path = component_path(&self.components, &digest);
+        if !path.exists()
+            && let Some(store) = &self.store
+        {
+            fetch_component(store.as_ref(), &self.components, &digest, &path)
+                .map_err(|e| Refusal::invalid(format!("agent `{}`: {e}", shorten(reference))))?;
+        }
+        Ok(path)
     }
 
     fn dir(&self, host: &str) -> Result<PathBuf, Refusal> {
@@ -273,6 +284,36 @@ impl Scope for TenantScope {
 }
 
 /// Where the component with `digest` is kept.
+/// Copies the component `digest` from the store to `path`, checking that
+/// the bytes are the ones the digest names.
+fn fetch_component(
+    store: &dyn corral_store::Store,
+    dir: &Path,
+    digest: &str,
+    path: &Path,
+) -> Result<(), String> {
+    let bytes = store
+        .component(digest)
+        .map_err(|e| format!("cannot read its component from the store: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "its component `{}` is registered but not stored; upload it again",
+                shorten(digest)
+            )
+        })?;
+    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    if actual != digest {
+        return Err(format!(
+            "the store's copy of `{}` has the digest `{}`: it is damaged",
+            shorten(digest),
+            shorten(&actual)
+        ));
+    }
+    let tmp = crate::agents::write_aside(dir, &bytes)
+        .map_err(|e| format!("cannot keep its component: {e}"))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot keep its component: {e}"))
+}
+
 pub fn component_path(dir: &Path, digest: &str) -> PathBuf {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     dir.join(format!("{hex}.wasm"))
@@ -293,6 +334,7 @@ mod tests {
             }),
             agents: [("echo".to_string(), "sha256:ab".to_string())].into(),
             components: root.join("components"),
+            store: None,
             data_root: root.join("acme"),
         }
     }

@@ -292,6 +292,11 @@ pub(crate) fn agents_and_workflows_are_registered_per_tenant(f: &dyn Fixture) {
             ..w.clone()
         })
         .unwrap();
+    let wasm = b"\0asm not really".to_vec();
+    store.put_component("sha256:c", &wasm).unwrap();
+    store.put_component("sha256:c", &wasm).unwrap();
+    assert_eq!(store.component("sha256:c").unwrap(), Some(wasm));
+    assert_eq!(store.component("sha256:none").unwrap(), None);
     let listed = store.workflows("acme").unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].text, "version: 1 # new");

@@ -407,6 +407,12 @@ pub trait Store: Send + Sync {
     /// `lease` (by the store's clock), oldest first, at most `limit`: the
     /// runs a server or worker may claim and drive again.
     fn interrupted(&self, lease: Duration, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    /// Keeps an uploaded component's bytes under `digest` (once, however
+    /// many tenants register it), so that every process sharing the store
+    /// can load it.
+    fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// The component stored under `digest`, if any.
+    fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Registers (or replaces) a tenant's agent under its name.
     fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     /// A tenant's agents, by name.

@@ -358,6 +358,25 @@ impl Store for SqliteStore {
         })
     }
 
+    fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO components (digest, data, created_ms) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![digest, bytes, now_ms()]))
+            .map(drop)
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached("SELECT data FROM components WHERE digest = ?1")
+                .and_then(|mut s| s.query_row([digest], |r| r.get(0)).optional())
+                .map_err(|e| self.err(e))
+        })
+    }
+
     fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
         self.with(|conn| {
             conn.prepare_cached(

@@ -260,6 +260,31 @@ impl Store for PgStore {
         })
     }
 
+    fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let (digest, bytes) = (digest.to_owned(), bytes.to_vec());
+        self.rows(move |c| async move {
+            c.execute(
+                &format!(
+                    "INSERT INTO components (digest, data, created_ms) VALUES ($1, $2, {}) ON CONFLICT (digest) DO NOTHING",
+                    schema::NOW_MS
+                ),
+                &[&digest, &bytes],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let digest = digest.to_owned();
+        self.rows(move |c| async move {
+            let row = c
+                .query_opt("SELECT data FROM components WHERE digest = $1", &[&digest])
+                .await?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
     fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
         let a = agent.clone();
         self.rows(move |c| async move {

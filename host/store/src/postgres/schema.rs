@@ -4,7 +4,8 @@ use tokio_postgres::Client;
 
 /// The schema, one migration per entry; `corral_schema.version` counts the applied ones.
 /// Times are milliseconds since the Unix epoch by the database's clock.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     workflow TEXT NOT NULL,
@@ -139,7 +140,17 @@ CREATE TABLE artifact_chunks (
     created_ms BIGINT NOT NULL,
     PRIMARY KEY (digest, idx)
 );
-"#];
+"#,
+    // Uploaded components, by digest: every server and worker loads them
+    // from here, whatever machine received the upload.
+    r#"
+CREATE TABLE components (
+    digest TEXT PRIMARY KEY,
+    data BYTEA NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+"#,
+];
 
 /// Any key would do; this one is corral's, so that no other application's
 /// advisory lock is taken by mistake.

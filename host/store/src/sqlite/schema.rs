@@ -154,6 +154,14 @@ CREATE TABLE artifacts (
 ) WITHOUT ROWID;
 CREATE INDEX artifacts_digest ON artifacts(digest);
 "#,
+    // Uploaded components, by digest, for every process sharing the store.
+    r#"
+CREATE TABLE components (
+    digest TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
