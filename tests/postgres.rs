@@ -156,3 +156,75 @@ fn an_agent_uploaded_to_one_server_runs_on_another_that_shares_only_the_database
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["steps"][1]["output"]["text"], "hi", "{done}");
 }
+
+/// A server paused (SIGSTOP) past its lease loses the run to another; when
+/// it wakes, its late commits are refused, so the run's journal holds each
+/// step once and the other server's outcome stands.
+#[test]
+fn a_server_paused_past_its_lease_cannot_commit_when_it_wakes() {
+    let name = format!("t{:016x}", fastrand::u64(..));
+    let db = cluster().create_database(&name).unwrap();
+    let mut a = serve::Serve::start_on(&db, &serve::config());
+    let b = a.sibling();
+    let up = a.upload(serve::ACME, "latch", &serve::bytes(support::agents::LATCH));
+    assert_eq!(up.status, 201, "{}", up.body);
+    let gates = a.data("acme").join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    std::fs::write(gates.join("s1"), "").unwrap();
+    let run = a.submit(serve::ACME, serve::LATCHED);
+    let id = run.body["id"].as_str().unwrap().to_owned();
+    serve::read_events(&a, &id, None, |e| {
+        e["type"] == "call_started" && e["step"] == "s2"
+    });
+    let pid = a.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    // B takes the run over once A's lease has expired, and finishes it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while b.get(&format!("/v1/runs/{id}"), serve::ACME).body["sessions"] != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never took the run over"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::fs::write(gates.join("s2"), "").unwrap();
+    std::fs::write(gates.join("s3"), "").unwrap();
+    let done = loop {
+        let r = b.get(&format!("/v1/runs/{id}"), serve::ACME).body;
+        if r["status"] == "completed" || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(done["status"], "completed", "{done}");
+    // A wakes with s2 still in hand: whatever it tries to commit is refused.
+    signal("-CONT");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let events = serve::read_events(&b, &id, None, |_| false);
+    let count = |kind: &str, step: &str| {
+        events
+            .iter()
+            .filter(|e| e["type"] == kind && e["step"] == step)
+            .count()
+    };
+    assert_eq!(
+        (
+            count("step_completed", "s1"),
+            count("step_completed", "s2"),
+            count("step_completed", "s3")
+        ),
+        (1, 1, 1)
+    );
+    let after = b.get(&format!("/v1/runs/{id}"), serve::ACME).body;
+    assert_eq!(after["status"], "completed", "{after}");
+    assert_eq!(after["sessions"], 2, "{after}");
+    a.kill9();
+}
