@@ -3,6 +3,7 @@
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use super::schema::NOW_MS;
 use crate::{AgentRecord, Entry, FuelWindow, RunRecord, StepRecord};
@@ -121,98 +122,125 @@ fn big(n: u64) -> i64 {
     n.min(i64::MAX as u64) as i64
 }
 
-/// Appends one journal entry and applies the state it carries.
-pub(super) async fn insert_entry(c: &impl GenericClient, run: &str, e: &Entry) -> Rows<()> {
-    let s = c
-        .prepare_cached(
-            "INSERT INTO journal (run_id, at_ms, kind, step, data, blob) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .await?;
-    let blob = e.blob.as_ref().map(|b| b.0.as_str());
-    c.execute(&s, &[&run, &e.at_ms, &e.kind, &e.step, &e.data, &blob])
-        .await?;
-    if let Some((digest, bytes)) = &e.blob {
-        let s = c
-            .prepare_cached(
-                "INSERT INTO blobs (digest, data, created_ms) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING",
-            )
-            .await?;
-        c.execute(&s, &[digest, bytes, &e.at_ms]).await?;
-    }
-    if let Some(step) = &e.step_state {
-        upsert_step(c, run, step).await?;
-    }
-    if let Some((status, error)) = &e.run_state {
-        let s = c
-            .prepare_cached(
-                "UPDATE runs SET status = $2, error = $3, updated_ms = $4 WHERE id = $1",
-            )
-            .await?;
-        c.execute(&s, &[&run, &status.as_str(), error, &e.at_ms])
-            .await?;
-    }
-    if let Some(params) = &e.run_params {
-        let s = c
-            .prepare_cached("UPDATE runs SET params = $2 WHERE id = $1")
-            .await?;
-        c.execute(&s, &[&run, params]).await?;
-    }
-    if let Some((key, output, expires)) = &e.cache {
-        let s = c
-            .prepare_cached(
-                "INSERT INTO cache (key, output, created_ms, expires_ms) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (key) DO UPDATE SET output = excluded.output, created_ms = excluded.created_ms, expires_ms = excluded.expires_ms",
-            )
-            .await?;
-        c.execute(&s, &[key, output, &e.at_ms, expires]).await?;
-    }
+/// One statement and its parameters, owned so that several can be in
+/// flight at once.
+pub(super) type Write = (&'static str, Vec<Box<dyn ToSql + Sync + Send>>);
+
+/// Sends `writes` one after another without waiting for each answer
+/// (tokio-postgres pipelines concurrent queries on one connection, in the
+/// order they are first polled), then waits for all: one round trip for
+/// the lot instead of one each. The first error is the first failed write.
+pub(super) async fn apply(c: &impl GenericClient, writes: &[Write]) -> Rows<()> {
+    let sent = writes.iter().map(|(sql, params)| async move {
+        let s = c.prepare_cached(sql).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        c.execute(&s, &refs).await
+    });
+    futures::future::try_join_all(sent).await?;
     Ok(())
 }
 
-async fn upsert_step(c: &impl GenericClient, run: &str, s: &StepRecord) -> Rows<()> {
-    // A human's answer is written by `answer`, never by a driver's copy of
-    // the row: while the step waits, the stored answer is kept.
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO steps (run_id, step, status, attempts, retries, fuel_used, peak_memory_bytes, wall_time_us, output, fingerprint, cached, fallback, error, error_kind, completed_order, waiting, answer, tokens_used)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-             ON CONFLICT (run_id, step) DO UPDATE SET
-               status = excluded.status, attempts = excluded.attempts, retries = excluded.retries,
-               fuel_used = excluded.fuel_used, tokens_used = excluded.tokens_used,
-               peak_memory_bytes = excluded.peak_memory_bytes,
-               wall_time_us = excluded.wall_time_us, output = excluded.output,
-               fingerprint = excluded.fingerprint, cached = excluded.cached, fallback = excluded.fallback,
-               error = excluded.error, error_kind = excluded.error_kind,
-               completed_order = excluded.completed_order, waiting = excluded.waiting,
-               answer = CASE WHEN excluded.status IN ('waiting', 'paused') AND excluded.answer IS NULL
-                             THEN steps.answer ELSE excluded.answer END",
-        )
-        .await?;
-    c.execute(
-        &stmt,
-        &[
-            &run,
-            &s.step,
-            &s.status.as_str(),
-            &(s.attempts as i32),
-            &(s.retries as i32),
-            &big(s.fuel_used),
-            &big(s.peak_memory_bytes),
-            &big(s.wall_time_us),
-            &s.output,
-            &s.fingerprint,
-            &s.cached,
-            &s.fallback,
-            &s.error,
-            &s.error_kind,
-            &s.completed_order.map(big),
-            &opt_json(&s.waiting),
-            &opt_json(&s.answer),
-            &big(s.tokens_used),
+/// Appends one journal entry and applies the state it carries.
+pub(super) async fn insert_entry(c: &impl GenericClient, run: &str, e: &Entry) -> Rows<()> {
+    apply(c, &entry_writes(run, e)).await
+}
+
+/// The writes of one journal entry: the entry, its blob, and the step's,
+/// the run's and the cache's state it carries, in that order.
+pub(super) fn entry_writes(run: &str, e: &Entry) -> Vec<Write> {
+    fn p<T: ToSql + Sync + Send + 'static>(v: T) -> Box<dyn ToSql + Sync + Send> {
+        Box::new(v)
+    }
+    let mut w: Vec<Write> = vec![(
+        "INSERT INTO journal (run_id, at_ms, kind, step, data, blob) VALUES ($1, $2, $3, $4, $5, $6)",
+        vec![
+            p(run.to_owned()),
+            p(e.at_ms),
+            p(e.kind.clone()),
+            p(e.step.clone()),
+            p(e.data.clone()),
+            p(e.blob.as_ref().map(|b| b.0.clone())),
+        ],
+    )];
+    if let Some((digest, bytes)) = &e.blob {
+        w.push((
+            "INSERT INTO blobs (digest, data, created_ms) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING",
+            vec![p(digest.clone()), p(bytes.clone()), p(e.at_ms)],
+        ));
+    }
+    if let Some(s) = &e.step_state {
+        w.push(step_write(run, s));
+    }
+    if let Some((status, error)) = &e.run_state {
+        w.push((
+            "UPDATE runs SET status = $2, error = $3, updated_ms = $4 WHERE id = $1",
+            vec![
+                p(run.to_owned()),
+                p(status.as_str()),
+                p(error.clone()),
+                p(e.at_ms),
+            ],
+        ));
+    }
+    if let Some(params) = &e.run_params {
+        w.push((
+            "UPDATE runs SET params = $2 WHERE id = $1",
+            vec![p(run.to_owned()), p(params.clone())],
+        ));
+    }
+    if let Some((key, output, expires)) = &e.cache {
+        w.push((
+            "INSERT INTO cache (key, output, created_ms, expires_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key) DO UPDATE SET output = excluded.output, created_ms = excluded.created_ms, expires_ms = excluded.expires_ms",
+            vec![p(key.clone()), p(output.clone()), p(e.at_ms), p(*expires)],
+        ));
+    }
+    w
+}
+
+/// A human's answer is written by `answer`, never by a driver's copy of the
+/// row: while the step waits, the stored answer is kept.
+fn step_write(run: &str, s: &StepRecord) -> Write {
+    fn p<T: ToSql + Sync + Send + 'static>(v: T) -> Box<dyn ToSql + Sync + Send> {
+        Box::new(v)
+    }
+    (
+        "INSERT INTO steps (run_id, step, status, attempts, retries, fuel_used, peak_memory_bytes, wall_time_us, output, fingerprint, cached, fallback, error, error_kind, completed_order, waiting, answer, tokens_used)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+         ON CONFLICT (run_id, step) DO UPDATE SET
+           status = excluded.status, attempts = excluded.attempts, retries = excluded.retries,
+           fuel_used = excluded.fuel_used, tokens_used = excluded.tokens_used,
+           peak_memory_bytes = excluded.peak_memory_bytes,
+           wall_time_us = excluded.wall_time_us, output = excluded.output,
+           fingerprint = excluded.fingerprint, cached = excluded.cached, fallback = excluded.fallback,
+           error = excluded.error, error_kind = excluded.error_kind,
+           completed_order = excluded.completed_order, waiting = excluded.waiting,
+           answer = CASE WHEN excluded.status IN ('waiting', 'paused') AND excluded.answer IS NULL
+                         THEN steps.answer ELSE excluded.answer END",
+        vec![
+            p(run.to_owned()),
+            p(s.step.clone()),
+            p(s.status.as_str()),
+            p(s.attempts as i32),
+            p(s.retries as i32),
+            p(big(s.fuel_used)),
+            p(big(s.peak_memory_bytes)),
+            p(big(s.wall_time_us)),
+            p(s.output.clone()),
+            p(s.fingerprint.clone()),
+            p(s.cached),
+            p(s.fallback.clone()),
+            p(s.error.clone()),
+            p(s.error_kind.clone()),
+            p(s.completed_order.map(big)),
+            p(opt_json(&s.waiting)),
+            p(opt_json(&s.answer)),
+            p(big(s.tokens_used)),
         ],
     )
-    .await?;
-    Ok(())
 }
 
 /// The columns `step_row` reads, in its order.

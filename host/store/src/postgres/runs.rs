@@ -164,27 +164,37 @@ impl Store for PgStore {
             let tx = c.transaction().await?;
             // A driver whose lease was taken or fenced off by a cancel
             // writes nothing more: the epoch is the fencing token, and the
-            // row stays locked until this transaction ends.
-            let s = tx
+            // row stays locked until this transaction ends. The check and
+            // the writes go out together (one round trip); if the check
+            // finds no lease, the transaction is dropped, undoing them.
+            let check = tx
                 .prepare_cached(
                     "SELECT 1 FROM runs WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE",
                 )
                 .await?;
-            if tx.query_opt(&s, &[&id, &owner, &epoch]).await?.is_none() {
-                return Ok(true);
-            }
-            for e in &entries {
-                insert_entry(&tx, &id, e).await?;
-            }
+            let mut writes: Vec<rows::Write> = entries
+                .iter()
+                .flat_map(|e| rows::entry_writes(&id, e))
+                .collect();
             // One update of the run's row per batch, not one per call.
             let charge: i64 = entries.iter().map(|e| e.fuel_charge).sum();
             if charge != 0 {
-                let s = tx
-                    .prepare_cached(
-                        "UPDATE runs SET fuel_charged = greatest(0, fuel_charged + $2) WHERE id = $1",
-                    )
-                    .await?;
-                tx.execute(&s, &[&id, &charge]).await?;
+                writes.push((
+                    "UPDATE runs SET fuel_charged = greatest(0, fuel_charged + $2) WHERE id = $1",
+                    vec![Box::new(id.clone()), Box::new(charge)],
+                ));
+            }
+            let (held, ()) = futures::future::try_join(
+                async {
+                    tx.query_opt(&check, &[&id, &owner, &epoch])
+                        .await
+                        .map_err(RowError::from)
+                },
+                rows::apply(&tx, &writes),
+            )
+            .await?;
+            if held.is_none() {
+                return Ok(true);
             }
             tx.commit().await?;
             Ok(false)
