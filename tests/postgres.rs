@@ -228,3 +228,34 @@ fn a_server_paused_past_its_lease_cannot_commit_when_it_wakes() {
     assert_eq!(after["sessions"], 2, "{after}");
     a.kill9();
 }
+
+/// PostgreSQL restarts while a run waits mid-step: the run's process keeps
+/// its lease through the outage (the journal tries the store again, within
+/// the lease), reconnects, and finishes with every step committed once.
+#[test]
+fn a_database_restart_mid_run_is_ridden_out() {
+    // A cluster of its own (the shared one must not stop under other
+    // tests) that flushes every commit, since it is stopped as by a crash.
+    let own = TestCluster::start_with(true).unwrap_or_else(|e| panic!("{e}"));
+    let env = Env::on_postgres(own.create_database("restart").unwrap());
+    env.open_gates(&["s1"]);
+    let wf = env.workflow("latched.yaml", LATCHED);
+    let child = env
+        .command(&["run", &wf, "--json", "--run-id", "r"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_for("r", "s2 started", |j| count(j, "call_started", "s2") >= 1);
+    own.stop().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    own.start_server().unwrap();
+    env.open_gates(SLOW_STEPS);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let j = env.journal("r");
+    for s in SLOW_STEPS {
+        assert_eq!(count(&j, "step_completed", s), 1, "{s}");
+    }
+    assert_eq!(resumes(&j), 0, "one session rode it out");
+}

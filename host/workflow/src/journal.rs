@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use corral_runtime::digest::digest;
-use corral_store::{Entry, HEARTBEAT, Lease, RunState, StepRecord, Store};
+use corral_store::{Entry, HEARTBEAT, LEASE, Lease, RunState, StepRecord, Store, StoreError};
 
 use super::events::Event;
 use super::step_state::StepMachine;
@@ -24,6 +24,9 @@ use super::step_state::StepMachine;
 /// Most entries in one transaction: whatever queued up while the previous
 /// transaction committed goes into the next (group commit).
 const BATCH: usize = 4096;
+/// How long the journal keeps trying a store that is unavailable: well
+/// within the lease, so that no other process can have taken the run.
+const PATIENCE: Duration = Duration::from_millis(LEASE.as_millis() as u64 * 6 / 10);
 
 enum Msg {
     Event(Box<Event>, i64),
@@ -243,7 +246,8 @@ impl Writer {
             }
             if !batch.is_empty()
                 && self.error.get().is_none()
-                && let Err(e) = self.store.commit(&self.run_id, &self.lease, &batch)
+                && let Err(e) =
+                    self.patiently(|| self.store.commit(&self.run_id, &self.lease, &batch))
             {
                 self.fail(format!("cannot write the journal: {e}"));
             }
@@ -270,8 +274,26 @@ impl Writer {
         self.cancel.cancel();
     }
 
+    /// Runs `f`, again while the store is busy or unreachable (a database
+    /// restarting, a dropped connection), with backoff for at most
+    /// [`PATIENCE`]: past that the lease may be someone else's.
+    fn patiently<T>(&self, f: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match f() {
+                Err(e @ StoreError::Busy { .. }) if start.elapsed() + pause < PATIENCE => {
+                    tracing::warn!(run = %self.run_id, "the store is unavailable, trying again: {e}");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn heartbeat(&self) {
-        match self.store.heartbeat(&self.run_id, &self.lease) {
+        match self.patiently(|| self.store.heartbeat(&self.run_id, &self.lease)) {
             Ok(0) => {}
             Ok(flag) => {
                 if flag == 2 {
