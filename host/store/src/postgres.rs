@@ -52,7 +52,14 @@ impl PgStore {
             path: shown.clone(),
             source: e.into(),
         };
-        let config: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("{e}")))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("{e}")))?;
+        // Bounds on waiting, so that a process paused or cut off inside a
+        // transaction cannot hold a run's row (and its takeover) for long:
+        // the server ends such a session, and a lock wait gives up as busy.
+        let given = config.get_options().unwrap_or_default().to_owned();
+        config.options(format!(
+            "{given} -c lock_timeout=5000 -c idle_in_transaction_session_timeout=5000 -c statement_timeout=60000"
+        ).trim());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("corral-postgres")
@@ -73,11 +80,13 @@ impl PgStore {
             .create_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| bad(format!("{e}")))?;
+        let uploads = private_uploads()
+            .map_err(|e| bad(format!("cannot make a directory for uploads: {e}")))?;
         let store = PgStore {
             pool,
             shown,
             rt: Some(rt),
-            uploads: std::env::temp_dir().join("corral-uploads"),
+            uploads,
         };
         let shown = store.shown.clone();
         store.block(|mut c| async move {
@@ -140,8 +149,18 @@ impl PgStore {
     }
 }
 
+/// A directory of this store's own (0700) where uploads wait as files
+/// until they are copied into chunks.
+fn private_uploads() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let dir = std::env::temp_dir().join(format!("corral-uploads-{:016x}", fastrand::u64(..)));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
 impl Drop for PgStore {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.uploads);
         // Dropping a runtime may block, which a tokio worker must not do.
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
@@ -149,8 +168,16 @@ impl Drop for PgStore {
     }
 }
 
-/// `url` with any password replaced, fit for messages and logs.
+/// `url` with any password replaced, fit for messages and logs; for a
+/// `key=value` connection string, its `password=` is dropped.
 fn redact(url: &str) -> String {
+    if !url.contains("://") {
+        return url
+            .split_whitespace()
+            .filter(|kv| !kv.starts_with("password="))
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let userinfo = &url[s + 3..at];

@@ -116,14 +116,16 @@ pub(super) async fn record(
         }));
     }
     let at = now(&tx).await?;
-    let stored: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM artifact_chunks WHERE digest = $1)",
-            &[&new.digest],
+    // Renewed first, so that a concurrent `gc` sees the bytes as fresh (it
+    // waits for this lock, then finds them young); none renewed means
+    // none stored, or just swept: write them.
+    let renewed = tx
+        .execute(
+            "UPDATE artifact_chunks SET created_ms = $2 WHERE digest = $1",
+            &[&new.digest, &at],
         )
-        .await?
-        .try_get(0)?;
-    if !stored {
+        .await?;
+    if renewed == 0 {
         let insert = tx
             .prepare_cached(
                 "INSERT INTO artifact_chunks (digest, idx, data, created_ms) VALUES ($1, $2, $3, $4)
@@ -143,13 +145,6 @@ pub(super) async fn record(
                 break;
             }
         }
-    } else {
-        // Renewed, so that a concurrent `gc` sees the bytes as fresh.
-        tx.execute(
-            "UPDATE artifact_chunks SET created_ms = $2 WHERE digest = $1",
-            &[&new.digest, &at],
-        )
-        .await?;
     }
     let s = tx
         .prepare_cached(&format!(
@@ -187,7 +182,7 @@ pub(super) async fn read(
         return Ok(Vec::new());
     }
     let first = (offset / CHUNK as u64).min(i32::MAX as u64) as i32;
-    let last = ((offset + max as u64 - 1) / CHUNK as u64).min(i32::MAX as u64) as i32;
+    let last = (offset.saturating_add(max as u64 - 1) / CHUNK as u64).min(i32::MAX as u64) as i32;
     let s = c
         .prepare_cached(
             "SELECT idx, data FROM artifact_chunks WHERE digest = $1 AND idx BETWEEN $2 AND $3 ORDER BY idx",

@@ -167,7 +167,7 @@ pub(super) fn entry_writes(run: &str, e: &Entry) -> Vec<Write> {
     )];
     if let Some((digest, bytes)) = &e.blob {
         w.push((
-            "INSERT INTO blobs (digest, data, created_ms) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING",
+            "INSERT INTO blobs (digest, data, created_ms) VALUES ($1, $2, $3) ON CONFLICT (digest) DO UPDATE SET created_ms = excluded.created_ms",
             vec![p(digest.clone()), p(bytes.clone()), p(e.at_ms)],
         ));
     }

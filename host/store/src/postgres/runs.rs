@@ -160,18 +160,22 @@ impl Store for PgStore {
     fn commit(&self, run: &str, lease: &Lease, entries: &[Entry]) -> Result<(), StoreError> {
         let (id, owner, epoch) = (run.to_owned(), lease.owner.encode(), lease.epoch);
         let entries = entries.to_vec();
-        let lost = self.rows(move |mut c| async move {
-            let tx = c.transaction().await?;
+        let shown = self.shown.clone();
+        self.block(move |mut c| async move {
+            let sql = |e: tokio_postgres::Error| sql_error(&shown, e);
+            let tx = c.transaction().await.map_err(sql)?;
             // A driver whose lease was taken or fenced off by a cancel
             // writes nothing more: the epoch is the fencing token, and the
-            // row stays locked until this transaction ends. The check and
-            // the writes go out together (one round trip); if the check
-            // finds no lease, the transaction is dropped, undoing them.
+            // run's row stays locked until this transaction ends. The check
+            // and the writes go out together (one round trip); a check that
+            // finds no lease divides by zero, which aborts the transaction
+            // before any write runs (no write then takes a lock either).
             let check = tx
                 .prepare_cached(
-                    "SELECT 1 FROM runs WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE",
+                    "SELECT 1 / (SELECT count(*) FROM (SELECT 1 FROM runs WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE) held)::int",
                 )
-                .await?;
+                .await
+                .map_err(sql)?;
             let mut writes: Vec<rows::Write> = entries
                 .iter()
                 .flat_map(|e| rows::entry_writes(&id, e))
@@ -184,25 +188,31 @@ impl Store for PgStore {
                     vec![Box::new(id.clone()), Box::new(charge)],
                 ));
             }
-            let (held, ()) = futures::future::try_join(
+            let sent = futures::future::try_join(
                 async {
-                    tx.query_opt(&check, &[&id, &owner, &epoch])
+                    tx.query_one(&check, &[&id, &owner, &epoch])
                         .await
                         .map_err(RowError::from)
                 },
                 rows::apply(&tx, &writes),
             )
-            .await?;
-            if held.is_none() {
-                return Ok(true);
+            .await;
+            match sent {
+                Ok(_) => {}
+                Err(RowError::Sql(e))
+                    if e.code() == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO) =>
+                {
+                    return Err(StoreError::LeaseLost(id.clone()));
+                }
+                Err(e) => return Err(row_error(&shown, e)),
             }
-            tx.commit().await?;
-            Ok(false)
-        })?;
-        if lost {
-            return Err(StoreError::LeaseLost(run.into()));
-        }
-        Ok(())
+            // A connection lost during COMMIT leaves the outcome unknown:
+            // not `Busy`, so that nobody writes the batch a second time.
+            tx.commit().await.map_err(|e| StoreError::Backend {
+                path: shown.clone(),
+                source: format!("the commit's outcome is unknown (the connection failed during COMMIT): {e}").into(),
+            })
+        })
     }
 
     fn run(&self, run: &str) -> Result<RunRecord, StoreError> {
@@ -730,54 +740,58 @@ impl Store for PgStore {
 
 /// Deletes finished runs last updated before `before_ms` (unless a live
 /// process is retrying one), their entries, and what nothing uses any more.
+/// The runs are chosen once and locked, so that a claim racing `gc` waits
+/// and then finds the run gone rather than half deleted.
 async fn gc(tx: &impl GenericClient, before_ms: i64, at: i64) -> Rows<GcStats> {
     let mut stats = GcStats::default();
+    // A large store may take longer than any one request should.
+    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
     let stale = at - crate::LEASE.as_millis() as i64;
-    let finished = format!(
-        "SELECT id FROM runs WHERE status IN ('completed', 'degraded', 'failed', 'fuel_exhausted', 'cancelled') AND updated_ms < $1 AND (owner IS NULL OR heartbeat_ms < {stale})"
-    );
-    let run = |sql: String| async move { tx.execute(sql.as_str(), &[&before_ms]).await };
-    stats.journal_entries =
-        run(format!("DELETE FROM journal WHERE run_id IN ({finished})")).await?;
-    run(format!("DELETE FROM steps WHERE run_id IN ({finished})")).await?;
-    run(format!(
-        "DELETE FROM run_definitions WHERE run_id IN ({finished})"
-    ))
-    .await?;
+    let ids: Vec<String> = tx
+        .query(
+            "SELECT id FROM runs WHERE status IN ('completed', 'degraded', 'failed', 'fuel_exhausted', 'cancelled')
+               AND updated_ms < $1 AND (owner IS NULL OR heartbeat_ms < $2)
+             FOR UPDATE SKIP LOCKED",
+            &[&before_ms, &stale],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let run = |sql: &'static str| {
+        let ids = &ids;
+        async move { tx.execute(sql, &[ids]).await }
+    };
+    stats.journal_entries = run("DELETE FROM journal WHERE run_id = ANY($1)").await?;
+    run("DELETE FROM steps WHERE run_id = ANY($1)").await?;
+    run("DELETE FROM run_definitions WHERE run_id = ANY($1)").await?;
     // A finished run's webhook messages go with it, unless one is still
     // being delivered.
-    let settled = format!(
-        "SELECT m.id FROM webhook_messages m WHERE m.state != 'pending' AND m.run_id IN ({finished})"
-    );
-    run(format!(
-        "DELETE FROM webhook_attempts WHERE message_id IN ({settled})"
-    ))
+    run("DELETE FROM webhook_attempts WHERE message_id IN (
+           SELECT id FROM webhook_messages WHERE state != 'pending' AND run_id = ANY($1))")
     .await?;
-    run(format!(
-        "DELETE FROM webhook_messages WHERE id IN ({settled})"
-    ))
-    .await?;
+    run("DELETE FROM webhook_messages WHERE state != 'pending' AND run_id = ANY($1)").await?;
     // Its hold on artifacts too; the chunks go below once no run holds them.
-    run(format!(
-        "DELETE FROM artifacts WHERE run_id IN ({finished})"
-    ))
-    .await?;
-    stats.runs = run(format!("DELETE FROM runs WHERE id IN ({finished})")).await?;
+    run("DELETE FROM artifacts WHERE run_id = ANY($1)").await?;
+    stats.runs = run("DELETE FROM runs WHERE id = ANY($1)").await?;
     stats.cache_entries = tx
         .execute(
             "DELETE FROM cache WHERE expires_ms IS NOT NULL AND expires_ms <= $1",
             &[&at],
         )
         .await?;
+    // Only blobs a minute old: a commit in flight may be about to name a
+    // newer one (a blob stored again is renewed, under its row lock).
     let r = tx
         .query_one(
             "WITH gone AS (
                 DELETE FROM blobs b
-                WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.blob = b.digest)
+                WHERE b.created_ms < $1
+                  AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.blob = b.digest)
                   AND NOT EXISTS (SELECT 1 FROM cache c WHERE c.output = b.digest)
                 RETURNING length(data) AS n)
              SELECT count(*)::bigint, coalesce(sum(n), 0)::bigint FROM gone",
-            &[],
+            &[&(at - 60_000)],
         )
         .await?;
     stats.blobs = r.try_get::<_, i64>(0)?.max(0) as u64;

@@ -109,6 +109,10 @@ fn a_password_never_shows_in_messages() {
         redact("postgres://corral:s3cret@db.internal:5432/corral"),
         "postgres://corral@db.internal:5432/corral"
     );
+    assert_eq!(
+        redact("host=db.internal password=s3cret user=corral"),
+        "host=db.internal user=corral"
+    );
     let err = PgStore::connect("postgres://u:s3cret@127.0.0.1:1/none")
         .err()
         .unwrap();
