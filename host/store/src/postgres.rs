@@ -39,7 +39,8 @@ pub struct PgStore {
     /// The URL without its password, for messages.
     shown: String,
     rt: Option<tokio::runtime::Runtime>,
-    /// Where uploads wait, as files, until they are copied into chunks.
+    /// Where uploads wait, as files, until they are copied into chunks
+    /// (see [`private_uploads`]).
     uploads: PathBuf,
 }
 
@@ -80,8 +81,8 @@ impl PgStore {
             .create_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| bad(format!("{e}")))?;
-        let uploads = private_uploads()
-            .map_err(|e| bad(format!("cannot make a directory for uploads: {e}")))?;
+        let uploads =
+            std::env::temp_dir().join(format!("corral-uploads-{:016x}", fastrand::u64(..)));
         let store = PgStore {
             pool,
             shown,
@@ -149,13 +150,15 @@ impl PgStore {
     }
 }
 
-/// A directory of this store's own (0700) where uploads wait as files
-/// until they are copied into chunks.
-fn private_uploads() -> std::io::Result<PathBuf> {
+/// Makes `dir`, this store's own (0700), where uploads wait as files until
+/// they are copied into chunks; made on the first upload, since most
+/// processes never upload.
+fn private_uploads(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
-    let dir = std::env::temp_dir().join(format!("corral-uploads-{:016x}", fastrand::u64(..)));
-    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-    Ok(dir)
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
 }
 
 impl Drop for PgStore {

@@ -501,6 +501,10 @@ impl Store for PgStore {
     }
 
     fn artifact_upload(&self) -> Result<ArtifactUpload, StoreError> {
+        super::private_uploads(&self.uploads).map_err(|e| StoreError::Backend {
+            path: self.uploads.display().to_string(),
+            source: format!("cannot make a directory for uploads: {e}").into(),
+        })?;
         ArtifactUpload::create(&self.uploads)
     }
 
