@@ -1,8 +1,8 @@
-//! What every backend decides the same way: whether a step may take a human's answer, and the entries an answer and a cancel write.
+//! What every backend decides the same way: whether a step may take a human's answer, the entries an answer and a cancel write, and whether an artifact fits its run's and tenant's storage.
 
 use serde_json::Value;
 
-use crate::{Entry, RunRecord, RunState, StepRecord, StoreError};
+use crate::{ArtifactLimits, ArtifactRefusal, Entry, RunRecord, RunState, StepRecord, StoreError};
 
 /// The step row an answer may be written to, or why not: the step must
 /// wait for a human, unanswered, before its deadline, in a run not finished.
@@ -77,4 +77,28 @@ pub(crate) fn cancel_entry() -> Entry {
                 .into(),
         )
     }
+}
+
+/// Whether `size` more bytes fit beside what the run and its tenant hold.
+pub(crate) fn artifact_fits(
+    size: u64,
+    run_used: u64,
+    tenant_used: u64,
+    limits: ArtifactLimits,
+) -> Result<(), ArtifactRefusal> {
+    if run_used.saturating_add(size) > limits.run {
+        return Err(ArtifactRefusal::Run {
+            used: run_used,
+            size,
+            limit: limits.run,
+        });
+    }
+    if tenant_used.saturating_add(size) > limits.tenant {
+        return Err(ArtifactRefusal::Tenant {
+            used: tenant_used,
+            size,
+            limit: limits.tenant,
+        });
+    }
+    Ok(())
 }

@@ -101,19 +101,8 @@ pub(super) async fn record(
          WHERE r.tenant = (SELECT tenant FROM runs WHERE id = $1)",
     )
     .await?;
-    if run_used.saturating_add(new.size) > limits.run {
-        return Ok(Err(ArtifactRefusal::Run {
-            used: run_used,
-            size: new.size,
-            limit: limits.run,
-        }));
-    }
-    if tenant_used.saturating_add(new.size) > limits.tenant {
-        return Ok(Err(ArtifactRefusal::Tenant {
-            used: tenant_used,
-            size: new.size,
-            limit: limits.tenant,
-        }));
+    if let Err(refusal) = crate::rules::artifact_fits(new.size, run_used, tenant_used, limits) {
+        return Ok(Err(refusal));
     }
     let at = now(&tx).await?;
     // Renewed first, so that a concurrent `gc` sees the bytes as fresh (it

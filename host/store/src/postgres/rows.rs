@@ -5,6 +5,7 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::big;
 use super::schema::NOW_MS;
 use crate::{AgentRecord, Entry, FuelWindow, RunRecord, StepRecord};
 
@@ -118,10 +119,6 @@ fn opt_json(v: &Option<Value>) -> Option<String> {
     v.as_ref().map(|v| v.to_string())
 }
 
-fn big(n: u64) -> i64 {
-    n.min(i64::MAX as u64) as i64
-}
-
 /// One statement and its parameters, owned so that several can be in
 /// flight at once.
 pub(super) type Write = (&'static str, Vec<Box<dyn ToSql + Sync + Send>>);
@@ -143,6 +140,11 @@ pub(super) async fn apply(c: &impl GenericClient, writes: &[Write]) -> Rows<()> 
     Ok(())
 }
 
+/// One owned parameter of a [`Write`].
+fn p<T: ToSql + Sync + Send + 'static>(v: T) -> Box<dyn ToSql + Sync + Send> {
+    Box::new(v)
+}
+
 /// Appends one journal entry and applies the state it carries.
 pub(super) async fn insert_entry(c: &impl GenericClient, run: &str, e: &Entry) -> Rows<()> {
     apply(c, &entry_writes(run, e)).await
@@ -151,9 +153,6 @@ pub(super) async fn insert_entry(c: &impl GenericClient, run: &str, e: &Entry) -
 /// The writes of one journal entry: the entry, its blob, and the step's,
 /// the run's and the cache's state it carries, in that order.
 pub(super) fn entry_writes(run: &str, e: &Entry) -> Vec<Write> {
-    fn p<T: ToSql + Sync + Send + 'static>(v: T) -> Box<dyn ToSql + Sync + Send> {
-        Box::new(v)
-    }
     let mut w: Vec<Write> = vec![(
         "INSERT INTO journal (run_id, at_ms, kind, step, data, blob) VALUES ($1, $2, $3, $4, $5, $6)",
         vec![
@@ -204,9 +203,6 @@ pub(super) fn entry_writes(run: &str, e: &Entry) -> Vec<Write> {
 /// A human's answer is written by `answer`, never by a driver's copy of the
 /// row: while the step waits, the stored answer is kept.
 fn step_write(run: &str, s: &StepRecord) -> Write {
-    fn p<T: ToSql + Sync + Send + 'static>(v: T) -> Box<dyn ToSql + Sync + Send> {
-        Box::new(v)
-    }
     (
         "INSERT INTO steps (run_id, step, status, attempts, retries, fuel_used, peak_memory_bytes, wall_time_us, output, fingerprint, cached, fallback, error, error_kind, completed_order, waiting, answer, tokens_used)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)

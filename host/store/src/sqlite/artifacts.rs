@@ -70,19 +70,8 @@ pub(super) fn record(
         |r| r.get(0),
     )?;
     let (run_used, tenant_used) = (run_used as u64, tenant_used as u64);
-    if run_used.saturating_add(new.size) > limits.run {
-        return Ok(Err(ArtifactRefusal::Run {
-            used: run_used,
-            size: new.size,
-            limit: limits.run,
-        }));
-    }
-    if tenant_used.saturating_add(new.size) > limits.tenant {
-        return Ok(Err(ArtifactRefusal::Tenant {
-            used: tenant_used,
-            size: new.size,
-            limit: limits.tenant,
-        }));
+    if let Err(refusal) = crate::rules::artifact_fits(new.size, run_used, tenant_used, limits) {
+        return Ok(Err(refusal));
     }
     place().map_err(Failure::Store)?;
     tx.execute(
