@@ -11,7 +11,8 @@
 //! - `ledger/none`, `ledger/tenant` and `ledger/tenant+fair`: a journaled
 //!   100-step chain in process, without a tenant, with the tenant's fuel
 //!   ledger (a store reservation and settlement per call), and with the
-//!   ledger and fair admission to call slots as `corral serve` runs it.
+//!   ledger, fair admission to call slots and the tenant's call slots
+//!   shared through the store, as `corral serve` runs it.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
@@ -29,6 +30,7 @@ use corral::workflow::{source, validate::validate};
 use corral::{Runtime, RuntimeConfig};
 use corral_server::fair::{Fair, TenantAdmission};
 use corral_server::quota::TenantFuel;
+use corral_server::shared_calls::SharedCalls;
 use corral_server::tenant::{Quota, Tenant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
@@ -239,12 +241,15 @@ fn api_vs_cli(c: &mut Criterion) {
     g.finish();
 }
 
+/// The process's fair slots and the tenant's slots shared through the store.
+type Admission = (Arc<Fair>, Arc<SharedCalls>);
+
 /// One journaled run of `w`, with the tenant's ledger and admission when given.
 async fn run_journaled(
     rt: &Arc<Runtime>,
     w: &Arc<Workflow>,
     store: &Arc<dyn Store>,
-    tenant: Option<(&Arc<Tenant>, Option<&Arc<Fair>>)>,
+    tenant: Option<(&Arc<Tenant>, Option<&Admission>)>,
 ) {
     let params = resolve_params(w, &[]).unwrap();
     let run_id = format!("bench-{:016x}", fastrand::u64(..));
@@ -255,11 +260,12 @@ async fn run_journaled(
     opts.journal = Some(journal.clone());
     if let Some((t, fair)) = tenant {
         opts.ledger = Some(Arc::new(TenantFuel::new(store.clone(), t.clone())));
-        opts.admission = fair.map(|f| {
+        opts.admission = fair.map(|(f, shared)| {
             Arc::new(TenantAdmission {
                 fair: f.clone(),
                 tenant: t.id.clone(),
                 waits: None,
+                shared: Some(shared.clone()),
             }) as _
         });
     }
@@ -296,9 +302,12 @@ fn ledger(c: &mut Criterion) {
         },
         webhooks: Vec::new(),
     });
-    let fair = Fair::new(
-        rt.config().engine.max_instances as usize,
-        HashMap::from([("bench".to_string(), 4)]),
+    let fair = (
+        Fair::new(
+            rt.config().engine.max_instances as usize,
+            HashMap::from([("bench".to_string(), 4)]),
+        ),
+        SharedCalls::new(store.clone(), "bench", 4),
     );
 
     let mut g = c.benchmark_group("ledger");

@@ -9,6 +9,7 @@ mod support;
 
 use std::sync::OnceLock;
 
+use corral::store::Store as _;
 use corral::store::postgres::cluster::TestCluster;
 use durable::*;
 use serde_json::Value;
@@ -258,4 +259,274 @@ fn a_database_restart_mid_run_is_ridden_out() {
         assert_eq!(count(&j, "step_completed", s), 1, "{s}");
     }
     assert_eq!(resumes(&j), 0, "one session rode it out");
+}
+
+const APPROVAL: &str = "version: 1\nname: gated\nagents:\n  echo: { component: echo }\nsteps:\n  - { id: draft, agent: echo, input: { text: $params.text } }\n  - id: sign_off\n    approval:\n      prompt: Ship it?\n      schema: { type: object, properties: { approver: { type: string } }, required: [approver] }\n    input: { text: $steps.draft.output.text }\n  - { id: ship, agent: echo, depends_on: [sign_off], input: { text: $steps.draft.output.text } }\nparams:\n  text: { type: string }\n";
+
+/// Servers that only submit (`serve --submit-only`) leave every run to the
+/// workers on the same database: each run is claimed by one worker, driven
+/// once, and an approval answered through either server wakes the run for
+/// a worker to finish.
+#[test]
+fn servers_that_only_submit_leave_runs_and_answered_approvals_to_workers() {
+    let name = format!("t{:016x}", fastrand::u64(..));
+    let db = cluster().create_database(&name).unwrap();
+    let a = serve::Serve::start_on_with(&db, &serve::config(), &["--submit-only"]);
+    let b = a.sibling();
+    let up = a.upload(serve::ACME, "echo", &serve::bytes(support::agents::ECHO));
+    assert_eq!(up.status, 201, "{}", up.body);
+    // Submitted before any worker exists: nothing drives them yet.
+    let ids: Vec<String> = (0..8)
+        .map(|i| {
+            let s = if i % 2 == 0 { &a } else { &b };
+            let r = s.submit(serve::ACME, &serve::echo_chain(3));
+            assert_eq!(r.status, 201, "{}", r.body);
+            assert_eq!(r.body["status"], "queued", "{}", r.body);
+            r.body["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let still = a.get(&format!("/v1/runs/{}", ids[0]), serve::ACME).body;
+    assert_eq!(still["status"], "queued", "no process drives it: {still}");
+    let workers: Vec<_> = (0..3).map(|_| a.worker(2)).collect();
+    for id in &ids {
+        let done = a.wait_run(serve::ACME, id);
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["sessions"], 1, "claimed once: {done}");
+        let events = serve::read_events(&b, id, None, |_| false);
+        let started = events.iter().filter(|e| e["type"] == "run_started").count();
+        assert_eq!(started, 1, "{id}");
+    }
+    let r = a.post(
+        "/v1/runs",
+        serve::ACME,
+        &serde_json::json!({"workflow": APPROVAL, "params": {"text": "ship"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let waiting = a.wait_run(serve::ACME, &id);
+    assert_eq!(waiting["status"], "waiting", "{waiting}");
+    let answer = b.post(
+        &format!("/v1/runs/{id}/steps/sign_off/approve"),
+        serve::ACME,
+        &serde_json::json!({"input": {"approver": "ana"}}),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let done = a.wait_run(serve::ACME, &id);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["sessions"], 2, "{done}");
+    drop(workers);
+}
+
+/// One tenant's fuel window is shared by every process: two servers and
+/// three workers draw on it together, and all of them together never spend
+/// more than the window's limit, though each alone could have.
+#[test]
+fn a_tenants_fuel_window_holds_across_two_servers_and_three_workers() {
+    let name = format!("t{:016x}", fastrand::u64(..));
+    let db = cluster().create_database(&name).unwrap();
+    let a = serve::Serve::start_on(&db, &serve::config());
+    let b = a.sibling_with(&["--submit-only"]);
+    let _workers: Vec<_> = (0..3).map(|_| a.worker(4)).collect();
+    let up = a.upload(serve::METERED, "echo", &serve::bytes(support::agents::ECHO));
+    assert_eq!(up.status, 201, "{}", up.body);
+    // `metered` has 100K fuel per hour; each run of 4 echo steps uses about
+    // 48K, so the window holds about two runs. `a` drives what it is given,
+    // `b` queues its runs for the workers (or for `a`, which claims too).
+    let mut ids = Vec::new();
+    let mut refused = 0;
+    for i in 0..12 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        let r = s.submit(serve::METERED, &serve::echo_chain(4));
+        match r.status {
+            201 => ids.push(r.body["id"].as_str().unwrap().to_owned()),
+            429 => refused += 1,
+            other => panic!("{other}: {}", r.body),
+        }
+    }
+    let mut used = 0;
+    let mut exhausted = 0;
+    for id in &ids {
+        let done = a.wait_run(serve::METERED, id);
+        used += done["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["fuel_used"].as_u64().unwrap())
+            .sum::<u64>();
+        exhausted += usize::from(done["status"] != "completed");
+    }
+    assert!(
+        used <= 100_000,
+        "the processes together used {used} of 100K"
+    );
+    assert!(
+        refused + exhausted > 0,
+        "12 runs of ~48K fit a 100K window: {used} used"
+    );
+}
+
+/// 10 branches of 20 chained `latch` steps, 4 at a time, each burning fuel
+/// for a while so that a process can be killed mid-step.
+fn wide_workflow(burn: u64) -> String {
+    let mut s = String::from(
+        "version: 1\nname: wide\nbudget: { max_concurrency: 4 }\nagents:\n  latch: { component: latch, grants: { dirs: [ { host: gates, guest: /gates } ] } }\nsteps:\n",
+    );
+    for b in 0..10 {
+        for i in 0..20 {
+            let text = if i == 0 {
+                format!("b{b}")
+            } else {
+                format!("$steps.b{b}s{}.output.text", i - 1)
+            };
+            s.push_str(&format!(
+                "  - {{ id: b{b}s{i}, agent: latch, input: {{ text: {text}, mark: '.{i}', burn: {burn} }} }}\n"
+            ));
+        }
+    }
+    s.push_str("outputs:\n");
+    for b in 0..10 {
+        s.push_str(&format!("  b{b}: $steps.b{b}s19.output\n"));
+    }
+    s
+}
+
+/// Rounds of `latch`'s burn per step (about 10 fuel each).
+const BURN: u64 = 2_000_000;
+
+/// Three workers drive a 200-step run with parallel branches; whichever
+/// drives it is killed (SIGKILL) mid-step 20 times and started again. The
+/// run completes, each step is committed exactly once, and its outputs are
+/// those of the same run driven with no kill.
+#[test]
+fn a_200_step_run_survives_20_kills_of_its_worker_with_each_step_committed_once() {
+    let name = format!("t{:016x}", fastrand::u64(..));
+    let db = cluster().create_database(&name).unwrap();
+    let a = serve::Serve::start_on_with(&db, &serve::config(), &["--submit-only"]);
+    let up = a.upload(serve::ACME, "latch", &serve::bytes(support::agents::LATCH));
+    assert_eq!(up.status, 201, "{}", up.body);
+    std::fs::create_dir_all(a.data("acme").join("gates")).unwrap();
+    let wf = wide_workflow(BURN);
+    let mut workers: Vec<serve::Worker> = (0..3).map(|_| a.worker(1)).collect();
+    let submit = || {
+        let r = a.submit(serve::ACME, &wf);
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["id"].as_str().unwrap().to_owned()
+    };
+    let calm = a.wait_run(serve::ACME, &submit());
+    assert_eq!(calm["status"], "completed", "{}", calm["error"]);
+
+    let id = submit();
+    let store = corral::store::PgStore::connect(&db).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let (mut kills, mut committed) = (0, 0);
+    while kills < 20 {
+        assert!(std::time::Instant::now() < deadline, "{kills} kills so far");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let rec = store.run(&id).unwrap();
+        assert!(!rec.is_finished(), "finished after only {kills} kills");
+        let steps = store.steps(&id).unwrap();
+        let done = steps
+            .iter()
+            .filter(|s| s.status == corral::store::StepState::Completed)
+            .count();
+        let mid_step = steps
+            .iter()
+            .any(|s| s.status == corral::store::StepState::Running);
+        // Killed once its new driver has committed a step, while it runs one.
+        let owner = rec.owner.as_deref().and_then(corral::store::Owner::decode);
+        let (Some(owner), true, true) = (owner, done > committed, mid_step) else {
+            continue;
+        };
+        let Some(w) = workers.iter_mut().find(|w| w.pid() == Some(owner.pid)) else {
+            continue;
+        };
+        w.kill9();
+        w.spawn();
+        kills += 1;
+        committed = done;
+    }
+    // Interrupted by the last kill until the restarted worker claims it.
+    let done = loop {
+        let r = a.wait_run(serve::ACME, &id);
+        if r["status"] != "interrupted" || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(done["status"], "completed", "{}", done["error"]);
+    assert_eq!(done["outputs"], calm["outputs"]);
+    assert!(
+        done["sessions"].as_u64().unwrap() > 20,
+        "{}",
+        done["sessions"]
+    );
+    let events = serve::read_events(&a, &id, None, |_| false);
+    let mut completions = std::collections::BTreeMap::<String, usize>::new();
+    for e in events.iter().filter(|e| e["type"] == "step_completed") {
+        *completions
+            .entry(e["step"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(completions.len(), 200);
+    assert!(
+        completions.values().all(|&n| n == 1),
+        "steps committed more than once: {:?}",
+        completions
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A tenant's `concurrent_calls` holds across processes: with a limit of
+/// 2 and two servers each given two runs whose one call waits at a gate,
+/// only two calls start in all until the gate opens; then every run
+/// completes.
+#[test]
+fn a_tenants_concurrent_calls_hold_across_servers() {
+    let name = format!("t{:016x}", fastrand::u64(..));
+    let db = cluster().create_database(&name).unwrap();
+    let config = format!(
+        "{}\n[[tenant]]\nid = \"pair\"\ntokens = [\"{}\"]\n[tenant.quota]\nconcurrent_calls = 2\n",
+        serve::config(),
+        serve::hash("pair-token")
+    );
+    let a = serve::Serve::start_on(&db, &config);
+    let b = a.sibling();
+    let up = a.upload("pair-token", "latch", &serve::bytes(support::agents::LATCH));
+    assert_eq!(up.status, 201, "{}", up.body);
+    let gates = a.data("pair").join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    let held = "version: 1\nname: held\nagents:\n  latch: { component: latch, grants: { dirs: [ { host: gates, guest: /gates } ] }, budget: { timeout: 30s } }\nsteps:\n  - { id: s, agent: latch, input: { text: go, gate: open } }\n";
+    let ids: Vec<String> = [&a, &a, &b, &b]
+        .iter()
+        .map(|s| {
+            let r = s.submit("pair-token", held);
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.body["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let started = || {
+        ids.iter()
+            .filter(|id| {
+                serve::events_so_far(&a, "pair-token", id)
+                    .iter()
+                    .any(|e| e["type"] == "call_started")
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while started() < 2 {
+        assert!(std::time::Instant::now() < deadline, "calls never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Time for a third call to start, were the limit per process.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(started(), 2, "calls running at once across both servers");
+    std::fs::write(gates.join("open"), "").unwrap();
+    for id in &ids {
+        let done = a.wait_run("pair-token", id);
+        assert_eq!(done["status"], "completed", "{}", done["error"]);
+    }
 }

@@ -26,6 +26,8 @@ pub struct Serve {
     pub db: Option<String>,
     /// Where it runs: its own `dir`, or another server's (a sibling).
     workdir: PathBuf,
+    /// Arguments after `serve --config corral.toml --listen ...`.
+    pub args: Vec<String>,
 }
 
 impl Serve {
@@ -44,6 +46,7 @@ impl Serve {
             base: String::new(),
             db: None,
             workdir,
+            args: Vec::new(),
         };
         s.spawn();
         s
@@ -58,11 +61,17 @@ impl Serve {
             base: String::new(),
             db: None,
             workdir,
+            args: Vec::new(),
         }
     }
 
     /// A server on the PostgreSQL database at `db`.
     pub fn start_on(db: &str, config: &str) -> Self {
+        Self::start_on_with(db, config, &[])
+    }
+
+    /// [`Self::start_on`] with more `serve` arguments (`--submit-only`).
+    pub fn start_on_with(db: &str, config: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("corral.toml"), config).unwrap();
         let workdir = dir.path().to_owned();
@@ -72,6 +81,7 @@ impl Serve {
             base: String::new(),
             db: Some(db.to_owned()),
             workdir,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         s
@@ -80,15 +90,35 @@ impl Serve {
     /// A second server process beside this one: the same config, tenant
     /// data and database, its own port.
     pub fn sibling(&self) -> Self {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.sibling_with(&args)
+    }
+
+    /// [`Self::sibling`] with other `serve` arguments.
+    pub fn sibling_with(&self, args: &[&str]) -> Self {
         let mut s = Self {
             dir: tempfile::tempdir().unwrap(),
             child: None,
             base: String::new(),
             db: self.db.clone(),
             workdir: self.workdir.clone(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         s
+    }
+
+    /// A `corral worker` beside this server: the same config, tenant data
+    /// and database.
+    pub fn worker(&self, max_runs: u32) -> Worker {
+        let mut w = Worker {
+            child: None,
+            workdir: self.workdir.clone(),
+            db: self.db.clone(),
+            max_runs,
+        };
+        w.spawn();
+        w
     }
 
     /// Starts (or restarts) the process on a free port; waits for its
@@ -106,16 +136,8 @@ impl Serve {
             "--listen",
             "127.0.0.1:0",
         ])
-        .current_dir(&self.workdir)
-        .env(
-            "CORRAL_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache"),
-        )
-        .env("CORRAL_LOG", "warn")
-        .env_remove("CORRAL_DATABASE_URL");
-        if let Some(db) = &self.db {
-            cmd.env("CORRAL_DATABASE_URL", db);
-        }
+        .args(&self.args);
+        environment(&mut cmd, &self.workdir, self.db.as_deref());
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -226,7 +248,7 @@ impl Serve {
         loop {
             let r = self.get(&format!("/v1/runs/{id}"), token);
             assert_eq!(r.status, 200, "{}", r.body);
-            if !matches!(r.body["status"].as_str(), Some("running")) {
+            if !matches!(r.body["status"].as_str(), Some("running" | "queued")) {
                 return r.body;
             }
             assert!(
@@ -240,6 +262,78 @@ impl Serve {
 }
 
 impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// What every corral process of a test gets: its directory, the shared
+/// compile cache, quiet logs, and the database if any.
+fn environment(cmd: &mut Command, workdir: &Path, db: Option<&str>) {
+    cmd.current_dir(workdir)
+        .env(
+            "CORRAL_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache"),
+        )
+        .env("CORRAL_LOG", "warn")
+        .env_remove("CORRAL_DATABASE_URL");
+    if let Some(db) = db {
+        cmd.env("CORRAL_DATABASE_URL", db);
+    }
+}
+
+/// A `corral worker` process: drives runs claimed from the database.
+pub struct Worker {
+    pub child: Option<Child>,
+    workdir: PathBuf,
+    db: Option<String>,
+    max_runs: u32,
+}
+
+impl Worker {
+    /// Starts (or restarts) the process; waits for its first line.
+    pub fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+        if self.workdir.join("models.toml").is_file() {
+            cmd.args(["--models", "models.toml"]);
+        }
+        cmd.args([
+            "worker",
+            "--config",
+            "corral.toml",
+            "--max-runs",
+            &self.max_runs.to_string(),
+        ]);
+        environment(&mut cmd, &self.workdir, self.db.as_deref());
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.starts_with("corral worker: claiming runs"),
+            "unexpected first line: {line:?}"
+        );
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Worker {
     fn drop(&mut self) {
         self.kill9();
     }

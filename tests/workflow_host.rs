@@ -53,6 +53,31 @@ impl corral::store::Store for SlowCache {
     ) -> Result<(corral::store::RunRecord, corral::store::Lease), corral::store::StoreError> {
         self.inner.claim(run, owner, lease)
     }
+    fn submit_run(&self, run: &corral::store::NewRun) -> Result<(), corral::store::StoreError> {
+        self.inner.submit_run(run)
+    }
+    #[allow(clippy::type_complexity)]
+    fn claim_next(
+        &self,
+        owner: &corral::store::Owner,
+        lease: Duration,
+    ) -> Result<Option<(corral::store::RunRecord, corral::store::Lease)>, corral::store::StoreError>
+    {
+        self.inner.claim_next(owner, lease)
+    }
+    fn wake(&self, run: &str) -> Result<bool, corral::store::StoreError> {
+        self.inner.wake(run)
+    }
+    fn hold_slots(
+        &self,
+        key: &str,
+        holder: &str,
+        want: u32,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<u32, corral::store::StoreError> {
+        self.inner.hold_slots(key, holder, want, limit, ttl)
+    }
     fn heartbeat(
         &self,
         run: &str,

@@ -178,6 +178,8 @@ pub(crate) enum Command {
     New(new::NewArgs),
     /// Serve the multi-tenant HTTP API (`/v1`): tenants, their quotas and runs are set in `--config`.
     Serve(serve::ServeArgs),
+    /// Drive the service's runs with no HTTP API: claims runs from the database servers share (`--db`).
+    Worker(serve::WorkerArgs),
     /// Print a new API token and the hash of it that corral.toml keeps, or (`--webhook-secret`) a webhook signing secret.
     Token(serve::TokenArgs),
 }
@@ -202,6 +204,7 @@ impl Command {
             Command::Artifact(_) => "artifact",
             Command::New(_) => "new",
             Command::Serve(_) => "serve",
+            Command::Worker(_) => "worker",
             Command::Token(_) => "token",
         }
     }
@@ -401,6 +404,7 @@ fn run_engine(config: RuntimeConfig, command: Command, state: &StateArgs) -> Exi
             Command::Events(args) => history::events(args, state).await,
             Command::Cancel(args) => history::cancel(rt, args, state).await,
             Command::Serve(args) => serve::run(rt, args, state).await,
+            Command::Worker(args) => serve::worker(rt, args, state).await,
             Command::Runs(_)
             | Command::Show(_)
             | Command::Approve(_)

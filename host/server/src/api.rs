@@ -64,7 +64,7 @@ pub struct RegisterRequest {
 pub struct RunView {
     pub id: String,
     pub workflow: String,
-    /// running, interrupted, waiting, paused, completed, degraded, failed, fuel_exhausted or cancelled.
+    /// queued (no process drives it yet), running, interrupted, waiting, paused, completed, degraded, failed, fuel_exhausted or cancelled.
     pub status: String,
     pub error: Option<String>,
     pub created_ms: i64,

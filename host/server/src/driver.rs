@@ -1,10 +1,10 @@
-//! Run drivers: one task per run this server is driving, started on submission, on resume or approval, and at startup for runs a stopped server left behind.
+//! Run drivers: one task per run this process drives, started on submission, on resume or approval, or when it claims a run no live process drives (queued for workers, or left by a process that stopped or died).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use corral_store::{LEASE, RunState, now_ms};
+use corral_store::{LEASE, Owner};
 use corral_workflow::durable::{ResumeRequest, reopen_in};
 use corral_workflow::journal::Journal;
 use corral_workflow::model::Workflow;
@@ -23,6 +23,8 @@ use crate::webhooks::RunEvent;
 #[derive(Default)]
 pub struct Drivers {
     running: Mutex<HashMap<String, Driven>>,
+    /// Notified when a run stops here: room to claim another.
+    pub freed: tokio::sync::Notify,
 }
 
 /// A run's task and journal.
@@ -93,6 +95,7 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
                 })
                 .clone(),
         ),
+        shared: state.calls.get(&tenant.id).cloned(),
     }));
     let (st, tid) = (state.clone(), tenant.id.clone());
     opts.events = Arc::new(move |e| {
@@ -114,7 +117,8 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
     let st = state.clone();
     let run_id = id.clone();
     let tenant = tenant.clone();
-    let first_session = opts.resume.is_none();
+    // A queued run's first driver resumes it as session 1.
+    let first_session = opts.resume.as_ref().is_none_or(|r| r.session <= 1);
     let journal = opts.journal.clone();
     let journal_for_drain = opts.journal.clone();
     let task = tokio::spawn(async move {
@@ -146,6 +150,7 @@ pub fn start(state: &Arc<AppState>, tenant: &Arc<Tenant>, w: Arc<Workflow>, mut 
         // now (a run interrupted by shutdown stays running: nothing to say).
         st.announce(&tenant, &run_id, None).await;
         st.drivers.lock().remove(&run_id);
+        st.drivers.freed.notify_one();
     });
     state.drivers.lock().insert(id, (task, journal_for_drain));
 }
@@ -173,14 +178,42 @@ pub async fn resume(
     )
     .await
     .map_err(resume_problem)?;
+    drive_resumed(state, tenant, r, cancel);
+    Ok(())
+}
+
+/// Drives a run picked up again, held to its tenant's ceilings as they are now.
+fn drive_resumed(
+    state: &Arc<AppState>,
+    tenant: &Arc<Tenant>,
+    r: corral_workflow::durable::Resumed,
+    cancel: CancellationToken,
+) {
     let mut w = Arc::unwrap_or_clone(r.workflow);
     crate::quota::clamp(&mut w, &tenant.quota);
-    let mut opts = RunOptions::new(req.run_id.clone(), r.params);
+    let mut opts = RunOptions::new(r.record.id.clone(), r.params);
     opts.cancel = cancel;
     opts.journal = Some(r.journal);
     opts.resume = Some(r.resume);
     start(state, tenant, Arc::new(w), opts);
-    Ok(())
+}
+
+/// [`resume`], unless this process leaves driving to workers and `req`
+/// only continues a waiting or paused run: then the run is handed to the
+/// next process that claims one.
+pub async fn resume_or_hand_off(
+    state: &Arc<AppState>,
+    tenant: &Arc<Tenant>,
+    req: ResumeRequest,
+) -> Result<(), Problem> {
+    let plain = req.params.is_empty() && req.force.is_empty() && !req.allow_changed_components;
+    if state.drive.by_workers() && plain {
+        let (store, id) = (state.store.clone(), req.run_id.clone());
+        if blocking(move || store.wake(&id)).await? {
+            return Ok(());
+        }
+    }
+    resume(state, tenant, req).await
 }
 
 fn resume_problem(e: corral_workflow::durable::ResumeError) -> Problem {
@@ -196,88 +229,83 @@ fn resume_problem(e: corral_workflow::durable::ResumeError) -> Problem {
     }
 }
 
-/// Picks up every tenant run that no live process drives (a server stopped
-/// or killed mid-run); returns how many were resumed.
-pub async fn resume_interrupted(state: &Arc<AppState>) -> usize {
-    let store = state.store.clone();
-    let runs = match blocking(move || store.runs()).await {
-        Ok(r) => r,
-        Err(p) => {
-            tracing::error!(detail = %p.detail, "cannot list runs to resume");
-            return 0;
-        }
-    };
-    let now = now_ms();
-    let mut resumed = 0;
-    for rec in runs {
-        if rec.tenant.is_empty() || rec.status != RunState::Running || rec.lease_live(now, LEASE) {
-            continue;
-        }
-        resumed += usize::from(pick_up(state, &rec).await);
-    }
-    resumed
-}
+/// How often a driving process looks for claimable runs when nothing
+/// wakes it: a store that announces them ([`corral_store::Store::wakeups`])
+/// wakes it at once, and this is the fallback (a lease that simply
+/// expires is announced by nobody).
+const POLL: Duration = Duration::from_secs(2);
 
-/// How often a server looks for runs whose driver stopped renewing its
-/// lease (another server or worker sharing the store, killed or cut off).
-const SWEEP: Duration = Duration::from_secs(2);
-
-/// Until the server stops: every [`SWEEP`] (with jitter, so that servers
-/// sharing a store do not all look at once), claims the tenants' runs whose
-/// lease expired and drives them here. A run another process claims first
-/// is left to it.
-pub async fn sweep(state: Arc<AppState>) {
+/// Until the process stops: claims the runs no live process drives
+/// (submitted for workers, woken by an answer, released, or left by a
+/// process that died) and drives them here, while fewer than `max_runs`
+/// are driven here. Starts at once, so a restart picks up what it left.
+pub async fn claim_runs(state: Arc<AppState>, max_runs: usize) {
+    let wakeups = state.store.wakeups();
     loop {
-        let pause = SWEEP + Duration::from_millis(fastrand::u64(0..500));
+        while state.drivers.len() < max_runs && !state.stopping.is_cancelled() {
+            let store = state.store.clone();
+            let claimed = blocking(move || store.claim_next(&Owner::this_process(), LEASE)).await;
+            match claimed {
+                Ok(Some((rec, lease))) => adopt(&state, rec, lease).await,
+                Ok(None) => break,
+                Err(p) => {
+                    tracing::warn!(detail = %p.detail, "cannot claim runs");
+                    break;
+                }
+            }
+        }
+        // Jitter, so that processes sharing a store do not all poll at once.
+        let pause = POLL + Duration::from_millis(fastrand::u64(0..500));
         tokio::select! {
             _ = state.stopping.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
-        }
-        let store = state.store.clone();
-        let runs = match blocking(move || store.interrupted(LEASE, 64)).await {
-            Ok(r) => r,
-            Err(p) => {
-                tracing::warn!(detail = %p.detail, "cannot look for interrupted runs");
-                continue;
-            }
-        };
-        for rec in runs {
-            if state.stopping.is_cancelled() {
-                return;
-            }
-            if pick_up(&state, &rec).await {
-                tracing::info!(run = %rec.id, tenant = %rec.tenant, "took over a run whose lease expired");
-            }
+            _ = notified(wakeups.as_deref()) => {}
+            _ = state.drivers.freed.notified() => {}
         }
     }
 }
 
-/// Claims `rec` and drives it here; false if it is driven already (here,
-/// or by a process that claimed it first) or cannot be resumed.
-async fn pick_up(state: &Arc<AppState>, rec: &corral_store::RunRecord) -> bool {
-    if state.drivers.is_driving(&rec.id) {
-        return false;
+async fn notified(wakeups: Option<&tokio::sync::Notify>) {
+    match wakeups {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
+}
+
+/// Drives a run this process claimed. One that cannot be resumed keeps its
+/// unrenewed lease, so that no process claims it again before the lease
+/// expires (and the oldest runs, stuck, do not hide the others).
+async fn adopt(state: &Arc<AppState>, rec: corral_store::RunRecord, lease: corral_store::Lease) {
+    let id = rec.id.clone();
     let Some(tenant) = state.tenants.get(&rec.tenant) else {
-        tracing::warn!(run = %rec.id, tenant = %rec.tenant, "run of a tenant no longer configured; left alone");
-        return false;
+        tracing::warn!(run = %id, tenant = %rec.tenant, "claimed a run of a tenant this process does not serve; left for its lease to expire");
+        return;
     };
-    let req = ResumeRequest {
-        run_id: rec.id.clone(),
-        params: Vec::new(),
-        allow_changed_components: false,
-        force: BTreeSet::new(),
-    };
-    match resume(state, &tenant, req).await {
-        Ok(()) => true,
-        // Most often another process claimed it first.
-        Err(p) if p.kind == Kind::Conflict => {
-            tracing::info!(run = %rec.id, detail = %p.detail, "left to another process");
-            false
-        }
+    let scope = match state.scope(&tenant).await {
+        Ok(s) => s,
         Err(p) => {
-            tracing::warn!(run = %rec.id, detail = %p.detail, "could not resume");
-            false
+            tracing::warn!(run = %id, detail = %p.detail, "cannot open the tenant's scope; the run is left for its lease to expire");
+            return;
+        }
+    };
+    let cancel = CancellationToken::new();
+    let r = corral_workflow::durable::reopen_claimed(
+        &state.rt,
+        state.store.clone(),
+        rec,
+        lease,
+        cancel.clone(),
+        Some(&scope),
+    )
+    .await;
+    match r {
+        Ok(r) => {
+            tracing::info!(run = %id, tenant = %tenant.id, session = r.resume.session, "claimed a run");
+            drive_resumed(state, &tenant, r, cancel);
+        }
+        Err(e) => {
+            let p = resume_problem(e);
+            tracing::warn!(run = %id, detail = %p.detail, "cannot resume a claimed run; left for its lease to expire");
         }
     }
 }

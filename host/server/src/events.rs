@@ -188,8 +188,10 @@ impl Cursor {
             if entries.is_empty() {
                 // Stopped (finished, waiting for a human, or nobody drives
                 // it): everything it will write is written.
-                let driven =
-                    self.st.drivers.is_driving(&self.run) || rec.lease_live(now_ms(), LEASE);
+                // A queued run will be: a worker claims it.
+                let driven = self.st.drivers.is_driving(&self.run)
+                    || rec.lease_live(now_ms(), LEASE)
+                    || rec.display_status(now_ms(), LEASE) == "queued";
                 // A stopping server ends its streams, so shutdown never
                 // waits on a reader; the client reconnects with
                 // `Last-Event-ID` and misses nothing.

@@ -164,6 +164,9 @@ pub struct TenantAdmission {
     /// Where the wait for each slot is observed (the tenant's series of
     /// `corral_call_admission_wait_seconds`), if anywhere.
     pub waits: Option<prometheus_client::metrics::histogram::Histogram>,
+    /// The tenant's slots shared with other processes on the store, taken
+    /// once this process has a place for the call.
+    pub shared: Option<Arc<crate::shared_calls::SharedCalls>>,
 }
 
 impl Admission for TenantAdmission {
@@ -171,10 +174,14 @@ impl Admission for TenantAdmission {
         Box::pin(async move {
             let started = std::time::Instant::now();
             let slot = self.fair.acquire(&self.tenant).await;
+            let shared = match &self.shared {
+                Some(s) => Some(s.acquire().await),
+                None => None,
+            };
             if let Some(h) = &self.waits {
                 h.observe(started.elapsed().as_secs_f64());
             }
-            Admitted(Box::new(slot))
+            Admitted(Box::new((slot, shared)))
         })
     }
 }

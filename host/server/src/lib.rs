@@ -21,6 +21,7 @@ pub mod problem;
 pub mod quota;
 pub mod run_view;
 pub mod runs;
+pub mod shared_calls;
 pub mod state;
 pub mod tenant;
 pub mod token_window;
@@ -71,6 +72,26 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// Which runs a process drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drive {
+    /// The runs submitted to it, and up to `max_runs` claimed from the
+    /// store: queued, woken by an answer, or left by a process that
+    /// stopped or died.
+    Here { max_runs: usize },
+    /// None: it records runs and answers, and `corral worker` processes on
+    /// the same store drive them (a resume that changes params or steps is
+    /// still driven here).
+    Workers,
+}
+
+impl Drive {
+    /// Whether new runs and answered approvals are left to workers.
+    pub fn by_workers(self) -> bool {
+        self == Drive::Workers
+    }
+}
+
 /// A server ready to run: state built, listener bound.
 pub struct Server {
     state: Arc<AppState>,
@@ -84,63 +105,15 @@ impl Server {
         rt: Runtime,
         store: Arc<dyn Store>,
         listen: SocketAddr,
+        drive: Drive,
     ) -> Result<Self, ServeError> {
-        let components = config.state_dir.join("components");
-        private_dir(&components)?;
-        for t in &config.tenants {
-            private_dir(&config.data_root.join(&t.id))?;
-        }
+        let state = prepare(config, rt, store, drive)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| ServeError::Bind {
                 addr: listen,
                 source,
             })?;
-        let tenants = Tenants::new(config.tenants.clone());
-        let gates = Gates::new(&tenants, &store);
-        let slots = config
-            .call_slots
-            .unwrap_or(rt.config().engine.max_instances)
-            .min(rt.config().engine.max_instances);
-        let fair = fair::Fair::new(
-            slots as usize,
-            tenants
-                .iter()
-                .map(|t| (t.id.clone(), t.quota.concurrent_calls))
-                .collect(),
-        );
-        let fuel = tenants
-            .iter()
-            .map(|t| {
-                let f = quota::TenantFuel::new(store.clone(), t.clone());
-                (t.id.clone(), Arc::new(f))
-            })
-            .collect();
-        let tokens = tenants
-            .iter()
-            .map(|t| {
-                let pool = token_window::TenantTokens {
-                    store: store.clone(),
-                    tenant: t.clone(),
-                };
-                (t.id.clone(), Arc::new(pool))
-            })
-            .collect();
-        let state = Arc::new(AppState {
-            fuel,
-            tokens,
-            rt: Arc::new(rt),
-            store,
-            tenants,
-            config,
-            components,
-            drivers: Drivers::default(),
-            gates,
-            fair,
-            metrics: metrics::Metrics::default(),
-            webhooks: webhooks::Webhooks::default(),
-            stopping: CancellationToken::new(),
-        });
         Ok(Self { state, listener })
     }
 
@@ -150,25 +123,15 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops admitting, lets running
     /// runs finish within the grace period and leaves the rest to the next
-    /// start. Runs a stopped server left behind are resumed first.
+    /// start (or another process). Unless it leaves driving to workers, it
+    /// first picks up what a stopped server left behind, then keeps
+    /// claiming runs no live process drives.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let state = self.state;
-        let resumed = driver::resume_interrupted(&state).await;
-        if resumed > 0 {
-            tracing::info!(resumed, "resumed runs a stopped server left behind");
-        }
-        webhooks::reconcile_at_start(&state).await;
-        // Runs whose driver stops renewing its lease later (another server
-        // sharing the store, killed) are taken over while this one serves.
-        let sweeper = tokio::spawn(driver::sweep(state.clone()));
-        // Webhooks outlive the listener: the runs that finish during the
-        // grace period are announced too. What is left stays queued in the
-        // store for the next start.
-        let deliveries = CancellationToken::new();
-        let worker = tokio::spawn(webhooks::deliver::run(state.clone(), deliveries.clone()));
+        let background = Background::start(&state).await;
         let stopping = state.stopping.clone();
         let app = router(state.clone());
         axum::serve(self.listener, app)
@@ -177,18 +140,168 @@ impl Server {
                 stopping.cancel();
             })
             .await?;
-        let _ = sweeper.await;
+        background.stop(&state).await;
+        Ok(())
+    }
+}
+
+/// A process that drives runs and delivers webhooks, with no HTTP API:
+/// `corral worker`, beside servers that share its store.
+pub struct Worker {
+    state: Arc<AppState>,
+}
+
+impl Worker {
+    /// Prepares the directories; drives at most `max_runs` runs at once.
+    pub fn new(
+        config: ServerConfig,
+        rt: Runtime,
+        store: Arc<dyn Store>,
+        max_runs: usize,
+    ) -> Result<Self, ServeError> {
+        let state = prepare(config, rt, store, Drive::Here { max_runs })?;
+        Ok(Self { state })
+    }
+
+    /// Claims and drives runs until `shutdown` completes, then lets its runs
+    /// finish within the grace period and gives the rest up, claimable at
+    /// once by another process.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        let state = self.state;
+        let background = Background::start(&state).await;
+        shutdown.await;
+        state.stopping.cancel();
+        background.stop(&state).await;
+    }
+}
+
+/// What a process runs beside its API: the claim loop and webhook deliveries.
+struct Background {
+    claims: Option<tokio::task::JoinHandle<()>>,
+    /// Renews the tenants' shared call slots until the runs are drained.
+    renewals: (CancellationToken, Vec<tokio::task::JoinHandle<()>>),
+    deliveries: CancellationToken,
+    deliverer: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    async fn start(state: &Arc<AppState>) -> Self {
+        webhooks::reconcile_at_start(state).await;
+        let claims = match state.drive {
+            Drive::Here { max_runs } => {
+                Some(tokio::spawn(driver::claim_runs(state.clone(), max_runs)))
+            }
+            Drive::Workers => None,
+        };
+        // Webhooks outlive the listener: the runs that finish during the
+        // grace period are announced too. What is left stays queued in the
+        // store for the next start.
+        let deliveries = CancellationToken::new();
+        let deliverer = tokio::spawn(webhooks::deliver::run(state.clone(), deliveries.clone()));
+        let stop_renewing = CancellationToken::new();
+        let renewals = state
+            .calls
+            .values()
+            .map(|c| tokio::spawn(c.clone().renew(stop_renewing.clone())))
+            .collect();
+        Self {
+            claims,
+            renewals: (stop_renewing, renewals),
+            deliveries,
+            deliverer,
+        }
+    }
+
+    /// After `state.stopping` is cancelled: lets runs finish within the
+    /// grace period, gives the rest up, then stops deliveries.
+    async fn stop(self, state: &Arc<AppState>) {
+        if let Some(c) = self.claims {
+            let _ = c.await;
+        }
         let left = state.drivers.drain(state.config.shutdown_grace).await;
         if left > 0 {
             tracing::warn!(
                 left,
-                "runs still running after the grace period were interrupted; the next start resumes them"
+                "runs still running after the grace period were given up; the next process to claim runs resumes them"
             );
         }
-        deliveries.cancel();
-        let _ = worker.await;
-        Ok(())
+        let (stop_renewing, renewals) = self.renewals;
+        stop_renewing.cancel();
+        for r in renewals {
+            let _ = r.await;
+        }
+        self.deliveries.cancel();
+        let _ = self.deliverer.await;
     }
+}
+
+/// The state every process role shares, its directories made.
+fn prepare(
+    config: ServerConfig,
+    rt: Runtime,
+    store: Arc<dyn Store>,
+    drive: Drive,
+) -> Result<Arc<AppState>, ServeError> {
+    let components = config.state_dir.join("components");
+    private_dir(&components)?;
+    for t in &config.tenants {
+        private_dir(&config.data_root.join(&t.id))?;
+    }
+    let tenants = Tenants::new(config.tenants.clone());
+    let gates = Gates::new(&tenants, &store);
+    let slots = config
+        .call_slots
+        .unwrap_or(rt.config().engine.max_instances)
+        .min(rt.config().engine.max_instances);
+    let fair = fair::Fair::new(
+        slots as usize,
+        tenants
+            .iter()
+            .map(|t| (t.id.clone(), t.quota.concurrent_calls))
+            .collect(),
+    );
+    let fuel = tenants
+        .iter()
+        .map(|t| {
+            let f = quota::TenantFuel::new(store.clone(), t.clone());
+            (t.id.clone(), Arc::new(f))
+        })
+        .collect();
+    let tokens = tenants
+        .iter()
+        .map(|t| {
+            let pool = token_window::TenantTokens {
+                store: store.clone(),
+                tenant: t.clone(),
+            };
+            (t.id.clone(), Arc::new(pool))
+        })
+        .collect();
+    let calls = tenants
+        .iter()
+        .map(|t| {
+            let shared =
+                shared_calls::SharedCalls::new(store.clone(), &t.id, t.quota.concurrent_calls);
+            (t.id.clone(), shared)
+        })
+        .collect();
+    Ok(Arc::new(AppState {
+        fuel,
+        calls,
+        tokens,
+        rt: Arc::new(rt),
+        store,
+        tenants,
+        config,
+        components,
+        drive,
+        drivers: Drivers::default(),
+        gates,
+        fair,
+        metrics: metrics::Metrics::default(),
+        webhooks: webhooks::Webhooks::default(),
+        stopping: CancellationToken::new(),
+    }))
 }
 
 fn private_dir(path: &std::path::Path) -> Result<(), ServeError> {

@@ -9,7 +9,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_store::{LEASE, RunQuery, RunRecord, RunState, StepRecord, StoreError, now_ms};
-use corral_workflow::durable::{Origin, ResumeRequest, begin_as};
+use corral_workflow::durable::{Origin, ResumeRequest, begin_as, submit_as};
 use corral_workflow::run::{RunOptions, resolve_params};
 use corral_workflow::source::{self, Diagnostic};
 use corral_workflow::validate::validate_in;
@@ -102,13 +102,7 @@ async fn submit_checked(
         idempotency_key: key,
         max_running: Some(tenant.quota.concurrent_runs),
     };
-    let cancel = CancellationToken::new();
-    let (store, w) = (st.store.clone(), Arc::new(w));
-    let (w2, params2, id2, cancel2) = (w.clone(), params.clone(), run_id.clone(), cancel.clone());
-    let begun =
-        tokio::task::spawn_blocking(move || begin_as(store, &w2, &params2, &id2, cancel2, &origin))
-            .await
-            .map_err(Problem::internal)?;
+    let begun = record(st, &w, &params, &run_id, &origin).await?;
     let journal = match begun {
         Ok(j) => j,
         Err(StoreError::SameRequest { run }) => {
@@ -129,16 +123,44 @@ async fn submit_checked(
         }
         Err(e) => return Err(e.into()),
     };
-    let mut opts = RunOptions::new(run_id.clone(), params);
-    opts.cancel = cancel;
-    opts.journal = Some(journal);
-    driver::start(st, &tenant, w, opts);
+    if let Some((journal, cancel)) = journal {
+        let mut opts = RunOptions::new(run_id.clone(), params);
+        opts.cancel = cancel;
+        opts.journal = Some(journal);
+        driver::start(st, &tenant, Arc::new(w), opts);
+    }
     let view = run_view(st, &tenant, &run_id).await?;
     let mut res = (StatusCode::CREATED, Json(view)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
         res.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(res)
+}
+
+/// A driven run's journal and its cancel token.
+type Begun = Option<(Arc<corral_workflow::journal::Journal>, CancellationToken)>;
+
+/// Records the new run: leased to this process, which drives it, or queued
+/// for a worker when this server leaves driving to workers (`None`).
+async fn record(
+    st: &Arc<AppState>,
+    w: &corral_workflow::model::Workflow,
+    params: &Value,
+    run_id: &str,
+    origin: &Origin,
+) -> Result<Result<Begun, StoreError>, Problem> {
+    let store = st.store.clone();
+    let by_workers = st.drive.by_workers();
+    let (w, params, id, origin) = (w.clone(), params.clone(), run_id.to_owned(), origin.clone());
+    tokio::task::spawn_blocking(move || {
+        if by_workers {
+            return submit_as(store.as_ref(), &w, &params, &id, &origin).map(|()| None);
+        }
+        let cancel = CancellationToken::new();
+        begin_as(store, &w, &params, &id, cancel.clone(), &origin).map(|j| Some((j, cancel)))
+    })
+    .await
+    .map_err(Problem::internal)
 }
 
 fn admitting(st: &AppState) -> Result<(), Problem> {
@@ -441,7 +463,7 @@ pub async fn resume(
         allow_changed_components: false,
         force: body.steps.into_iter().collect::<BTreeSet<_>>(),
     };
-    driver::resume(&st, &tenant, req).await?;
+    driver::resume_or_hand_off(&st, &tenant, req).await?;
     Ok(Json(run_view(&st, &tenant, &id).await?))
 }
 
@@ -523,7 +545,7 @@ async fn answer(
         run_id: id.clone(),
         ..ResumeRequest::default()
     };
-    driver::resume(&st, &tenant, req).await?;
+    driver::resume_or_hand_off(&st, &tenant, req).await?;
     Ok(Json(run_view(&st, &tenant, &id).await?))
 }
 

@@ -19,6 +19,8 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Registered components, kept by digest.
     pub components: PathBuf,
+    /// Which runs this process drives.
+    pub drive: crate::Drive,
     pub drivers: Drivers,
     pub gates: Gates,
     /// Call slots, shared fairly across tenants.
@@ -26,6 +28,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Each tenant's fuel window with this process's credit, shared by its runs.
     pub fuel: std::collections::HashMap<String, Arc<crate::quota::TenantFuel>>,
+    /// Each tenant's `concurrent_calls`, shared with every process on the store.
+    pub calls: std::collections::HashMap<String, Arc<crate::shared_calls::SharedCalls>>,
     /// Each tenant's model tokens per window, shared by its runs.
     pub tokens: std::collections::HashMap<String, Arc<crate::token_window::TenantTokens>>,
     /// Run events on their way to the tenants' endpoints.

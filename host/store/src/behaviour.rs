@@ -557,6 +557,169 @@ pub(crate) fn runs_nobody_renews_are_listed_for_claiming(f: &dyn Fixture) {
     store.heartbeat("live", &live).unwrap();
 }
 
+pub(crate) fn a_submitted_run_waits_for_its_first_claim(f: &dyn Fixture) {
+    let store = f.store();
+    store.submit_run(&tenant_run("q", "acme", None)).unwrap();
+    let rec = store.run("q").unwrap();
+    assert_eq!(rec.display_status(now_ms(), LEASE), "queued");
+    assert_eq!((rec.sessions, rec.epoch, rec.owner), (0, 0, None));
+    let worker = Owner::this_process();
+    let (rec, lease) = store
+        .claim_next(&worker, LEASE)
+        .unwrap()
+        .expect("claimable");
+    assert_eq!((rec.id.as_str(), rec.sessions, rec.epoch), ("q", 1, 1));
+    assert_eq!(rec.display_status(now_ms(), LEASE), "running");
+    let rival = Owner {
+        token: "rival".into(),
+        ..worker.clone()
+    };
+    assert!(store.claim_next(&rival, LEASE).unwrap().is_none(), "taken");
+    store
+        .commit(
+            "q",
+            &lease,
+            &[Entry::new("step_started", None, "{}".into())],
+        )
+        .unwrap();
+    // The operator's own runs are never claimed by a server or worker.
+    store.create_run(&new_run("mine"), &worker).unwrap();
+    f.sql("UPDATE runs SET owner = NULL, heartbeat_ms = NULL WHERE id = 'mine'");
+    assert!(store.claim_next(&rival, LEASE).unwrap().is_none());
+}
+
+pub(crate) fn processes_claiming_at_once_each_take_a_different_run(f: &dyn Fixture) {
+    let store = f.store();
+    for i in 0..6 {
+        store
+            .submit_run(&tenant_run(&format!("q{i}"), "acme", None))
+            .unwrap();
+    }
+    let claimed: Vec<String> = std::thread::scope(|s| {
+        let claims: Vec<_> = (0..8)
+            .map(|i| {
+                s.spawn(move || {
+                    let me = Owner {
+                        token: format!("worker{i}"),
+                        ..Owner::this_process()
+                    };
+                    store.claim_next(&me, LEASE).unwrap().map(|(r, _)| r.id)
+                })
+            })
+            .collect();
+        claims
+            .into_iter()
+            .filter_map(|c| c.join().unwrap())
+            .collect()
+    });
+    let mut ids = claimed.clone();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), claimed.len(), "a run claimed twice: {claimed:?}");
+    // Under contention a claim may find every candidate locked and come
+    // back empty; the runs it skipped are still there for the next one.
+    let mut rest = 0;
+    let me = Owner::this_process();
+    while store.claim_next(&me, LEASE).unwrap().is_some() {
+        rest += 1;
+    }
+    assert_eq!(claimed.len() + rest, 6);
+}
+
+pub(crate) fn a_waiting_run_is_woken_for_the_next_claim_and_a_released_one_is_claimable(
+    f: &dyn Fixture,
+) {
+    let store = f.store();
+    let me = Owner::this_process();
+    let lease = store
+        .create_run(&tenant_run("w", "acme", None), &me)
+        .unwrap();
+    let waiting = Entry {
+        run_state: Some((RunState::Waiting, None)),
+        ..Entry::new("run_waiting", None, "{}".into())
+    };
+    store.commit("w", &lease, &[waiting]).unwrap();
+    store.release("w", &lease).unwrap();
+    let other = Owner {
+        token: "other".into(),
+        ..me.clone()
+    };
+    assert!(
+        store.claim_next(&other, LEASE).unwrap().is_none(),
+        "waiting"
+    );
+    assert!(store.wake("w").unwrap());
+    assert!(!store.wake("w").unwrap(), "woken once");
+    assert_eq!(
+        store.run("w").unwrap().display_status(now_ms(), LEASE),
+        "queued"
+    );
+    let (rec, lease) = store.claim_next(&other, LEASE).unwrap().expect("woken");
+    assert_eq!((rec.id.as_str(), rec.sessions), ("w", 2));
+    // Given up unfinished (its process stopping): claimable at once.
+    store.release("w", &lease).unwrap();
+    let (_, lease) = store.claim_next(&me, LEASE).unwrap().expect("released");
+    let done = Entry {
+        run_state: Some((RunState::Completed, None)),
+        ..Entry::new("run_finished", None, "{}".into())
+    };
+    store.commit("w", &lease, &[done]).unwrap();
+    store.release("w", &lease).unwrap();
+    assert!(
+        store.claim_next(&other, LEASE).unwrap().is_none(),
+        "finished"
+    );
+    assert!(!store.wake("w").unwrap(), "a finished run is not woken");
+}
+
+pub(crate) fn a_dead_processs_runs_are_claimed_before_its_lease_ends(f: &dyn Fixture) {
+    let store = f.store();
+    let ghost = Owner {
+        pid: u32::MAX - 1,
+        ..Owner::this_process()
+    };
+    store
+        .create_run(&tenant_run("orphan", "acme", None), &ghost)
+        .unwrap();
+    let me = Owner::this_process();
+    store
+        .create_run(&tenant_run("alive", "acme", None), &me)
+        .unwrap();
+    let (rec, _) = store
+        .claim_next(&me, LEASE)
+        .unwrap()
+        .expect("the dead process's run");
+    assert_eq!(rec.id, "orphan");
+    assert!(
+        store.claim_next(&me, LEASE).unwrap().is_none(),
+        "a live lease holds"
+    );
+}
+
+pub(crate) fn shared_slots_never_exceed_their_limit_and_expire_with_their_holder(f: &dyn Fixture) {
+    let store = f.store();
+    let hold = |holder: &str, want: u32| {
+        store
+            .hold_slots("acme/calls", holder, want, 4, LEASE)
+            .unwrap()
+    };
+    assert_eq!(hold("p1", 3), 3);
+    assert_eq!(hold("p2", 3), 1, "only what p1 left");
+    assert_eq!(hold("p2", 3), 1, "asking again changes nothing");
+    assert_eq!(hold("p1", 1), 1, "p1 gives two back");
+    assert_eq!(hold("p2", 3), 3);
+    assert_eq!(
+        store.hold_slots("globex/calls", "p1", 4, 4, LEASE).unwrap(),
+        4,
+        "keys are apart"
+    );
+    assert_eq!(hold("p1", 0), 0);
+    assert_eq!(hold("p3", 4), 1);
+    // p2 stops renewing (killed): its slots come back when its hold expires.
+    f.sql("UPDATE slot_holds SET expires_ms = 0 WHERE holder = 'p2'");
+    assert_eq!(hold("p3", 4), 4);
+}
+
 /// One `#[test]` per behaviour for a backend: `$open` gives a fresh
 /// `impl Fixture`.
 macro_rules! behaviour_tests {
@@ -576,6 +739,11 @@ macro_rules! behaviour_tests {
             rate_state_is_read_and_replaced,
             artifacts_are_held_by_runs_under_limits_and_swept_when_unheld,
             runs_nobody_renews_are_listed_for_claiming,
+            a_submitted_run_waits_for_its_first_claim,
+            processes_claiming_at_once_each_take_a_different_run,
+            a_waiting_run_is_woken_for_the_next_claim_and_a_released_one_is_claimable,
+            a_dead_processs_runs_are_claimed_before_its_lease_ends,
+            shared_slots_never_exceed_their_limit_and_expire_with_their_holder,
         );
     };
     (@each $open:expr; $($name:ident),* $(,)?) => {

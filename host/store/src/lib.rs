@@ -229,10 +229,17 @@ impl RunRecord {
             .is_some_and(|h| now_ms - h < lease.as_millis() as i64)
     }
 
-    /// `status`, or `interrupted` for a run whose driver died.
+    /// `status`; for a running run with no live driver, `queued` when it is
+    /// a tenant's and no process holds it (submitted for a worker, woken by
+    /// an answer, or released at shutdown: the next claim takes it), and
+    /// `interrupted` otherwise (its driver died, or `corral resume` it).
     pub fn display_status(&self, now_ms: i64, lease: Duration) -> &'static str {
         if self.is_interrupted(now_ms, lease) {
-            "interrupted"
+            if self.owner.is_none() && !self.tenant.is_empty() {
+                "queued"
+            } else {
+                "interrupted"
+            }
         } else {
             self.status.as_str()
         }
@@ -382,6 +389,9 @@ pub struct FuelWindow {
 pub trait Store: Send + Sync {
     /// Records a new run, leased to `owner`.
     fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<Lease, StoreError>;
+    /// Records a new tenant run that no process drives yet (`queued`): the
+    /// next [`Store::claim_next`] of any process sharing the store takes it.
+    fn submit_run(&self, run: &NewRun) -> Result<(), StoreError>;
     /// Takes the run's lease for `owner`, unless a live owner holds it; the
     /// run's epoch is bumped, fencing off any earlier holder.
     fn claim(
@@ -390,6 +400,25 @@ pub trait Store: Send + Sync {
         owner: &Owner,
         lease: Duration,
     ) -> Result<(RunRecord, Lease), StoreError>;
+    /// Takes the oldest tenant run that is running with no live driver
+    /// (queued, released, or its lease expired by the store's clock), as
+    /// [`Store::claim`] would. Processes claiming at once each get a
+    /// different run (PostgreSQL: `FOR UPDATE SKIP LOCKED`). `None`: no run
+    /// is waiting for a driver.
+    fn claim_next(
+        &self,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<Option<(RunRecord, Lease)>, StoreError>;
+    /// Hands a waiting or paused run (an answer came, or a human resumed
+    /// it) to whichever process claims a run next; false if it was neither.
+    fn wake(&self, run: &str) -> Result<bool, StoreError>;
+    /// Notified when a run becomes claimable through another process
+    /// (submitted, woken or released), so that drivers need not poll
+    /// often; `None` when the backend cannot tell (poll instead).
+    fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
     /// Renews the lease; fails if it was lost. Returns the cancel
     /// request: 0 none, 1 cancel, 2 cancel and compensate.
     fn heartbeat(&self, run: &str, lease: &Lease) -> Result<u8, StoreError>;
@@ -413,6 +442,19 @@ pub trait Store: Send + Sync {
     fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// The component stored under `digest`, if any.
     fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets how many of the `limit` slots under `key` `holder` holds: as
+    /// many of `want` as fit beside what live holders hold, for `ttl` by
+    /// the store's clock (a holder that stops renewing gives its slots
+    /// back when the hold expires). Returns how many it holds now; 0
+    /// drops its hold.
+    fn hold_slots(
+        &self,
+        key: &str,
+        holder: &str,
+        want: u32,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<u32, StoreError>;
     /// Registers (or replaces) a tenant's agent under its name.
     fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     /// A tenant's agents, by name.

@@ -10,6 +10,7 @@ use tokio_postgres::NoTls;
 
 mod artifacts;
 pub mod cluster;
+mod listen;
 mod rows;
 mod schema;
 mod webhooks;
@@ -42,6 +43,11 @@ pub struct PgStore {
     /// Where uploads wait, as files, until they are copied into chunks
     /// (see [`private_uploads`]).
     uploads: PathBuf,
+    /// How to open the listening connection, which is not pooled.
+    config: tokio_postgres::Config,
+    /// Notified when another process makes a run claimable; the listener
+    /// starts on first use.
+    wakeups: std::sync::OnceLock<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl PgStore {
@@ -68,7 +74,7 @@ impl PgStore {
             .build()
             .map_err(|e| bad(format!("cannot start its runtime: {e}")))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -88,6 +94,8 @@ impl PgStore {
             shown,
             rt: Some(rt),
             uploads,
+            config,
+            wakeups: std::sync::OnceLock::new(),
         };
         let shown = store.shown.clone();
         store.block(|mut c| async move {
@@ -136,6 +144,26 @@ impl PgStore {
                 source: "the store's runtime stopped".into(),
             })
         })
+    }
+
+    /// The notifier that [`listen`] wakes, started on first use: most
+    /// processes (the CLI, a submit-only server) never wait for runs.
+    fn listener(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.wakeups
+            .get_or_init(|| {
+                let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+                let rt = self
+                    .rt
+                    .as_ref()
+                    .expect("the runtime lives as long as the store");
+                rt.spawn(listen::run(
+                    self.config.clone(),
+                    notify.clone(),
+                    self.shown.clone(),
+                ));
+                notify
+            })
+            .clone()
     }
 
     /// [`Self::block`] for a body whose errors are row errors.

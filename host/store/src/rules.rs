@@ -1,4 +1,4 @@
-//! What every backend decides the same way: whether a step may take a human's answer, the entries an answer and a cancel write, and whether an artifact fits its run's and tenant's storage.
+//! What every backend decides the same way: which run a process claims next, whether a step may take a human's answer, the entries an answer and a cancel write, and whether an artifact fits its run's and tenant's storage.
 
 use serde_json::Value;
 
@@ -101,4 +101,25 @@ pub(crate) fn artifact_fits(
         });
     }
     Ok(())
+}
+
+/// The prefix of the owners that are processes of this host: one known
+/// dead (killed) gives its runs up before its lease ends.
+pub(crate) fn this_host() -> String {
+    format!("{}:", crate::hostname())
+}
+
+/// Of `owners` (encoded, of this host), those whose process is gone.
+pub(crate) fn dead(owners: Vec<String>) -> Vec<String> {
+    owners
+        .into_iter()
+        .filter(|o| crate::Owner::decode(o).is_some_and(|o| o.is_dead()))
+        .collect()
+}
+
+/// How many of `want` slots a holder gets when live others hold `others`
+/// of `limit`.
+pub(crate) fn slots_granted(want: u32, others: i64, limit: u32) -> u32 {
+    let room = (i64::from(limit) - others).max(0);
+    want.min(room.min(i64::from(u32::MAX)) as u32)
 }

@@ -86,6 +86,118 @@ impl SqliteStore {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn)
     }
+
+    /// Inserts a new run, leased to `owner`, or queued for the next
+    /// [`Store::claim_next`] (no owner, no session yet).
+    fn insert_run(&self, run: &NewRun, owner: Option<&Owner>) -> Result<(), StoreError> {
+        self.with(|conn| {
+            // One transaction: the count of running runs and the insert.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.err(e))?;
+            let conn: &Connection = &tx;
+            if let Some(max) = run.max_running {
+                let running: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM runs WHERE tenant = ?1 AND status = 'running'",
+                    )
+                    .and_then(|mut s| s.query_row([&run.tenant], |r| r.get(0)))
+                    .map_err(|e| self.err(e))?;
+                if running >= i64::from(max) {
+                    return Err(StoreError::TooManyRuns {
+                        tenant: run.tenant.clone(),
+                        running: running as u32,
+                    });
+                }
+            }
+            let now = now_ms();
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO runs (id, workflow, file, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms, epoch, tenant, idempotency_key, sessions)
+                     VALUES (?1, ?2, ?3, ?5, ?6, ?7, 'running', ?8, ?8, ?9, CASE WHEN ?9 IS NULL THEN NULL ELSE ?8 END, ?12, ?10, ?11, ?12)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        run.id,
+                        run.workflow,
+                        run.file,
+                        run.definition,
+                        run.digest,
+                        run.params.to_string(),
+                        run.components.to_string(),
+                        now,
+                        owner.map(Owner::encode),
+                        run.tenant,
+                        run.idempotency_key,
+                        i64::from(owner.is_some()),
+                    ])
+                })
+                .map_err(|e| self.err(e))?;
+            if inserted == 0 {
+                // The same request again, or an id already taken.
+                if let Some(key) = &run.idempotency_key {
+                    let earlier: Option<String> = conn
+                        .prepare_cached(
+                            "SELECT id FROM runs WHERE tenant = ?1 AND idempotency_key = ?2",
+                        )
+                        .and_then(|mut s| s.query_row(params![run.tenant, key], |r| r.get(0)))
+                        .optional()
+                        .map_err(|e| self.err(e))?;
+                    if let Some(run) = earlier {
+                        return Err(StoreError::SameRequest { run });
+                    }
+                }
+                return Err(StoreError::RunExists(run.id.clone()));
+            }
+            conn.prepare_cached("INSERT INTO run_definitions (run_id, definition) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![run.id, run.definition]))
+                .map_err(|e| self.err(e))?;
+            tx.commit().map_err(|e| self.err(e))
+        })
+    }
+
+    /// Gives `rec` (read in `tx`) to `owner` unless a live owner holds it;
+    /// a new epoch fences off whoever held it before.
+    fn take(
+        &self,
+        tx: &Connection,
+        mut rec: RunRecord,
+        owner: &Owner,
+        lease: Duration,
+        now: i64,
+    ) -> Result<(RunRecord, Lease), StoreError> {
+        let run = rec.id.clone();
+        let mine = owner.encode();
+        if rec.owner.as_deref() != Some(mine.as_str()) {
+            if rec.lease_live(now, lease) {
+                let held = rec.owner.clone().unwrap_or_default();
+                return Err(StoreError::Leased {
+                    run,
+                    owner: Owner::decode(&held).map_or(held, |o| o.describe()),
+                    age: Duration::from_millis(
+                        (now - rec.heartbeat_ms.unwrap_or(now)).max(0) as u64
+                    ),
+                });
+            }
+            rec.sessions += 1;
+        }
+        // A new driver starts with no cancel request pending, and a new
+        // epoch: whoever held the run before can no longer commit.
+        rec.epoch += 1;
+        tx.execute(
+            "UPDATE runs SET owner = ?2, heartbeat_ms = ?3, sessions = ?4, cancel_requested = 0, epoch = ?5 WHERE id = ?1",
+            params![run, mine, now, rec.sessions, rec.epoch],
+        )
+        .map_err(|e| self.err(e))?;
+        rec.owner = Some(mine);
+        rec.heartbeat_ms = Some(now);
+        rec.cancel_requested = false;
+        let lease = Lease {
+            owner: owner.clone(),
+            epoch: rec.epoch,
+        };
+        Ok((rec, lease))
+    }
 }
 
 /// A SQLite error as a store error of the right kind, its cause kept.
@@ -114,73 +226,15 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
 
 impl Store for SqliteStore {
     fn create_run(&self, run: &NewRun, owner: &Owner) -> Result<Lease, StoreError> {
-        self.with(|conn| {
-            // One transaction: the count of running runs and the insert.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| self.err(e))?;
-            let conn: &Connection = &tx;
-            if let Some(max) = run.max_running {
-                let running: i64 = conn
-                    .prepare_cached(
-                        "SELECT count(*) FROM runs WHERE tenant = ?1 AND status = 'running'",
-                    )
-                    .and_then(|mut s| s.query_row([&run.tenant], |r| r.get(0)))
-                    .map_err(|e| self.err(e))?;
-                if running >= i64::from(max) {
-                    return Err(StoreError::TooManyRuns {
-                        tenant: run.tenant.clone(),
-                        running: running as u32,
-                    });
-                }
-            }
-            let now = now_ms();
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO runs (id, workflow, file, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms, epoch, tenant, idempotency_key)
-                     VALUES (?1, ?2, ?3, ?5, ?6, ?7, 'running', ?8, ?8, ?9, ?8, 1, ?10, ?11)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        run.id,
-                        run.workflow,
-                        run.file,
-                        run.definition,
-                        run.digest,
-                        run.params.to_string(),
-                        run.components.to_string(),
-                        now,
-                        owner.encode(),
-                        run.tenant,
-                        run.idempotency_key,
-                    ])
-                })
-                .map_err(|e| self.err(e))?;
-            if inserted == 0 {
-                // The same request again, or an id already taken.
-                if let Some(key) = &run.idempotency_key {
-                    let earlier: Option<String> = conn
-                        .prepare_cached(
-                            "SELECT id FROM runs WHERE tenant = ?1 AND idempotency_key = ?2",
-                        )
-                        .and_then(|mut s| s.query_row(params![run.tenant, key], |r| r.get(0)))
-                        .optional()
-                        .map_err(|e| self.err(e))?;
-                    if let Some(run) = earlier {
-                        return Err(StoreError::SameRequest { run });
-                    }
-                }
-                return Err(StoreError::RunExists(run.id.clone()));
-            }
-            conn.prepare_cached("INSERT INTO run_definitions (run_id, definition) VALUES (?1, ?2)")
-                .and_then(|mut s| s.execute(params![run.id, run.definition]))
-                .map_err(|e| self.err(e))?;
-            tx.commit().map_err(|e| self.err(e))?;
-            Ok(Lease {
-                owner: owner.clone(),
-                epoch: 1,
-            })
+        self.insert_run(run, Some(owner))?;
+        Ok(Lease {
+            owner: owner.clone(),
+            epoch: 1,
         })
+    }
+
+    fn submit_run(&self, run: &NewRun) -> Result<(), StoreError> {
+        self.insert_run(run, None)
     }
 
     fn claim(
@@ -193,41 +247,65 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| self.err(e))?;
-            let now = now_ms();
-            let mut rec = get_run(&tx, run)
+            let rec = get_run(&tx, run)
                 .map_err(|e| self.err(e))?
                 .ok_or_else(|| StoreError::UnknownRun(run.into()))?;
-            let mine = owner.encode();
-            if rec.owner.as_deref() != Some(mine.as_str()) {
-                if rec.lease_live(now, lease) {
-                    let held = rec.owner.clone().unwrap_or_default();
-                    return Err(StoreError::Leased {
-                        run: run.into(),
-                        owner: Owner::decode(&held).map_or(held, |o| o.describe()),
-                        age: Duration::from_millis(
-                            (now - rec.heartbeat_ms.unwrap_or(now)).max(0) as u64
-                        ),
-                    });
-                }
-                rec.sessions += 1;
-            }
-            // A new driver starts with no cancel request pending, and a new
-            // epoch: whoever held the run before can no longer commit.
-            rec.epoch += 1;
-            tx.execute(
-                "UPDATE runs SET owner = ?2, heartbeat_ms = ?3, sessions = ?4, cancel_requested = 0, epoch = ?5 WHERE id = ?1",
-                params![run, mine, now, rec.sessions, rec.epoch],
-            )
-            .map_err(|e| self.err(e))?;
+            let claimed = self.take(&tx, rec, owner, lease, now_ms())?;
             tx.commit().map_err(|e| self.err(e))?;
-            rec.owner = Some(mine);
-            rec.heartbeat_ms = Some(now);
-            rec.cancel_requested = false;
-            let lease = Lease {
-                owner: owner.clone(),
-                epoch: rec.epoch,
+            Ok(claimed)
+        })
+    }
+
+    fn claim_next(
+        &self,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<Option<(RunRecord, Lease)>, StoreError> {
+        self.with(|conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.err(e))?;
+            let now = now_ms();
+            let oldest = |filter: &str, p: &dyn rusqlite::ToSql| {
+                tx.prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE tenant != '' AND status = 'running' AND {filter}
+                     ORDER BY created_ms, id LIMIT 1"
+                ))
+                .and_then(|mut s| s.query_row([p], run_row).optional())
+                .map_err(|e| self.err(e))
             };
-            Ok((rec, lease))
+            let stale = now - lease.as_millis() as i64;
+            let mut next = oldest("(owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms < ?1)", &stale)?;
+            if next.is_none() {
+                // A process of this host known dead (killed) gives its runs
+                // up before its lease ends.
+                let owners: Vec<String> = tx
+                    .prepare_cached(
+                        "SELECT DISTINCT owner FROM runs WHERE tenant != '' AND status = 'running' AND substr(owner, 1, length(?1)) = ?1",
+                    )
+                    .and_then(|mut s| s.query_map([crate::rules::this_host()], |r| r.get(0))?.collect())
+                    .map_err(|e| self.err(e))?;
+                let dead = serde_json::to_string(&crate::rules::dead(owners)).unwrap_or_default();
+                next = oldest("owner IN (SELECT value FROM json_each(?1))", &dead)?;
+            }
+            let Some(rec) = next else {
+                return Ok(None);
+            };
+            let claimed = self.take(&tx, rec, owner, lease, now)?;
+            tx.commit().map_err(|e| self.err(e))?;
+            Ok(Some(claimed))
+        })
+    }
+
+    fn wake(&self, run: &str) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "UPDATE runs SET status = 'running', owner = NULL, heartbeat_ms = NULL
+                 WHERE id = ?1 AND status IN ('waiting', 'paused')",
+            )
+            .and_then(|mut s| s.execute([run]))
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
         })
     }
 
@@ -355,6 +433,43 @@ impl Store for SqliteStore {
             s.query_map(params![stale, limit as i64], run_row)
                 .and_then(|rows| rows.collect())
                 .map_err(|e| self.err(e))
+        })
+    }
+
+    fn hold_slots(
+        &self,
+        key: &str,
+        holder: &str,
+        want: u32,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<u32, StoreError> {
+        self.with(|conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.err(e))?;
+            let now = now_ms();
+            let others: i64 = tx
+                .prepare_cached(
+                    "SELECT coalesce(sum(held), 0) FROM slot_holds WHERE key = ?1 AND holder != ?2 AND expires_ms > ?3",
+                )
+                .and_then(|mut s| s.query_row(params![key, holder, now], |r| r.get(0)))
+                .map_err(|e| self.err(e))?;
+            let held = crate::rules::slots_granted(want, others, limit);
+            tx.execute(
+                "DELETE FROM slot_holds WHERE key = ?1 AND (holder = ?2 OR expires_ms <= ?3)",
+                params![key, holder, now],
+            )
+            .map_err(|e| self.err(e))?;
+            if held > 0 {
+                tx.execute(
+                    "INSERT INTO slot_holds (key, holder, held, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![key, holder, held, now + ttl.as_millis() as i64],
+                )
+                .map_err(|e| self.err(e))?;
+            }
+            tx.commit().map_err(|e| self.err(e))?;
+            Ok(held)
         })
     }
 

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use corral_runtime::Runtime;
-use corral_store::{LEASE, NewRun, Owner, RunRecord, RunState, Store, StoreError};
+use corral_store::{LEASE, Lease, NewRun, Owner, RunRecord, RunState, Store, StoreError};
 
 use super::journal::Journal;
 use super::model::Workflow;
@@ -85,23 +85,7 @@ pub fn begin_as(
     cancel: CancellationToken,
     origin: &Origin,
 ) -> Result<Arc<Journal>, StoreError> {
-    let file = std::fs::canonicalize(&w.file).unwrap_or_else(|_| w.file.clone());
-    let owner = Owner::this_process();
-    let lease = store.create_run(
-        &NewRun {
-            id: run_id.into(),
-            workflow: w.name.clone(),
-            file: file.display().to_string(),
-            definition: w.text.to_string(),
-            digest: w.digest.clone(),
-            params: params.clone(),
-            components: components(w),
-            tenant: origin.tenant.clone(),
-            idempotency_key: origin.idempotency_key.clone(),
-            max_running: origin.max_running,
-        },
-        &owner,
-    )?;
+    let lease = store.create_run(&new_run(w, params, run_id, origin), &Owner::this_process())?;
     Ok(Arc::new(Journal::start(
         store,
         run_id.into(),
@@ -109,6 +93,35 @@ pub fn begin_as(
         Vec::new(),
         cancel,
     )))
+}
+
+/// Records a tenant's run for another process to drive: it stays `queued`
+/// until a server or worker sharing the store claims it
+/// ([`Store::claim_next`]) and picks it up with [`reopen_claimed`].
+pub fn submit_as(
+    store: &dyn Store,
+    w: &Workflow,
+    params: &Value,
+    run_id: &str,
+    origin: &Origin,
+) -> Result<(), StoreError> {
+    store.submit_run(&new_run(w, params, run_id, origin))
+}
+
+fn new_run(w: &Workflow, params: &Value, run_id: &str, origin: &Origin) -> NewRun {
+    let file = std::fs::canonicalize(&w.file).unwrap_or_else(|_| w.file.clone());
+    NewRun {
+        id: run_id.into(),
+        workflow: w.name.clone(),
+        file: file.display().to_string(),
+        definition: w.text.to_string(),
+        digest: w.digest.clone(),
+        params: params.clone(),
+        components: components(w),
+        tenant: origin.tenant.clone(),
+        idempotency_key: origin.idempotency_key.clone(),
+        max_running: origin.max_running,
+    }
 }
 
 fn components(w: &Workflow) -> Value {
@@ -166,6 +179,61 @@ pub async fn reopen_in(
     finished(&record, req)?;
     // Validation loads (maybe compiles) components: do it before taking the
     // lease, which nothing renews until the journal starts.
+    let w = validated(rt, &record, scope).await?;
+    let (record, lease) = store.claim(id, &Owner::this_process(), LEASE)?;
+    rebuild(store, w, record, lease, req, cancel)
+}
+
+/// Picks up a run this process claimed with [`Store::claim_next`]: as
+/// [`reopen_in`] with no changes asked for. The lease is renewed while the
+/// workflow validates (it may compile components), and given up if the run
+/// cannot be resumed.
+pub async fn reopen_claimed(
+    rt: &Runtime,
+    store: Arc<dyn Store>,
+    record: RunRecord,
+    lease: Lease,
+    cancel: CancellationToken,
+    scope: Option<&dyn Scope>,
+) -> Result<Resumed, ResumeError> {
+    let req = ResumeRequest {
+        run_id: record.id.clone(),
+        ..ResumeRequest::default()
+    };
+    let renewing = {
+        let (store, id, lease) = (store.clone(), record.id.clone(), lease.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                let (store, id, lease) = (store.clone(), id.clone(), lease.clone());
+                let renewed =
+                    tokio::task::spawn_blocking(move || store.heartbeat(&id, &lease)).await;
+                if !matches!(renewed, Ok(Ok(_))) {
+                    return;
+                }
+            }
+        })
+    };
+    let validated = validated(rt, &record, scope).await;
+    renewing.abort();
+    let _ = renewing.await;
+    match validated {
+        Ok(w) => rebuild(store, w, record, lease, &req, cancel),
+        Err(e) => {
+            let _ = store.release(&record.id, &lease);
+            Err(e)
+        }
+    }
+}
+
+/// The run's stored workflow, parsed and validated again (through `scope`
+/// for a tenant's run).
+async fn validated(
+    rt: &Runtime,
+    record: &RunRecord,
+    scope: Option<&dyn Scope>,
+) -> Result<Workflow, ResumeError> {
+    let id = record.id.as_str();
     let src = source::parse(Path::new(&record.file), &record.definition).map_err(|d| {
         ResumeError::Invalid {
             run: id.into(),
@@ -176,11 +244,24 @@ pub async fn reopen_in(
         Some(scope) => validate_in(&src, rt, scope).await,
         None => validate(&src, rt).await,
     };
-    let mut w = validated.map_err(|d| ResumeError::Invalid {
+    validated.map_err(|d| ResumeError::Invalid {
         run: id.into(),
         diagnostics: d,
-    })?;
-    let (record, lease) = store.claim(id, &Owner::this_process(), LEASE)?;
+    })
+}
+
+/// The rest of a resume, once `lease` holds the run: pins, params, what
+/// earlier sessions committed, and a journal. The lease is given up on
+/// any refusal.
+fn rebuild(
+    store: Arc<dyn Store>,
+    mut w: Workflow,
+    record: RunRecord,
+    lease: Lease,
+    req: &ResumeRequest,
+    cancel: CancellationToken,
+) -> Result<Resumed, ResumeError> {
+    let id = req.run_id.as_str();
     let release = |e: ResumeError| {
         let _ = store.release(id, &lease);
         e

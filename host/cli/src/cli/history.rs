@@ -94,6 +94,10 @@ pub fn runs(args: RunsArgs, state: &StateArgs) -> Exit {
         let note = match status {
             "interrupted" => format!("its process died; `corral resume {}`", r.id),
             "running" => "a process is driving it".to_owned(),
+            "queued" => {
+                "no process drives it yet: the next server or worker to claim a run takes it"
+                    .to_owned()
+            }
             _ => r.error.clone().unwrap_or_default(),
         };
         println!(

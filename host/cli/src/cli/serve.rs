@@ -1,4 +1,4 @@
-//! `corral serve`: the multi-tenant HTTP service; `corral token`: API tokens, the hashes `corral.toml` keeps of them, and webhook secrets.
+//! `corral serve`: the multi-tenant HTTP service; `corral worker`: a process that drives the service's runs from a shared store; `corral token`: API tokens, the hashes `corral.toml` keeps of them, and webhook secrets.
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use clap::Args;
 use corral::Runtime;
 use corral::store::Store;
 use corral_server::tenant::TokenHash;
-use corral_server::{Server, config};
+use corral_server::{Drive, Server, Worker, config};
 
 use super::Exit;
 
@@ -22,28 +22,85 @@ pub struct ServeArgs {
     /// Address to listen on [default: `server.listen` in the config, else 127.0.0.1:8700].
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<SocketAddr>,
+
+    /// Record runs and approval answers only, and leave driving them to
+    /// `corral worker` processes on the same database (`--db`).
+    #[arg(long, conflicts_with = "max_runs")]
+    submit_only: bool,
+
+    /// The most runs this server takes over at once from the store (left by
+    /// a stopped process, or queued for workers); runs submitted to it are
+    /// driven here whatever this says.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_runs: u32,
 }
 
-pub async fn run(rt: Runtime, args: ServeArgs, state: &super::StateArgs) -> Exit {
-    let config = match config::load(&args.config) {
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// The config file the servers use: tenants, their secrets and quotas
+    /// (the worker listens on nothing; `server.listen` is ignored).
+    #[arg(long, env = "CORRAL_CONFIG", default_value = "corral.toml")]
+    config: PathBuf,
+
+    /// The most runs this worker drives at once.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    max_runs: u32,
+}
+
+/// The config and the store it names (`--db` wins over its state directory).
+fn open(
+    path: &std::path::Path,
+    state: &super::StateArgs,
+) -> Result<(config::ServerConfig, Arc<dyn Store>), Exit> {
+    let config = config::load(path).map_err(|errors| {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        Exit::Usage
+    })?;
+    let store = state.open_in(&config.state_dir)?;
+    Ok((config, store))
+}
+
+pub async fn worker(rt: Runtime, args: WorkerArgs, state: &super::StateArgs) -> Exit {
+    let (config, store) = match open(&args.config, state) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("error: {e}");
-            }
+        Err(exit) => return exit,
+    };
+    let worker = match Worker::new(config, rt, store, args.max_runs as usize) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
             return Exit::Usage;
         }
     };
-    // `--db` wins over the config's state directory.
-    let store: Arc<dyn Store> = match state.open_in(&config.state_dir) {
-        Ok(s) => s,
+    // A script (and the tests) wait for this line.
+    println!(
+        "corral worker: claiming runs (at most {} at once)",
+        args.max_runs
+    );
+    let _ = std::io::stdout().flush();
+    worker.run(shutdown_signal("worker")).await;
+    Exit::Success
+}
+
+pub async fn run(rt: Runtime, args: ServeArgs, state: &super::StateArgs) -> Exit {
+    let (config, store) = match open(&args.config, state) {
+        Ok(c) => c,
         Err(exit) => return exit,
     };
     let listen = args
         .listen
         .or(config.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8700)));
-    let server = match Server::bind(config, rt, store, listen).await {
+    let drive = if args.submit_only {
+        Drive::Workers
+    } else {
+        Drive::Here {
+            max_runs: args.max_runs as usize,
+        }
+    };
+    let server = match Server::bind(config, rt, store, listen, drive).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -54,7 +111,7 @@ pub async fn run(rt: Runtime, args: ServeArgs, state: &super::StateArgs) -> Exit
     // A script (and the tests) read the bound port from this line.
     println!("corral serve: listening on http://{addr}");
     let _ = std::io::stdout().flush();
-    match server.run(shutdown_signal()).await {
+    match server.run(shutdown_signal("serve")).await {
         Ok(()) => Exit::Success,
         Err(e) => {
             eprintln!("error: {e}");
@@ -64,7 +121,7 @@ pub async fn run(rt: Runtime, args: ServeArgs, state: &super::StateArgs) -> Exit
 }
 
 /// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+async fn shutdown_signal(who: &'static str) {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -77,7 +134,9 @@ async fn shutdown_signal() {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    eprintln!("corral serve: shutting down: no new requests; running runs get the grace period");
+    eprintln!(
+        "corral {who}: shutting down: no new requests or claims; running runs get the grace period"
+    );
 }
 
 #[derive(Args)]

@@ -57,7 +57,7 @@ where
         )
     };
     to_origin_form(&mut req, target)?;
-    let stream = tokio::time::timeout_at(deadline, connect(target))
+    let stream = tokio::time::timeout_at(deadline, connect(target, deadline))
         .await
         .map_err(|_| timeout())??;
     let io: Box<dyn Io> = if target.https {
@@ -136,7 +136,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 /// Resolves `target` and connects to the first address it may reach. An
 /// address on the host's network is skipped unless the request names that
 /// address itself (the grant then matched it exactly).
-async fn connect(target: &Target) -> Result<TcpStream, SendFailure> {
+async fn connect(target: &Target, deadline: Instant) -> Result<TcpStream, SendFailure> {
     let named: Option<IpAddr> = target.host.parse().ok();
     let addrs: Vec<SocketAddr> = match named {
         Some(ip) => vec![SocketAddr::new(ip, target.port)],
@@ -152,25 +152,24 @@ async fn connect(target: &Target) -> Result<TcpStream, SendFailure> {
             .collect(),
     };
     let mut blocked = None;
-    let mut last_error = None;
+    let mut reachable = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        if named.is_none()
-            && let Some(range) = internal_range(addr.ip())
-        {
-            blocked.get_or_insert((addr, range));
-            continue;
-        }
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
+        match internal_range(addr.ip()) {
+            Some(range) if named.is_none() => {
+                blocked.get_or_insert((addr, range));
             }
-            Err(e) => last_error = Some((addr, e)),
+            _ => reachable.push(addr),
         }
     }
-    if let Some((addr, e)) = last_error {
-        let detail = format!("cannot connect to {addr}: {e}");
-        return Err(SendFailure::failed(Error::ConnectionRefused, detail));
+    if !reachable.is_empty() {
+        return in_turn(&reachable, deadline).await.map_err(|(addr, why)| {
+            let error = if why.starts_with(NO_ANSWER) {
+                Error::ConnectionTimeout
+            } else {
+                Error::ConnectionRefused
+            };
+            SendFailure::failed(error, format!("cannot connect to {addr}: {why}"))
+        });
     }
     match blocked {
         Some((addr, range)) => {
@@ -193,6 +192,36 @@ async fn connect(target: &Target) -> Result<TcpStream, SendFailure> {
     }
 }
 
+/// How an attempt that timed out is described.
+const NO_ANSWER: &str = "no answer within";
+
+/// The least time an address is given before the next one is tried.
+const MIN_ATTEMPT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Connects to the first of `addrs` that answers. Each attempt gets an equal
+/// share of the time left (at least [`MIN_ATTEMPT`]), so an address that
+/// never answers cannot spend the whole deadline before the next is tried.
+/// On failure, the last address tried and why.
+async fn in_turn(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+) -> Result<TcpStream, (SocketAddr, String)> {
+    let mut last = None;
+    for (i, &addr) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let share = (left / (addrs.len() - i) as u32).max(MIN_ATTEMPT).min(left);
+        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = Some((addr, e.to_string())),
+            Err(_) => last = Some((addr, format!("{NO_ANSWER} {} ms", share.as_millis()))),
+        }
+    }
+    Err(last.unwrap_or_else(|| (SocketAddr::from(([0, 0, 0, 0], 0)), "no address".into())))
+}
+
 /// One TLS client configuration for the process: the web's roots, ring.
 fn tls_config() -> Arc<ClientConfig> {
     static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
@@ -210,4 +239,58 @@ fn tls_config() -> Arc<ClientConfig> {
             Arc::new(config)
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A loopback address whose accept queue is full: a connection to it
+    /// neither succeeds nor fails, its SYN is dropped.
+    fn silent_address() -> (
+        tokio::net::TcpListener,
+        Vec<std::net::TcpStream>,
+        SocketAddr,
+    ) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(s) => held.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return (listener, held, addr);
+                }
+                Err(e) => panic!("filling the accept queue: {e}"),
+            }
+        }
+        panic!("the accept queue of {addr} never filled");
+    }
+
+    #[tokio::test]
+    async fn an_address_that_never_answers_leaves_time_for_the_next() {
+        let (_silent, _held, silent) = silent_address();
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good_addr = good.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(4);
+        // As `send` calls it: within the call's deadline.
+        let stream = tokio::time::timeout_at(deadline, in_turn(&[silent, good_addr], deadline))
+            .await
+            .expect("the first address kept the whole deadline")
+            .expect("the second address answers");
+        assert_eq!(stream.peer_addr().unwrap(), good_addr);
+    }
+
+    #[tokio::test]
+    async fn a_failure_names_the_last_address_and_why() {
+        let (_silent, _held, silent) = silent_address();
+        let deadline = Instant::now() + Duration::from_millis(600);
+        let (addr, why) = in_turn(&[silent], deadline).await.unwrap_err();
+        assert_eq!(addr, silent);
+        assert!(why.starts_with(NO_ANSWER), "{why}");
+    }
 }

@@ -7,75 +7,24 @@ impl Store for PgStore {
         let (run, owner) = (run.clone(), owner.clone());
         let shown = self.shown.clone();
         self.block(move |mut c| async move {
-            let fail = |e: RowError| row_error(&shown, e);
             let tx = c.transaction().await.map_err(|e| sql_error(&shown, e))?;
-            if let Some(max) = run.max_running {
-                // Serialized per tenant: two processes cannot both start its last slot.
-                tx.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext('corral-runs:' || $1))",
-                    &[&run.tenant],
-                )
-                .await
-                .map_err(|e| sql_error(&shown, e))?;
-                let running: i64 = tx
-                    .query_one(
-                        "SELECT count(*) FROM runs WHERE tenant = $1 AND status = 'running'",
-                        &[&run.tenant],
-                    )
-                    .await
-                    .and_then(|r| r.try_get(0))
-                    .map_err(|e| sql_error(&shown, e))?;
-                if running >= i64::from(max) {
-                    return Err(StoreError::TooManyRuns {
-                        tenant: run.tenant.clone(),
-                        running: running as u32,
-                    });
-                }
-            }
-            let at = now(&tx).await.map_err(fail)?;
-            let inserted = tx
-                .execute(
-                    "INSERT INTO runs (id, workflow, file, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms, epoch, tenant, idempotency_key)
-                     VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $7, $8, $7, 1, $9, $10) ON CONFLICT DO NOTHING",
-                    &[
-                        &run.id,
-                        &run.workflow,
-                        &run.file,
-                        &run.digest,
-                        &run.params.to_string(),
-                        &run.components.to_string(),
-                        &at,
-                        &owner.encode(),
-                        &run.tenant,
-                        &run.idempotency_key,
-                    ],
-                )
-                .await
-                .map_err(|e| sql_error(&shown, e))?;
-            if inserted == 0 {
-                // The same request again, or an id already taken.
-                if let Some(key) = &run.idempotency_key {
-                    let earlier = tx
-                        .query_opt(
-                            "SELECT id FROM runs WHERE tenant = $1 AND idempotency_key = $2",
-                            &[&run.tenant, key],
-                        )
-                        .await
-                        .map_err(|e| sql_error(&shown, e))?;
-                    if let Some(r) = earlier {
-                        return Err(StoreError::SameRequest { run: r.get(0) });
-                    }
-                }
-                return Err(StoreError::RunExists(run.id.clone()));
-            }
-            tx.execute(
-                "INSERT INTO run_definitions (run_id, definition) VALUES ($1, $2)",
-                &[&run.id, &run.definition],
-            )
-            .await
-            .map_err(|e| sql_error(&shown, e))?;
+            insert_run(&tx, &run, Some(owner.encode()), &shown).await?;
             tx.commit().await.map_err(|e| sql_error(&shown, e))?;
             Ok(Lease { owner, epoch: 1 })
+        })
+    }
+
+    fn submit_run(&self, run: &NewRun) -> Result<(), StoreError> {
+        let run = run.clone();
+        let shown = self.shown.clone();
+        self.block(move |mut c| async move {
+            let tx = c.transaction().await.map_err(|e| sql_error(&shown, e))?;
+            insert_run(&tx, &run, None, &shown).await?;
+            // Sent to the listeners when the transaction commits.
+            tx.execute(listen::NOTIFY, &[])
+                .await
+                .map_err(|e| sql_error(&shown, e))?;
+            tx.commit().await.map_err(|e| sql_error(&shown, e))
         })
     }
 
@@ -94,40 +43,81 @@ impl Store for PgStore {
                 .await
                 .map_err(|e| sql_error(&shown, e))?;
             let at = now(&tx).await.map_err(fail)?;
-            let mut rec = get_run(&tx, &id)
+            let rec = get_run(&tx, &id)
                 .await
                 .map_err(fail)?
                 .ok_or_else(|| StoreError::UnknownRun(id.clone()))?;
-            let mine = owner.encode();
-            if rec.owner.as_deref() != Some(mine.as_str()) {
-                if rec.lease_live(at, lease) {
-                    let held = rec.owner.clone().unwrap_or_default();
-                    return Err(StoreError::Leased {
-                        run: id.clone(),
-                        owner: Owner::decode(&held).map_or(held, |o| o.describe()),
-                        age: Duration::from_millis(
-                            (at - rec.heartbeat_ms.unwrap_or(at)).max(0) as u64,
-                        ),
-                    });
-                }
-                rec.sessions += 1;
-            }
-            // A new driver starts with no cancel request pending, and a new
-            // epoch: whoever held the run before can no longer commit.
-            rec.epoch += 1;
-            tx.execute(
-                "UPDATE runs SET owner = $2, heartbeat_ms = $3, sessions = $4, cancel_requested = 0, epoch = $5 WHERE id = $1",
-                &[&id, &mine, &at, &(rec.sessions as i32), &rec.epoch],
-            )
-            .await
-            .map_err(|e| sql_error(&shown, e))?;
+            let claimed = take(&tx, rec, owner, lease, at, &shown).await?;
             tx.commit().await.map_err(|e| sql_error(&shown, e))?;
-            rec.owner = Some(mine);
-            rec.heartbeat_ms = Some(at);
-            rec.cancel_requested = false;
-            let epoch = rec.epoch;
-            Ok((rec, Lease { owner, epoch }))
+            Ok(claimed)
         })
+    }
+
+    fn claim_next(
+        &self,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<Option<(RunRecord, Lease)>, StoreError> {
+        let owner = owner.clone();
+        let shown = self.shown.clone();
+        let stale = lease.as_millis() as i64;
+        self.block(move |mut c| async move {
+            let fail = |e: RowError| row_error(&shown, e);
+            let tx = c.transaction().await.map_err(|e| sql_error(&shown, e))?;
+            let at = now(&tx).await.map_err(fail)?;
+            let mut next = oldest_claimable(&tx, "(owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms < $1::int8)", &(at - stale))
+                .await
+                .map_err(fail)?;
+            if next.is_none() {
+                // A process of this host known dead (killed) gives its runs
+                // up before its lease ends.
+                let owners: Vec<String> = tx
+                    .query(
+                        "SELECT DISTINCT owner FROM runs WHERE tenant != '' AND status = 'running' AND left(owner, length($1)) = $1",
+                        &[&crate::rules::this_host()],
+                    )
+                    .await
+                    .map_err(|e| sql_error(&shown, e))?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let dead = crate::rules::dead(owners);
+                if !dead.is_empty() {
+                    next = oldest_claimable(&tx, "owner = ANY($1::text[])", &dead)
+                        .await
+                        .map_err(fail)?;
+                }
+            }
+            let Some(rec) = next else {
+                return Ok(None);
+            };
+            let claimed = take(&tx, rec, owner, lease, at, &shown).await?;
+            tx.commit().await.map_err(|e| sql_error(&shown, e))?;
+            Ok(Some(claimed))
+        })
+    }
+
+    fn wake(&self, run: &str) -> Result<bool, StoreError> {
+        let id = run.to_owned();
+        self.rows(move |c| async move {
+            let woken = c
+                .query(
+                    &format!(
+                        "WITH woken AS (
+                           UPDATE runs SET status = 'running', owner = NULL, heartbeat_ms = NULL
+                           WHERE id = $1 AND status IN ('waiting', 'paused') RETURNING 1)
+                         SELECT pg_notify('{}', '') FROM woken",
+                        listen::CHANNEL
+                    ),
+                    &[&id],
+                )
+                .await?;
+            Ok(!woken.is_empty())
+        })
+    }
+
+    fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.listener())
     }
 
     fn heartbeat(&self, run: &str, lease: &Lease) -> Result<u8, StoreError> {
@@ -148,8 +138,16 @@ impl Store for PgStore {
     fn release(&self, run: &str, lease: &Lease) -> Result<(), StoreError> {
         let (id, owner, epoch) = (run.to_owned(), lease.owner.encode(), lease.epoch);
         self.rows(move |c| async move {
-            c.execute(
-                "UPDATE runs SET owner = NULL, heartbeat_ms = NULL WHERE id = $1 AND owner = $2 AND epoch = $3",
+            // A run given up unfinished (its process stops) is claimable at
+            // once: the listeners hear of it. A finished one wakes no one.
+            c.query(
+                &format!(
+                    "WITH released AS (
+                       UPDATE runs SET owner = NULL, heartbeat_ms = NULL
+                       WHERE id = $1 AND owner = $2 AND epoch = $3 RETURNING status)
+                     SELECT pg_notify('{}', '') FROM released WHERE status = 'running'",
+                    listen::CHANNEL
+                ),
                 &[&id, &owner, &epoch],
             )
             .await?;
@@ -277,6 +275,50 @@ impl Store for PgStore {
                 .await?;
             let rows = c.query(&s, &[&lease, &(limit as i64)]).await?;
             rows.iter().map(rows::run_row).collect()
+        })
+    }
+
+    fn hold_slots(
+        &self,
+        key: &str,
+        holder: &str,
+        want: u32,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<u32, StoreError> {
+        let (key, holder) = (key.to_owned(), holder.to_owned());
+        let ttl = ttl.as_millis() as i64;
+        self.rows(move |mut c| async move {
+            let tx = c.transaction().await?;
+            // Serialized per key: two holders cannot both take the last slot.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('corral-slots:' || $1))",
+                &[&key],
+            )
+            .await?;
+            let at = now(&tx).await?;
+            let others: i64 = tx
+                .query_one(
+                    "SELECT coalesce(sum(held), 0)::int8 FROM slot_holds WHERE key = $1 AND holder != $2 AND expires_ms > $3",
+                    &[&key, &holder, &at],
+                )
+                .await?
+                .try_get(0)?;
+            let held = crate::rules::slots_granted(want, others, limit);
+            tx.execute(
+                "DELETE FROM slot_holds WHERE key = $1 AND (holder = $2 OR expires_ms <= $3)",
+                &[&key, &holder, &at],
+            )
+            .await?;
+            if held > 0 {
+                tx.execute(
+                    "INSERT INTO slot_holds (key, holder, held, expires_ms) VALUES ($1, $2, $3, $4)",
+                    &[&key, &holder, &(held as i32), &(at + ttl)],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(held)
         })
     }
 
@@ -802,4 +844,143 @@ async fn gc(tx: &impl GenericClient, before_ms: i64, at: i64) -> Rows<GcStats> {
     stats.blob_bytes = r.try_get::<_, i64>(1)?.max(0) as u64;
     (stats.artifacts, stats.artifact_bytes) = artifacts::sweep(tx, before_ms).await?;
     Ok(stats)
+}
+
+/// Inserts a new run in `tx`, leased to `owner` (encoded), or queued for
+/// the next [`Store::claim_next`] when `None` (no owner, no session yet).
+async fn insert_run(
+    tx: &deadpool_postgres::Transaction<'_>,
+    run: &NewRun,
+    owner: Option<String>,
+    shown: &str,
+) -> Result<(), StoreError> {
+    let fail = |e: RowError| row_error(shown, e);
+    if let Some(max) = run.max_running {
+        // Serialized per tenant: two processes cannot both start its last slot.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('corral-runs:' || $1))",
+            &[&run.tenant],
+        )
+        .await
+        .map_err(|e| sql_error(shown, e))?;
+        let running: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM runs WHERE tenant = $1 AND status = 'running'",
+                &[&run.tenant],
+            )
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| sql_error(shown, e))?;
+        if running >= i64::from(max) {
+            return Err(StoreError::TooManyRuns {
+                tenant: run.tenant.clone(),
+                running: running as u32,
+            });
+        }
+    }
+    let at = now(tx).await.map_err(fail)?;
+    let inserted = tx
+            .execute(
+                "INSERT INTO runs (id, workflow, file, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms, epoch, tenant, idempotency_key, sessions)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $7, $8, $12, $11, $9, $10, $13) ON CONFLICT DO NOTHING",
+                &[
+                    &run.id,
+                    &run.workflow,
+                    &run.file,
+                    &run.digest,
+                    &run.params.to_string(),
+                    &run.components.to_string(),
+                    &at,
+                    &owner,
+                    &run.tenant,
+                    &run.idempotency_key,
+                    &i64::from(owner.is_some()),
+                    &owner.as_ref().map(|_| at),
+                    &i32::from(owner.is_some()),
+                ],
+            )
+            .await
+            .map_err(|e| sql_error(shown, e))?;
+    if inserted == 0 {
+        // The same request again, or an id already taken.
+        if let Some(key) = &run.idempotency_key {
+            let earlier = tx
+                .query_opt(
+                    "SELECT id FROM runs WHERE tenant = $1 AND idempotency_key = $2",
+                    &[&run.tenant, key],
+                )
+                .await
+                .map_err(|e| sql_error(shown, e))?;
+            if let Some(r) = earlier {
+                return Err(StoreError::SameRequest { run: r.get(0) });
+            }
+        }
+        return Err(StoreError::RunExists(run.id.clone()));
+    }
+    tx.execute(
+        "INSERT INTO run_definitions (run_id, definition) VALUES ($1, $2)",
+        &[&run.id, &run.definition],
+    )
+    .await
+    .map_err(|e| sql_error(shown, e))?;
+    Ok(())
+}
+
+/// Gives `rec` (its row locked by `tx`) to `owner` unless a live owner
+/// holds it; a new epoch fences off whoever held it before.
+async fn take(
+    tx: &deadpool_postgres::Transaction<'_>,
+    mut rec: RunRecord,
+    owner: Owner,
+    lease: Duration,
+    at: i64,
+    shown: &str,
+) -> Result<(RunRecord, Lease), StoreError> {
+    let mine = owner.encode();
+    if rec.owner.as_deref() != Some(mine.as_str()) {
+        if rec.lease_live(at, lease) {
+            let held = rec.owner.clone().unwrap_or_default();
+            return Err(StoreError::Leased {
+                run: rec.id.clone(),
+                owner: Owner::decode(&held).map_or(held, |o| o.describe()),
+                age: Duration::from_millis((at - rec.heartbeat_ms.unwrap_or(at)).max(0) as u64),
+            });
+        }
+        rec.sessions += 1;
+    }
+    // A new driver starts with no cancel request pending, and a new
+    // epoch: whoever held the run before can no longer commit.
+    rec.epoch += 1;
+    tx.execute(
+        "UPDATE runs SET owner = $2, heartbeat_ms = $3, sessions = $4, cancel_requested = 0, epoch = $5 WHERE id = $1",
+        &[&rec.id, &mine, &at, &(rec.sessions as i32), &rec.epoch],
+    )
+    .await
+    .map_err(|e| sql_error(shown, e))?;
+    rec.owner = Some(mine);
+    rec.heartbeat_ms = Some(at);
+    rec.cancel_requested = false;
+    let epoch = rec.epoch;
+    Ok((rec, Lease { owner, epoch }))
+}
+
+/// The oldest tenant run that is running and matches `filter` (on `$1`),
+/// its row locked; rows another process is claiming are skipped, not
+/// waited for, so processes claiming at once take different runs.
+async fn oldest_claimable(
+    tx: &deadpool_postgres::Transaction<'_>,
+    filter: &str,
+    p: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> Rows<Option<RunRecord>> {
+    let s = tx
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE tenant != '' AND status = 'running' AND {filter}
+             ORDER BY created_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        ))
+        .await?;
+    tx.query_opt(&s, &[p])
+        .await?
+        .as_ref()
+        .map(rows::run_row)
+        .transpose()
 }

@@ -150,6 +150,17 @@ CREATE TABLE components (
     created_ms BIGINT NOT NULL
 );
 "#,
+    // Slots of a limit shared by processes (a tenant's concurrent calls):
+    // what each holder holds, until its hold expires unrenewed.
+    r#"
+CREATE TABLE slot_holds (
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    held INTEGER NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    PRIMARY KEY (key, holder)
+);
+"#,
 ];
 
 /// Any key would do; this one is corral's, so that no other application's

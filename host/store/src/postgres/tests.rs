@@ -118,3 +118,45 @@ fn a_password_never_shows_in_messages() {
         .unwrap();
     assert!(!err.to_string().contains("s3cret"), "{err}");
 }
+
+/// A process waiting for runs hears, through `LISTEN`, of each run another
+/// process submits, wakes or gives up unfinished, and of nothing else.
+#[test]
+fn claimable_runs_are_announced_to_other_processes() {
+    let f = fresh();
+    let other = PgStore::connect(&f.url).unwrap();
+    let wakeups = f.store.wakeups().expect("PostgreSQL announces runs");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let heard = |within_ms: u64| {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(within_ms), wakeups.notified())
+                .await
+                .is_ok()
+        })
+    };
+    // One permit when the listener connects (what it may have missed).
+    assert!(heard(5_000), "the listener never connected");
+    assert!(!heard(300), "nothing happened yet");
+    let tenant_run = |id: &str| NewRun {
+        tenant: "acme".into(),
+        ..new_run(id)
+    };
+    other.submit_run(&tenant_run("q")).unwrap();
+    assert!(heard(5_000), "a submitted run");
+    let me = Owner::this_process();
+    let lease = other.create_run(&tenant_run("d"), &me).unwrap();
+    assert!(!heard(300), "a run created with a driver is not claimable");
+    other.release("d", &lease).unwrap();
+    assert!(heard(5_000), "a run given up unfinished");
+    let (_, lease) = other.claim("d", &me, crate::LEASE).unwrap();
+    let done = Entry {
+        run_state: Some((RunState::Completed, None)),
+        ..Entry::new("run_finished", None, "{}".into())
+    };
+    other.commit("d", &lease, &[done]).unwrap();
+    other.release("d", &lease).unwrap();
+    assert!(!heard(300), "a finished run wakes no one");
+}

@@ -162,6 +162,17 @@ CREATE TABLE components (
     created_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // Slots of a limit shared by processes (a tenant's concurrent calls):
+    // what each holder holds, until its hold expires unrenewed.
+    r#"
+CREATE TABLE slot_holds (
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    held INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (key, holder)
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
