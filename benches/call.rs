@@ -26,7 +26,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 mod bare {
     wasmtime::component::bindgen!({
-        path: "../../wit/since_v0.1.0",
+        path: "../../wit/since_v0.2.0",
         world: "agent",
         exports: { default: async },
     });
@@ -85,7 +85,10 @@ impl Bare {
         let engine = Engine::new(&config).unwrap();
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-        bare::Agent::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).unwrap();
+        bare::corral::agent::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).unwrap();
+        bare::corral::agent::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).unwrap();
+        // The agents measured here import neither `model`, `delegate` nor
+        // `artifacts`, so the bare linker need not provide them.
         let component = Component::from_file(&engine, path).unwrap();
         let pre = bare::AgentPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
         Self { engine, pre, fuel }

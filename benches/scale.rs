@@ -16,7 +16,10 @@
 //! them. Steps per second count every step of every run, from the first
 //! submission to the last completion; a run's claim latency is from its
 //! creation (the store's clock) to its first journal entry (its driver's
-//! clock; one machine here). `CORRAL_SCALE_QUICK=1` runs a quarter of the
+//! clock; one machine here). For PostgreSQL it also reports what the
+//! database did per step, from its own counters: transactions committed
+//! (by every process: steps, heartbeats, claims, quota slices), rows
+//! written and WAL bytes. `CORRAL_SCALE_QUICK=1` runs a quarter of the
 //! work.
 
 use std::time::{Duration, Instant};
@@ -46,6 +49,62 @@ struct Figures {
     steps: usize,
     /// Milliseconds from each run's creation to its first journal entry.
     claims: Vec<i64>,
+    /// What the database did meanwhile (PostgreSQL only).
+    db: Option<DbWork>,
+}
+
+/// The database's own counters: transactions committed, rows written and
+/// WAL bytes, read from `pg_stat_database` and the WAL position.
+#[derive(Clone, Copy, Default)]
+struct DbWork {
+    commits: i64,
+    rows: i64,
+    wal: i64,
+}
+
+impl DbWork {
+    fn read(url: &str) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(conn);
+            // Backends flush their counters about once a second.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            client
+                .batch_execute("SELECT pg_stat_clear_snapshot()")
+                .await
+                .unwrap();
+            let row = client
+                .query_one(
+                    "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted,
+                            pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8
+                     FROM pg_stat_database WHERE datname = current_database()",
+                    &[],
+                )
+                .await
+                .unwrap();
+            drop(client);
+            let _ = driver.await;
+            Self {
+                commits: row.get(0),
+                rows: row.get(1),
+                wal: row.get(2),
+            }
+        })
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            commits: self.commits - before.commits,
+            rows: self.rows - before.rows,
+            wal: self.wal - before.wal,
+        }
+    }
 }
 
 impl Figures {
@@ -162,14 +221,15 @@ fn drive(front: &Serve, load: &Load) -> Figures {
             let created = front.get(&format!("/v1/runs/{id}"), ACME).body["created_ms"]
                 .as_i64()
                 .unwrap();
-            let first = serve::read_events(front, id, None, |_| true);
-            first[0]["at_ms"].as_i64().unwrap() - created
+            let events = serve::events_so_far(front, ACME, id);
+            events[0]["at_ms"].as_i64().unwrap() - created
         })
         .collect();
     Figures {
         wall,
         steps: load.runs * load.steps,
         claims,
+        db: None,
     }
 }
 
@@ -203,7 +263,17 @@ fn postgres(cluster: &TestCluster, workers: usize, loads: &[Load]) -> Vec<Figure
     upload_agents(&front);
     let pool: Vec<_> = (0..workers).map(|_| front.worker(16)).collect();
     warm(&front, loads);
-    let figures = loads.iter().map(|l| drive(&front, l)).collect();
+    let url = front.db.clone().unwrap();
+    let figures = loads
+        .iter()
+        .map(|l| {
+            let before = DbWork::read(&url);
+            let mut f = drive(&front, l);
+            // The WAL position is the cluster's: other databases are idle.
+            f.db = Some(DbWork::read(&url).since(before));
+            f
+        })
+        .collect();
     drop(pool);
     front.kill9();
     figures
@@ -225,13 +295,24 @@ fn main() {
     println!("\n{cores} cores; model latency {LATENCY_MS} ms; ratios against the first row\n");
     for (i, load) in loads.iter().enumerate() {
         println!("{}: {} runs x {} steps", load.name, load.runs, load.steps);
-        println!("| configuration | steps/s | ratio | claim p50 | claim p95 |");
-        println!("|---|---|---|---|---|");
+        println!(
+            "| configuration | steps/s | ratio | claim p50 | claim p95 | commits/step | rows/step | WAL/step |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
         let base = rows[0].1[i].steps_per_sec();
         for (name, figures) in &rows {
             let f = &figures[i];
+            let per_step = |n: i64| format!("{:.1}", n as f64 / f.steps as f64);
+            let (commits, written, wal) = match f.db {
+                Some(d) => (
+                    per_step(d.commits),
+                    per_step(d.rows),
+                    format!("{:.1} KiB", d.wal as f64 / f.steps as f64 / 1024.0),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
             println!(
-                "| {name} | {:.1} | {:.2}x | {} ms | {} ms |",
+                "| {name} | {:.1} | {:.2}x | {} ms | {} ms | {commits} | {written} | {wal} |",
                 f.steps_per_sec(),
                 f.steps_per_sec() / base,
                 f.claim(0.5),
