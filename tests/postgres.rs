@@ -530,3 +530,54 @@ fn a_tenants_concurrent_calls_hold_across_servers() {
         assert_eq!(done["status"], "completed", "{}", done["error"]);
     }
 }
+
+/// A run a worker claims but cannot resume (here: its agent was replaced
+/// while it waited for an answer) is left for its lease to expire, not
+/// claimed again at once: it neither spins nor holds up the runs queued
+/// behind it.
+#[test]
+fn a_claimed_run_that_cannot_be_resumed_neither_spins_nor_holds_up_the_queue() {
+    let name = format!("t{:016x}", fastrand::u64(..));
+    let db = cluster().create_database(&name).unwrap();
+    let a = serve::Serve::start_on_with(&db, &serve::config(), &["--submit-only"]);
+    for (name, path) in [
+        ("echo", support::agents::ECHO),
+        ("echo2", support::agents::ECHO),
+    ] {
+        let up = a.upload(serve::ACME, name, &serve::bytes(path));
+        assert_eq!(up.status, 201, "{}", up.body);
+    }
+    let _worker = a.worker(4);
+    let r = a.post(
+        "/v1/runs",
+        serve::ACME,
+        &serde_json::json!({"workflow": APPROVAL, "params": {"text": "ship"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let stuck = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(a.wait_run(serve::ACME, &stuck)["status"], "waiting");
+    // Another component under the name the waiting run pinned.
+    let up = a.upload(
+        serve::ACME,
+        "echo",
+        &serve::bytes(support::agents::KEYWORDS),
+    );
+    assert_eq!(up.status, 201, "{}", up.body);
+    let answer = a.post(
+        &format!("/v1/runs/{stuck}/steps/sign_off/approve"),
+        serve::ACME,
+        &serde_json::json!({"input": {"approver": "ana"}}),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let behind = a.submit(serve::ACME, &serve::echo_workflow("echo2"));
+    assert_eq!(behind.status, 201, "{}", behind.body);
+    let done = a.wait_run(serve::ACME, behind.body["id"].as_str().unwrap());
+    assert_eq!(done["status"], "completed", "{}", done["error"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let r = a.get(&format!("/v1/runs/{stuck}"), serve::ACME).body;
+    assert!(
+        r["sessions"].as_u64().unwrap() <= 3,
+        "claimed again and again: {} sessions",
+        r["sessions"]
+    );
+}

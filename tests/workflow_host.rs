@@ -61,9 +61,10 @@ impl corral::store::Store for SlowCache {
         &self,
         owner: &corral::store::Owner,
         lease: Duration,
+        tenants: &[String],
     ) -> Result<Option<(corral::store::RunRecord, corral::store::Lease)>, corral::store::StoreError>
     {
-        self.inner.claim_next(owner, lease)
+        self.inner.claim_next(owner, lease, tenants)
     }
     fn wake(&self, run: &str) -> Result<bool, corral::store::StoreError> {
         self.inner.wake(run)

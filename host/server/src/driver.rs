@@ -209,7 +209,14 @@ pub async fn resume_or_hand_off(
     let plain = req.params.is_empty() && req.force.is_empty() && !req.allow_changed_components;
     if state.drive.by_workers() && plain {
         let (store, id) = (state.store.clone(), req.run_id.clone());
-        if blocking(move || store.wake(&id)).await? {
+        let woken = blocking(move || {
+            let woken = store.wake(&id)?;
+            Ok((woken, store.run(&id)?))
+        })
+        .await?;
+        // Running already: a worker drives it, or will once its lease
+        // expires; this server drives nothing itself.
+        if woken.0 || woken.1.status == corral_store::RunState::Running {
             return Ok(());
         }
     }
@@ -241,12 +248,21 @@ const POLL: Duration = Duration::from_secs(2);
 /// are driven here. Starts at once, so a restart picks up what it left.
 pub async fn claim_runs(state: Arc<AppState>, max_runs: usize) {
     let wakeups = state.store.wakeups();
+    // Only the tenants this process serves: another's run would sit here.
+    let tenants: Arc<[String]> = state.tenants.iter().map(|t| t.id.clone()).collect();
     loop {
         while state.drivers.len() < max_runs && !state.stopping.is_cancelled() {
-            let store = state.store.clone();
-            let claimed = blocking(move || store.claim_next(&Owner::this_process(), LEASE)).await;
+            let (store, tenants) = (state.store.clone(), tenants.clone());
+            let claimed =
+                blocking(move || store.claim_next(&Owner::this_process(), LEASE, &tenants)).await;
             match claimed {
-                Ok(Some((rec, lease))) => adopt(&state, rec, lease).await,
+                Ok(Some((rec, lease))) => {
+                    // After a refusal, wait for the next wake-up rather than
+                    // claim at once: whatever refused may refuse again.
+                    if !adopt(&state, rec, lease).await {
+                        break;
+                    }
+                }
                 Ok(None) => break,
                 Err(p) => {
                     tracing::warn!(detail = %p.detail, "cannot claim runs");
@@ -272,20 +288,32 @@ async fn notified(wakeups: Option<&tokio::sync::Notify>) {
     }
 }
 
-/// Drives a run this process claimed. One that cannot be resumed keeps its
-/// unrenewed lease, so that no process claims it again before the lease
-/// expires (and the oldest runs, stuck, do not hide the others).
-async fn adopt(state: &Arc<AppState>, rec: corral_store::RunRecord, lease: corral_store::Lease) {
+/// Drives a run this process claimed; false if it cannot. One that cannot
+/// be resumed keeps its unrenewed lease, so that no process claims it again
+/// before the lease expires (and the oldest runs, stuck, do not hide the
+/// others).
+async fn adopt(
+    state: &Arc<AppState>,
+    rec: corral_store::RunRecord,
+    lease: corral_store::Lease,
+) -> bool {
     let id = rec.id.clone();
+    if state.drivers.is_driving(&id) {
+        // This process's own driver stopped renewing (a stalled store): the
+        // claim has fenced it off, and it stops at its next commit. The run
+        // is claimable again once this unrenewed lease expires.
+        tracing::warn!(run = %id, "claimed a run this process was driving, whose lease had expired; left for the lease to expire");
+        return false;
+    }
     let Some(tenant) = state.tenants.get(&rec.tenant) else {
         tracing::warn!(run = %id, tenant = %rec.tenant, "claimed a run of a tenant this process does not serve; left for its lease to expire");
-        return;
+        return false;
     };
     let scope = match state.scope(&tenant).await {
         Ok(s) => s,
         Err(p) => {
             tracing::warn!(run = %id, detail = %p.detail, "cannot open the tenant's scope; the run is left for its lease to expire");
-            return;
+            return false;
         }
     };
     let cancel = CancellationToken::new();
@@ -302,10 +330,12 @@ async fn adopt(state: &Arc<AppState>, rec: corral_store::RunRecord, lease: corra
         Ok(r) => {
             tracing::info!(run = %id, tenant = %tenant.id, session = r.resume.session, "claimed a run");
             drive_resumed(state, &tenant, r, cancel);
+            true
         }
         Err(e) => {
             let p = resume_problem(e);
             tracing::warn!(run = %id, detail = %p.detail, "cannot resume a claimed run; left for its lease to expire");
+            false
         }
     }
 }

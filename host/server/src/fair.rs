@@ -165,7 +165,7 @@ pub struct TenantAdmission {
     /// `corral_call_admission_wait_seconds`), if anywhere.
     pub waits: Option<prometheus_client::metrics::histogram::Histogram>,
     /// The tenant's slots shared with other processes on the store, taken
-    /// once this process has a place for the call.
+    /// before a place in this process.
     pub shared: Option<Arc<crate::shared_calls::SharedCalls>>,
 }
 
@@ -173,11 +173,13 @@ impl Admission for TenantAdmission {
     fn admit(&self) -> Pin<Box<dyn Future<Output = Admitted> + Send + '_>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let slot = self.fair.acquire(&self.tenant).await;
+            // The tenant's shared slot first: waiting for it (on other
+            // processes) must not hold a place other tenants could use here.
             let shared = match &self.shared {
                 Some(s) => Some(s.acquire().await),
                 None => None,
             };
+            let slot = self.fair.acquire(&self.tenant).await;
             if let Some(h) = &self.waits {
                 h.observe(started.elapsed().as_secs_f64());
             }

@@ -279,6 +279,10 @@ pub async fn scrape(State(st): State<Arc<AppState>>) -> impl IntoResponse {
             tenant: t.id.clone(),
         };
         let (running, waiting) = st.fair.load(&t.id);
+        // Calls waiting for one of the tenant's slots shared across
+        // processes wait too, before they reach this process's queue.
+        let shared = st.calls.get(&t.id).map_or(0, |c| c.load().2);
+        let waiting = waiting + shared as usize;
         m.calls_running
             .get_or_create(&label)
             .set(i64::from(running));

@@ -1,7 +1,8 @@
 //! A tenant's `concurrent_calls` held across every process sharing the store: each process holds some of the tenant's slots in the store, takes more a round trip at a time when its calls need them, and gives back what it no longer uses within a second.
 //!
-//! A call first gets a place in this process ([`crate::fair`]), then one of
-//! the tenant's shared slots here. A slot freed by a call is kept for the
+//! A call first gets one of the tenant's shared slots here, then a place in
+//! this process ([`crate::fair`]), so that a tenant waiting on other
+//! processes never holds places other tenants' calls could use here. A slot freed by a call is kept for the
 //! next call of this process (no round trip) until the renewal, every
 //! [`RENEW`], hands back what is idle. The store never grants beyond the
 //! limit; a process that dies gives its slots back when its hold expires
@@ -78,8 +79,11 @@ impl SharedCalls {
         self.lock().waiting += 1;
         let _waiting = Waiting(self);
         loop {
-            // Asked for all who wait at once, not one slot per round trip.
-            let _ = self.settle().await;
+            // One waiter asks the store for all who wait; the others wait
+            // for its answer (or a slot freed here) instead of asking too.
+            if let Ok(asking) = self.asking.try_lock() {
+                let _ = self.settle(asking).await;
+            }
             if let Some(s) = self.take_idle() {
                 return s;
             }
@@ -94,13 +98,19 @@ impl SharedCalls {
     }
 
     /// Sets this process's hold to what its calls use and wait for; the
-    /// store grants what fits under the limit. A store that cannot be
-    /// reached leaves the hold as it was (calls wait, never overrun).
-    async fn settle(self: &Arc<Self>) -> Result<(), corral_store::StoreError> {
-        let _one = self.asking.lock().await;
+    /// store grants what fits under the limit. Slots being given back are
+    /// dropped here first, so no call takes one while the store is told it
+    /// is free. A store that cannot be reached leaves the hold as it was
+    /// (calls wait, never overrun).
+    async fn settle(
+        self: &Arc<Self>,
+        _asking: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), corral_store::StoreError> {
         let want = {
-            let l = self.lock();
-            l.in_use + l.waiting
+            let mut l = self.lock();
+            let want = l.in_use + l.waiting;
+            l.held = l.held.min(want);
+            want
         };
         let this = self.clone();
         let held = tokio::task::spawn_blocking(move || {
@@ -130,7 +140,7 @@ impl SharedCalls {
                 let l = self.lock();
                 l.held > 0 || l.waiting > 0
             };
-            if busy && let Err(e) = self.settle().await {
+            if busy && let Err(e) = self.settle(self.asking.lock().await).await {
                 tracing::warn!(key = %self.key, error = %e, "cannot renew the shared call slots");
             }
         }
@@ -139,6 +149,8 @@ impl SharedCalls {
     }
 
     async fn settle_to_zero(self: &Arc<Self>) -> Result<u32, corral_store::StoreError> {
+        let _asking = self.asking.lock().await;
+        self.lock().held = 0;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             this.store
@@ -148,10 +160,10 @@ impl SharedCalls {
         .unwrap_or(Ok(0))
     }
 
-    /// Slots this process holds and uses, for tests and metrics.
-    pub fn load(&self) -> (u32, u32) {
+    /// Slots this process holds and uses, and calls waiting for one.
+    pub fn load(&self) -> (u32, u32, u32) {
         let l = self.lock();
-        (l.held, l.in_use)
+        (l.held, l.in_use, l.waiting)
     }
 }
 

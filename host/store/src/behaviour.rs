@@ -19,6 +19,11 @@ pub(crate) fn new_run(id: &str) -> NewRun {
     }
 }
 
+/// The tenants a claiming process serves, in these tests.
+fn acme() -> Vec<String> {
+    vec!["acme".into()]
+}
+
 fn tenant_run(id: &str, tenant: &str, key: Option<&str>) -> NewRun {
     NewRun {
         tenant: tenant.into(),
@@ -564,8 +569,13 @@ pub(crate) fn a_submitted_run_waits_for_its_first_claim(f: &dyn Fixture) {
     assert_eq!(rec.display_status(now_ms(), LEASE), "queued");
     assert_eq!((rec.sessions, rec.epoch, rec.owner), (0, 0, None));
     let worker = Owner::this_process();
+    let others = vec!["globex".to_owned()];
+    assert!(
+        store.claim_next(&worker, LEASE, &others).unwrap().is_none(),
+        "a process claims only the runs of the tenants it serves"
+    );
     let (rec, lease) = store
-        .claim_next(&worker, LEASE)
+        .claim_next(&worker, LEASE, &acme())
         .unwrap()
         .expect("claimable");
     assert_eq!((rec.id.as_str(), rec.sessions, rec.epoch), ("q", 1, 1));
@@ -574,7 +584,10 @@ pub(crate) fn a_submitted_run_waits_for_its_first_claim(f: &dyn Fixture) {
         token: "rival".into(),
         ..worker.clone()
     };
-    assert!(store.claim_next(&rival, LEASE).unwrap().is_none(), "taken");
+    assert!(
+        store.claim_next(&rival, LEASE, &acme()).unwrap().is_none(),
+        "taken"
+    );
     store
         .commit(
             "q",
@@ -585,7 +598,7 @@ pub(crate) fn a_submitted_run_waits_for_its_first_claim(f: &dyn Fixture) {
     // The operator's own runs are never claimed by a server or worker.
     store.create_run(&new_run("mine"), &worker).unwrap();
     f.sql("UPDATE runs SET owner = NULL, heartbeat_ms = NULL WHERE id = 'mine'");
-    assert!(store.claim_next(&rival, LEASE).unwrap().is_none());
+    assert!(store.claim_next(&rival, LEASE, &acme()).unwrap().is_none());
 }
 
 pub(crate) fn processes_claiming_at_once_each_take_a_different_run(f: &dyn Fixture) {
@@ -603,7 +616,10 @@ pub(crate) fn processes_claiming_at_once_each_take_a_different_run(f: &dyn Fixtu
                         token: format!("worker{i}"),
                         ..Owner::this_process()
                     };
-                    store.claim_next(&me, LEASE).unwrap().map(|(r, _)| r.id)
+                    store
+                        .claim_next(&me, LEASE, &acme())
+                        .unwrap()
+                        .map(|(r, _)| r.id)
                 })
             })
             .collect();
@@ -620,7 +636,7 @@ pub(crate) fn processes_claiming_at_once_each_take_a_different_run(f: &dyn Fixtu
     // back empty; the runs it skipped are still there for the next one.
     let mut rest = 0;
     let me = Owner::this_process();
-    while store.claim_next(&me, LEASE).unwrap().is_some() {
+    while store.claim_next(&me, LEASE, &acme()).unwrap().is_some() {
         rest += 1;
     }
     assert_eq!(claimed.len() + rest, 6);
@@ -645,7 +661,7 @@ pub(crate) fn a_waiting_run_is_woken_for_the_next_claim_and_a_released_one_is_cl
         ..me.clone()
     };
     assert!(
-        store.claim_next(&other, LEASE).unwrap().is_none(),
+        store.claim_next(&other, LEASE, &acme()).unwrap().is_none(),
         "waiting"
     );
     assert!(store.wake("w").unwrap());
@@ -654,11 +670,17 @@ pub(crate) fn a_waiting_run_is_woken_for_the_next_claim_and_a_released_one_is_cl
         store.run("w").unwrap().display_status(now_ms(), LEASE),
         "queued"
     );
-    let (rec, lease) = store.claim_next(&other, LEASE).unwrap().expect("woken");
+    let (rec, lease) = store
+        .claim_next(&other, LEASE, &acme())
+        .unwrap()
+        .expect("woken");
     assert_eq!((rec.id.as_str(), rec.sessions), ("w", 2));
     // Given up unfinished (its process stopping): claimable at once.
     store.release("w", &lease).unwrap();
-    let (_, lease) = store.claim_next(&me, LEASE).unwrap().expect("released");
+    let (_, lease) = store
+        .claim_next(&me, LEASE, &acme())
+        .unwrap()
+        .expect("released");
     let done = Entry {
         run_state: Some((RunState::Completed, None)),
         ..Entry::new("run_finished", None, "{}".into())
@@ -666,7 +688,7 @@ pub(crate) fn a_waiting_run_is_woken_for_the_next_claim_and_a_released_one_is_cl
     store.commit("w", &lease, &[done]).unwrap();
     store.release("w", &lease).unwrap();
     assert!(
-        store.claim_next(&other, LEASE).unwrap().is_none(),
+        store.claim_next(&other, LEASE, &acme()).unwrap().is_none(),
         "finished"
     );
     assert!(!store.wake("w").unwrap(), "a finished run is not woken");
@@ -686,12 +708,12 @@ pub(crate) fn a_dead_processs_runs_are_claimed_before_its_lease_ends(f: &dyn Fix
         .create_run(&tenant_run("alive", "acme", None), &me)
         .unwrap();
     let (rec, _) = store
-        .claim_next(&me, LEASE)
+        .claim_next(&me, LEASE, &acme())
         .unwrap()
         .expect("the dead process's run");
     assert_eq!(rec.id, "orphan");
     assert!(
-        store.claim_next(&me, LEASE).unwrap().is_none(),
+        store.claim_next(&me, LEASE, &acme()).unwrap().is_none(),
         "a live lease holds"
     );
 }

@@ -400,7 +400,7 @@ pub trait Store: Send + Sync {
         owner: &Owner,
         lease: Duration,
     ) -> Result<(RunRecord, Lease), StoreError>;
-    /// Takes the oldest tenant run that is running with no live driver
+    /// Takes the oldest run of one of `tenants` that is running with no live driver
     /// (queued, released, or its lease expired by the store's clock), as
     /// [`Store::claim`] would. Processes claiming at once each get a
     /// different run (PostgreSQL: `FOR UPDATE SKIP LOCKED`). `None`: no run
@@ -409,6 +409,7 @@ pub trait Store: Send + Sync {
         &self,
         owner: &Owner,
         lease: Duration,
+        tenants: &[String],
     ) -> Result<Option<(RunRecord, Lease)>, StoreError>;
     /// Hands a waiting or paused run (an answer came, or a human resumed
     /// it) to whichever process claims a run next; false if it was neither.

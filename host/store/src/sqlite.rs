@@ -260,7 +260,9 @@ impl Store for SqliteStore {
         &self,
         owner: &Owner,
         lease: Duration,
+        tenants: &[String],
     ) -> Result<Option<(RunRecord, Lease)>, StoreError> {
+        let tenants = serde_json::to_string(tenants).unwrap_or_default();
         self.with(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -269,9 +271,10 @@ impl Store for SqliteStore {
             let oldest = |filter: &str, p: &dyn rusqlite::ToSql| {
                 tx.prepare_cached(&format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE tenant != '' AND status = 'running' AND {filter}
+                       AND tenant IN (SELECT value FROM json_each(?2))
                      ORDER BY created_ms, id LIMIT 1"
                 ))
-                .and_then(|mut s| s.query_row([p], run_row).optional())
+                .and_then(|mut s| s.query_row(params![p, tenants], run_row).optional())
                 .map_err(|e| self.err(e))
             };
             let stale = now - lease.as_millis() as i64;

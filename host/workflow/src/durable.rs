@@ -181,13 +181,25 @@ pub async fn reopen_in(
     // lease, which nothing renews until the journal starts.
     let w = validated(rt, &record, scope).await?;
     let (record, lease) = store.claim(id, &Owner::this_process(), LEASE)?;
-    rebuild(store, w, record, lease, req, cancel)
+    rebuild(store, w, record, lease, req, cancel, OnRefusal::Release)
+}
+
+/// What a refused resume does with the lease it took.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnRefusal {
+    /// Gives it up: the caller asked for this run and was told why not.
+    Release,
+    /// Keeps it, unrenewed, until it expires: a run claimed from the queue
+    /// that cannot be resumed is then not claimed again at once (by this
+    /// process or another), so it cannot spin or hide the runs behind it.
+    Hold,
 }
 
 /// Picks up a run this process claimed with [`Store::claim_next`]: as
 /// [`reopen_in`] with no changes asked for. The lease is renewed while the
-/// workflow validates (it may compile components), and given up if the run
-/// cannot be resumed.
+/// workflow validates (it may compile components); if the run cannot be
+/// resumed, the lease is kept unrenewed, so the run is claimed again only
+/// once it expires.
 pub async fn reopen_claimed(
     rt: &Runtime,
     store: Arc<dyn Store>,
@@ -217,13 +229,15 @@ pub async fn reopen_claimed(
     let validated = validated(rt, &record, scope).await;
     renewing.abort();
     let _ = renewing.await;
-    match validated {
-        Ok(w) => rebuild(store, w, record, lease, &req, cancel),
-        Err(e) => {
-            let _ = store.release(&record.id, &lease);
-            Err(e)
-        }
-    }
+    rebuild(
+        store,
+        validated?,
+        record,
+        lease,
+        &req,
+        cancel,
+        OnRefusal::Hold,
+    )
 }
 
 /// The run's stored workflow, parsed and validated again (through `scope`
@@ -260,10 +274,13 @@ fn rebuild(
     lease: Lease,
     req: &ResumeRequest,
     cancel: CancellationToken,
+    on_refusal: OnRefusal,
 ) -> Result<Resumed, ResumeError> {
     let id = req.run_id.as_str();
     let release = |e: ResumeError| {
-        let _ = store.release(id, &lease);
+        if on_refusal == OnRefusal::Release {
+            let _ = store.release(id, &lease);
+        }
         e
     };
     // It may have finished (or been cancelled) while this process validated.

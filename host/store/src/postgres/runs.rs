@@ -57,15 +57,16 @@ impl Store for PgStore {
         &self,
         owner: &Owner,
         lease: Duration,
+        tenants: &[String],
     ) -> Result<Option<(RunRecord, Lease)>, StoreError> {
-        let owner = owner.clone();
+        let (owner, tenants) = (owner.clone(), tenants.to_vec());
         let shown = self.shown.clone();
         let stale = lease.as_millis() as i64;
         self.block(move |mut c| async move {
             let fail = |e: RowError| row_error(&shown, e);
             let tx = c.transaction().await.map_err(|e| sql_error(&shown, e))?;
             let at = now(&tx).await.map_err(fail)?;
-            let mut next = oldest_claimable(&tx, "(owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms < $1::int8)", &(at - stale))
+            let mut next = oldest_claimable(&tx, "(owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms < $1::int8)", &(at - stale), &tenants)
                 .await
                 .map_err(fail)?;
             if next.is_none() {
@@ -83,7 +84,7 @@ impl Store for PgStore {
                     .collect();
                 let dead = crate::rules::dead(owners);
                 if !dead.is_empty() {
-                    next = oldest_claimable(&tx, "owner = ANY($1::text[])", &dead)
+                    next = oldest_claimable(&tx, "owner = ANY($1::text[])", &dead, &tenants)
                         .await
                         .map_err(fail)?;
                 }
@@ -964,21 +965,23 @@ async fn take(
     Ok((rec, Lease { owner, epoch }))
 }
 
-/// The oldest tenant run that is running and matches `filter` (on `$1`),
+/// The oldest run of one of `tenants` that is running and matches `filter` (on `$1`),
 /// its row locked; rows another process is claiming are skipped, not
 /// waited for, so processes claiming at once take different runs.
 async fn oldest_claimable(
     tx: &deadpool_postgres::Transaction<'_>,
     filter: &str,
     p: &(dyn tokio_postgres::types::ToSql + Sync),
+    tenants: &Vec<String>,
 ) -> Rows<Option<RunRecord>> {
     let s = tx
         .prepare_cached(&format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE tenant != '' AND status = 'running' AND {filter}
+               AND tenant = ANY($2::text[])
              ORDER BY created_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED"
         ))
         .await?;
-    tx.query_opt(&s, &[p])
+    tx.query_opt(&s, &[p, tenants])
         .await?
         .as_ref()
         .map(rows::run_row)

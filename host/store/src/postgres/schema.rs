@@ -151,8 +151,10 @@ CREATE TABLE components (
 );
 "#,
     // Slots of a limit shared by processes (a tenant's concurrent calls):
-    // what each holder holds, until its hold expires unrenewed.
+    // what each holder holds, until its hold expires unrenewed; and the
+    // runs a process may claim, oldest first, found without a scan.
     r#"
+CREATE INDEX runs_claimable ON runs(created_ms, id) WHERE status = 'running' AND tenant != '';
 CREATE TABLE slot_holds (
     key TEXT NOT NULL,
     holder TEXT NOT NULL,
