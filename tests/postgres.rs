@@ -581,3 +581,59 @@ fn a_claimed_run_that_cannot_be_resumed_neither_spins_nor_holds_up_the_queue() {
         r["sessions"]
     );
 }
+
+/// PostgreSQL restarts (as by a crash) while a worker drives a run
+/// mid-step: the worker and the server reconnect and go on, and the run
+/// finishes in the worker's one session with each step once.
+#[test]
+fn workers_ride_out_a_database_restart_mid_run() {
+    // A cluster of its own, flushing every commit (it is stopped as by a crash).
+    let own = TestCluster::start_with(true).unwrap_or_else(|e| panic!("{e}"));
+    let db = own.create_database("restart").unwrap();
+    let a = serve::Serve::start_on_with(&db, &serve::config(), &["--submit-only"]);
+    let up = a.upload(serve::ACME, "latch", &serve::bytes(support::agents::LATCH));
+    assert_eq!(up.status, 201, "{}", up.body);
+    let gates = a.data("acme").join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    std::fs::write(gates.join("s1"), "").unwrap();
+    let _worker = a.worker(4);
+    let run = a.submit(serve::ACME, serve::LATCHED);
+    assert_eq!(run.status, 201, "{}", run.body);
+    let id = run.body["id"].as_str().unwrap().to_owned();
+    serve::read_events(&a, &id, None, |e| {
+        e["type"] == "call_started" && e["step"] == "s2"
+    });
+    own.stop().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    own.start_server().unwrap();
+    std::fs::write(gates.join("s2"), "").unwrap();
+    std::fs::write(gates.join("s3"), "").unwrap();
+    // The server's first queries after the restart may find dead
+    // connections (a 5xx); it reconnects.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        let r = a.get(&format!("/v1/runs/{id}"), serve::ACME);
+        if r.status == 200 && r.body["status"] == "completed" {
+            break r.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: {}",
+            r.status,
+            r.body["status"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(
+        done["sessions"], 1,
+        "the worker kept the run through the outage"
+    );
+    let events = serve::read_events(&a, &id, None, |_| false);
+    for s in ["s1", "s2", "s3"] {
+        let n = events
+            .iter()
+            .filter(|e| e["type"] == "step_completed" && e["step"] == s)
+            .count();
+        assert_eq!(n, 1, "{s}");
+    }
+}
