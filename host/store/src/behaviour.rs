@@ -716,6 +716,23 @@ pub(crate) fn a_dead_processs_runs_are_claimed_before_its_lease_ends(f: &dyn Fix
         store.claim_next(&me, LEASE, &acme()).unwrap().is_none(),
         "a live lease holds"
     );
+    // A process of the same host name in another pid namespace (another
+    // container) is not known dead: its pid means nothing here. Before
+    // the namespace was part of the host, both wrote the bare name.
+    let name = me.host.split('#').next().unwrap();
+    let elsewhere = Owner {
+        host: name.to_owned(),
+        pid: u32::MAX - 1,
+        ..me.clone()
+    };
+    assert!(!elsewhere.is_dead());
+    store
+        .create_run(&tenant_run("contained", "acme", None), &elsewhere)
+        .unwrap();
+    assert!(
+        store.claim_next(&me, LEASE, &acme()).unwrap().is_none(),
+        "its lease holds until it expires"
+    );
 }
 
 pub(crate) fn shared_slots_never_exceed_their_limit_and_expire_with_their_holder(f: &dyn Fixture) {

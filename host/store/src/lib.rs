@@ -148,7 +148,9 @@ impl Owner {
     }
 
     pub fn describe(&self) -> String {
-        format!("process {} on {}", self.pid, self.host)
+        // The pid namespace is for matching, not for people.
+        let host = self.host.split('#').next().unwrap_or(&self.host);
+        format!("process {} on {}", self.pid, host)
     }
 }
 
@@ -162,18 +164,36 @@ pub struct Lease {
     pub epoch: i64,
 }
 
-/// This machine's name, read once: lease checks ask for it per run.
+/// This machine's name, read once: lease checks ask for it per run. On
+/// Linux it carries the process's pid namespace (`name#4026531836`):
+/// containers that share a host name but not their pids must not take
+/// each other's live processes for dead.
 fn hostname() -> String {
     static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     NAME.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_owned())
             .ok()
             .filter(|s| !s.is_empty())
             .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "localhost".into())
+            .unwrap_or_else(|| "localhost".into());
+        match pid_namespace() {
+            Some(ns) => format!("{name}#{ns}"),
+            None => name,
+        }
     })
     .clone()
+}
+
+/// The inode of this process's pid namespace (`/proc/self/ns/pid` reads
+/// `pid:[4026531836]`), where there is one.
+fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let text = link.to_str()?;
+    let ns = text.strip_prefix("pid:[")?.strip_suffix(']')?;
+    ns.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| ns.to_owned())
 }
 
 /// The stored state of a run.
