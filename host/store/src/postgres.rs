@@ -9,7 +9,9 @@ use serde_json::Value;
 use tokio_postgres::NoTls;
 
 mod artifacts;
+mod claims;
 pub mod cluster;
+mod gc;
 mod listen;
 mod rows;
 mod schema;

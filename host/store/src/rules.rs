@@ -1,8 +1,13 @@
-//! What every backend decides the same way: which run a process claims next, whether a step may take a human's answer, the entries an answer and a cancel write, and whether an artifact fits its run's and tenant's storage.
+//! What every backend decides the same way: how a claim changes a run, whose runs a dead process gives up, how many shared slots a holder gets, whether a step may take a human's answer, the entries an answer and a cancel write, and whether an artifact fits its run's and tenant's storage.
 
 use serde_json::Value;
 
-use crate::{ArtifactLimits, ArtifactRefusal, Entry, RunRecord, RunState, StepRecord, StoreError};
+use std::time::Duration;
+
+use crate::{
+    ArtifactLimits, ArtifactRefusal, Entry, Lease, Owner, RunRecord, RunState, StepRecord,
+    StoreError,
+};
 
 /// The step row an answer may be written to, or why not: the step must
 /// wait for a human, unanswered, before its deadline, in a run not finished.
@@ -122,4 +127,38 @@ pub(crate) fn dead(owners: Vec<String>) -> Vec<String> {
 pub(crate) fn slots_granted(want: u32, others: i64, limit: u32) -> u32 {
     let room = (i64::from(limit) - others).max(0);
     want.min(room.min(i64::from(u32::MAX)) as u32)
+}
+
+/// `rec` given to `owner` at `now`, unless a live owner holds it (then
+/// `Leased`): a new driver is a new session, starts with no cancel request
+/// pending, and gets a new epoch, so whoever held the run before can no
+/// longer commit. The caller writes the record's owner, heartbeat,
+/// sessions and epoch in the transaction that read it.
+pub(crate) fn take(
+    mut rec: RunRecord,
+    owner: &Owner,
+    lease: Duration,
+    now: i64,
+) -> Result<(RunRecord, Lease), StoreError> {
+    let mine = owner.encode();
+    if rec.owner.as_deref() != Some(mine.as_str()) {
+        if rec.lease_live(now, lease) {
+            let held = rec.owner.clone().unwrap_or_default();
+            return Err(StoreError::Leased {
+                run: rec.id.clone(),
+                owner: Owner::decode(&held).map_or(held, |o| o.describe()),
+                age: Duration::from_millis((now - rec.heartbeat_ms.unwrap_or(now)).max(0) as u64),
+            });
+        }
+        rec.sessions += 1;
+    }
+    rec.epoch += 1;
+    rec.owner = Some(mine);
+    rec.heartbeat_ms = Some(now);
+    rec.cancel_requested = false;
+    let lease = Lease {
+        owner: owner.clone(),
+        epoch: rec.epoch,
+    };
+    Ok((rec, lease))
 }

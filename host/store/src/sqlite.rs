@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
 mod artifacts;
+mod claims;
 mod rows;
 mod schema;
 mod webhooks;
@@ -86,118 +87,6 @@ impl SqliteStore {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn)
     }
-
-    /// Inserts a new run, leased to `owner`, or queued for the next
-    /// [`Store::claim_next`] (no owner, no session yet).
-    fn insert_run(&self, run: &NewRun, owner: Option<&Owner>) -> Result<(), StoreError> {
-        self.with(|conn| {
-            // One transaction: the count of running runs and the insert.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| self.err(e))?;
-            let conn: &Connection = &tx;
-            if let Some(max) = run.max_running {
-                let running: i64 = conn
-                    .prepare_cached(
-                        "SELECT count(*) FROM runs WHERE tenant = ?1 AND status = 'running'",
-                    )
-                    .and_then(|mut s| s.query_row([&run.tenant], |r| r.get(0)))
-                    .map_err(|e| self.err(e))?;
-                if running >= i64::from(max) {
-                    return Err(StoreError::TooManyRuns {
-                        tenant: run.tenant.clone(),
-                        running: running as u32,
-                    });
-                }
-            }
-            let now = now_ms();
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO runs (id, workflow, file, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms, epoch, tenant, idempotency_key, sessions)
-                     VALUES (?1, ?2, ?3, ?5, ?6, ?7, 'running', ?8, ?8, ?9, CASE WHEN ?9 IS NULL THEN NULL ELSE ?8 END, ?12, ?10, ?11, ?12)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        run.id,
-                        run.workflow,
-                        run.file,
-                        run.definition,
-                        run.digest,
-                        run.params.to_string(),
-                        run.components.to_string(),
-                        now,
-                        owner.map(Owner::encode),
-                        run.tenant,
-                        run.idempotency_key,
-                        i64::from(owner.is_some()),
-                    ])
-                })
-                .map_err(|e| self.err(e))?;
-            if inserted == 0 {
-                // The same request again, or an id already taken.
-                if let Some(key) = &run.idempotency_key {
-                    let earlier: Option<String> = conn
-                        .prepare_cached(
-                            "SELECT id FROM runs WHERE tenant = ?1 AND idempotency_key = ?2",
-                        )
-                        .and_then(|mut s| s.query_row(params![run.tenant, key], |r| r.get(0)))
-                        .optional()
-                        .map_err(|e| self.err(e))?;
-                    if let Some(run) = earlier {
-                        return Err(StoreError::SameRequest { run });
-                    }
-                }
-                return Err(StoreError::RunExists(run.id.clone()));
-            }
-            conn.prepare_cached("INSERT INTO run_definitions (run_id, definition) VALUES (?1, ?2)")
-                .and_then(|mut s| s.execute(params![run.id, run.definition]))
-                .map_err(|e| self.err(e))?;
-            tx.commit().map_err(|e| self.err(e))
-        })
-    }
-
-    /// Gives `rec` (read in `tx`) to `owner` unless a live owner holds it;
-    /// a new epoch fences off whoever held it before.
-    fn take(
-        &self,
-        tx: &Connection,
-        mut rec: RunRecord,
-        owner: &Owner,
-        lease: Duration,
-        now: i64,
-    ) -> Result<(RunRecord, Lease), StoreError> {
-        let run = rec.id.clone();
-        let mine = owner.encode();
-        if rec.owner.as_deref() != Some(mine.as_str()) {
-            if rec.lease_live(now, lease) {
-                let held = rec.owner.clone().unwrap_or_default();
-                return Err(StoreError::Leased {
-                    run,
-                    owner: Owner::decode(&held).map_or(held, |o| o.describe()),
-                    age: Duration::from_millis(
-                        (now - rec.heartbeat_ms.unwrap_or(now)).max(0) as u64
-                    ),
-                });
-            }
-            rec.sessions += 1;
-        }
-        // A new driver starts with no cancel request pending, and a new
-        // epoch: whoever held the run before can no longer commit.
-        rec.epoch += 1;
-        tx.execute(
-            "UPDATE runs SET owner = ?2, heartbeat_ms = ?3, sessions = ?4, cancel_requested = 0, epoch = ?5 WHERE id = ?1",
-            params![run, mine, now, rec.sessions, rec.epoch],
-        )
-        .map_err(|e| self.err(e))?;
-        rec.owner = Some(mine);
-        rec.heartbeat_ms = Some(now);
-        rec.cancel_requested = false;
-        let lease = Lease {
-            owner: owner.clone(),
-            epoch: rec.epoch,
-        };
-        Ok((rec, lease))
-    }
 }
 
 /// A SQLite error as a store error of the right kind, its cause kept.
@@ -262,42 +151,7 @@ impl Store for SqliteStore {
         lease: Duration,
         tenants: &[String],
     ) -> Result<Option<(RunRecord, Lease)>, StoreError> {
-        let tenants = serde_json::to_string(tenants).unwrap_or_default();
-        self.with(|conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| self.err(e))?;
-            let now = now_ms();
-            let oldest = |filter: &str, p: &dyn rusqlite::ToSql| {
-                tx.prepare_cached(&format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE tenant != '' AND status = 'running' AND {filter}
-                       AND tenant IN (SELECT value FROM json_each(?2))
-                     ORDER BY created_ms, id LIMIT 1"
-                ))
-                .and_then(|mut s| s.query_row(params![p, tenants], run_row).optional())
-                .map_err(|e| self.err(e))
-            };
-            let stale = now - lease.as_millis() as i64;
-            let mut next = oldest("(owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms < ?1)", &stale)?;
-            if next.is_none() {
-                // A process of this host known dead (killed) gives its runs
-                // up before its lease ends.
-                let owners: Vec<String> = tx
-                    .prepare_cached(
-                        "SELECT DISTINCT owner FROM runs WHERE tenant != '' AND status = 'running' AND substr(owner, 1, length(?1)) = ?1",
-                    )
-                    .and_then(|mut s| s.query_map([crate::rules::this_host()], |r| r.get(0))?.collect())
-                    .map_err(|e| self.err(e))?;
-                let dead = serde_json::to_string(&crate::rules::dead(owners)).unwrap_or_default();
-                next = oldest("owner IN (SELECT value FROM json_each(?1))", &dead)?;
-            }
-            let Some(rec) = next else {
-                return Ok(None);
-            };
-            let claimed = self.take(&tx, rec, owner, lease, now)?;
-            tx.commit().map_err(|e| self.err(e))?;
-            Ok(Some(claimed))
-        })
+        self.claim_oldest(owner, lease, tenants)
     }
 
     fn wake(&self, run: &str) -> Result<bool, StoreError> {

@@ -8,7 +8,7 @@ impl Store for PgStore {
         let shown = self.shown.clone();
         self.block(move |mut c| async move {
             let tx = c.transaction().await.map_err(|e| sql_error(&shown, e))?;
-            insert_run(&tx, &run, Some(owner.encode()), &shown).await?;
+            claims::insert_run(&tx, &run, Some(owner.encode()), &shown).await?;
             tx.commit().await.map_err(|e| sql_error(&shown, e))?;
             Ok(Lease { owner, epoch: 1 })
         })
@@ -19,7 +19,7 @@ impl Store for PgStore {
         let shown = self.shown.clone();
         self.block(move |mut c| async move {
             let tx = c.transaction().await.map_err(|e| sql_error(&shown, e))?;
-            insert_run(&tx, &run, None, &shown).await?;
+            claims::insert_run(&tx, &run, None, &shown).await?;
             // Sent to the listeners when the transaction commits.
             tx.execute(listen::NOTIFY, &[])
                 .await
@@ -47,7 +47,7 @@ impl Store for PgStore {
                 .await
                 .map_err(fail)?
                 .ok_or_else(|| StoreError::UnknownRun(id.clone()))?;
-            let claimed = take(&tx, rec, owner, lease, at, &shown).await?;
+            let claimed = claims::take(&tx, rec, owner, lease, at, &shown).await?;
             tx.commit().await.map_err(|e| sql_error(&shown, e))?;
             Ok(claimed)
         })
@@ -59,43 +59,7 @@ impl Store for PgStore {
         lease: Duration,
         tenants: &[String],
     ) -> Result<Option<(RunRecord, Lease)>, StoreError> {
-        let (owner, tenants) = (owner.clone(), tenants.to_vec());
-        let shown = self.shown.clone();
-        let stale = lease.as_millis() as i64;
-        self.block(move |mut c| async move {
-            let fail = |e: RowError| row_error(&shown, e);
-            let tx = c.transaction().await.map_err(|e| sql_error(&shown, e))?;
-            let at = now(&tx).await.map_err(fail)?;
-            let mut next = oldest_claimable(&tx, "(owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms < $1::int8)", &(at - stale), &tenants)
-                .await
-                .map_err(fail)?;
-            if next.is_none() {
-                // A process of this host known dead (killed) gives its runs
-                // up before its lease ends.
-                let owners: Vec<String> = tx
-                    .query(
-                        "SELECT DISTINCT owner FROM runs WHERE tenant != '' AND status = 'running' AND left(owner, length($1)) = $1",
-                        &[&crate::rules::this_host()],
-                    )
-                    .await
-                    .map_err(|e| sql_error(&shown, e))?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                let dead = crate::rules::dead(owners);
-                if !dead.is_empty() {
-                    next = oldest_claimable(&tx, "owner = ANY($1::text[])", &dead, &tenants)
-                        .await
-                        .map_err(fail)?;
-                }
-            }
-            let Some(rec) = next else {
-                return Ok(None);
-            };
-            let claimed = take(&tx, rec, owner, lease, at, &shown).await?;
-            tx.commit().await.map_err(|e| sql_error(&shown, e))?;
-            Ok(Some(claimed))
-        })
+        claims::claim_oldest(self, owner, lease, tenants)
     }
 
     fn wake(&self, run: &str) -> Result<bool, StoreError> {
@@ -778,212 +742,9 @@ impl Store for PgStore {
         self.rows(move |mut c| async move {
             let tx = c.transaction().await?;
             let at = now(&tx).await?;
-            let stats = gc(&tx, before_ms, at).await?;
+            let stats = gc::gc(&tx, before_ms, at).await?;
             tx.commit().await?;
             Ok(stats)
         })
     }
-}
-
-/// Deletes finished runs last updated before `before_ms` (unless a live
-/// process is retrying one), their entries, and what nothing uses any more.
-/// The runs are chosen once and locked, so that a claim racing `gc` waits
-/// and then finds the run gone rather than half deleted.
-async fn gc(tx: &impl GenericClient, before_ms: i64, at: i64) -> Rows<GcStats> {
-    let mut stats = GcStats::default();
-    // A large store may take longer than any one request should.
-    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
-    let stale = at - crate::LEASE.as_millis() as i64;
-    let ids: Vec<String> = tx
-        .query(
-            "SELECT id FROM runs WHERE status IN ('completed', 'degraded', 'failed', 'fuel_exhausted', 'cancelled')
-               AND updated_ms < $1 AND (owner IS NULL OR heartbeat_ms < $2)
-             FOR UPDATE SKIP LOCKED",
-            &[&before_ms, &stale],
-        )
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-    let run = |sql: &'static str| {
-        let ids = &ids;
-        async move { tx.execute(sql, &[ids]).await }
-    };
-    stats.journal_entries = run("DELETE FROM journal WHERE run_id = ANY($1)").await?;
-    run("DELETE FROM steps WHERE run_id = ANY($1)").await?;
-    run("DELETE FROM run_definitions WHERE run_id = ANY($1)").await?;
-    // A finished run's webhook messages go with it, unless one is still
-    // being delivered.
-    run("DELETE FROM webhook_attempts WHERE message_id IN (
-           SELECT id FROM webhook_messages WHERE state != 'pending' AND run_id = ANY($1))")
-    .await?;
-    run("DELETE FROM webhook_messages WHERE state != 'pending' AND run_id = ANY($1)").await?;
-    // Its hold on artifacts too; the chunks go below once no run holds them.
-    run("DELETE FROM artifacts WHERE run_id = ANY($1)").await?;
-    stats.runs = run("DELETE FROM runs WHERE id = ANY($1)").await?;
-    stats.cache_entries = tx
-        .execute(
-            "DELETE FROM cache WHERE expires_ms IS NOT NULL AND expires_ms <= $1",
-            &[&at],
-        )
-        .await?;
-    // Only blobs a minute old: a commit in flight may be about to name a
-    // newer one (a blob stored again is renewed, under its row lock).
-    let r = tx
-        .query_one(
-            "WITH gone AS (
-                DELETE FROM blobs b
-                WHERE b.created_ms < $1
-                  AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.blob = b.digest)
-                  AND NOT EXISTS (SELECT 1 FROM cache c WHERE c.output = b.digest)
-                RETURNING length(data) AS n)
-             SELECT count(*)::bigint, coalesce(sum(n), 0)::bigint FROM gone",
-            &[&(at - 60_000)],
-        )
-        .await?;
-    stats.blobs = r.try_get::<_, i64>(0)?.max(0) as u64;
-    stats.blob_bytes = r.try_get::<_, i64>(1)?.max(0) as u64;
-    (stats.artifacts, stats.artifact_bytes) = artifacts::sweep(tx, before_ms).await?;
-    Ok(stats)
-}
-
-/// Inserts a new run in `tx`, leased to `owner` (encoded), or queued for
-/// the next [`Store::claim_next`] when `None` (no owner, no session yet).
-async fn insert_run(
-    tx: &deadpool_postgres::Transaction<'_>,
-    run: &NewRun,
-    owner: Option<String>,
-    shown: &str,
-) -> Result<(), StoreError> {
-    let fail = |e: RowError| row_error(shown, e);
-    if let Some(max) = run.max_running {
-        // Serialized per tenant: two processes cannot both start its last slot.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('corral-runs:' || $1))",
-            &[&run.tenant],
-        )
-        .await
-        .map_err(|e| sql_error(shown, e))?;
-        let running: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM runs WHERE tenant = $1 AND status = 'running'",
-                &[&run.tenant],
-            )
-            .await
-            .and_then(|r| r.try_get(0))
-            .map_err(|e| sql_error(shown, e))?;
-        if running >= i64::from(max) {
-            return Err(StoreError::TooManyRuns {
-                tenant: run.tenant.clone(),
-                running: running as u32,
-            });
-        }
-    }
-    let at = now(tx).await.map_err(fail)?;
-    let inserted = tx
-            .execute(
-                "INSERT INTO runs (id, workflow, file, digest, params, components, status, created_ms, updated_ms, owner, heartbeat_ms, epoch, tenant, idempotency_key, sessions)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $7, $8, $12, $11, $9, $10, $13) ON CONFLICT DO NOTHING",
-                &[
-                    &run.id,
-                    &run.workflow,
-                    &run.file,
-                    &run.digest,
-                    &run.params.to_string(),
-                    &run.components.to_string(),
-                    &at,
-                    &owner,
-                    &run.tenant,
-                    &run.idempotency_key,
-                    &i64::from(owner.is_some()),
-                    &owner.as_ref().map(|_| at),
-                    &i32::from(owner.is_some()),
-                ],
-            )
-            .await
-            .map_err(|e| sql_error(shown, e))?;
-    if inserted == 0 {
-        // The same request again, or an id already taken.
-        if let Some(key) = &run.idempotency_key {
-            let earlier = tx
-                .query_opt(
-                    "SELECT id FROM runs WHERE tenant = $1 AND idempotency_key = $2",
-                    &[&run.tenant, key],
-                )
-                .await
-                .map_err(|e| sql_error(shown, e))?;
-            if let Some(r) = earlier {
-                return Err(StoreError::SameRequest { run: r.get(0) });
-            }
-        }
-        return Err(StoreError::RunExists(run.id.clone()));
-    }
-    tx.execute(
-        "INSERT INTO run_definitions (run_id, definition) VALUES ($1, $2)",
-        &[&run.id, &run.definition],
-    )
-    .await
-    .map_err(|e| sql_error(shown, e))?;
-    Ok(())
-}
-
-/// Gives `rec` (its row locked by `tx`) to `owner` unless a live owner
-/// holds it; a new epoch fences off whoever held it before.
-async fn take(
-    tx: &deadpool_postgres::Transaction<'_>,
-    mut rec: RunRecord,
-    owner: Owner,
-    lease: Duration,
-    at: i64,
-    shown: &str,
-) -> Result<(RunRecord, Lease), StoreError> {
-    let mine = owner.encode();
-    if rec.owner.as_deref() != Some(mine.as_str()) {
-        if rec.lease_live(at, lease) {
-            let held = rec.owner.clone().unwrap_or_default();
-            return Err(StoreError::Leased {
-                run: rec.id.clone(),
-                owner: Owner::decode(&held).map_or(held, |o| o.describe()),
-                age: Duration::from_millis((at - rec.heartbeat_ms.unwrap_or(at)).max(0) as u64),
-            });
-        }
-        rec.sessions += 1;
-    }
-    // A new driver starts with no cancel request pending, and a new
-    // epoch: whoever held the run before can no longer commit.
-    rec.epoch += 1;
-    tx.execute(
-        "UPDATE runs SET owner = $2, heartbeat_ms = $3, sessions = $4, cancel_requested = 0, epoch = $5 WHERE id = $1",
-        &[&rec.id, &mine, &at, &(rec.sessions as i32), &rec.epoch],
-    )
-    .await
-    .map_err(|e| sql_error(shown, e))?;
-    rec.owner = Some(mine);
-    rec.heartbeat_ms = Some(at);
-    rec.cancel_requested = false;
-    let epoch = rec.epoch;
-    Ok((rec, Lease { owner, epoch }))
-}
-
-/// The oldest run of one of `tenants` that is running and matches `filter` (on `$1`),
-/// its row locked; rows another process is claiming are skipped, not
-/// waited for, so processes claiming at once take different runs.
-async fn oldest_claimable(
-    tx: &deadpool_postgres::Transaction<'_>,
-    filter: &str,
-    p: &(dyn tokio_postgres::types::ToSql + Sync),
-    tenants: &Vec<String>,
-) -> Rows<Option<RunRecord>> {
-    let s = tx
-        .prepare_cached(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE tenant != '' AND status = 'running' AND {filter}
-               AND tenant = ANY($2::text[])
-             ORDER BY created_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED"
-        ))
-        .await?;
-    tx.query_opt(&s, &[p, tenants])
-        .await?
-        .as_ref()
-        .map(rows::run_row)
-        .transpose()
 }
