@@ -113,13 +113,6 @@ impl corral::store::Store for SlowCache {
     fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, corral::store::StoreError> {
         self.inner.component(digest)
     }
-    fn interrupted(
-        &self,
-        lease: Duration,
-        limit: usize,
-    ) -> Result<Vec<corral::store::RunRecord>, corral::store::StoreError> {
-        self.inner.interrupted(lease, limit)
-    }
     fn tenant_runs(
         &self,
         q: &corral::store::RunQuery,

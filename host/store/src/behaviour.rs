@@ -529,7 +529,7 @@ pub(crate) fn artifacts_are_held_by_runs_under_limits_and_swept_when_unheld(f: &
     assert_eq!(store.artifact_read(&a.digest, 0, 10).unwrap().len(), 10);
 }
 
-pub(crate) fn runs_nobody_renews_are_listed_for_claiming(f: &dyn Fixture) {
+pub(crate) fn runs_nobody_renews_are_claimed(f: &dyn Fixture) {
     let store = f.store();
     let me = Owner::this_process();
     let live = store
@@ -547,17 +547,19 @@ pub(crate) fn runs_nobody_renews_are_listed_for_claiming(f: &dyn Fixture) {
         ..Entry::new("run_finished", None, "{}".into())
     };
     store.commit("done", &done, &[finished]).unwrap();
-    assert!(store.interrupted(LEASE, 10).unwrap().is_empty());
+    let me_too = Owner {
+        token: "claimer".into(),
+        ..me.clone()
+    };
+    assert!(store.claim_next(&me_too, LEASE, &acme()).unwrap().is_none());
     f.sql(&format!(
         "UPDATE runs SET heartbeat_ms = heartbeat_ms - {} WHERE id != 'live'",
         2 * LEASE.as_millis()
     ));
-    let ids: Vec<String> = store
-        .interrupted(LEASE, 10)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let mut ids = Vec::new();
+    while let Some((rec, _)) = store.claim_next(&me_too, LEASE, &acme()).unwrap() {
+        ids.push(rec.id);
+    }
     assert_eq!(ids, ["stale"], "a tenant's running run whose lease expired");
     store.heartbeat("live", &live).unwrap();
 }
@@ -777,7 +779,7 @@ macro_rules! behaviour_tests {
             webhook_messages_are_claimed_once_retried_when_due_and_recorded,
             rate_state_is_read_and_replaced,
             artifacts_are_held_by_runs_under_limits_and_swept_when_unheld,
-            runs_nobody_renews_are_listed_for_claiming,
+            runs_nobody_renews_are_claimed,
             a_submitted_run_waits_for_its_first_claim,
             processes_claiming_at_once_each_take_a_different_run,
             a_waiting_run_is_woken_for_the_next_claim_and_a_released_one_is_claimable,

@@ -453,10 +453,6 @@ pub trait Store: Send + Sync {
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
     /// One page of one tenant's runs.
     fn tenant_runs(&self, q: &RunQuery) -> Result<Vec<RunRecord>, StoreError>;
-    /// Tenants' runs that are running but that no process has renewed for
-    /// `lease` (by the store's clock), oldest first, at most `limit`: the
-    /// runs a server or worker may claim and drive again.
-    fn interrupted(&self, lease: Duration, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
     /// Keeps an uploaded component's bytes under `digest` (once, however
     /// many tenants register it), so that every process sharing the store
     /// can load it.

@@ -276,23 +276,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn interrupted(&self, lease: Duration, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        let stale = now_ms() - lease.as_millis() as i64;
-        self.with(|conn| {
-            let mut s = conn
-                .prepare_cached(&format!(
-                    "SELECT {RUN_COLUMNS} FROM runs
-                     WHERE tenant != '' AND status = 'running'
-                       AND (owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms < ?1)
-                     ORDER BY created_ms, id LIMIT ?2"
-                ))
-                .map_err(|e| self.err(e))?;
-            s.query_map(params![stale, limit as i64], run_row)
-                .and_then(|rows| rows.collect())
-                .map_err(|e| self.err(e))
-        })
-    }
-
     fn hold_slots(
         &self,
         key: &str,

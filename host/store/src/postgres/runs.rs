@@ -226,23 +226,6 @@ impl Store for PgStore {
         })
     }
 
-    fn interrupted(&self, lease: Duration, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        let lease = lease.as_millis() as i64;
-        self.rows(move |c| async move {
-            let s = c
-                .prepare_cached(&format!(
-                    "SELECT {RUN_COLUMNS} FROM runs
-                     WHERE tenant != '' AND status = 'running'
-                       AND (owner IS NULL OR heartbeat_ms IS NULL OR heartbeat_ms < {} - $1)
-                     ORDER BY created_ms, id LIMIT $2",
-                    schema::NOW_MS
-                ))
-                .await?;
-            let rows = c.query(&s, &[&lease, &(limit as i64)]).await?;
-            rows.iter().map(rows::run_row).collect()
-        })
-    }
-
     fn hold_slots(
         &self,
         key: &str,
