@@ -25,6 +25,23 @@ fn on_postgres() -> Env {
     Env::on_postgres(cluster().create_database(&name).unwrap())
 }
 
+/// A `LATCHED` run submitted to `a`, held in its step s2 after s1
+/// committed: its id, and the gate directory that releases s2 and s3.
+fn latched_run_held_in_s2(a: &serve::Serve) -> (String, std::path::PathBuf) {
+    let up = a.upload(serve::ACME, "latch", &serve::bytes(support::agents::LATCH));
+    assert_eq!(up.status, 201, "{}", up.body);
+    let gates = a.data("acme").join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    std::fs::write(gates.join("s1"), "").unwrap();
+    let run = a.submit(serve::ACME, serve::LATCHED);
+    assert_eq!(run.status, 201, "{}", run.body);
+    let id = run.body["id"].as_str().unwrap().to_owned();
+    serve::read_events(a, &id, None, |e| {
+        e["type"] == "call_started" && e["step"] == "s2"
+    });
+    (id, gates)
+}
+
 #[test]
 fn kill_9_mid_step_then_resume_on_postgres_commits_every_step_once() {
     let env = on_postgres();
@@ -98,18 +115,8 @@ fn a_server_killed_mid_run_has_its_run_taken_over_by_another() {
     let db = cluster().create_database(&name).unwrap();
     let mut a = serve::Serve::start_on(&db, &serve::config());
     let b = a.sibling();
-    let up = a.upload(serve::ACME, "latch", &serve::bytes(support::agents::LATCH));
-    assert_eq!(up.status, 201, "{}", up.body);
-    let gates = a.data("acme").join("gates");
-    std::fs::create_dir_all(&gates).unwrap();
-    std::fs::write(gates.join("s1"), "").unwrap();
-    let run = a.submit(serve::ACME, serve::LATCHED);
-    assert_eq!(run.status, 201, "{}", run.body);
-    let id = run.body["id"].as_str().unwrap().to_owned();
     // Held in s2, after s1 committed; then the driving server dies.
-    serve::read_events(&a, &id, None, |e| {
-        e["type"] == "call_started" && e["step"] == "s2"
-    });
+    let (id, gates) = latched_run_held_in_s2(&a);
     a.kill9();
     std::fs::write(gates.join("s2"), "").unwrap();
     std::fs::write(gates.join("s3"), "").unwrap();
@@ -167,16 +174,7 @@ fn a_server_paused_past_its_lease_cannot_commit_when_it_wakes() {
     let db = cluster().create_database(&name).unwrap();
     let mut a = serve::Serve::start_on(&db, &serve::config());
     let b = a.sibling();
-    let up = a.upload(serve::ACME, "latch", &serve::bytes(support::agents::LATCH));
-    assert_eq!(up.status, 201, "{}", up.body);
-    let gates = a.data("acme").join("gates");
-    std::fs::create_dir_all(&gates).unwrap();
-    std::fs::write(gates.join("s1"), "").unwrap();
-    let run = a.submit(serve::ACME, serve::LATCHED);
-    let id = run.body["id"].as_str().unwrap().to_owned();
-    serve::read_events(&a, &id, None, |e| {
-        e["type"] == "call_started" && e["step"] == "s2"
-    });
+    let (id, gates) = latched_run_held_in_s2(&a);
     let pid = a.child.as_ref().unwrap().id().to_string();
     let signal = |sig: &str| {
         let ok = std::process::Command::new("kill")
@@ -591,18 +589,8 @@ fn workers_ride_out_a_database_restart_mid_run() {
     let own = TestCluster::start_with(true).unwrap_or_else(|e| panic!("{e}"));
     let db = own.create_database("restart").unwrap();
     let a = serve::Serve::start_on_with(&db, &serve::config(), &["--submit-only"]);
-    let up = a.upload(serve::ACME, "latch", &serve::bytes(support::agents::LATCH));
-    assert_eq!(up.status, 201, "{}", up.body);
-    let gates = a.data("acme").join("gates");
-    std::fs::create_dir_all(&gates).unwrap();
-    std::fs::write(gates.join("s1"), "").unwrap();
     let _worker = a.worker(4);
-    let run = a.submit(serve::ACME, serve::LATCHED);
-    assert_eq!(run.status, 201, "{}", run.body);
-    let id = run.body["id"].as_str().unwrap().to_owned();
-    serve::read_events(&a, &id, None, |e| {
-        e["type"] == "call_started" && e["step"] == "s2"
-    });
+    let (id, gates) = latched_run_held_in_s2(&a);
     own.stop().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(2));
     own.start_server().unwrap();

@@ -124,29 +124,15 @@ impl Serve {
     /// Starts (or restarts) the process on a free port; waits for its
     /// "listening on" line.
     pub fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
-        // A `models.toml` beside the config gives the server a gateway.
-        if self.workdir.join("models.toml").is_file() {
-            cmd.args(["--models", "models.toml"]);
-        }
-        cmd.args([
+        let mut args = vec![
             "serve",
             "--config",
             "corral.toml",
             "--listen",
             "127.0.0.1:0",
-        ])
-        .args(&self.args);
-        environment(&mut cmd, &self.workdir, self.db.as_deref());
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        ];
+        args.extend(self.args.iter().map(String::as_str));
+        let (child, line) = launch(&args, &self.workdir, self.db.as_deref());
         let addr = line
             .trim()
             .strip_prefix("corral serve: listening on ")
@@ -267,10 +253,17 @@ impl Drop for Serve {
     }
 }
 
-/// What every corral process of a test gets: its directory, the shared
-/// compile cache, quiet logs, and the database if any.
-fn environment(cmd: &mut Command, workdir: &Path, db: Option<&str>) {
-    cmd.current_dir(workdir)
+/// Starts `corral <args>` in `workdir` as every corral process of a test
+/// runs: the shared compile cache, quiet logs, the database if any, and a
+/// `models.toml` beside the config as its gateway. Returns the child and
+/// its first line of output, which says it is ready.
+fn launch(args: &[&str], workdir: &Path, db: Option<&str>) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+    if workdir.join("models.toml").is_file() {
+        cmd.args(["--models", "models.toml"]);
+    }
+    cmd.args(args)
+        .current_dir(workdir)
         .env(
             "CORRAL_CACHE_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("corral-cache"),
@@ -280,6 +273,16 @@ fn environment(cmd: &mut Command, workdir: &Path, db: Option<&str>) {
     if let Some(db) = db {
         cmd.env("CORRAL_DATABASE_URL", db);
     }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
 }
 
 /// A `corral worker` process: drives runs claimed from the database.
@@ -293,27 +296,9 @@ pub struct Worker {
 impl Worker {
     /// Starts (or restarts) the process; waits for its first line.
     pub fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
-        if self.workdir.join("models.toml").is_file() {
-            cmd.args(["--models", "models.toml"]);
-        }
-        cmd.args([
-            "worker",
-            "--config",
-            "corral.toml",
-            "--max-runs",
-            &self.max_runs.to_string(),
-        ]);
-        environment(&mut cmd, &self.workdir, self.db.as_deref());
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let max_runs = self.max_runs.to_string();
+        let args = ["worker", "--config", "corral.toml", "--max-runs", &max_runs];
+        let (child, line) = launch(&args, &self.workdir, self.db.as_deref());
         assert!(
             line.starts_with("corral worker: claiming runs"),
             "unexpected first line: {line:?}"

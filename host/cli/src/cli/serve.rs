@@ -28,9 +28,9 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "max_runs")]
     submit_only: bool,
 
-    /// The most runs this server takes over at once from the store (left by
-    /// a stopped process, or queued for workers); runs submitted to it are
-    /// driven here whatever this says.
+    /// Take runs over from the store (left by a stopped process, or queued
+    /// for workers) only while this server drives fewer than N runs, its own
+    /// included; runs submitted to it are driven here whatever this says.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_runs: u32,
 }
